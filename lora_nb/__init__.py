@@ -1,0 +1,48 @@
+"""lora_nb: LoRA/QLoRA fine-tuning of Hugging Face models, in notebooks and scripts.
+
+The pipeline, one call per step (heavy libraries load on first use, so importing is instant)::
+
+    import lora_nb
+    model, tok = lora_nb.load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")
+    lora_nb.discover(model)                              # targets by role, with LoRA costs
+    model = lora_nb.inject(model, r=16, targets="attention")
+    run = lora_nb.train(model, tok, "data.jsonl", steps=200)
+    lora_nb.compare(model, tok, ["Hello?"])              # base vs adapter
+    lora_nb.merge(model, "merged", tokenizer=tok)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "loading",
+    "discover": "discovery",
+    "Discovery": "discovery",
+    "inject": "injection",
+    "train": "training",
+    "Run": "training",
+    "generate": "generation",
+    "compare": "generation",
+    "Comparison": "generation",
+    "save": "merging",
+    "load_adapter": "merging",
+    "merge": "merging",
+    "Recipe": "recipe",
+    "ConfigError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lora_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,45 @@
+"""Errors written for people: the key, the value given, what is allowed, and the nearest match."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A bad argument or setting. The message names the key, the value and what is allowed.
+
+    It is a ``ValueError``, so scripts can catch it as one; the notebook layer shows it without a
+    traceback.
+
+    Example:
+        >>> raise ConfigError("lora.rank", 3, allowed=["r", "alpha"])   # doctest: +SKIP
+        ConfigError: lora.rank: unknown key (got 3). Allowed: r, alpha. Did you mean 'r'?
+    """
+
+    def __init__(self, key: str, value: Any = None, *, allowed: Iterable[Any] | None = None, problem: str = ""):
+        self.key, self.value = key, value
+        self.allowed = [str(a) for a in allowed] if allowed is not None else None
+        parts = [f"{key}: {problem or 'invalid value'}"]
+        if value is not None:
+            parts[0] += f" (got {value!r})"
+        if self.allowed is not None:
+            shown = ", ".join(self.allowed[:20]) + (f", … ({len(self.allowed)} in all)" if len(self.allowed) > 20 else "")
+            parts.append(f"Allowed: {shown}.")
+            hint = nearest(value if isinstance(value, str) else key.rsplit(".", 1)[-1], self.allowed)
+            if hint:
+                parts.append(f"Did you mean {hint!r}?")
+        super().__init__(" ".join(parts))
+
+
+def nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to ``word`` (case-insensitive), or None when nothing is close.
+
+    Example:
+        >>> nearest("alpah", ["r", "alpha", "dropout"])
+        'alpha'
+    """
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None

@@ -1,0 +1,136 @@
+"""Load a model and tokenizer in full precision, 8-bit or 4-bit (QLoRA), through bitsandbytes.
+
+Memory, roughly, for N parameters: bf16 2N bytes, 8-bit N bytes, 4-bit (NF4 with double
+quantisation) about 0.53N bytes. 4-bit computes in bf16/fp32, so a step costs a little more than in
+bf16; the point is fitting a model that would not fit otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .errors import ConfigError
+from .recipe import DTYPES, QUANTS, ModelSection, coerce
+
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def resolve_dtype(dtype: str = "auto"):
+    """The torch dtype for ``dtype``: ``auto`` is bf16 on GPUs that have it, fp16 on others, fp32 on CPU.
+
+    Example:
+        >>> resolve_dtype("fp32")
+        torch.float32
+    """
+    import torch
+
+    coerce("model.dtype", dtype, str, DTYPES)
+    if dtype == "auto":
+        if not torch.cuda.is_available():
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, DTYPE_NAMES[dtype])
+
+
+def quant_kwargs(quant: Optional[str], compute_dtype) -> Optional[dict]:
+    """``BitsAndBytesConfig`` keywords for ``quant``: 4bit is QLoRA's NF4 + double quantisation.
+
+    Example:
+        >>> import torch
+        >>> quant_kwargs("4bit", torch.float32)["bnb_4bit_quant_type"]
+        'nf4'
+    """
+    coerce("model.quant", quant, Optional[str], QUANTS)
+    if quant == "4bit":
+        return dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=compute_dtype)
+    if quant == "8bit":
+        return dict(load_in_8bit=True)
+    return None
+
+
+def model_class(config: Any):
+    """The transformers class that loads ``config``: its own architecture when transformers has it,
+    else ``AutoModelForCausalLM``.
+
+    Example:
+        >>> from transformers import GPT2Config
+        >>> model_class(GPT2Config(architectures=["GPT2LMHeadModel"])).__name__
+        'GPT2LMHeadModel'
+    """
+    import transformers
+
+    for arch in getattr(config, "architectures", None) or ():
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModelForCausalLM
+
+
+def default_device_map(device_map: Any = None) -> Any:
+    """``device_map`` as given; when None, the first GPU if there is one, else the CPU (None)."""
+    import torch
+
+    if device_map is None and torch.cuda.is_available():
+        return {"": 0}
+    return device_map
+
+
+def load(
+    model: str,
+    *,
+    quant: Optional[str] = ModelSection.quant,
+    dtype: str = ModelSection.dtype,
+    device_map: Any = ModelSection.device_map,
+    trust_remote_code: bool = ModelSection.trust_remote_code,
+):
+    """Load ``model`` (a Hub name or a local folder) and its tokenizer, ready for LoRA.
+
+    ``quant="4bit"`` is QLoRA: NF4 weights with double quantisation, computing in ``dtype`` (bf16
+    on GPUs that support it), then PEFT's ``prepare_model_for_kbit_training``. ``"8bit"`` is
+    LLM.int8. Both run on the CPU too with bitsandbytes >= 0.49. Weights load from safetensors;
+    ``trust_remote_code`` stays off unless you ask.
+
+    Returns ``(model, tokenizer)``. A tokenizer without a pad token gets its eos token as pad.
+
+    Example:
+        >>> model, tok = load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")   # doctest: +SKIP
+    """
+    from transformers import AutoConfig, AutoTokenizer, BitsAndBytesConfig
+
+    torch_dtype = resolve_dtype(dtype)
+    bnb = quant_kwargs(quant, torch_dtype)
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ConfigError("model", model, problem=f"cannot be loaded: not a local folder with config.json, nor a reachable Hub model ({e.__class__.__name__})") from None
+    cls = model_class(config)
+    loaded = cls.from_pretrained(
+        model,
+        dtype=torch_dtype,
+        quantization_config=BitsAndBytesConfig(**bnb) if bnb else None,
+        device_map=default_device_map(device_map),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    if bnb:
+        loaded = prepare_kbit(loaded)
+    # Remembered so a run's recipe and exported script load the model the same way.
+    loaded.lora_nb_load = ModelSection(name=str(model), quant=quant, dtype=dtype, device_map=device_map,
+                                       trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return loaded, tokenizer
+
+
+def prepare_kbit(model):
+    """PEFT's preparation of a quantised model for training (norms in fp32, input grads on).
+
+    Gradient checkpointing is turned on where memory is scarce (a GPU), not on the CPU, where it
+    only costs time.
+    """
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())

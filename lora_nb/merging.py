@@ -1,0 +1,208 @@
+"""Save and reload adapters, and merge them into a standalone model.
+
+Merging a QLoRA adapter: the adapter was trained against the *dequantised* 4-bit weights, not the
+original checkpoint. By default :func:`merge` rebuilds the base in 16/32-bit from exactly those
+dequantised weights and adds the LoRA update there, so the merged model computes what the adapter
+did. ``into="original"`` merges into the original full-precision checkpoint instead (closer to the
+released base model, a little further from what was trained). It never merges into quantised
+weights, which would round the update away. Cost: one full-precision copy of the model in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .errors import ConfigError
+from .recipe import DTYPES
+
+META_FILE = "lora_nb.json"
+MERGE_INTO = ("dequantized", "original")
+
+
+def save(model: Any, folder: Union[str, Path], tokenizer: Any = None) -> Path:
+    """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
+
+    Example:
+        >>> save(model, "my-adapter", tokenizer=tok)   # doctest: +SKIP
+    """
+    from .training import model_section
+
+    folder = Path(folder)
+    if not hasattr(model, "peft_config"):
+        raise ConfigError("model", type(model).__name__, problem="has no adapter to save; call lora_nb.inject first")
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    section = model_section(model)
+    (folder / META_FILE).write_text(json.dumps({"base": section.name, "quant": section.quant, "dtype": section.dtype}))
+    return folder
+
+
+def adapter_meta(folder: Union[str, Path]) -> dict:
+    """How the adapter's base was loaded: ``{"base", "quant", "dtype"}`` (from lora_nb.json, else PEFT's config)."""
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").exists():
+        raise ConfigError("adapter_dir", str(folder), problem="holds no adapter_config.json")
+    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
+    if not meta.get("base"):
+        meta["base"] = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    meta.setdefault("quant", None)
+    meta.setdefault("dtype", "auto")
+    return meta
+
+
+def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
+    """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
+
+    ``base`` is a loaded model, or a name/folder loaded (quantised as at training time) for you.
+
+    Example:
+        >>> model = load_adapter("./base-model", "runs/x/adapter")   # doctest: +SKIP
+    """
+    from peft import PeftModel
+
+    from .loading import load
+
+    if isinstance(base, (str, Path)):
+        meta = adapter_meta(folder)
+        base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])
+    return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+
+
+def merge(
+    model: Any,
+    out_dir: Union[str, Path],
+    *,
+    base: Optional[str] = None,
+    dtype: Optional[str] = None,
+    into: str = "dequantized",
+    tokenizer: Any = None,
+) -> Path:
+    """Write a standalone model (weights + tokenizer, no LoRA left) to ``out_dir``.
+
+    ``model`` is a PeftModel or an adapter folder (its base is read from the folder, or ``base``).
+    ``dtype`` ("bf16", "fp16", "fp32"; default: the dtype the adapter computed in). For 4-bit and
+    8-bit bases, ``into="dequantized"`` (default) merges into the dequantised weights the adapter
+    was trained against; ``into="original"`` reloads the original checkpoint in ``dtype`` and
+    merges there. The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+
+    Example:
+        >>> merge(model, "merged", tokenizer=tok)                       # doctest: +SKIP
+        >>> merge("runs/x/adapter", "merged", into="original")          # doctest: +SKIP
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    if into not in MERGE_INTO:
+        raise ConfigError("into", into, allowed=MERGE_INTO)
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError("dtype", dtype, allowed=DTYPES)
+    if isinstance(model, (str, Path)):
+        folder = Path(model)
+        meta = adapter_meta(folder)
+        quant = None if into == "original" else meta["quant"]
+        model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"])
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists() else base or meta["base"])
+    if not isinstance(model, PeftModel):
+        raise ConfigError("model", type(model).__name__, problem="is not a PeftModel; give one or an adapter folder")
+    target = _torch_dtype(dtype, model)
+    if into == "original" and _is_quantized(model):
+        from .loading import load
+
+        name = base or model.get_base_model().name_or_path
+        full, _ = load(name, dtype=dtype or _dtype_name(target))
+        standalone = _with_adapter(full, model)
+    else:
+        standalone = _with_adapter(float_copy(model.get_base_model(), target), model)
+    merged = standalone.merge_and_unload()
+    out_dir = Path(out_dir)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_adapter_from(base: str, folder: Path, quant: Optional[str], dtype: str):
+    from peft import PeftModel
+
+    from .loading import load
+
+    model, _ = load(base, quant=quant, dtype=dtype)
+    return PeftModel.from_pretrained(model, str(folder))
+
+
+def _is_quantized(model: Any) -> bool:
+    return any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
+
+
+def _torch_dtype(dtype: Optional[str], model: Any):
+    """The dtype to merge in: as asked, else the one the adapter computed in."""
+    import torch
+
+    from .loading import resolve_dtype
+    from .training import precision_kwargs
+
+    if dtype is not None:
+        return resolve_dtype(dtype)
+    p = precision_kwargs(model)
+    if p["bf16"]:
+        return torch.bfloat16
+    if p["fp16"]:
+        return torch.float16
+    return torch.float32
+
+
+def _dtype_name(dtype: Any) -> str:
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[str(dtype).replace("torch.", "")]
+
+
+def float_copy(base: Any, dtype: Any):
+    """A plain (unquantised, un-adapted) copy of ``base`` in ``dtype``: bitsandbytes weights are
+    dequantised, PEFT layers left out."""
+    import torch
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    state = {}
+    modules = dict(base.named_modules())
+    for name, tensor in list(base.named_parameters()) + list(base.named_buffers()):
+        if any(part.startswith("lora_") for part in name.split(".")):
+            continue
+        owner = modules[name.rsplit(".", 1)[0]] if "." in name else base
+        if type(tensor).__name__ in ("Params4bit", "Int8Params"):
+            tensor = dequantize_bnb_weight(tensor, state=getattr(owner, "state", None))
+        clean = name.replace(".base_layer.", ".")
+        state[clean] = tensor.detach().to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, device="cpu", copy=True)
+    config = copy.deepcopy(base.config)
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    config.dtype = dtype
+    with torch.device("meta"):
+        plain = type(base)(config)
+    for name, tensor in state.items():
+        module_name, _, leaf = name.rpartition(".")
+        module = plain.get_submodule(module_name)
+        if leaf in module._parameters:
+            module._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+        elif leaf in module._buffers:
+            module._buffers[leaf] = tensor
+    plain.tie_weights()
+    missing = [n for n, t in list(plain.named_parameters()) + list(plain.named_buffers()) if t.is_meta]
+    if missing:
+        raise RuntimeError(f"could not rebuild these weights for the merge: {missing[:5]}")
+    return plain.eval()
+
+
+def _with_adapter(plain: Any, adapted: Any):
+    """``plain`` wearing a copy of ``adapted``'s active adapter (same config, same weights)."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    name = adapted.active_adapter
+    config = copy.deepcopy(adapted.peft_config[name])
+    config.inference_mode = True
+    target = get_peft_model(plain, config)
+    set_peft_model_state_dict(target, get_peft_model_state_dict(adapted, adapter_name=name))
+    return target

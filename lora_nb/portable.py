@@ -1,0 +1,102 @@
+"""Functions shared by lora_nb and the scripts it exports.
+
+Exported scripts run without lora_nb installed, so :mod:`lora_nb.export` copies these functions
+into each script verbatim (``inspect.getsource``). That is why this file imports nothing from
+lora_nb, keeps its imports inside the functions, and holds only what a script needs to rebuild a
+run exactly: the dtype choice and the data formats.
+"""
+
+from __future__ import annotations
+
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+
+def resolve_dtype(name):
+    """torch dtype for "auto", "bf16", "fp16" or "fp32"; auto is bf16 on GPUs that support it, fp16 on others, fp32 on CPU."""
+    import torch
+
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def detect_format(columns):
+    """The data format its columns imply: messages, alpaca, prompt_completion or text; None if none fits."""
+    columns = set(columns)
+    if "messages" in columns:
+        return "messages"
+    if {"instruction", "output"} <= columns:
+        return "alpaca"
+    if {"prompt", "completion"} <= columns:
+        return "prompt_completion"
+    if "text" in columns:
+        return "text"
+    return None
+
+
+def alpaca_user_text(row):
+    """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line."""
+    extra = (row.get("input") or "").strip()
+    return f"{row['instruction']}\n\n{extra}" if extra else row["instruction"]
+
+
+def load_rows(source, split="train"):
+    """A datasets.Dataset from a json/jsonl/csv/parquet file, a folder, or a Hub dataset name."""
+    import os
+
+    from datasets import load_dataset, load_from_disk
+
+    source = str(source)
+    kinds = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+    ext = os.path.splitext(source)[1].lower()
+    if os.path.isfile(source) and ext in kinds:
+        return load_dataset(kinds[ext], data_files=source, split="train")
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_info.json")):
+        data = load_from_disk(source)
+        return data[split] if hasattr(data, "keys") else data
+    return load_dataset(source, split=split)
+
+
+def to_sft_dataset(dataset, fmt, tokenizer):
+    """Rows in one of TRL's SFT formats, so the loss falls on the response tokens only.
+
+    alpaca becomes prompt/completion (chat turns when the tokenizer has a chat template, else the
+    alpaca prompt). messages stay whole when the template can mask assistant turns (TRL's
+    assistant_only_loss); otherwise the last assistant turn becomes the completion. text and
+    prompt_completion pass through.
+    """
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if fmt == "alpaca":
+        def convert(row):
+            if has_template:
+                return {"prompt": [{"role": "user", "content": alpaca_user_text(row)}],
+                        "completion": [{"role": "assistant", "content": row["output"]}]}
+            template = ALPACA_PROMPT_INPUT if (row.get("input") or "").strip() else ALPACA_PROMPT
+            return {"prompt": template.format(instruction=row["instruction"], input=row.get("input")),
+                    "completion": row["output"]}
+        return dataset.map(convert, remove_columns=dataset.column_names)
+    if fmt == "messages" and not masks_assistant_turns(tokenizer):
+        def split_last(row):
+            last = max(i for i, m in enumerate(row["messages"]) if m["role"] == "assistant")
+            return {"prompt": row["messages"][:last], "completion": row["messages"][last:last + 1]}
+        return dataset.map(split_last, remove_columns=dataset.column_names)
+    keep = {"text": ["text"], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[fmt]
+    return dataset.select_columns(keep)
+
+
+def masks_assistant_turns(tokenizer):
+    """Whether TRL can compute an assistant-only loss mask with this tokenizer's chat template."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return False
+    if has_generation_markers(template):
+        return True
+    try:
+        return get_training_chat_template(tokenizer) is not None
+    except Exception:  # TRL knows no training variant of this template
+        return False

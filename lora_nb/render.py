@@ -1,0 +1,61 @@
+"""Tables that render as HTML in notebooks and as aligned text in terminals."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Sequence
+
+
+def fmt(value: Any) -> str:
+    """Numbers the way people read them: 1,234,567; 0.0123; 3.2e-05.
+
+    Example:
+        >>> fmt(1234567), fmt(0.012345), fmt(None)
+        ('1,234,567', '0.01235', '')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    return fmt(value).replace("\n", " ⏎ ")
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> str:
+    """An aligned plain-text table.
+
+    Example:
+        >>> print(text_table(["role", "modules"], [["attention", 8]]))
+        role       modules
+        ---------  -------
+        attention        8
+    """
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and rows for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = ([title] if title else []) + [line(headers), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + [line(r) for r in cells])
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> str:
+    """An HTML table; every cell is escaped.
+
+    Example:
+        >>> "<td>8</td>" in html_table(["modules"], [[8]])
+        True
+    """
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    caption = f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>" if title else ""
+    return f"<table class='lora-nb'>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
