@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 from .discovery import Discovery, discover, task_type
 from .errors import ConfigError
-from .recipe import VARIANTS, LoraSection, build_section
+from .recipe import VARIANTS, LoraSection, TrainSection, build_section
 
 _REGEX_CHARS = set("^$*+?[](){}|\\")
 
@@ -111,14 +111,15 @@ def inject(
     variant: str = LoraSection.variant,
     bias: str = LoraSection.bias,
     modules_to_save: Optional[list] = LoraSection.modules_to_save,
-    seed: Optional[int] = None,
+    seed: Optional[int] = TrainSection.seed,
     verbose: bool = True,
 ):
     """Wrap ``model`` with a fresh PEFT LoRA adapter and return the ``peft.PeftModel``.
 
     ``targets``: "all-linear" (PEFT's own rule), a role from :func:`discover` ("attention", "mlp"),
     a list of module names or roles, or a regex matched against full module names. ``variant``:
-    "lora", "rslora" or "dora". ``seed`` makes the adapter's initialisation reproducible. A model
+    "lora", "rslora" or "dora". ``seed`` fixes the adapter's initialisation (an exported script
+    seeds it with the run's ``train.seed``, 42 by default, like this default). A model
     that already carries an adapter has it removed first, so rerunning a notebook cell starts
     fresh. Prints PEFT's trainable-parameter summary.
 
@@ -140,6 +141,9 @@ def inject(
     if seed is not None:
         torch.manual_seed(seed)
     peft_model = get_peft_model(model, LoraConfig(**kwargs))
+    # Remembered as asked ("attention", not PEFT's resolved set) for the run's recipe and export.
+    peft_model.lora_nb_lora = LoraSection(r=r, alpha=alpha, dropout=dropout, targets=targets, variant=variant, bias=bias,
+                                          rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, modules_to_save=modules_to_save)
     if verbose:
         peft_model.print_trainable_parameters()
     return peft_model

@@ -68,11 +68,14 @@ def model_class(config: Any):
 
 
 def default_device_map(device_map: Any = None) -> Any:
-    """``device_map`` as given; when None, the first GPU if there is one, else the CPU (None)."""
+    """``device_map`` as given; when None, this process's GPU if there is one (so each process of
+    ``accelerate launch`` takes its own), else the CPU (None)."""
     import torch
 
     if device_map is None and torch.cuda.is_available():
-        return {"": 0}
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
     return device_map
 
 

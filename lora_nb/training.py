@@ -267,7 +267,11 @@ def model_section(model: Any) -> ModelSection:
 
 
 def lora_section(model: Any) -> LoraSection:
-    """The lora settings of a PeftModel's active adapter, read back from its LoraConfig."""
+    """The lora settings of a PeftModel's adapter: as given to :func:`lora_nb.inject`, else read back
+    from its LoraConfig."""
+    recorded = getattr(model, "lora_nb_lora", None)
+    if isinstance(recorded, LoraSection):
+        return recorded
     cfg = model.peft_config[model.active_adapter]
     targets = cfg.target_modules if isinstance(cfg.target_modules, str) else sorted(cfg.target_modules)
     variant = "dora" if cfg.use_dora else "rslora" if cfg.use_rslora else "lora"
