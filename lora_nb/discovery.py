@@ -137,7 +137,8 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
 
     Example:
         >>> report = discover("meta-llama/Llama-3.1-70B")   # doctest: +SKIP
-        >>> report                                          # a table per role, in % of 70B
+        >>> report                             # doctest: +SKIP
+        (a table per role: modules, LoRA parameters, % of the 70B)
     """
     source = getattr(model, "name_or_path", None) or type(model).__name__
     if isinstance(model, os.PathLike):

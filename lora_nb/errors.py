@@ -13,8 +13,10 @@ class ConfigError(ValueError):
     traceback.
 
     Example:
-        >>> raise ConfigError("lora.rank", 3, allowed=["r", "alpha"])   # doctest: +SKIP
-        ConfigError: lora.rank: unknown key (got 3). Allowed: r, alpha. Did you mean 'r'?
+        >>> raise ConfigError("lora.rank", problem="unknown key", allowed=["r", "alpha"])
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha. Did you mean 'r'?
     """
 
     def __init__(self, key: str, value: Any = None, *, allowed: Iterable[Any] | None = None, problem: str = ""):
@@ -23,6 +25,7 @@ class ConfigError(ValueError):
         parts = [f"{key}: {problem or 'invalid value'}"]
         if value is not None:
             parts[0] += f" (got {value!r})"
+        parts[0] += "."
         if self.allowed is not None:
             shown = ", ".join(self.allowed[:20]) + (f", … ({len(self.allowed)} in all)" if len(self.allowed) > 20 else "")
             parts.append(f"Allowed: {shown}.")
@@ -41,5 +44,13 @@ def nearest(word: str, choices: Iterable[str]) -> str | None:
     """
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
-    return lowered[match[0]] if match else None
+    word = str(word).lower()
+    match = difflib.get_close_matches(word, list(lowered), n=1, cutoff=0.6)
+    if match:
+        return lowered[match[0]]
+    # a short name is far from its long form by edit distance: "rank" -> "r", "sched" -> "scheduler"
+    for fits in (lambda c: word.startswith(c), lambda c: c.startswith(word)):
+        prefixed = [c for c in lowered if fits(c)]
+        if prefixed:
+            return lowered[max(prefixed, key=len)]
+    return None

@@ -18,7 +18,7 @@ _REGEX_CHARS = set("^$*+?[](){}|\\")
 
 def resolve_targets(report: Discovery, targets: Union[str, list], all_names: list[str]) -> Union[str, list[str]]:
     """PEFT's ``target_modules`` for ``targets``: "all-linear" as is (the linear modules by name on MoE models), a role as the shortest name
-    suffixes that pick exactly its modules, a list of names (or roles) checked, a regex checked.
+    suffixes that pick exactly its modules, a list of names (or roles) checked, a regex narrowed to the linear modules it matches.
 
     Example:
         >>> resolve_targets(discover(gpt2_folder), "attention", names)   # doctest: +SKIP
@@ -38,9 +38,10 @@ def resolve_targets(report: Discovery, targets: Union[str, list], all_names: lis
             pattern = re.compile(targets)
         except re.error as e:
             raise ConfigError("lora.targets", targets, problem=f"is not a valid regex ({e})") from None
-        if not any(pattern.fullmatch(n) for n in linear):
+        matched = [n for n in linear if pattern.fullmatch(n)]  # linear ones only: PEFT rejects activations etc.
+        if not matched:
             raise ConfigError("lora.targets", targets, problem="regex matches no linear module", allowed=allowed)
-        return targets
+        return compact(matched, all_names)
     names = [targets] if isinstance(targets, str) else list(targets)
     picked: list[str] = []
     for t in names:

@@ -39,8 +39,14 @@ def detect_format(columns):
 
 def alpaca_user_text(row):
     """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line."""
-    extra = (row.get("input") or "").strip()
-    return f"{row['instruction']}\n\n{extra}" if extra else row["instruction"]
+    extra = alpaca_input(row)
+    return f"{row['instruction']}\n\n{extra}" if extra else str(row["instruction"])
+
+
+def alpaca_input(row):
+    """An alpaca row's input as text ("" when absent); CSV files give numbers as numbers."""
+    value = row.get("input")
+    return "" if value is None else str(value).strip()
 
 
 def load_rows(source, split="train"):
@@ -73,10 +79,10 @@ def to_sft_dataset(dataset, fmt, tokenizer):
         def convert(row):
             if has_template:
                 return {"prompt": [{"role": "user", "content": alpaca_user_text(row)}],
-                        "completion": [{"role": "assistant", "content": row["output"]}]}
-            template = ALPACA_PROMPT_INPUT if (row.get("input") or "").strip() else ALPACA_PROMPT
-            return {"prompt": template.format(instruction=row["instruction"], input=row.get("input")),
-                    "completion": row["output"]}
+                        "completion": [{"role": "assistant", "content": str(row["output"])}]}
+            template = ALPACA_PROMPT_INPUT if alpaca_input(row) else ALPACA_PROMPT
+            return {"prompt": template.format(instruction=row["instruction"], input=alpaca_input(row)),
+                    "completion": str(row["output"])}
         return dataset.map(convert, remove_columns=dataset.column_names)
     if fmt == "messages" and not masks_assistant_turns(tokenizer):
         def split_last(row):

@@ -149,7 +149,7 @@ class Recipe:
             >>> Recipe.from_dict({"model": {"name": "m"}, "lora": {"rank": 8}})
             Traceback (most recent call last):
             ...
-            lora_nb.errors.ConfigError: lora.rank: unknown key Allowed: r, alpha, dropout, targets, variant, bias, rank_pattern, alpha_pattern, modules_to_save. Did you mean 'r'?
+            lora_nb.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha, dropout, targets, variant, bias, rank_pattern, alpha_pattern, modules_to_save. Did you mean 'r'?
         """
         if not isinstance(raw, dict):
             raise ConfigError("recipe", type(raw).__name__, problem="must be a mapping of sections")
@@ -173,6 +173,8 @@ class Recipe:
         """
         import yaml
 
+        if _looks_like_path(source) and not Path(source).is_file():
+            raise ConfigError("recipe", str(source), problem="no such file")
         text = Path(source).read_text() if _looks_like_path(source) else str(source)
         try:
             raw = yaml.safe_load(text)
@@ -257,15 +259,15 @@ def lora_kwargs(section: LoraSection) -> dict:
 def train_kwargs(recipe: Recipe) -> dict:
     """The :func:`lora_nb.train` keywords for a recipe's train and data sections."""
     kwargs = dataclasses.asdict(recipe.train)
-    kwargs.update(sft_overrides=kwargs.pop("sft"), format=recipe.data.format, split=recipe.data.split,
-                  eval=recipe.data.eval, output_dir=recipe.output_dir)
+    kwargs.update(kwargs.pop("sft"))  # extra SFTConfig arguments travel as train()'s **sft_overrides
+    kwargs.update(format=recipe.data.format, split=recipe.data.split, eval=recipe.data.eval, output_dir=recipe.output_dir)
     return kwargs
 
 
 def _looks_like_path(source: str | Path) -> bool:
     if isinstance(source, Path):
         return True
-    return "\n" not in source and source.endswith((".yaml", ".yml")) and Path(source).exists()
+    return "\n" not in source and source.endswith((".yaml", ".yml"))
 
 
 def build_section(cls: type, raw: Any, prefix: str):

@@ -44,6 +44,9 @@ class Run:
         self.max_steps = 0
         self.step = 0
         self.summary: dict = {}
+        self.error: Optional[BaseException] = None
+        self.trainer: Any = None
+        self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._save_now = threading.Event()
 
@@ -61,6 +64,25 @@ class Run:
         Safe to call from another thread (a notebook's Stop button).
         """
         self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """True while a background run's thread is still training."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: Optional[float] = None) -> "Run":
+        """Block until a background run ends (or ``timeout`` seconds pass); re-raise its error if it failed.
+
+        Example:
+            >>> run = train(model, tok, data, steps=500, background=True)   # doctest: +SKIP
+            >>> run.stop(); run.wait().status                               # doctest: +SKIP
+            'stopped'
+        """
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.error is not None and not self.running:
+            raise self.error
+        return self
 
     def save_now(self) -> None:
         """Ask for the adapter to be saved after the current step, without stopping."""
@@ -316,6 +338,7 @@ def train(
     report_to: Any = None,
     recipe: Optional[Recipe] = None,
     progress: bool = True,
+    background: bool = False,
     **sft_overrides: Any,
 ) -> Run:
     """Fine-tune ``model`` (a PeftModel from :func:`inject`) on ``data`` with TRL's SFTTrainer.
@@ -326,6 +349,9 @@ def train(
     rows, a file, or a split name. ``callbacks`` are transformers ``TrainerCallback``s; any other
     keyword goes to ``trl.SFTConfig``. Returns the :class:`Run`; training stops cleanly at the next
     step on :meth:`Run.stop` or Ctrl-C, keeping adapter and history.
+
+    ``background=True`` trains in a thread and returns the running :class:`Run` at once, so the
+    caller (a notebook kernel) stays free to handle Stop / Save-now; :meth:`Run.wait` joins it.
 
     Example:
         >>> run = train(model, tok, "alpaca.jsonl", steps=200, lr=2e-4, eval=0.1)   # doctest: +SKIP
@@ -355,15 +381,27 @@ def train(
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
                          processing_class=tokenizer, callbacks=[_recorder(run, model, tokenizer), *callbacks])
     _tune_progress(trainer, progress)
+    if background:
+        run._thread = threading.Thread(target=_execute, args=(run, trainer, model, tokenizer), name=f"lora_nb {run.name}", daemon=True)
+        run._thread.start()
+        return run
+    _execute(run, trainer, model, tokenizer)
+    if run.error is not None:
+        raise run.error
+    return run
+
+
+def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
+    """Train, then save adapter, state, status and chart whatever happened (finished, stopped,
+    interrupted or failed)."""
     run.trainer = trainer
     try:
         trainer.train()
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
     except KeyboardInterrupt:
         run.status = "interrupted"
-    except BaseException:
-        run.status = "failed"
-        raise
+    except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
+        run.status, run.error = "failed", e
     finally:
         run.step = trainer.state.global_step
         save_adapter(run, model, tokenizer)
@@ -373,7 +411,6 @@ def train(
             run.save_chart()
         run.trainer = None
     _report(run)
-    return run
 
 
 def _tune_progress(trainer: Any, progress: bool) -> None:

@@ -1,0 +1,136 @@
+"""The ``lora-nb`` command, run as a real subprocess: targets, export, run, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lora_nb
+from lora_nb.recipe import Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cli(model_cache):
+    """cli(*args, cwd=...) -> CompletedProcess of ``python -m lora_nb.cli args``, offline, on the test cache."""
+    env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lora_nb.cli", *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    return run
+
+
+@pytest.fixture
+def recipe_file(tmp_path, llama, parity):
+    """A tiny recipe (2 steps on the parity rows) and the folder its run goes to."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in parity[0]))
+    out = tmp_path / "out"
+    recipe = Recipe.from_dict({
+        "model": {"name": llama},
+        "lora": {"r": 4, "targets": "attention"},
+        "data": {"path": str(data)},
+        "train": {"steps": 2, "batch_size": 4, "max_length": 64, "sft": {"save_steps": 1}},
+        "output_dir": str(out),
+    })
+    path = tmp_path / "recipe.yaml"
+    recipe.to_yaml(path)
+    return path, out
+
+
+def test_targets_prints_the_discovery_table(cli, llama, tmp_path):
+    result = cli("targets", llama, "--r", "4", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    for role in ("attention", "mlp", "all-linear (PEFT)"):
+        assert role in result.stdout
+    assert "r=4" in result.stdout
+    assert result.stdout.strip() == str(lora_nb.discover(llama, r=4)).strip()
+
+
+def lora_nb_imports(script: str) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(script)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return [n for n in names if n.split(".")[0] == "lora_nb"]
+
+
+def test_export_prints_or_writes_a_standalone_script(cli, recipe_file, tmp_path):
+    path, _ = recipe_file
+    target = tmp_path / "train_lora.py"
+
+    printed = cli("export", path, cwd=tmp_path)
+    written = cli("export", path, "-o", target, cwd=tmp_path)
+
+    assert printed.returncode == 0, printed.stderr
+    script = printed.stdout
+    ast.parse(script)
+    assert lora_nb_imports(script) == []
+    assert "from trl import SFTConfig, SFTTrainer" in script
+    assert f"MODEL = {Recipe.from_yaml(path).model.name!r}" in script
+    assert written.returncode == 0, written.stderr
+    assert str(target) in written.stdout
+    assert target.read_text().strip() == script.strip() == Recipe.from_yaml(path).to_script().strip()
+
+
+def test_run_trains_the_recipe(cli, recipe_file, tmp_path):
+    path, out = recipe_file
+
+    result = cli("run", path, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert Recipe.from_yaml(out / "recipe.yaml").lora.targets == "attention"
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2]
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert "finished" in result.stdout
+    assert (out / "checkpoints" / "checkpoint-1").is_dir()  # the sft section reached SFTConfig (save_steps=1)
+
+
+@pytest.mark.parametrize(
+    "verb, section, key, nearest",
+    [("run", "train: {stpes: 2}", "train.stpes", "steps"), ("export", "trian: {steps: 2}", "trian", "train"),
+     ("run", "lora: {variant: dorra}", "lora.variant", "dora")],
+)
+def test_bad_setting_exits_2_with_one_line(cli, llama, tmp_path, verb, section, key, nearest):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"model: {{name: {llama}}}\n{section}\n")
+
+    result = cli(verb, path, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"lora-nb: {key}")
+    assert f"Did you mean {nearest!r}?" in lines[0]
+    assert result.stdout == ""
+
+
+def test_missing_data_file_exits_2_without_traceback(cli, recipe_file, tmp_path):
+    path, out = recipe_file
+    recipe = Recipe.from_yaml(path)
+    recipe.data.path = str(tmp_path / "missing.jsonl")
+    recipe.to_yaml(path)
+
+    result = cli("run", path, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "lora-nb: data.path: no such file" in result.stderr
+    assert "missing.jsonl" in result.stderr

@@ -1,0 +1,130 @@
+"""discover(): roles decided by where a module sits, counts that match PEFT's own."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import lora_nb
+from lora_nb.discovery import discover
+
+
+def peft_lora_count(model, targets="all-linear", r=16):
+    """How many LoRA parameters PEFT itself adds for ``targets`` at rank ``r``."""
+    from peft import LoraConfig, get_peft_model
+
+    from lora_nb.discovery import task_type
+
+    peft_model = get_peft_model(model, LoraConfig(r=r, target_modules=targets, lora_dropout=0.0, task_type=task_type(model)))
+    return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+
+
+def load_plain(folder):
+    model, _ = lora_nb.load(folder)
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "bert"])
+def test_all_linear_total_equals_peft_count(tiny, family):
+    model = load_plain(tiny(family))
+    report = discover(model, r=8)
+    assert report.lora_params("all-linear") == peft_lora_count(model, r=8)
+
+
+def test_moe_all_linear_total_equals_peft_count_on_the_same_modules(tiny):
+    model = load_plain(tiny("qwen3_moe"))
+    report = discover(model, r=8)
+    assert report.lora_params("all-linear") == peft_lora_count(model, targets=report.names("all-linear"), r=8)
+
+
+def test_gpt2_c_proj_is_split_between_attention_and_mlp(tiny):
+    roles = discover(tiny("gpt2")).roles
+    assert "transformer.h.0.attn.c_proj" in roles["attention"]
+    assert "transformer.h.0.mlp.c_proj" in roles["mlp"]
+    assert "transformer.h.0.attn.c_attn" in roles["attention"]  # fused qkv (Conv1D)
+    assert {m.kind for m in discover(tiny("gpt2")).modules if m.role in ("attention", "mlp")} == {"Conv1D"}
+
+
+def test_bert_dense_lands_in_three_roles(tiny):
+    roles = discover(tiny("bert")).roles
+    assert "bert.encoder.layer.0.attention.output.dense" in roles["attention"]
+    assert "bert.encoder.layer.0.output.dense" in roles["mlp"]
+    assert "bert.encoder.layer.0.intermediate.dense" in roles["mlp"]
+    assert roles["pooler"] == ["bert.pooler.dense"]
+    assert roles["head"] == ["classifier"]
+    assert "bert.embeddings.word_embeddings" in roles["embedding"]
+
+
+def test_llama_roles_and_head_apart(tiny):
+    report = discover(tiny("llama"))
+    attention = {n.rsplit(".", 1)[-1] for n in report.roles["attention"]}
+    mlp = {n.rsplit(".", 1)[-1] for n in report.roles["mlp"]}
+    assert attention == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert mlp == {"gate_proj", "up_proj", "down_proj"}
+    assert report.roles["head"] == ["lm_head"]
+    assert "lm_head" not in report.names("all-linear")
+
+
+def test_phi3_fused_projections(tiny):
+    report = discover(tiny("phi3"))
+    assert {n.rsplit(".", 1)[-1] for n in report.roles["attention"]} == {"qkv_proj", "o_proj"}
+    assert {n.rsplit(".", 1)[-1] for n in report.roles["mlp"]} == {"gate_up_proj", "down_proj"}
+    qkv = next(m for m in report.modules if m.name.endswith("qkv_proj"))
+    assert qkv.out_features == 3 * qkv.in_features
+
+
+def test_moe_router_and_3d_experts_reported_apart(tiny):
+    report = discover(tiny("qwen3_moe"))
+    experts = [m for m in report.modules if m.role == "experts"]
+    assert experts and all(m.experts == 4 for m in experts)  # experts × out × in
+    assert {m.name.rsplit(".", 1)[-1] for m in experts} == {"gate_up_proj", "down_proj"}
+    assert all(n.endswith("mlp.gate") for n in report.roles["router"])
+    assert not set(report.roles["router"]) & set(report.names("all-linear"))
+    assert "mlp" not in report.roles  # the MoE block holds no plain linear layers
+
+
+def test_quantised_model_reports_bnb_layers(llama):
+    model, _ = lora_nb.load(llama, quant="4bit")
+    report = discover(model, r=4)
+    kinds = {m.kind for m in report.modules if m.role in ("attention", "mlp")}
+    assert kinds == {"Linear4bit"}
+    assert report.lora_params("attention") == discover(llama, r=4).lora_params("attention")
+    assert report.total_params == discover(llama).total_params  # packed 4-bit weights counted as parameters
+
+
+def test_config_only_folder_is_enough(tiny, tmp_path):
+    """Given a name or folder, only config.json is read: no weights are needed or allocated."""
+    config = json.loads((tiny("llama") / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = discover(str(tmp_path), r=4)
+    assert report.lora_params("all-linear") == discover(tiny("llama"), r=4).lora_params("all-linear")
+
+
+def test_70b_config_on_the_meta_device():
+    import psutil
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                         num_key_value_heads=8, vocab_size=128256, architectures=["LlamaForCausalLM"])
+    rss = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    report = discover(config, r=16)
+    seconds = time.perf_counter() - start
+    grown = psutil.Process().memory_info().rss - rss
+    print(f"70B discovery: {seconds:.2f} s, +{grown / 2**20:.0f} MiB")
+    assert 69e9 < report.total_params < 71e9
+    assert len(report.roles["attention"]) == 320 and len(report.roles["mlp"]) == 240
+    # r*(d+k) per module: q,o 8192x8192; k,v 1024x8192; gate,up 28672x8192; down 8192x28672
+    assert report.lora_params("attention", r=16) == 80 * 16 * (2 * (8192 + 8192) + 2 * (8192 + 1024))
+    assert grown < 1.5 * 2**30
+
+
+def test_report_renders_as_html_and_text(llama):
+    report = discover(llama, r=4)
+    text, html = str(report), report._repr_html_()
+    for role in ("attention", "mlp", "all-linear (PEFT)"):
+        assert role in text and role in html
+    assert "<table" in html and "model.layers.*.self_attn.q_proj" in html
+    assert f"{report.lora_params('all-linear'):,}" in text

@@ -1,0 +1,50 @@
+"""generate() and compare(): chat-templated prompts, base vs adapter from one model."""
+
+from __future__ import annotations
+
+import torch
+
+import lora_nb
+
+
+def perturbed_adapter(llama):
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a visibly different adapter without a training run
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)
+    return model, tok
+
+
+def test_generate_uses_the_chat_template(llama):
+    model, tok = lora_nb.load(llama)
+    prompt = "Even or odd?\n\n42"
+    answer = lora_nb.generate(model, tok, prompt, max_new_tokens=5)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    assert answer == tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    batch = lora_nb.generate(model, tok, [prompt, "Even or odd?\n\n7"], max_new_tokens=5)
+    assert isinstance(batch, list) and batch[0] == answer  # left padding keeps batched answers identical
+
+
+def test_compare_shows_base_and_adapter_side_by_side(llama):
+    model, tok = perturbed_adapter(llama)
+    prompts = ["Even or odd?\n\n42", "Tell me whether the number is even or odd.\n\n9"]
+    result = lora_nb.compare(model, tok, prompts, max_new_tokens=5)
+    plain, _ = lora_nb.load(llama)
+    assert [r[1] for r in result.rows] == lora_nb.generate(plain, tok, prompts, max_new_tokens=5)
+    assert [r[2] for r in result.rows] == lora_nb.generate(model, tok, prompts, max_new_tokens=5)  # adapter back on
+    assert [r[1] for r in result.rows] != [r[2] for r in result.rows]
+    assert "base" in str(result) and "<table" in result._repr_html_()
+
+
+def test_compare_needs_an_adapter(llama):
+    model, tok = lora_nb.load(llama)
+    try:
+        lora_nb.compare(model, tok, "hi")
+    except lora_nb.ConfigError as e:
+        assert "inject" in str(e)
+    else:
+        raise AssertionError("compare accepted a model without an adapter")

@@ -1,0 +1,83 @@
+"""inject(): targets by role, name or regex, exactly; PEFT variants; errors that list choices."""
+
+from __future__ import annotations
+
+import pytest
+
+import lora_nb
+from lora_nb.discovery import discover
+from lora_nb.errors import ConfigError
+
+FAMILIES = ["llama", "gpt2", "phi3", "qwen3_moe", "bert"]
+
+
+def wrapped(peft_model):
+    prefix = "base_model.model."
+    return sorted(n[len(prefix):] for n, m in peft_model.named_modules() if hasattr(m, "lora_A"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("role", ["attention", "mlp"])
+def test_role_wraps_exactly_its_modules(tiny, family, role):
+    model, _ = lora_nb.load(tiny(family))
+    expected = sorted(discover(model).names(role))
+    if not expected:
+        with pytest.raises(ConfigError, match="matches no linear module"):
+            lora_nb.inject(model, targets=role, verbose=False)
+        return
+    peft_model = lora_nb.inject(model, r=4, targets=role, verbose=False)
+    assert wrapped(peft_model) == expected
+
+
+def test_names_list_and_regex(llama):
+    model, _ = lora_nb.load(llama)
+    by_name = lora_nb.inject(model, r=4, targets=["q_proj", "v_proj"], verbose=False)
+    assert {n.rsplit(".", 1)[-1] for n in wrapped(by_name)} == {"q_proj", "v_proj"}
+    by_regex = lora_nb.inject(by_name, r=4, targets=r".*layers\.0\.mlp\..*", verbose=False)
+    assert wrapped(by_regex) == sorted(f"model.layers.0.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj"))
+
+
+def test_unknown_target_lists_the_choices(llama):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(ConfigError) as err:
+        lora_nb.inject(model, targets="atention", verbose=False)
+    message = str(err.value)
+    assert "lora.targets" in message and "'atention'" in message
+    assert "attention" in message and "mlp" in message and "q_proj" in message
+    assert "Did you mean 'attention'?" in message
+
+
+def test_variants_and_patterns(llama):
+    model, _ = lora_nb.load(llama)
+    rs = lora_nb.inject(model, r=8, alpha=16, variant="rslora", verbose=False)
+    assert rs.peft_config["default"].use_rslora
+    dora = lora_nb.inject(rs, r=8, variant="dora", rank_pattern={"q_proj": 2}, verbose=False)
+    config = dora.peft_config["default"]
+    assert config.use_dora and not config.use_rslora
+    q = dora.get_submodule("base_model.model.model.layers.0.self_attn.q_proj")
+    assert q.lora_A["default"].weight.shape[0] == 2 and hasattr(q, "lora_magnitude_vector")
+    with pytest.raises(ConfigError, match="Did you mean 'dora'"):
+        lora_nb.inject(model, variant="dorra", verbose=False)
+
+
+def test_reinjecting_replaces_the_adapter(llama, capsys):
+    model, _ = lora_nb.load(llama)
+    first = lora_nb.inject(model, r=4, targets="attention")
+    second = lora_nb.inject(first, r=4, targets="mlp")
+    assert "Replacing the adapter" in capsys.readouterr().out
+    assert all(".mlp." in n for n in wrapped(second))
+
+
+def test_same_seed_same_initialisation(llama):
+    a = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=1, verbose=False)
+    b = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=1, verbose=False)
+    c = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=2, verbose=False)
+    wa, wb, wc = (m.get_submodule("base_model.model.model.layers.0.self_attn.q_proj").lora_A["default"].weight for m in (a, b, c))
+    assert (wa == wb).all() and not (wa == wc).all()
+
+
+def test_trainable_summary_is_printed(llama, capsys):
+    model, _ = lora_nb.load(llama)
+    lora_nb.inject(model, r=4, targets="attention")
+    expected = discover(llama, r=4).lora_params("attention")
+    assert f"trainable params: {expected:,}" in capsys.readouterr().out

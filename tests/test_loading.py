@@ -1,0 +1,52 @@
+"""load(): full precision, 8-bit and 4-bit (QLoRA) through bitsandbytes, for real, on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lora_nb
+from lora_nb.errors import ConfigError
+
+
+def test_full_precision_on_cpu(llama):
+    model, tok = lora_nb.load(llama)
+    assert model.dtype == torch.float32
+    assert tok.pad_token is not None and tok.chat_template
+    assert model.lora_nb_load.quant is None
+
+
+def test_4bit_is_qlora_nf4_double_quant(llama):
+    import bitsandbytes as bnb
+
+    model, tok = lora_nb.load(llama, quant="4bit")
+    q = model.model.layers[0].self_attn.q_proj
+    assert isinstance(q, bnb.nn.Linear4bit)
+    assert q.weight.quant_state.quant_type == "nf4"
+    assert q.weight.quant_state.nested  # double quantisation
+    assert model.model.norm.weight.dtype == torch.float32  # prepare_model_for_kbit_training upcast
+    ids = tok(["hello"], return_tensors="pt")
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_8bit(llama):
+    import bitsandbytes as bnb
+
+    model, tok = lora_nb.load(llama, quant="8bit")
+    assert isinstance(model.model.layers[0].mlp.down_proj, bnb.nn.Linear8bitLt)
+    assert torch.isfinite(model(**tok(["hello"], return_tensors="pt")).logits).all()
+
+
+def test_bad_settings_name_the_key(llama):
+    with pytest.raises(ConfigError, match=r"model.quant.*Did you mean '4bit'"):
+        lora_nb.load(llama, quant="4bits")
+    with pytest.raises(ConfigError, match=r"model.dtype.*Allowed: auto, bf16, fp16, fp32"):
+        lora_nb.load(llama, dtype="float64")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        lora_nb.load("/no/such/model-folder")
+
+
+def test_remote_code_is_off_by_default():
+    import inspect
+
+    assert inspect.signature(lora_nb.load).parameters["trust_remote_code"].default is False

@@ -1,0 +1,92 @@
+"""merge(): a standalone model that computes what the adapter did, also for QLoRA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM
+
+import lora_nb
+
+
+def trained(llama, parity, tmp_path, quant=None):
+    model, tok = lora_nb.load(llama, quant=quant)
+    model = lora_nb.inject(model, r=8, verbose=False)
+    lora_nb.train(model, tok, parity[0], steps=4, lr=2e-2, warmup=0, batch_size=8, output_dir=str(tmp_path / "run"))
+    return model, tok
+
+
+def logits(model, tok):
+    ids = tok(["Is this number even or odd?\n\n4817", "hello world 12"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+def assert_plain(folder):
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        assert not [k for k in f.keys() if "lora" in k or "base_layer" in k]
+
+
+def test_fp32_merge_matches_adapter(llama, parity, tmp_path):
+    model, tok = trained(llama, parity, tmp_path)
+    adapter = logits(model, tok)
+    with model.disable_adapter():
+        base = logits(model, tok)
+    assert rel_err(adapter, base) > 1e-3  # the adapter changed something worth merging
+    out = lora_nb.merge(model, tmp_path / "merged", tokenizer=tok)
+    assert_plain(out)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert rel_err(adapter, logits(merged, tok)) < 1e-4
+    assert (out / "tokenizer.json").exists()
+
+
+def test_qlora_merge_uses_the_dequantised_weights(llama, parity, tmp_path):
+    model, tok = trained(llama, parity, tmp_path, quant="4bit")
+    adapter = logits(model, tok)
+    out = lora_nb.merge(model, tmp_path / "merged")
+    assert_plain(out)
+    dequantised = rel_err(adapter, logits(AutoModelForCausalLM.from_pretrained(out), tok))
+    assert dequantised < 2e-2
+    original_dir = lora_nb.merge(model, tmp_path / "merged-original", into="original")
+    original = rel_err(adapter, logits(AutoModelForCausalLM.from_pretrained(original_dir), tok))
+    print(f"4-bit merge: dequantised {dequantised:.2e}, original checkpoint {original:.2e}")
+    assert dequantised < original  # merging into the original weights drifts from what was trained
+
+
+def test_merge_from_an_adapter_folder(llama, parity, tmp_path):
+    model, tok = trained(llama, parity, tmp_path, quant="4bit")
+    adapter = logits(model, tok)
+    folder = lora_nb.save(model, tmp_path / "adapter", tokenizer=tok)
+    assert json.loads((folder / "lora_nb.json").read_text())["quant"] == "4bit"
+    out = lora_nb.merge(str(folder), tmp_path / "merged")  # re-quantises the base as trained, then dequantises
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert rel_err(adapter, logits(merged, tok)) < 2e-2
+    assert (out / "tokenizer_config.json").exists()
+
+
+def test_save_and_load_adapter_round_trip(llama, parity, tmp_path):
+    model, tok = trained(llama, parity, tmp_path)
+    folder = lora_nb.save(model, tmp_path / "adapter", tokenizer=tok)
+    reloaded = lora_nb.load_adapter(llama, folder)
+    assert rel_err(logits(model, tok), logits(reloaded, tok)) < 1e-6
+    assert not any(p.requires_grad for p in reloaded.parameters())
+
+
+def test_bad_merge_arguments(llama, tmp_path):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(lora_nb.ConfigError, match="not a PeftModel"):
+        lora_nb.merge(model, tmp_path / "x")
+    with pytest.raises(lora_nb.ConfigError, match=r"into.*Allowed: dequantized, original"):
+        lora_nb.merge(model, tmp_path / "x", into="quantized")
+    with pytest.raises(lora_nb.ConfigError, match="adapter_config.json"):
+        lora_nb.merge(str(tmp_path), tmp_path / "x")

@@ -1,0 +1,313 @@
+"""The Recipe: YAML in and out, validation with helpful messages, and one source of truth for defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import yaml
+
+import lora_nb
+from lora_nb.errors import ConfigError
+from lora_nb.recipe import (
+    SECTIONS,
+    VARIANTS,
+    DataSection,
+    LoraSection,
+    ModelSection,
+    Recipe,
+    TrainSection,
+    lora_kwargs,
+    train_kwargs,
+)
+
+RECIPE = """
+model: {name: ./tiny-llama, quant: 4bit}
+lora: {r: 8, alpha: 16, targets: attention, variant: rslora}
+data: {path: train.jsonl, eval: 0.1}
+train: {steps: 100, lr: 1e-4, batch_size: 2, sft: {gradient_checkpointing: true}}
+output_dir: runs/first
+"""
+
+
+def default(cls: type, name: str):
+    """The declared default of setting ``name`` of section ``cls``."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def recipe_error(text: str) -> str:
+    """The message of the ConfigError that ``text`` (YAML below a valid model section) raises."""
+    with pytest.raises(ConfigError) as info:
+        Recipe.from_yaml("model: {name: ./tiny-llama}\n" + text)
+    return str(info.value)
+
+
+# --- reading and writing ---------------------------------------------------------------------------
+
+
+def test_from_yaml_reads_every_section_and_keeps_the_other_defaults():
+    r = Recipe.from_yaml(RECIPE)
+
+    assert (r.model.name, r.model.quant) == ("./tiny-llama", "4bit")
+    assert (r.lora.r, r.lora.alpha, r.lora.targets, r.lora.variant) == (8, 16.0, "attention", "rslora")
+    assert (r.data.path, r.data.eval) == ("train.jsonl", 0.1)
+    assert (r.train.steps, r.train.lr, r.train.batch_size) == (100, 1e-4, 2)
+    assert r.train.sft == {"gradient_checkpointing": True}
+    assert r.output_dir == "runs/first"
+    # what the YAML leaves out keeps the declared default
+    assert r.model.dtype == default(ModelSection, "dtype")
+    assert r.lora.dropout == default(LoraSection, "dropout")
+    assert r.data.split == default(DataSection, "split")
+    assert r.train.scheduler == default(TrainSection, "scheduler")
+
+
+def test_yaml_text_round_trip():
+    r = Recipe.from_yaml(RECIPE)
+    text = r.to_yaml()
+
+    again = Recipe.from_yaml(text)
+
+    assert again == r
+    assert yaml.safe_load(text) == r.to_dict()
+    assert list(yaml.safe_load(text)) == ["model", "lora", "data", "train", "output_dir"]
+
+
+def test_yaml_file_round_trip(tmp_path):
+    r = Recipe.from_yaml(RECIPE)
+    path = tmp_path / "recipe.yaml"
+
+    text = r.to_yaml(path)
+
+    assert path.read_text() == text
+    assert Recipe.from_yaml(path) == r
+    assert Recipe.from_yaml(str(path)) == r  # a path given as a string works too
+
+
+def test_missing_recipe_file_is_reported_as_missing(tmp_path):
+    missing = tmp_path / "recipe.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        Recipe.from_yaml(str(missing))
+
+    assert "recipe.yaml" in str(info.value)
+
+
+def test_from_dict_fills_defaults_and_accepts_empty_sections():
+    r = Recipe.from_dict({"model": {"name": "gpt2"}, "lora": {"r": 4}, "train": None})
+
+    assert r.lora.r == 4
+    assert r.lora.alpha == default(LoraSection, "alpha")
+    assert r.train == TrainSection()
+    assert r.data == DataSection()
+    assert r.output_dir is None
+    assert Recipe.from_dict(r.to_dict()) == r
+
+
+def test_model_section_is_required():
+    with pytest.raises(ConfigError, match="model"):
+        Recipe.from_dict({"lora": {"r": 8}})
+    with pytest.raises(ConfigError, match="model.name"):
+        Recipe.from_dict({"model": {"quant": "4bit"}})
+
+
+def test_yaml_float_in_exponent_form_becomes_a_float():
+    # YAML 1.1 (PyYAML) reads 2e-4 — no dot — as a string; the recipe converts it.
+    assert yaml.safe_load("lr: 2e-4")["lr"] == "2e-4"
+
+    r = Recipe.from_yaml("model: {name: m}\ntrain: {lr: 2e-4}")
+
+    assert r.train.lr == 0.0002
+    assert type(r.train.lr) is float
+
+
+def test_integer_given_for_a_float_setting_becomes_a_float():
+    r = Recipe.from_yaml("model: {name: m}\nlora: {alpha: 16}")
+
+    assert r.lora.alpha == 16.0
+    assert type(r.lora.alpha) is float
+
+
+# --- errors name the key and suggest the fix --------------------------------------------------------
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+    with pytest.raises(ValueError):
+        Recipe.from_yaml("model: {name: m}\nlora: {r: 0}")
+
+
+@pytest.mark.parametrize(
+    "text, key, suggestion",
+    [
+        ("lora: {rank: 8}", "lora.rank", "r"),
+        ("lora: {alpah: 16}", "lora.alpah", "alpha"),
+        ("train: {stpes: 10}", "train.stpes", "steps"),
+        ("data: {paht: train.jsonl}", "data.paht", "path"),
+        ("trian: {steps: 10}", "trian", "train"),
+        ("moddel: {name: m}", "moddel", "model"),
+    ],
+)
+def test_unknown_key_names_it_and_suggests_the_nearest(text, key, suggestion):
+    message = recipe_error(text)
+
+    assert message.startswith(f"{key}: unknown")
+    assert f"Did you mean {suggestion!r}?" in message
+
+
+def test_unknown_key_lists_the_allowed_keys():
+    message = recipe_error("lora: {rank: 8}")
+
+    for f in dataclasses.fields(LoraSection):
+        assert f.name in message
+
+
+def test_bad_choice_names_allowed_values_and_suggests_the_nearest():
+    with pytest.raises(ConfigError) as info:
+        Recipe.from_yaml("model: {name: m}\nlora: {variant: dorra}")
+
+    message = str(info.value)
+    assert "lora.variant" in message and "'dorra'" in message
+    assert info.value.allowed == list(VARIANTS)
+    for variant in VARIANTS:
+        assert variant in message
+    assert "Did you mean 'dora'?" in message
+
+
+@pytest.mark.parametrize(
+    "text, key, suggestion",
+    [
+        ("model: {name: m, quant: 4-bit}", "model.quant", "4bit"),
+        ("train: {scheduler: cosin}", "train.scheduler", "cosine"),
+        ("data: {format: alpacca}", "data.format", "alpaca"),
+    ],
+)
+def test_other_choices_suggest_the_nearest(text, key, suggestion):
+    with pytest.raises(ConfigError) as info:
+        Recipe.from_yaml(text if text.startswith("model") else "model: {name: m}\n" + text)
+
+    assert str(info.value).startswith(key)
+    assert f"Did you mean {suggestion!r}?" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('train: {steps: "ten"}', "train.steps"),
+        ("lora: {r: eight}", "lora.r"),
+        ("lora: {r: true}", "lora.r"),  # a bool is not an int here
+        ("lora: {r: 8.5}", "lora.r"),
+        ("lora: {targets: 5}", "lora.targets"),
+        ("train: {packing: maybe}", "train.packing"),
+        ("train: {lr: fast}", "train.lr"),
+        ("train: {sft: [gradient_checkpointing]}", "train.sft"),
+        ("lora: [r, 8]", "lora"),
+    ],
+)
+def test_wrong_type_names_the_key(text, key):
+    message = recipe_error(text)
+
+    assert message.startswith(f"{key}: must be")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("lora: {r: 0}", "lora.r"),
+        ("lora: {r: -4}", "lora.r"),
+        ("lora: {alpha: 0}", "lora.alpha"),
+        ("lora: {dropout: 1.5}", "lora.dropout"),
+        ("lora: {dropout: -0.1}", "lora.dropout"),
+        ("train: {steps: 0}", "train.steps"),
+        ("train: {lr: 0}", "train.lr"),
+        ("train: {batch_size: 0}", "train.batch_size"),
+        ("train: {max_length: 0}", "train.max_length"),
+        ("data: {eval: 1.5}", "data.eval"),
+    ],
+)
+def test_out_of_range_value_names_the_key(text, key):
+    message = recipe_error(text)
+
+    assert message.startswith(f"{key}:")
+    assert "(got " in message
+
+
+def test_python_tags_are_rejected_not_executed(in_tmp):
+    marker = in_tmp / "pwned"
+    for text in (f'!!python/object/apply:os.system ["touch {marker}"]',
+                 f'model: {{name: !!python/object/apply:os.system ["touch {marker}"]}}'):
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            Recipe.from_yaml(text)
+    assert not marker.exists()
+
+
+def test_invalid_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Recipe.from_yaml("model: {name: m\nlora: {r: 8}")
+
+
+# --- one source of truth ---------------------------------------------------------------------------
+
+
+def test_reference_lists_every_setting_with_its_help():
+    ref = Recipe.reference()
+    lines = ref.splitlines()
+
+    expected = [(name, f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    assert len(lines) == 2 + len(expected)
+    for name, f in expected:
+        line = next(line for line in lines if line.startswith(f"| `{name}.{f.name}` |"))
+        assert f.metadata["help"] in line
+        for choice in f.metadata["choices"] or ():
+            assert ("null" if choice is None else choice) in line
+
+
+def test_sections_are_the_recipe_fields():
+    assert {f.name for f in dataclasses.fields(Recipe)} == set(SECTIONS) | {"output_dir"}
+
+
+def _parameters(fn) -> dict:
+    return inspect.signature(fn).parameters
+
+
+@pytest.mark.parametrize(
+    "fn, section, positional",
+    [
+        (lambda: lora_nb.train, TrainSection, {"sft": "**"}),
+        (lambda: lora_nb.train, DataSection, {"path": "data"}),
+        (lambda: lora_nb.inject, LoraSection, {}),
+        (lambda: lora_nb.load, ModelSection, {"name": "model"}),
+    ],
+    ids=["train-train", "train-data", "inject-lora", "load-model"],
+)
+def test_api_defaults_are_the_section_defaults(fn, section, positional):
+    params = _parameters(fn())
+
+    for f in dataclasses.fields(section):
+        if f.name in positional:
+            continue
+        assert f.name in params, f"{fn().__name__} has no keyword for {f.name}"
+        assert params[f.name].default == default(section, f.name), f"{fn().__name__}({f.name}=...)"
+
+
+def test_inject_seed_default_is_the_train_seed():
+    assert _parameters(lora_nb.inject)["seed"].default == default(TrainSection, "seed")
+
+
+def test_recipe_keywords_for_inject_are_its_parameters():
+    params = _parameters(lora_nb.inject)
+
+    for key in lora_kwargs(Recipe.from_yaml(RECIPE).lora):
+        assert params[key].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_recipe_keywords_for_train_are_its_parameters():
+    recipe = Recipe.from_yaml(RECIPE)
+    params = _parameters(lora_nb.train)
+    kwargs = train_kwargs(recipe)
+
+    extra = {key: value for key, value in kwargs.items() if key not in params}
+    assert extra == recipe.train.sft  # SFTConfig extras travel as train()'s **sft_overrides
+    for key in kwargs.keys() - extra.keys():
+        assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, key
