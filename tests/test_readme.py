@@ -1,0 +1,29 @@
+"""The README stays true: its test command is CI's, its recipe reference is the code's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lora_nb.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def quick_start_commands() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_quick_start_has_the_two_commands_and_ci_runs_the_second():
+    demo, tests = quick_start_commands()
+    assert "lora-nb demo" in demo and "pytest" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_recipe_reference_is_generated_from_the_fields():
+    start = README.index("<!-- generated from the field definitions")
+    table = README[start:README.index("<!-- end of generated reference -->")].split("\n", 1)[1].strip()
+    assert table == Recipe.reference(), "run Recipe.reference() and paste it into README.md"
