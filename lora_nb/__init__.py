@@ -46,3 +46,17 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext lora_nb`` registers the ``%lora`` and ``%%lora`` magics (see ``%lora help``)."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext lora_nb`` removes the magics."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)

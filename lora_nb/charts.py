@@ -78,3 +78,55 @@ def save_png(fig, path: Optional[str | Path] = None) -> bytes:
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+def dashboard_figure(history: list[dict], title: str = ""):
+    """Four panels for a live run: loss (raw, smoothed, eval), learning rate, grad norm, and
+    throughput (tokens/s) with memory on a second axis.
+
+    Example:
+        >>> fig = dashboard_figure([{"step": 1, "loss": 2.0, "learning_rate": 1e-4, "grad_norm": 1.0}])
+        >>> len(fig.axes) >= 4
+        True
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5.2), dpi=90)
+    FigureCanvasAgg(fig)
+    (loss_ax, lr_ax), (grad_ax, speed_ax) = fig.subplots(2, 2)
+
+    def series(key):
+        rows = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+        return list(zip(*rows)) if rows else ([], [])
+
+    steps, losses = series("loss")
+    if losses:
+        loss_ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label="loss")
+        loss_ax.plot(steps, smooth(list(losses)), color="C0", linewidth=2, label="smoothed")
+    eval_steps, evals = series("eval_loss")
+    if evals:
+        loss_ax.plot(eval_steps, evals, color="C3", marker="o", markersize=3, linestyle="--", label="eval loss")
+    loss_ax.set_title("loss", fontsize=10)
+    if losses or evals:
+        loss_ax.legend(fontsize=7)
+    for ax, key, name, color in ((lr_ax, "learning_rate", "learning rate", "C2"), (grad_ax, "grad_norm", "grad norm", "C1")):
+        xs, ys = series(key)
+        ax.plot(xs, ys, color=color)
+        ax.set_title(name, fontsize=10)
+    xs, ys = series("tokens_per_s")
+    speed_ax.plot(xs, ys, color="C4")
+    speed_ax.set_title("tokens/s (purple), memory MiB (grey)", fontsize=10)
+    mem_ax = speed_ax.twinx()
+    xs, ys = series("memory_mb")
+    mem_ax.plot(xs, ys, color="grey", linestyle=":")
+    for ax in (loss_ax, lr_ax, grad_ax, speed_ax):
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    mem_ax.tick_params(labelsize=7)
+    grad_ax.set_xlabel("step", fontsize=8)
+    speed_ax.set_xlabel("step", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -8,12 +8,10 @@ ends training at the next step and still saves the adapter and the history.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -49,6 +47,7 @@ class Run:
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._save_now = threading.Event()
+        self._on_done: list = []
 
     @property
     def name(self) -> str:
@@ -83,6 +82,14 @@ class Run:
         if self.error is not None and not self.running:
             raise self.error
         return self
+
+    def on_done(self, fn) -> None:
+        """Call ``fn(run)`` once the run has ended and its adapter, history and status are saved.
+
+        Example:
+            >>> run.on_done(lambda r: print(r.status))   # doctest: +SKIP
+        """
+        self._on_done.append(fn)
 
     def save_now(self) -> None:
         """Ask for the adapter to be saved after the current step, without stopping."""
@@ -151,77 +158,15 @@ class Run:
         return f"<div style='display:flex;gap:1em;align-items:flex-start'>{html_table(['run', self.name], self._rows())}{chart}</div>"
 
 
-def _memory_mb() -> float:
+def memory_mb() -> float:
+    """Memory in use: the GPU's peak allocation when there is one, else this process's resident size."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        import psutil
+    import psutil
 
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:  # resource's figure is the peak, not the current size, but close enough
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _recorder(run: Run, model: Any, tokenizer: Any):
-    """A TrainerCallback that fills ``run.history``, appends metrics.jsonl, and obeys stop/save requests."""
-    from transformers import TrainerCallback
-
-    class Recorder(TrainerCallback):
-        def __init__(self) -> None:
-            self.start = time.time()
-            self.last_tokens: Optional[tuple[float, float]] = None
-            self.file = open(run.dir / "metrics.jsonl", "a")
-
-        def on_train_begin(self, args, state, control, **kw):
-            run.max_steps = state.max_steps
-            self.start = time.time()
-
-        def on_step_end(self, args, state, control, **kw):
-            run.step = state.global_step
-            if run._save_now.is_set():
-                run._save_now.clear()
-                save_adapter(run, model, tokenizer)
-            if run._stop.is_set():
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            if "train_runtime" in logs:
-                run.summary = dict(logs)
-                return
-            now = time.time()
-            row = {"step": state.global_step, "epoch": logs.get("epoch"), "elapsed": round(now - self.start, 3)}
-            row.update({k: logs[k] for k in METRICS if k in logs})
-            if "num_tokens" in logs:
-                if self.last_tokens is not None and now > self.last_tokens[1]:
-                    row["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
-                self.last_tokens = (logs["num_tokens"], now)
-            if "loss" in logs:
-                row["memory_mb"] = round(_memory_mb(), 1)
-            run.history.append(row)
-            self.file.write(json.dumps(row) + "\n")
-            self.file.flush()
-
-        def on_train_end(self, args, state, control, **kw):
-            self.file.close()
-
-    return Recorder()
-
-
-def _quiet_progress():
-    """Trainer's tqdm bar, with the latest loss in the bar instead of a printed dict per log."""
-    from transformers.trainer_callback import ProgressCallback
-
-    class LossProgress(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if self.training_bar is not None and logs and "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
-
-    return LossProgress()
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
@@ -359,6 +304,7 @@ def train(
     """
     from trl import SFTConfig, SFTTrainer
 
+    from .callbacks import Recorder, RunCallback
     from .data import prepare
 
     section = build_section(TrainSection, dict(
@@ -379,8 +325,11 @@ def train(
     config = SFTConfig(**sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None, len(train_rows), report_to),
                        assistant_only_loss="messages" in train_rows.column_names, **precision_kwargs(model))
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                         processing_class=tokenizer, callbacks=[_recorder(run, model, tokenizer), *callbacks])
+                         processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
     _tune_progress(trainer, progress)
+    for callback in callbacks:
+        if isinstance(callback, RunCallback):
+            callback.run = run
     if background:
         run._thread = threading.Thread(target=_execute, args=(run, trainer, model, tokenizer), name=f"lora_nb {run.name}", daemon=True)
         run._thread.start()
@@ -411,19 +360,24 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
             run.save_chart()
         run.trainer = None
     _report(run)
+    for fn in run._on_done:
+        fn(run)
 
 
 def _tune_progress(trainer: Any, progress: bool) -> None:
     from transformers.trainer_callback import ProgressCallback
 
+    from .callbacks import LossProgress
+
     if trainer.pop_callback(ProgressCallback) is not None and progress:
-        trainer.add_callback(_quiet_progress())
+        trainer.add_callback(LossProgress())
 
 
 def _report(run: Run) -> None:
     where = f"adapter saved in {run.adapter_dir}"
     if run.status in ("stopped", "interrupted"):
-        print(f"{run.status} at step {run.step}, {where}")
+        how = " (interrupted)" if run.status == "interrupted" else ""
+        print(f"stopped at step {run.step}{how}, {where}")
     else:
         loss = run.last("loss")
         print(f"finished {run.step} steps, final loss {loss:.4f}, {where}" if loss is not None else f"finished, {where}")
@@ -448,3 +402,48 @@ def _eval_setting(eval: Any, run: Run) -> Union[float, str, None]:
     path = run.dir / "eval.jsonl"
     read(eval).to_json(str(path))
     return str(path)
+
+
+class RunTable:
+    """Runs side by side: their settings and final metrics, and their loss curves overlaid.
+
+    Example:
+        >>> RunTable([run_a, run_b])   # doctest: +SKIP
+    """
+
+    HEADERS = ["run", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
+               "loss", "eval loss", "tokens/s", "seconds"]
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self.runs = list(runs)
+
+    def rows(self) -> list[list[Any]]:
+        out = []
+        for run in self.runs:
+            r = run.recipe
+            lora, train, model = (r.lora, r.train, r.model) if r else (None, None, None)
+            targets = lora.targets if lora and isinstance(lora.targets, str) else (", ".join(lora.targets) if lora else None)
+            out.append([run.name, run.status, run.step, model.quant if model else None, targets,
+                        lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
+                        train.lr if train else None, train.batch_size if train else None,
+                        run.last("loss"), run.last("eval_loss"), run.last("tokens_per_s"),
+                        round(run.summary["train_runtime"], 1) if run.summary.get("train_runtime") else None])
+        return out
+
+    def figure(self):
+        from .charts import loss_figure
+
+        return loss_figure([(run.name, run.history) for run in self.runs], title="loss by run")
+
+    def __str__(self) -> str:
+        return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        from .charts import save_png
+
+        if not self.runs:
+            return "<p>no runs yet</p>"
+        img = base64.b64encode(save_png(self.figure())).decode()
+        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"

@@ -110,7 +110,7 @@ def test_ctrl_c_keeps_adapter_and_history(llama, parity, tmp_path):
     assert proc.returncode == 0, out
     run = Run.load(tmp_path / "run")
     assert run.status == "interrupted" and run.step >= 3
-    assert f"interrupted at step {run.step}, adapter saved in" in out
+    assert f"stopped at step {run.step} (interrupted), adapter saved in" in out
     assert f"RETURNED interrupted {run.step}" in out
     assert (run.adapter_dir / "adapter_model.safetensors").exists()
     assert [h["step"] for h in run.history if "loss" in h][-1] >= 3

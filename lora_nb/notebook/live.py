@@ -1,0 +1,150 @@
+"""The live training view: a dashboard image and a status line, updated in place.
+
+Both go through IPython display handles (``update_display``), which every front end honours —
+JupyterLab, VS Code, Colab and nbconvert — so the view works where widgets do not. Redraws are
+throttled to one a second and timed, so the chart's cost is known (``LiveChart.overhead``). The
+figure is drawn with matplotlib's object API on an Agg canvas: safe from a training thread.
+Stop / Save-now buttons are ipywidgets, shown only for background runs, when the kernel is idle
+and can handle their clicks.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any, Optional
+
+from ..callbacks import RunCallback
+from ..charts import dashboard_figure, save_png
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def status_line(run: Any) -> str:
+    """One line for a run: step, losses, speed, memory, elapsed and ETA.
+
+    Example:
+        >>> class R: step, max_steps, status, history = 5, 10, "running", [{"step": 5, "loss": 1.0, "elapsed": 10.0}]
+        ...     def last(self, k): return {"loss": 1.0, "elapsed": 10.0}.get(k)
+        >>> status_line(R())
+        'running · step 5/10 · loss 1.0000 · elapsed 0:10 · ETA 0:10'
+    """
+    parts = [run.status, f"step {run.step}/{run.max_steps or '?'}"]
+    for key, label, spec in (("loss", "loss", ".4f"), ("eval_loss", "eval loss", ".4f"),
+                             ("tokens_per_s", "tokens/s", ",.0f"), ("memory_mb", "MiB", ",.0f")):
+        value = run.last(key)
+        if value is not None:
+            parts.append(f"{label} {value:{spec}}")
+    elapsed = run.last("elapsed")
+    if elapsed:
+        parts.append(f"elapsed {_clock(elapsed)}")
+        if run.step and run.max_steps and run.status == "running":
+            parts.append(f"ETA {_clock(elapsed / run.step * (run.max_steps - run.step))}")
+    return " · ".join(parts)
+
+
+class LiveChart(RunCallback):
+    """Shows a run as it trains; give it to ``lora_nb.train(callbacks=[...])``.
+
+    ``every``: least seconds between redraws. ``controls``: show Stop / Save-now buttons (only
+    useful when training runs in the background). After the run, the last image stays in the
+    notebook as a PNG and a copy is written to the run folder (``dashboard.png``).
+
+    Example:
+        >>> chart = LiveChart()                                               # doctest: +SKIP
+        >>> run = lora_nb.train(model, tok, data, steps=100, callbacks=[chart])  # doctest: +SKIP
+        >>> chart.overhead                                                    # doctest: +SKIP
+        0.004
+    """
+
+    def __init__(self, every: float = 1.0, controls: bool = False) -> None:
+        self.every = every
+        self.controls = controls
+        self.render_seconds = 0.0
+        self.redraws = 0
+        self._last = 0.0
+        self._started = 0.0
+        self._status = self._image = None
+        self._buttons: Optional[Any] = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        from IPython.display import HTML, display
+
+        self._started = time.perf_counter()
+        self.run.on_done(lambda run: self.finish())
+        if self.controls:
+            self._buttons = _buttons(self.run)
+            if self._buttons is not None:
+                display(self._buttons)
+        self._status = display(HTML(self._status_html()), display_id=True)
+        self._image = display(_png_bundle(b""), raw=True, display_id=True)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if time.perf_counter() - self._last >= self.every:
+            self.redraw()
+
+    def on_train_end(self, args, state, control, **kw):
+        self.redraw()
+
+    def finish(self) -> None:
+        """Final redraw after the run's status is settled, and the PNG copy in the run folder."""
+        self.redraw()
+        if self._buttons is not None:
+            for child in self._buttons.children:
+                child.disabled = True
+        if self._last_png:
+            (self.run.dir / "dashboard.png").write_bytes(self._last_png)
+
+    _last_png = b""
+
+    def redraw(self) -> None:
+        """Draw the dashboard now and update the display in place."""
+        from IPython.display import HTML
+
+        if self.run is None or self._image is None:
+            return
+        start = time.perf_counter()
+        if self.run.history:
+            self._last_png = save_png(dashboard_figure(self.run.history, title=self.run.name))
+            self._image.update(_png_bundle(self._last_png), raw=True)
+        self._status.update(HTML(self._status_html()))
+        self._last = time.perf_counter()
+        self.render_seconds += self._last - start
+        self.redraws += 1
+
+    @property
+    def overhead(self) -> float:
+        """Time spent drawing as a fraction of the run's time so far."""
+        total = time.perf_counter() - self._started if self._started else 0.0
+        return self.render_seconds / total if total else 0.0
+
+    def _status_html(self) -> str:
+        if self.run is None:
+            return ""
+        hint = ""
+        if not self.controls and self.run.status == "running":
+            hint = " — to stop, interrupt the kernel (■ / I,I): the adapter and history are kept"
+        return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}"
+
+
+def _png_bundle(png: bytes) -> dict:
+    import base64
+
+    text = "(training dashboard)"
+    return {"image/png": base64.b64encode(png).decode(), "text/plain": text} if png else {"text/plain": text}
+
+
+def _buttons(run: Any):
+    """Stop and Save-now buttons wired to the run, or None without ipywidgets."""
+    try:
+        import ipywidgets as w
+    except ImportError:
+        return None
+    stop = w.Button(description="Stop", button_style="danger", icon="stop", tooltip="stop after this step; the adapter is saved")
+    save = w.Button(description="Save now", icon="save", tooltip="save the adapter after this step and keep training")
+    stop.on_click(lambda _: run.stop())
+    save.on_click(lambda _: run.save_now())
+    return w.HBox([stop, save])

@@ -1,0 +1,171 @@
+"""The notebook session: the current model, tokenizer and adapter, the runs so far, and every
+step as lora_nb code. Magics and the panel act through it; it acts through the Python API only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError
+from ..recipe import LoraSection, ModelSection, Recipe, build_section
+
+
+class Session:
+    """State shared by ``%lora`` and the panel within one kernel.
+
+    Example:
+        >>> s = Session()
+        >>> s.load("./my-model", quant="4bit")            # doctest: +SKIP
+        >>> s.inject(r=8, targets="attention")            # doctest: +SKIP
+        >>> run = s.train("train.jsonl", steps=50)        # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.model_section: Optional[ModelSection] = None
+        self.lora_section: Optional[LoraSection] = None
+        self.runs: list = []
+        self.steps: list[str] = []
+        self.active: Any = None  # the Run training in the background, if any
+
+    def _record(self, code: str) -> None:
+        self.steps.append(code)
+
+    def require_model(self, adapter: bool = False) -> None:
+        if self.model is None:
+            raise ConfigError("model", problem="no model loaded yet: run %lora load MODEL (or lora_nb.load) first")
+        if adapter and not hasattr(self.model, "peft_config"):
+            raise ConfigError("adapter", problem="the model has no adapter yet: run %lora inject first")
+
+    def require_idle(self) -> None:
+        if self.active is not None and self.active.running:
+            raise ConfigError("train", problem=f"run {self.active.name} is still training in the background: "
+                              "%lora stop or %lora wait first")
+
+    def load(self, name: str, **settings: Any):
+        from ..loading import load
+
+        self.require_idle()
+        section = build_section(ModelSection, {"name": name, **settings}, "model")
+        self.model, self.tokenizer = load(name, **{k: v for k, v in dataclasses.asdict(section).items() if k != "name"})
+        self.model_section, self.lora_section = section, None
+        self._record(f"model, tok = lora_nb.load({name!r}{_kwargs(settings)})")
+        return self.model
+
+    def targets(self, model: Any = None, r: int = LoraSection.r):
+        from ..discovery import discover
+
+        if model is None:
+            self.require_model()
+            model = self.model
+        return discover(model, r=r)
+
+    def inject(self, **settings: Any):
+        from ..injection import inject
+
+        self.require_model()
+        self.require_idle()
+        self.lora_section = build_section(LoraSection, settings, "lora")
+        self.model = inject(self.model, **settings)
+        self._record(f"model = lora_nb.inject(model{_kwargs(settings)})")
+        return self.model
+
+    def train(self, data: Any, *, live: bool = True, background: bool = False, **settings: Any):
+        """Train the current adapter; with ``live`` a dashboard updates in place. Returns the Run."""
+        from ..training import train
+
+        self.require_model(adapter=True)
+        self.require_idle()
+        callbacks = list(settings.pop("callbacks", ()))
+        chart = None
+        if live:
+            from .live import LiveChart
+
+            chart = LiveChart(controls=background)
+            callbacks.append(chart)
+        run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
+                    progress=not live, **settings)
+        run.chart = chart
+        self.runs.append(run)
+        shown = data if isinstance(data, (str, Path)) else "data"
+        self._record(f"run = lora_nb.train(model, tok, {str(shown)!r}{_kwargs(settings)})")
+        if background:
+            self.active = run
+        return run
+
+    def stop(self):
+        if self.active is None or not self.active.running:
+            raise ConfigError("stop", problem="no run is training in the background")
+        self.active.stop()
+        return self.active
+
+    def wait(self):
+        if self.active is None:
+            raise ConfigError("wait", problem="no run has been started in the background")
+        return self.active.wait()
+
+    def generate(self, prompts: Any, **kwargs: Any):
+        from ..generation import generate
+
+        self.require_model()
+        self.require_idle()
+        self._record(f"lora_nb.generate(model, tok, {prompts!r}{_kwargs(kwargs)})")
+        return generate(self.model, self.tokenizer, prompts, **kwargs)
+
+    def compare(self, prompts: Any, **kwargs: Any):
+        from ..generation import compare
+
+        self.require_model(adapter=True)
+        self.require_idle()
+        self._record(f"lora_nb.compare(model, tok, {prompts!r}{_kwargs(kwargs)})")
+        return compare(self.model, self.tokenizer, prompts, **kwargs)
+
+    def save(self, folder: str) -> Path:
+        from ..merging import save
+
+        self.require_model(adapter=True)
+        self._record(f"lora_nb.save(model, {folder!r}, tokenizer=tok)")
+        return save(self.model, folder, tokenizer=self.tokenizer)
+
+    def merge(self, folder: str, **kwargs: Any) -> Path:
+        from ..merging import merge
+
+        self.require_model(adapter=True)
+        self.require_idle()
+        self._record(f"lora_nb.merge(model, {folder!r}, tokenizer=tok{_kwargs(kwargs)})")
+        return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
+
+    def run_recipe(self, recipe: Recipe, live: bool = True):
+        """Load, inject and train as ``recipe`` says, keeping model and run in the session."""
+        from ..recipe import lora_kwargs, train_kwargs
+
+        m = recipe.model
+        self.load(m.name, quant=m.quant, dtype=m.dtype, device_map=m.device_map, trust_remote_code=m.trust_remote_code)
+        self.inject(**lora_kwargs(recipe.lora))
+        kwargs = train_kwargs(recipe)
+        return self.train(recipe.data.path, live=live, recipe=recipe, **kwargs)
+
+    def recipe(self) -> Recipe:
+        """The experiment so far: the last run's recipe, else what has been loaded and injected."""
+        if self.runs:
+            return self.runs[-1].recipe
+        self.require_model()
+        raise ConfigError("export", problem="needs training data: run %lora train data=... first "
+                          f"(the session so far: {len(self.steps)} step(s), no run yet)")
+
+    def export(self) -> str:
+        """The session so far as a standalone transformers/peft/trl script."""
+        return self.recipe().to_script()
+
+    def run_table(self):
+        from ..training import RunTable
+
+        return RunTable(self.runs)
+
+
+def _kwargs(settings: dict) -> str:
+    return "".join(f", {k}={v!r}" for k, v in settings.items())
+
