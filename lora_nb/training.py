@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -48,6 +50,7 @@ class Run:
         self._stop = threading.Event()
         self._save_now = threading.Event()
         self._on_done: list = []
+        self._interrupted = False
 
     @property
     def name(self) -> str:
@@ -345,8 +348,11 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
     interrupted or failed)."""
     run.trainer = trainer
     try:
-        trainer.train()
+        with _stop_on_interrupt(run):
+            trainer.train()
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
+        if run._interrupted:
+            run.status = "interrupted"
     except KeyboardInterrupt:
         run.status = "interrupted"
     except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
@@ -362,6 +368,33 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
     _report(run)
     for fn in run._on_done:
         fn(run)
+
+
+@contextmanager
+def _stop_on_interrupt(run: Run):
+    """Turn Ctrl-C / a kernel interrupt (SIGINT) into a stop at the end of the current step.
+
+    A KeyboardInterrupt raised at an arbitrary point can be swallowed (inside a ``__del__`` or a
+    library's cleanup) or leave a step half done; a flag checked between steps cannot. A second
+    interrupt stops at once. Only the main thread can take signals: background runs use stop().
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if run._interrupted:
+            raise KeyboardInterrupt
+        run._interrupted = True
+        run.stop()
+        print(f"\nstopping after step {run.step + 1}… (interrupt again to stop at once)", flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def _tune_progress(trainer: Any, progress: bool) -> None:

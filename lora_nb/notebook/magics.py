@@ -193,7 +193,12 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     settings = m.settings(args.settings, TRAIN_KEYS)
     if cell is not None:
         body = _yaml(cell, "train")
-        flat = {**body.pop("train", {}), **{("data" if k == "path" else k): v for k, v in body.pop("data", {}).items()}, **body}
+        data = body.pop("data", None)
+        if isinstance(data, dict):  # a data section: {path, format, eval, split}
+            body.update({("data" if k == "path" else k): v for k, v in data.items()})
+        elif data is not None:
+            body["data"] = data
+        flat = {**body.pop("train", {}), **body}
         unknown = [k for k in flat if k not in TRAIN_KEYS]
         if unknown:
             raise ConfigError(unknown[0], problem="unknown setting", allowed=TRAIN_KEYS)

@@ -1,0 +1,160 @@
+"""%lora / %%lora in a real IPython shell: each verb, its errors, the extension's cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError
+
+
+@pytest.fixture
+def ip():
+    """A fresh InteractiveShell, history off, with the extension loaded."""
+    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "lora_nb")
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def data_file(parity, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    return path
+
+
+def session(ip):
+    return ip.magics_manager.registry["LoraMagics"].session
+
+
+def test_load_ext_is_cheap_and_unload_removes_the_magics():
+    code = (
+        "import sys, time\n"
+        "from IPython.testing.globalipapp import get_ipython\n"
+        "ip = get_ipython()\n"
+        "t = time.perf_counter(); ip.run_line_magic('load_ext', 'lora_nb'); t = time.perf_counter() - t\n"
+        "print(t, 'torch' in sys.modules, 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
+        "ip.run_line_magic('unload_ext', 'lora_nb')\n"
+        "print('lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    seconds, torch_loaded, line, cell = out[0].split()
+    print(f"%load_ext lora_nb: {float(seconds) * 1000:.0f} ms")
+    assert (torch_loaded, line, cell) == ("False", "True", "True")
+    assert out[1] == "False False"
+
+
+def test_help_lists_every_verb_with_an_example(ip, capsys):
+    ip.run_line_magic("lora", "help")
+    out = capsys.readouterr().out
+    for verb in ("load", "targets", "inject", "train", "wait", "stop", "generate", "compare", "save", "merge",
+                 "export", "runs", "panel", "help"):
+        assert f"  {verb} " in out and f"e.g. %lora {verb}" in out
+
+
+@pytest.mark.parametrize("line, words", [
+    ("lod x", ["no verb 'lod'", "Did you mean 'load'?"]),
+    ("load", ["%lora load", "required: model"]),
+    ("load m --5bit", ["unrecognized arguments: --5bit"]),
+    ("inject r=8", ["no model loaded yet", "%lora load"]),
+    ('generate "unclosed', ["cannot read the arguments"]),
+])
+def test_usage_errors_name_the_problem(ip, line, words):
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("lora", line)
+    assert type(err.value) is UsageError  # exactly UsageError: IPython then hides the traceback
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, capsys):
+    ip.run_line_magic("lora", f"load {llama} --4bit")
+    table = ip.run_line_magic("lora", "targets --r 4")
+    assert "attention" in table.roles and all(m.kind == "Linear4bit" for m in table.modules if m.role == "mlp")
+    with pytest.raises(UsageError, match=r"lora.targets.*Did you mean 'attention'"):
+        ip.run_line_magic("lora", "inject targets=atention")
+    with pytest.raises(UsageError, match=r"rnak: unknown setting.*Did you mean 'r'"):
+        ip.run_line_magic("lora", "inject rnak=8")
+    ip.run_line_magic("lora", "inject r=4 alpha=8 targets=attention")
+    assert "trainable params" in capsys.readouterr().out
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=3 lr=2e-3 batch_size=8 output_dir={tmp_path / 'run'}")
+    assert run.status == "finished" and run.step == 3 and run.recipe.train.lr == 0.002
+    ip.run_cell_magic("lora", "generate --max-new-tokens 3", "Even or odd?\n\n12\n")
+    result = ip.run_cell_magic("lora", "compare --max-new-tokens 3", "Even or odd?\n\n12")
+    assert result.rows[0][0] == "Even or odd?\n\n12"  # the cell body is the prompt, verbatim
+    ip.run_line_magic("lora", f"save {tmp_path / 'adapter'}")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    ip.run_line_magic("lora", f"merge {tmp_path / 'merged'}")
+    assert (tmp_path / "merged" / "model.safetensors").exists()
+    script = ip.run_line_magic("lora", "export")
+    assert "LoraConfig" in script.data and "import lora_nb" not in script.data
+    ip.run_line_magic("lora", f"export {tmp_path / 'train_lora.py'}")
+    assert (tmp_path / "train_lora.py").read_text() == script.data
+    runs = ip.run_line_magic("lora", "runs")
+    assert [r[0] for r in runs.rows()] == ["run"] and "<img" in runs._repr_html_()
+
+
+def test_values_from_the_notebook_namespace(ip, llama, parity, tmp_path):
+    ip.user_ns["rows"] = parity[0]
+    ip.user_ns["picked"] = ["q_proj", "v_proj"]
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 targets=picked")
+    assert session(ip).lora_section.targets == ["q_proj", "v_proj"]
+    run = ip.run_line_magic("lora", f"train data=rows steps=2 batch_size=8 output_dir={tmp_path / 'run'}")
+    assert run.status == "finished" and (run.dir / "train.jsonl").exists()
+
+
+def test_cell_bodies_are_yaml_sections(ip, llama, data_file, tmp_path):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_cell_magic("lora", "inject", "r: 4\nalpha: 8\ntargets: mlp\nvariant: rslora\n")
+    assert session(ip).model.peft_config["default"].use_rslora
+    run = ip.run_cell_magic("lora", "train", f"data: {{path: {data_file}, eval: 0.25}}\ntrain: {{steps: 2, batch_size: 8}}\noutput_dir: {tmp_path / 'run'}\n")
+    assert run.status == "finished" and any("eval_loss" in h for h in run.history)
+    with pytest.raises(UsageError, match=r"stesp: unknown setting.*Did you mean 'steps'"):
+        ip.run_cell_magic("lora", "train", f"data: {data_file}\nstesp: 2\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        ip.run_cell_magic("lora", "inject", "r: [8\n")
+
+
+def test_a_bare_cell_is_a_whole_recipe(ip, llama, data_file, tmp_path):
+    run = ip.run_cell_magic("lora", "", f"""
+model: {{name: {llama}, quant: 4bit}}
+lora: {{r: 4, targets: attention}}
+data: {{path: {data_file}}}
+train: {{steps: 2, batch_size: 8}}
+output_dir: {tmp_path / 'run'}
+""")
+    assert run.status == "finished" and run.recipe.model.quant == "4bit"
+    assert session(ip).runs == [run]
+    with pytest.raises(UsageError, match=r"lora.rank: unknown key.*Did you mean 'r'"):
+        ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\nlora: {{rank: 4}}\n")
+
+
+def test_background_training_refuses_a_second_run_and_stops(ip, llama, data_file, tmp_path):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    ip.run_line_magic("lora", f"train data={data_file} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} --background")
+    run = session(ip).active
+    assert run is not None and run.running
+    with pytest.raises(UsageError, match="still training in the background"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=2")
+    ip.run_line_magic("lora", "stop")
+    finished = ip.run_line_magic("lora", "wait")
+    assert finished is run and run.status == "stopped" and (run.adapter_dir / "adapter_model.safetensors").exists()
+    with pytest.raises(UsageError, match="no run is training"):
+        ip.run_line_magic("lora", "stop")
+
+
+def test_export_before_any_run_says_what_is_missing(ip, llama):
+    ip.run_line_magic("lora", f"load {llama}")
+    with pytest.raises(UsageError, match="needs training data"):
+        ip.run_line_magic("lora", "export")
