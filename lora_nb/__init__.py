@@ -33,6 +33,8 @@ _EXPORTS = {
     "merge": "merging",
     "Recipe": "recipe",
     "ConfigError": "errors",
+    "preview": "data",
+    "Panel": "notebook.panel",
 }
 
 __all__ = sorted(_EXPORTS)

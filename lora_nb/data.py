@@ -94,3 +94,80 @@ def _is_split(data: Any, name: str) -> bool:
     from datasets import DatasetDict
 
     return isinstance(data, DatasetDict) and name in data or isinstance(data, str) and not os.path.isfile(data)
+
+
+class Preview:
+    """Tokenised examples with the tokens that carry loss marked: highlighted in notebooks,
+    ``[[in double brackets]]`` in terminals.
+
+    Example:
+        >>> preview("train.jsonl", tok, n=2)   # doctest: +SKIP
+    """
+
+    def __init__(self, rows: list[list[tuple[str, bool]]], fmt: str) -> None:
+        self.rows, self.format = rows, fmt
+
+    def loss_text(self, i: int) -> str:
+        """The text of example ``i``'s loss-carrying tokens."""
+        return "".join(t for t, loss in self.rows[i] if loss)
+
+    def __str__(self) -> str:
+        lines = [f"format: {self.format}; [[…]] carries loss"]
+        for row in self.rows:
+            text, inside = "", False
+            for token, loss in row:
+                if loss != inside:
+                    text += "[[" if loss else "]]"
+                    inside = loss
+                text += token
+            lines.append(text + ("]]" if inside else ""))
+        return "\n---\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        def span(token: str, loss: bool) -> str:
+            style = "background:#c8f7c5;font-weight:bold" if loss else "color:#888"
+            return f"<span style='{style}'>{html.escape(token)}</span>"
+
+        blocks = "".join(f"<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:4px'>{''.join(span(t, l) for t, l in row)}</pre>"
+                         for row in self.rows)
+        return f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> tokens carry loss{blocks}</div>"
+
+
+def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
+            max_length: int = 1024) -> Preview:
+    """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.
+
+    Example:
+        >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))   # doctest: +SKIP
+        format: prompt_completion; [[…]] carries loss
+        2+2=[[4</s>]]
+    """
+    from types import SimpleNamespace
+
+    from trl import SFTConfig, SFTTrainer
+
+    from .portable import masks_assistant_turns
+
+    rows = read(data, split)
+    rows = rows.select(range(min(n, len(rows))))
+    train, _, fmt = prepare(rows, tokenizer, format=format)
+    assistant_only = "messages" in train.column_names
+    config = SFTConfig(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
+                       assistant_only_loss=assistant_only, dataset_num_proc=None)
+    chat_template = None
+    if assistant_only and masks_assistant_turns(tokenizer):
+        from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+        chat_template = None if has_generation_markers(tokenizer.chat_template) else get_training_chat_template(tokenizer)
+    # TRL's own preparation (a method that needs only these three attributes), so the preview
+    # shows exactly what SFTTrainer will train on.
+    trainer_state = SimpleNamespace(_tokenizer=tokenizer, chat_template=chat_template,
+                                    completion_only_loss="prompt" in train.column_names)
+    done = SFTTrainer._prepare_dataset(trainer_state, train, tokenizer, config, False, None, "preview")
+    out = []
+    for example in done:
+        ids, labels = example["input_ids"], example.get("labels") or example["input_ids"]
+        out.append([(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)])
+    return Preview(out, fmt)

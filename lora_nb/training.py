@@ -68,6 +68,11 @@ class Run:
         self._stop.set()
 
     @property
+    def background(self) -> bool:
+        """True for a run trained in a background thread (``train(background=True)``)."""
+        return self._thread is not None
+
+    @property
     def running(self) -> bool:
         """True while a background run's thread is still training."""
         return self._thread is not None and self._thread.is_alive()

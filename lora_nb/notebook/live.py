@@ -46,12 +46,30 @@ def status_line(run: Any) -> str:
     return " · ".join(parts)
 
 
+class DisplayView:
+    """Where a LiveChart draws in a notebook cell: two display handles (status line, PNG)."""
+
+    def __init__(self) -> None:
+        from IPython.display import HTML, display
+
+        self.status = display(HTML(""), display_id=True)
+        self.image = display(_png_bundle(b""), raw=True, display_id=True)
+
+    def show(self, png: bytes, status: str) -> None:
+        from IPython.display import HTML
+
+        if png:
+            self.image.update(_png_bundle(png), raw=True)
+        self.status.update(HTML(status))
+
+
 class LiveChart(RunCallback):
     """Shows a run as it trains; give it to ``lora_nb.train(callbacks=[...])``.
 
     ``every``: least seconds between redraws. ``controls``: show Stop / Save-now buttons (only
-    useful when training runs in the background). After the run, the last image stays in the
-    notebook as a PNG and a copy is written to the run folder (``dashboard.png``).
+    useful when training runs in the background). ``view``: where to draw (default: display
+    handles under the current cell; the panel passes its widgets). After the run the last image
+    stays in the notebook as a PNG and a copy goes to the run folder (``dashboard.png``).
 
     Example:
         >>> chart = LiveChart()                                               # doctest: +SKIP
@@ -60,18 +78,19 @@ class LiveChart(RunCallback):
         0.004
     """
 
-    def __init__(self, every: float = 1.0, controls: bool = False) -> None:
+    def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None) -> None:
         self.every = every
         self.controls = controls
+        self.view = view
         self.render_seconds = 0.0
         self.redraws = 0
+        self.last_png = b""
         self._last = 0.0
         self._started = 0.0
-        self._status = self._image = None
         self._buttons: Optional[Any] = None
 
     def on_train_begin(self, args, state, control, **kw):
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         self._started = time.perf_counter()
         self.run.on_done(lambda run: self.finish())
@@ -79,38 +98,31 @@ class LiveChart(RunCallback):
             self._buttons = _buttons(self.run)
             if self._buttons is not None:
                 display(self._buttons)
-        self._status = display(HTML(self._status_html()), display_id=True)
-        self._image = display(_png_bundle(b""), raw=True, display_id=True)
+        if self.view is None:
+            self.view = DisplayView()
+        self.redraw()
 
     def on_log(self, args, state, control, logs=None, **kw):
         if time.perf_counter() - self._last >= self.every:
             self.redraw()
 
-    def on_train_end(self, args, state, control, **kw):
-        self.redraw()
-
     def finish(self) -> None:
-        """Final redraw after the run's status is settled, and the PNG copy in the run folder."""
+        """Final redraw once the run's status is settled; a PNG copy in the run folder."""
         self.redraw()
         if self._buttons is not None:
             for child in self._buttons.children:
                 child.disabled = True
-        if self._last_png:
-            (self.run.dir / "dashboard.png").write_bytes(self._last_png)
-
-    _last_png = b""
+        if self.last_png:
+            (self.run.dir / "dashboard.png").write_bytes(self.last_png)
 
     def redraw(self) -> None:
-        """Draw the dashboard now and update the display in place."""
-        from IPython.display import HTML
-
-        if self.run is None or self._image is None:
+        """Draw the dashboard now and update the view in place."""
+        if self.run is None or self.view is None:
             return
         start = time.perf_counter()
         if self.run.history:
-            self._last_png = save_png(dashboard_figure(self.run.history, title=self.run.name))
-            self._image.update(_png_bundle(self._last_png), raw=True)
-        self._status.update(HTML(self._status_html()))
+            self.last_png = save_png(dashboard_figure(self.run.history, title=self.run.name))
+        self.view.show(self.last_png, self._status_html())
         self._last = time.perf_counter()
         self.render_seconds += self._last - start
         self.redraws += 1
@@ -122,12 +134,14 @@ class LiveChart(RunCallback):
         return self.render_seconds / total if total else 0.0
 
     def _status_html(self) -> str:
-        if self.run is None:
-            return ""
         hint = ""
-        if not self.controls and self.run.status == "running":
-            hint = " — to stop, interrupt the kernel (■ / I,I): the adapter and history are kept"
-        return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}"
+        if self.run.status == "running":
+            hint = (" — Stop / Save now work while it trains" if self.run.background else
+                    " — to stop, interrupt the kernel (■ / I,I): the adapter and history are kept")
+        done = ""
+        if self.run.status != "running":
+            done = f"<br><b>{html.escape(self.run.status)} at step {self.run.step}, adapter saved in {html.escape(str(self.run.adapter_dir))}</b>"
+        return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}{done}"
 
 
 def _png_bundle(png: bytes) -> dict:

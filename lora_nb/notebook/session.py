@@ -86,8 +86,9 @@ class Session:
 
             chart = LiveChart(controls=background)
             callbacks.append(chart)
+        progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
-                    progress=not live, **settings)
+                    progress=progress, **settings)
         run.chart = chart
         self.runs.append(run)
         shown = data if isinstance(data, (str, Path)) else "data"
