@@ -88,9 +88,19 @@ class Panel(w.VBox):
             w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]),
             self.result, self.runs,
         ], layout=layout)
+        if s.runs and s.runs[-1].recipe is not None:
+            self.prefill(s.runs[-1].recipe)
         if s.model is not None:
             self.show_targets()
         self.show_runs()
+
+    def prefill(self, recipe: Any) -> None:
+        """Start from a run's settings, so the next experiment changes one thing at a time."""
+        lora, train, data = recipe.lora, recipe.train, recipe.data
+        self.r.value, self.alpha.value, self.dropout.value, self.variant.value = lora.r, lora.alpha, lora.dropout, lora.variant
+        self.data.value, self.format.value = self.data.value or data.path, data.format
+        self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
+        self.steps.value = train.steps or self.steps.value
 
     # --- actions (each runs in the kernel's widget-message handler: keep them short) ------------
 

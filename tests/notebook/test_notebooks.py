@@ -1,0 +1,103 @@
+"""The shipped notebooks run end to end in a real Jupyter kernel, and a kernel interrupt stops
+a blocking %lora train cleanly."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@pytest.fixture
+def kernel_env(monkeypatch):
+    """Kernels start with this interpreter (the kernelspec says plain "python")."""
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+def outputs_of(nb, mime):
+    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if mime in o.get("data", {})]
+
+
+def text_of(nb):
+    parts = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            parts.append(o.get("text", "") + "".join(str(v) for k, v in o.get("data", {}).items() if k.startswith("text/")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "python_api"])
+def test_committed_without_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "python_api"])
+def test_notebook_runs_end_to_end(name, tmp_path, kernel_env):
+    shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path)
+    nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = text_of(nb)
+    assert "finished 150 steps" in text
+    pngs = outputs_of(nb, "image/png")
+    assert pngs, "the finished training chart stays in the notebook as a PNG"
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "dashboard.png").exists() and (runs[0] / "adapter" / "adapter_model.safetensors").exists()
+    merged = tmp_path / ("merged_model" if name == "quickstart" else "merged_api")
+    assert (merged / "model.safetensors").exists()
+    if name == "quickstart":
+        assert (tmp_path / "train_lora.py").exists()
+        assert "odd" in text  # the adapter's answer in the compare table
+
+
+def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path, kernel_env):
+    import json
+
+    from jupyter_client.manager import start_new_kernel
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, "LORA_NB_CACHE": os.environ["LORA_NB_CACHE"]})
+    try:
+        def run(code, timeout=120):
+            msg_id = kc.execute(code)
+            return kc.get_shell_msg(timeout=timeout) if msg_id else None
+
+        run("%load_ext lora_nb")
+        run(f"%lora load {llama}")
+        run("%lora inject r=4")
+        kc.execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'run'}")
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:
+            time.sleep(0.2)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=120)
+        assert reply["content"]["status"] == "ok", reply["content"]  # the cell ends normally, no traceback
+        printed = []
+        while True:
+            try:
+                msg = kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                break
+            if msg["msg_type"] == "stream":
+                printed.append(msg["content"]["text"])
+        assert any("stopped at step" in t and "(interrupted), adapter saved in" in t for t in printed), printed
+        status = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert status["status"] == "interrupted" and status["step"] >= 3
+        assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+        reply = run("%lora runs")
+        assert reply["content"]["status"] == "ok"  # the kernel is alive and usable
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
