@@ -80,53 +80,63 @@ def save_png(fig, path: Optional[str | Path] = None) -> bytes:
     return data
 
 
-def dashboard_figure(history: list[dict], title: str = ""):
-    """Four panels for a live run: loss (raw, smoothed, eval), learning rate, grad norm, and
-    throughput (tokens/s) with memory on a second axis.
+class Dashboard:
+    """The live run's four panels — loss (raw, smoothed, eval), learning rate, grad norm, and
+    tokens/s with memory — built once and then only fed new data.
+
+    Rebuilding a figure per redraw costs most of a second; updating the lines of one costs a tenth
+    of that, which is what keeps a live chart under 2% of a run's time.
 
     Example:
-        >>> fig = dashboard_figure([{"step": 1, "loss": 2.0, "learning_rate": 1e-4, "grad_norm": 1.0}])
-        >>> len(fig.axes) >= 4
-        True
+        >>> board = Dashboard("run")
+        >>> board.update([{"step": 1, "loss": 2.0, "learning_rate": 1e-4, "grad_norm": 1.0}])
+        >>> board.png()[:4]
+        b'\x89PNG'
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 5.2), dpi=90)
-    FigureCanvasAgg(fig)
-    (loss_ax, lr_ax), (grad_ax, speed_ax) = fig.subplots(2, 2)
+    SERIES = (("loss", 0, "C0"), ("smoothed", 0, "C0"), ("eval_loss", 0, "C3"), ("learning_rate", 1, "C2"),
+              ("grad_norm", 2, "C1"), ("tokens_per_s", 3, "C4"), ("memory_mb", 4, "grey"))
 
-    def series(key):
-        rows = [(h["step"], h[key]) for h in history if h.get(key) is not None]
-        return list(zip(*rows)) if rows else ([], [])
+    def __init__(self, title: str = "") -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-    steps, losses = series("loss")
-    if losses:
-        loss_ax.plot(steps, losses, color="C0", alpha=0.3, linewidth=1, label="loss")
-        loss_ax.plot(steps, smooth(list(losses)), color="C0", linewidth=2, label="smoothed")
-    eval_steps, evals = series("eval_loss")
-    if evals:
-        loss_ax.plot(eval_steps, evals, color="C3", marker="o", markersize=3, linestyle="--", label="eval loss")
-    loss_ax.set_title("loss", fontsize=10)
-    if losses or evals:
-        loss_ax.legend(fontsize=7)
-    for ax, key, name, color in ((lr_ax, "learning_rate", "learning rate", "C2"), (grad_ax, "grad_norm", "grad norm", "C1")):
-        xs, ys = series(key)
-        ax.plot(xs, ys, color=color)
-        ax.set_title(name, fontsize=10)
-    xs, ys = series("tokens_per_s")
-    speed_ax.plot(xs, ys, color="C4")
-    speed_ax.set_title("tokens/s (purple), memory MiB (grey)", fontsize=10)
-    mem_ax = speed_ax.twinx()
-    xs, ys = series("memory_mb")
-    mem_ax.plot(xs, ys, color="grey", linestyle=":")
-    for ax in (loss_ax, lr_ax, grad_ax, speed_ax):
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    mem_ax.tick_params(labelsize=7)
-    grad_ax.set_xlabel("step", fontsize=8)
-    speed_ax.set_xlabel("step", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+        self.fig = Figure(figsize=(10, 5.2), dpi=72)
+        self.canvas = FigureCanvasAgg(self.fig)
+        grid = self.fig.subplots(2, 2)
+        axes = [grid[0][0], grid[0][1], grid[1][0], grid[1][1]]
+        axes.append(axes[3].twinx())
+        titles = ("loss (light: raw, dark: smoothed, red: eval)", "learning rate", "grad norm", "tokens/s (purple), memory MiB (grey)")
+        for ax, name in zip(axes, titles):
+            ax.set_title(name, fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.locator_params(nbins=4)  # tick labels are most of the drawing time
+        self.axes = axes
+        style = {"loss": dict(alpha=0.3, linewidth=1), "smoothed": dict(linewidth=2),
+                 "eval_loss": dict(linestyle="--", marker="o", markersize=3), "memory_mb": dict(linestyle=":")}
+        self.lines = {key: axes[i].plot([], [], color=color, **style.get(key, {}))[0] for key, i, color in self.SERIES}
+        if title:
+            self.fig.suptitle(title, fontsize=11)
+        self.fig.subplots_adjust(left=0.07, right=0.93, top=0.88, bottom=0.08, hspace=0.35, wspace=0.25)
+
+    def update(self, history: list[dict]) -> None:
+        """Feed the whole history so far (cheap: only line data changes)."""
+        def series(key):
+            rows = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+            return [r[0] for r in rows], [r[1] for r in rows]
+
+        data = {key: series(key) for key, _, _ in self.SERIES if key != "smoothed"}
+        data["smoothed"] = (data["loss"][0], smooth(data["loss"][1]))
+        for key, (xs, ys) in data.items():
+            self.lines[key].set_data(xs, ys)
+        for ax in self.axes:
+            ax.relim()
+            ax.autoscale_view()
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.canvas.print_png(buf)
+        return buf.getvalue()

@@ -27,3 +27,11 @@ def test_recipe_reference_is_generated_from_the_fields():
     start = README.index("<!-- generated from the field definitions")
     table = README[start:README.index("<!-- end of generated reference -->")].split("\n", 1)[1].strip()
     assert table == Recipe.reference(), "run Recipe.reference() and paste it into README.md"
+
+
+def test_magics_reference_has_every_verb():
+    from lora_nb.notebook.magics import VERBS
+
+    for name in VERBS:
+        if name != "recipe":
+            assert f"`%lora {name}" in README or f"/ `%lora {name}" in README, name
