@@ -110,8 +110,11 @@ class Dashboard:
         for ax, name in zip(axes, titles):
             ax.set_title(name, fontsize=10)
             ax.grid(alpha=0.3)
+        for ax in axes:
             ax.tick_params(labelsize=7)
             ax.locator_params(nbins=4)  # tick labels are most of the drawing time
+        for ax in axes[2:4]:
+            ax.set_xlabel("step", fontsize=8)
         self.axes = axes
         style = {"loss": dict(alpha=0.3, linewidth=1), "smoothed": dict(linewidth=2),
                  "eval_loss": dict(linestyle="--", marker="o", markersize=3), "memory_mb": dict(linestyle=":")}

@@ -403,11 +403,16 @@ def _stop_on_interrupt(run: Run):
 
 
 def _tune_progress(trainer: Any, progress: bool) -> None:
+    """One quiet progress bar: Trainer's (the terminal one, or in a kernel its HTML table with a
+    row per log) gives way to a tqdm bar with the loss in it, or to nothing when a live view shows
+    progress instead."""
     from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
 
     from .callbacks import LossProgress
 
-    if trainer.pop_callback(ProgressCallback) is not None and progress:
+    had = [trainer.pop_callback(cls) for cls in (ProgressCallback, NotebookProgressCallback)]
+    if progress and any(c is not None for c in had):
         trainer.add_callback(LossProgress())
 
 

@@ -85,7 +85,8 @@ class LiveChart(RunCallback):
         self.controls = controls
         self.view = view
         self.render_seconds = 0.0
-        self.redraws = 0
+        self.frames: list[tuple[float, float]] = []  # (seconds into the run, drawing seconds) per image
+        self._training_seconds = 0.0
         self.last_png = b""
         self._board: Optional[Dashboard] = None
         self._image_cost = 0.0
@@ -115,15 +116,17 @@ class LiveChart(RunCallback):
             self.redraw(image=now - self._last_image >= self._image_cost / self.budget)
 
     def finish(self) -> None:
-        """Final redraw once the run's status is settled; a PNG copy in the run folder."""
-        self.redraw()
+        """Final redraw once the run's status is settled (training is over: not counted in
+        :attr:`overhead`); a PNG copy in the run folder."""
+        self._training_seconds = time.perf_counter() - self._started
+        self.redraw(count=False)
         if self._buttons is not None:
             for child in self._buttons.children:
                 child.disabled = True
         if self.last_png:
             (self.run.dir / "dashboard.png").write_bytes(self.last_png)
 
-    def redraw(self, image: bool = True) -> None:
+    def redraw(self, image: bool = True, count: bool = True) -> None:
         """Update the view in place: the status line, and the dashboard image unless ``image=False``."""
         if self.run is None or self.view is None:
             return
@@ -135,15 +138,22 @@ class LiveChart(RunCallback):
             self.last_png = self._board.png()
             self._image_cost = time.perf_counter() - start
             self._last_image = start
-            self.redraws += 1
+            if count:
+                self.frames.append((start - self._started, self._image_cost))
         self.view.show(self.last_png if image else b"", self._status_html())
         self._last = time.perf_counter()
-        self.render_seconds += self._last - start
+        if count:
+            self.render_seconds += self._last - start
+
+    @property
+    def redraws(self) -> int:
+        """Images drawn while training."""
+        return len(self.frames)
 
     @property
     def overhead(self) -> float:
-        """Time spent drawing as a fraction of the run's time so far."""
-        total = time.perf_counter() - self._started if self._started else 0.0
+        """Time spent drawing while training, as a fraction of the training time."""
+        total = self._training_seconds or (time.perf_counter() - self._started if self._started else 0.0)
         return self.render_seconds / total if total else 0.0
 
     def _status_html(self) -> str:
@@ -153,7 +163,9 @@ class LiveChart(RunCallback):
                     " — to stop, interrupt the kernel (■ / I,I): the adapter and history are kept")
         done = ""
         if self.run.status != "running":
-            done = f"<br><b>{html.escape(self.run.status)} at step {self.run.step}, adapter saved in {html.escape(str(self.run.adapter_dir))}</b>"
+            how = {"interrupted": "stopped at step {} (interrupted)", "failed": "failed at step {}"}.get(
+                self.run.status, self.run.status + " at step {}").format(self.run.step)
+            done = f"<br><b>{html.escape(how)}, adapter saved in {html.escape(str(self.run.adapter_dir))}</b>"
         return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}{done}"
 
 

@@ -31,6 +31,7 @@ class WidgetView:
     def show(self, png: bytes, status: str) -> None:
         if png:
             self.image.value = png
+            self.image.layout.display = ""
         self.status.value = status
 
 
@@ -56,7 +57,7 @@ class Panel(w.VBox):
         self.dropout = w.FloatSlider(value=LoraSection.dropout, min=0.0, max=0.5, step=0.01, description="dropout")
         self.variant = w.Dropdown(options=list(VARIANTS), value=LoraSection.variant, description="variant")
         self.params = w.HTML()
-        self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=w.Layout(width="60%"))
+        self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=w.Layout(width="55%"))
         self.format = w.Dropdown(options=[("auto", None)] + [(f, f) for f in FORMATS if f], value=None, description="format")
         self.lr = w.FloatText(value=TrainSection.lr, description="lr")
         self.steps = w.IntText(value=100, description="steps")
@@ -67,7 +68,8 @@ class Panel(w.VBox):
         self.buttons["Train"].button_style = "success"
         self.buttons["Stop"].button_style = "danger"
         self.status = w.HTML()
-        self.chart = w.Image(format="png")
+        # native size (crisp), hidden until the first image so no broken-image icon shows
+        self.chart = w.Image(format="png", layout=w.Layout(width="720px", display="none"))
         self.result = w.HTML()
         self.runs = w.HTML()
         for name, fn in (("Load", self.load), ("Preview", self.preview), ("Train", self.train), ("Stop", self.stop),
@@ -115,7 +117,8 @@ class Panel(w.VBox):
         boxes = []
         for role in self.report.roles:
             if self.report.names(role) and role != "head":
-                box = w.Checkbox(value=role in ("attention", "mlp"), description=role, indent=False, layout=w.Layout(width="auto"))
+                box = w.Checkbox(value=role in ("attention", "mlp"), description=role, indent=False,
+                                 layout=w.Layout(width="auto", margin="0 1.5em 0 0"))
                 box.observe(lambda _: self.update_params(), names="value")
                 boxes.append(box)
         self.roles.children = boxes

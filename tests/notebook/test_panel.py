@@ -97,4 +97,7 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     assert "finished" in view.shown[-1][1] and "step 60/60" in view.shown[-1][1]
     assert "ETA" in view.shown[len(view.shown) // 2][1] or len(view.shown) < 3
     print(f"live chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = {100 * chart.overhead:.2f}% of the run")
-    assert chart.overhead < 0.05  # the image redraws only as often as a 2% budget allows
+    # Each image waits until the last one's drawing time fits the 2% budget (benchmarks/live_chart.py
+    # measures the resulting cost side by side on a long run).
+    for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):
+        assert next_at - at >= cost / chart.budget

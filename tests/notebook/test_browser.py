@@ -1,0 +1,297 @@
+"""JupyterLab in a real browser: the quickstart notebook runs from the Run menu, the ``%lora panel``
+trains with a live chart and stops from its Stop button, and a blocking ``%lora train`` cell stops
+cleanly when the kernel is interrupted from the Kernel menu.
+
+Nothing is mocked: a ``jupyter lab`` server, a kernel with this interpreter, headless Chromium
+driven by Playwright. It also writes ``docs/panel.png`` (the README's picture of the panel mid-
+training). Needs Debian's Chromium (``apt-get install -y chromium``; ``LORA_NB_CHROMIUM`` names
+another binary) and ``pip install playwright`` — never ``playwright install``: no browser download.
+On failure a screenshot and the page's visible text are saved under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+# Outside CI a machine without the browser skips this test; in CI (.ci/run installs both) it must run.
+if os.environ.get("CI"):
+    from playwright import sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+SCREENSHOT = ROOT / "docs" / "panel.png"
+CHROMIUM = os.environ.get("LORA_NB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+# Generous: the machine may have 2 cores shared with other work.
+SERVER_START_S = 180
+NOTEBOOK_RUN_S = 900  # builds the tiny model (cold cache), loads it in 4-bit, trains 150 steps, merges
+TRAINING_S = 300
+STOP_S = 180
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI"),
+                                reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyter_lab(tmp_path, model_cache):
+    """A ``jupyter lab`` server on a free port serving a folder with a copy of the quickstart notebook;
+    yields (base url, token, root folder). Stopped (kernels included) at the end, also on failure."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root)
+    # Own settings: no "fetch Jupyter news?" toast over the page, no update check, nothing from ~/.jupyter.
+    settings = tmp_path / "lab-settings"
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ,
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],  # the kernelspec says "python"
+           "LORA_NB_CACHE": model_cache,
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}
+    log_path = tmp_path / "jupyter.log"
+    args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+            f"--LabApp.workspaces_dir={root / 'ws'}", f"--LabApp.user_settings_dir={settings}"]
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not answer within {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, token, root
+    finally:
+        print(f"\njupyter lab log: {log_path}")
+        stop_server(server, base, token)
+
+
+def stop_server(server: subprocess.Popen, base: str, token: str) -> None:
+    """Ask the server to shut down (it shuts its kernels down first); else terminate, then kill it.
+    (A kernel outliving its server exits by itself: ipykernel watches its parent, JPY_PARENT_PID.)"""
+    if server.poll() is None:
+        try:
+            request = urllib.request.Request(f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"})
+            urllib.request.urlopen(request, timeout=10).close()
+        except (urllib.error.URLError, OSError):
+            pass
+    for end in (None, server.terminate, server.kill):
+        if end is not None:
+            end()
+        try:
+            server.wait(timeout=60)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def page():
+    """A headless Chromium page, 1400x1000."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def save_debug(page, folder: Path) -> None:
+    shot, text = folder / "failure.png", folder / "failure.txt"
+    try:
+        page.screenshot(path=str(shot))
+        text.write_text(page.locator("body").inner_text(timeout=10_000))
+        print(f"\nfailure screenshot: {shot}\nvisible text of the page: {text}")
+    except Exception as e:  # the page itself may be what broke
+        print(f"\ncould not save the page for debugging: {e!r}")
+
+
+def step_at_least(n: int, total: int | str = r"\d+") -> re.Pattern:
+    """Matches ``step K/TOTAL`` with K >= n (n < 10)."""
+    return re.compile(rf"step (?:[{n}-9]|[1-9]\d+)/{total}\b")
+
+
+def current_step(text: str) -> int:
+    found = re.findall(r"step (\d+)/", text)
+    assert found, text
+    return int(found[-1])
+
+
+def menu(page, top: str, command: str, submenu: str = "") -> None:
+    """Click a JupyterLab menu item by its command id (labels change between versions, ids less)."""
+    page.locator(".lm-MenuBar-item", has_text=re.compile(rf"^{top}$")).click()
+    if submenu:
+        page.locator(".lm-Menu:visible .lm-Menu-item[data-type=submenu]", has_text=submenu).click()
+    page.locator(f".lm-Menu:visible .lm-Menu-item[data-command='{command}']").click()
+
+
+def panel_screenshot(page, panel, chart, notebook, path: Path) -> None:
+    """The panel from its title to the bottom of its chart. The page is made as tall as that needs
+    (the width stays), the panel's top scrolled to the top of the notebook, and the shot cut to it."""
+    def place():
+        panel.evaluate("e => e.scrollIntoView({block: 'start'})")
+        return panel.bounding_box(), chart.bounding_box(), notebook.bounding_box()
+
+    box, image, view = place()
+    missing = image["y"] + image["height"] + 4 - (view["y"] + view["height"])
+    if missing > 0:
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": VIEWPORT["height"] + int(missing) + 1})
+        box, image, view = place()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
+    top, bottom = max(box["y"], view["y"]), min(image["y"] + image["height"] + 4, view["y"] + view["height"])
+    left, right = max(box["x"] - 8, view["x"]), min(box["x"] + box["width"] + 8, view["x"] + view["width"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
+    page.set_viewport_size(VIEWPORT)
+
+
+def test_quickstart_panel_and_interrupt_in_jupyterlab(jupyter_lab, page, tmp_path):
+    base, token, root = jupyter_lab
+    expect = sync_api.expect
+    started = time.monotonic()
+    try:
+        run_in_browser(page, base, token, root, expect)
+    except BaseException:
+        save_debug(page, tmp_path)
+        raise
+    finally:
+        print(f"\nbrowser test: {time.monotonic() - started:.0f} s")
+
+
+def run_in_browser(page, base, token, root, expect) -> None:
+    clock = time.monotonic()
+
+    def lap(what: str) -> None:
+        nonlocal clock
+        print(f"\n{what}: {time.monotonic() - clock:.0f} s", end="")
+        clock = time.monotonic()
+
+    # --- open the notebook in a fresh workspace ----------------------------------------------------
+    page.goto(f"{base}/lab/workspaces/lora/tree/quickstart.ipynb?reset&token={token}")
+    nb_panel = page.locator(".jp-NotebookPanel:visible")
+    notebook = nb_panel.locator(".jp-Notebook")
+    cells = notebook.locator(".jp-Cell")
+    idle = nb_panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    dialog = page.locator(".jp-Dialog")
+    idle.or_(dialog).first.wait_for(timeout=SERVER_START_S * 1000)
+    if dialog.is_visible():  # "Select Kernel": take the proposed one (the notebook's python3)
+        dialog.locator(".jp-mod-accept").click()
+    idle.wait_for(timeout=SERVER_START_S * 1000)
+    expect(cells).to_have_count(17)
+    menu(page, "View", "application:toggle-left-area", submenu="Appearance")  # the notebook gets the width
+    lap("notebook open, kernel idle")
+
+    # --- run the whole notebook: load, 150 steps of training, ..., %lora panel -------------------
+    first_prompt = cells.nth(1).locator(".jp-InputPrompt")  # %load_ext lora_nb
+    expect(first_prompt).to_have_text(re.compile(r"\[ \]:"))
+    for attempt in range(2):
+        menu(page, "Run", "runmenu:run-all")
+        try:  # "[*]:" or "[1]:" once the kernel got it
+            expect(first_prompt).not_to_have_text(re.compile(r"\[ \]:"), timeout=60_000)
+            break
+        except AssertionError:  # seen once while exploring: the click right after start-up went nowhere
+            assert attempt == 0 and idle.is_visible(), "Run All Cells did not start the notebook"
+            print("\nRun All Cells did not start the notebook within 60 s (nothing ran, kernel idle): clicking it again")
+    panel = page.locator(".jp-OutputArea-output").filter(has=page.get_by_role("button", name="Train", exact=True))
+    error = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    panel.or_(error).first.wait_for(timeout=NOTEBOOK_RUN_S * 1000)
+    assert not error.count(), f"a cell failed:\n{error.first.inner_text()}"
+    expect(cells.filter(has_text="finished 150 steps")).to_have_count(1)  # the blocking %lora train cell
+    expect(idle).to_be_visible(timeout=60_000)
+    lap("Run All Cells, up to the panel")
+
+    # --- the panel: steps=5000, Train, live chart ------------------------------------------------
+    status = panel.locator(".widget-html-content").filter(has_text=re.compile(r"\w+ · step \d+/"))
+    chart = panel.locator("img.widget-image")
+    steps = panel.get_by_label("steps", exact=True)
+    steps.fill("5000")
+    steps.press("Enter")  # IntText syncs on Enter / blur
+    panel.get_by_role("button", name="Train", exact=True).click()
+    expect(status).to_contain_text(step_at_least(5, 5000), timeout=TRAINING_S * 1000)  # 5000: the field reached the kernel
+    expect(status).to_contain_text("running")
+    first_src, first_step = chart.get_attribute("src"), current_step(status.inner_text())
+    # The chart is redrawn as its time budget allows (seconds apart), the status line every second.
+    page.wait_for_function("([img, src]) => img.src !== src && img.complete && img.naturalWidth > 0",
+                           arg=[chart.element_handle(), first_src], timeout=TRAINING_S * 1000, polling=200)
+    expect(status).not_to_contain_text(f"step {first_step}/", timeout=TRAINING_S * 1000)
+    assert current_step(status.inner_text()) > first_step
+    expect(status).to_contain_text("running")
+    panel_screenshot(page, panel, chart, notebook, SCREENSHOT)
+    lap(f"panel trains, chart redrawn, screenshot in {SCREENSHOT}")
+
+    # --- Stop: the run ends after its step, adapter and status saved -----------------------------
+    panel.get_by_role("button", name="Stop", exact=True).click()
+    expect(status).to_contain_text("adapter saved in", timeout=STOP_S * 1000)
+    text = status.inner_text()
+    found = re.search(r"stopped at step (\d+), adapter saved in (\S+)", text)
+    assert found, text
+    run_dir = root / Path(found.group(2)).parent
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists(), sorted(run_dir.rglob("*"))
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "stopped" and info["step"] == int(found.group(1)) < 5000, info
+    expect(idle).to_be_visible(timeout=60_000)
+    lap("Stop")
+
+    # --- a blocking %lora train in a new cell, stopped by Kernel > Interrupt Kernel ---------------
+    n = cells.count()
+    cells.nth(n - 1).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Escape")  # command mode
+    page.keyboard.press("b")  # a new cell below, selected
+    expect(cells).to_have_count(n + 1)
+    cell = cells.nth(n)
+    page.keyboard.press("Enter")  # edit mode
+    page.keyboard.insert_text("%lora train data={train_path} steps=100000 batch_size=16 max_length=64")
+    expect(cell.locator(".jp-InputArea-editor")).to_contain_text("steps=100000")
+    page.keyboard.press("Control+Enter")  # run in place
+    output = cell.locator(".jp-OutputArea")
+    expect(output).to_contain_text(step_at_least(3, 100000), timeout=TRAINING_S * 1000)
+    menu(page, "Kernel", "kernelmenu:interrupt")
+    expect(output).to_contain_text("(interrupted), adapter saved in", timeout=STOP_S * 1000)
+    text = output.inner_text()
+    found = re.search(r"stopped at step (\d+) \(interrupted\), adapter saved in (\S+)", text)
+    assert found, text
+    expect(idle).to_be_visible(timeout=60_000)
+    assert not cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count(), text
+    interrupted_dir = root / Path(found.group(2)).parent
+    assert interrupted_dir != run_dir
+    assert (interrupted_dir / "adapter" / "adapter_model.safetensors").exists()
+    info = json.loads((interrupted_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["step"] == int(found.group(1)) >= 3, info
+    lap("new %lora train cell, Kernel > Interrupt Kernel")
