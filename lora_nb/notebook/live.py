@@ -28,9 +28,10 @@ def status_line(run: Any) -> str:
     """One line for a run: step, losses, speed, memory, elapsed and ETA.
 
     Example:
-        >>> class R: step, max_steps, status, history = 5, 10, "running", [{"step": 5, "loss": 1.0, "elapsed": 10.0}]
-        ...     def last(self, k): return {"loss": 1.0, "elapsed": 10.0}.get(k)
-        >>> status_line(R())
+        >>> from lora_nb.training import Run
+        >>> run = Run("runs/example")
+        >>> run.step, run.max_steps, run.history = 5, 10, [{"step": 5, "loss": 1.0, "elapsed": 10.0}]
+        >>> status_line(run)
         'running · step 5/10 · loss 1.0000 · elapsed 0:10 · ETA 0:10'
     """
     parts = [run.status, f"step {run.step}/{run.max_steps or '?'}"]
