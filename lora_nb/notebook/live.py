@@ -96,17 +96,23 @@ class LiveChart(RunCallback):
         self._started = 0.0
         self._buttons: Optional[Any] = None
 
-    def on_train_begin(self, args, state, control, **kw):
+    def show(self) -> None:
+        """Put the buttons and the view under the current cell. Call it from the cell's own thread
+        before a background run starts: output displayed from the training thread could land
+        under whichever cell runs then."""
         from IPython.display import display
 
-        self._started = time.perf_counter()
-        self.run.on_done(lambda run: self.finish())
-        if self.controls:
-            self._buttons = _buttons(self.run)
+        if self.controls and self._buttons is None:
+            self._buttons = _buttons(self)
             if self._buttons is not None:
                 display(self._buttons)
         if self.view is None:
             self.view = DisplayView()
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._started = time.perf_counter()
+        self.run.on_done(lambda run: self.finish())
+        self.show()
         self.redraw()
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -177,14 +183,14 @@ def _png_bundle(png: bytes) -> dict:
     return {"image/png": base64.b64encode(png).decode(), "text/plain": text} if png else {"text/plain": text}
 
 
-def _buttons(run: Any):
-    """Stop and Save-now buttons wired to the run, or None without ipywidgets."""
+def _buttons(chart: LiveChart):
+    """Stop and Save-now buttons wired to the chart's run (looked up at click time), or None without ipywidgets."""
     try:
         import ipywidgets as w
     except ImportError:
         return None
     stop = w.Button(description="Stop", button_style="danger", icon="stop", tooltip="stop after this step; the adapter is saved")
     save = w.Button(description="Save now", icon="save", tooltip="save the adapter after this step and keep training")
-    stop.on_click(lambda _: run.stop())
-    save.on_click(lambda _: run.save_now())
+    stop.on_click(lambda _: chart.run.stop())
+    save.on_click(lambda _: chart.run.save_now())
     return w.HBox([stop, save])

@@ -85,6 +85,7 @@ class Session:
             from .live import LiveChart
 
             chart = LiveChart(controls=background)
+            chart.show()  # here, in the cell's thread, not from the training thread
             callbacks.append(chart)
         progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,

@@ -42,11 +42,13 @@ def test_load_ext_is_cheap_and_unload_removes_the_magics():
         "from IPython.testing.globalipapp import get_ipython\n"
         "ip = get_ipython()\n"
         "t = time.perf_counter(); ip.run_line_magic('load_ext', 'lora_nb'); t = time.perf_counter() - t\n"
-        "print(t, 'torch' in sys.modules, 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
+        "print('LOADED', t, 'torch' in sys.modules, 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
         "ip.run_line_magic('unload_ext', 'lora_nb')\n"
-        "print('lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
+        "print('UNLOADED', 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    stdout = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # IPython 7 writes a terminal-title escape sequence first: read what follows the markers
+    out = [stdout.split("LOADED ", 1)[1].split("\n", 1)[0], stdout.split("UNLOADED ", 1)[1].split("\n", 1)[0]]
     seconds, torch_loaded, line, cell = out[0].split()
     print(f"%load_ext lora_nb: {float(seconds) * 1000:.0f} ms")
     assert (torch_loaded, line, cell) == ("False", "True", "True")

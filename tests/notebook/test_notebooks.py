@@ -101,3 +101,51 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_background_train_in_a_kernel_shows_controls_under_its_own_cell(llama, parity, tmp_path, kernel_env):
+    import json
+
+    from jupyter_client.manager import start_new_kernel
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, "LORA_NB_CACHE": os.environ["LORA_NB_CACHE"]})
+
+    def execute(code):
+        """Run a cell; return (reply, the outputs published under it)."""
+        msg_id = kc.execute(code)
+        reply = kc.get_shell_msg(timeout=180)
+        outputs = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    return reply, outputs
+                outputs.append(msg)
+
+    try:
+        execute("%load_ext lora_nb")
+        execute(f"%lora load {llama}")
+        execute("%lora inject r=4")
+        reply, outputs = execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} --background")
+        assert reply["content"]["status"] == "ok"
+        kinds = [m["msg_type"] for m in outputs]
+        widgets = [m for m in outputs if m["msg_type"] == "display_data"
+                   and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+        assert widgets, kinds  # Stop / Save now, displayed under the cell that started the run
+        assert sum(1 for m in outputs if m["msg_type"] == "display_data" and m["content"].get("transient", {}).get("display_id")) >= 2
+        metrics = tmp_path / "bg" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:
+            time.sleep(0.2)
+        reply, _ = execute("%lora stop")
+        assert reply["content"]["status"] == "ok"
+        reply, outputs = execute("run = %lora wait\nprint(run.status, run.step)")
+        printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+        assert reply["content"]["status"] == "ok" and "stopped" in printed, printed
+        assert (tmp_path / "bg" / "adapter" / "adapter_model.safetensors").exists()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
