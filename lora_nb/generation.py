@@ -36,6 +36,9 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
         raise ConfigError("prompts", prompts, problem="must be a string or a non-empty list of strings")
     kwargs = dict(max_new_tokens=128, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
+    from .loading import pin_4bit_layout
+
+    pin_4bit_layout(model)  # inference must not repack 4-bit weights on AVX512-BF16 CPUs (see there)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only models continue from the right edge
     was_training = model.training
     try:

@@ -64,12 +64,12 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     """
     from peft import PeftModel
 
-    from .loading import load
+    from .loading import load, pin_4bit_layout
 
     if isinstance(base, (str, Path)):
         meta = adapter_meta(folder)
         base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])
-    return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+    return PeftModel.from_pretrained(pin_4bit_layout(base), str(folder), is_trainable=trainable)
 
 
 def merge(
@@ -165,6 +165,9 @@ def float_copy(base: Any, dtype: Any):
     import torch
     from peft.utils.integrations import dequantize_bnb_weight
 
+    from .loading import pin_4bit_layout
+
+    pin_4bit_layout(base)  # dequantising a CPU-repacked weight as NF4 would give garbage
     state = {}
     modules = dict(base.named_modules())
     for name, tensor in list(base.named_parameters()) + list(base.named_buffers()):

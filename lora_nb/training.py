@@ -314,6 +314,9 @@ def train(
 
     from .callbacks import Recorder, RunCallback
     from .data import prepare
+    from .loading import pin_4bit_layout
+
+    pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
 
     section = build_section(TrainSection, dict(
         steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
