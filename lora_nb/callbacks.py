@@ -6,13 +6,15 @@ Imported only when training starts (it imports transformers at the top).
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Optional
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from .training import METRICS, Run, memory_mb, save_adapter
+from .training import METRICS, Run, _write_status, memory_mb, save_adapter
 
 
 class RunCallback(TrainerCallback):
@@ -28,27 +30,57 @@ class RunCallback(TrainerCallback):
     run: Optional[Run] = None
 
 
+# A checkpoint at least this often (seconds), besides every 10% of the steps: a killed kernel
+# loses at most a couple of minutes of training.
+SAVE_EVERY_S = 120.0
+
+
 class Recorder(TrainerCallback):
-    """Fills ``run.history`` (adding tokens/s and memory), appends ``metrics.jsonl`` as it goes,
-    and carries out the run's stop and save-now requests at the end of each step."""
+    """Keeps the :class:`Run` and its folder in step with training.
+
+    Fills ``run.history`` (adding tokens/s and memory) and appends ``metrics.jsonl`` as it goes;
+    after each checkpoint swaps the adapter in and writes ``run.json`` (status running, last
+    saved step); asks for a checkpoint every :data:`SAVE_EVERY_S` seconds; carries out the run's
+    stop and save-now requests at the end of a step; and stops at the first non-finite loss or
+    gradient, before that gradient reaches the weights.
+    """
 
     def __init__(self, run: Run, model: Any, tokenizer: Any) -> None:
         self.run, self.model, self.tokenizer = run, model, tokenizer
-        self.start = time.time()
+        self.start = self.last_save = time.time()
         self.last_tokens: Optional[tuple[float, float]] = None
         self.file = open(run.dir / "metrics.jsonl", "a")
 
     def on_train_begin(self, args, state, control, **kw):
         self.run.max_steps = state.max_steps
-        self.start = time.time()
+        self.start = self.last_save = time.time()
+        _write_status(self.run)
+
+    def on_pre_optimizer_step(self, args, state, control, **kw):
+        if args.fp16:  # a loss-scaled fp16 step has inf gradients by design; the scaler skips it
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        if params and not all(torch.isfinite(p.grad).all() for p in params):
+            for p in params:  # the optimizer skips parameters without a gradient: the weights stay finite
+                p.grad = None
+            self._diverge(state.global_step + 1, "the gradient", args, control)
 
     def on_step_end(self, args, state, control, **kw):
         self.run.step = state.global_step
         if self.run._save_now.is_set():
             self.run._save_now.clear()
-            save_adapter(self.run, self.model, self.tokenizer)
+            control.should_save = True
+        if time.time() - self.last_save > SAVE_EVERY_S:
+            control.should_save = True
         if self.run._stop.is_set():
             control.should_training_stop = True
+            control.should_save = True  # so resume continues from exactly here
+
+    def on_save(self, args, state, control, **kw):
+        self.last_save = time.time()
+        save_adapter(self.run, self.model, self.tokenizer)
+        self.run.saved_step = state.global_step
+        _write_status(self.run)
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -64,12 +96,20 @@ class Recorder(TrainerCallback):
             self.last_tokens = (logs["num_tokens"], now)
         if "loss" in logs:
             row["memory_mb"] = round(memory_mb(), 1)
+            if not math.isfinite(logs["loss"]):
+                self._diverge(state.global_step, "the loss", args, control)
         self.run.history.append(row)
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
 
     def on_train_end(self, args, state, control, **kw):
         self.file.close()
+
+    def _diverge(self, step: int, what: str, args, control) -> None:
+        if not self.run._diverged:
+            self.run._diverged = (f"{what} became inf or nan. The learning rate ({args.learning_rate:g}) is the "
+                                  "likely cause: LoRA trains at about 1e-4 to 3e-4.")
+        control.should_training_stop = True
 
 
 class LossProgress(ProgressCallback):

@@ -37,7 +37,12 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     kwargs = dict(max_new_tokens=128, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from .loading import pin_4bit_layout
+    from .training import training_run
 
+    busy = training_run(model)
+    if busy is not None:  # generating would switch the training model to eval mode mid-step
+        raise ConfigError("model", problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
+                          "for it (run.wait(), %lora wait) before generating")
     pin_4bit_layout(model)  # inference must not repack 4-bit weights on AVX512-BF16 CPUs (see there)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only models continue from the right edge
     was_training = model.training

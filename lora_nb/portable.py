@@ -106,3 +106,28 @@ def masks_assistant_turns(tokenizer):
         return get_training_chat_template(tokenizer) is not None
     except Exception:  # TRL knows no training variant of this template
         return False
+
+
+def last_checkpoint(run_dir):
+    """The newest complete checkpoint folder under ``run_dir/checkpoints``, or None.
+
+    Trainer writes a checkpoint's trainer_state.json last, so a checkpoint counts only once that
+    file parses: one torn by a kill in the middle of saving is passed over for the one before.
+    """
+    import json
+    import os
+
+    folder = os.path.join(str(run_dir), "checkpoints")
+    steps = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            steps.append(int(name[len("checkpoint-"):]))
+    for step in sorted(steps, reverse=True):
+        path = os.path.join(folder, f"checkpoint-{step}")
+        try:
+            with open(os.path.join(path, "trainer_state.json")) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            continue
+        return path
+    return None

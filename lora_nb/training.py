@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .errors import ConfigError
+from .files import atomic_write, check_free, replace_folder, user_path
+from .portable import last_checkpoint
 from .recipe import DataSection, LoraSection, ModelSection, Recipe, TrainSection, build_section
 from .render import html_table, text_table
 
@@ -44,6 +48,8 @@ class Run:
         self.max_steps = 0
         self.step = 0
         self.summary: dict = {}
+        self.saved_step = 0  # the last step whose adapter and checkpoint are safely on disk
+        self.message = ""  # why a run failed, diverged or was killed
         self.error: Optional[BaseException] = None
         self.trainer: Any = None
         self._thread: Optional[threading.Thread] = None
@@ -51,6 +57,7 @@ class Run:
         self._save_now = threading.Event()
         self._on_done: list = []
         self._interrupted = False
+        self._diverged = ""
 
     @property
     def name(self) -> str:
@@ -128,7 +135,11 @@ class Run:
 
     @classmethod
     def load(cls, folder: Union[str, Path]) -> "Run":
-        """Reopen a finished run from its folder.
+        """Reopen a run from its folder: finished, stopped, or killed (a dead kernel, an OOM kill).
+
+        A run whose process died while training reports status ``killed`` and ``saved_step``, the
+        step it can be resumed from with ``train(..., resume=folder)``. A line torn by the kill
+        at the end of ``metrics.jsonl`` is skipped.
 
         Example:
             >>> Run.load("runs/20261128-101500").last("loss")   # doctest: +SKIP
@@ -136,15 +147,21 @@ class Run:
         folder = Path(folder)
         recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").exists() else None
         run = cls(folder, recipe)
-        metrics = folder / "metrics.jsonl"
-        run.history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
-        info = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        run.history = _read_jsonl(folder / "metrics.jsonl")
+        info = _read_json(folder / "run.json")
         run.status, run.step, run.max_steps = info.get("status", "unknown"), info.get("step", 0), info.get("max_steps", 0)
+        run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
         run.summary = info.get("summary", {})
+        if run.status == "running" and not _alive(info):
+            run.status = "killed"
+            run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
+                           f" (resume='{folder}' continues from there)")
         return run
 
     def _rows(self) -> list[list[Any]]:
         rows = [["status", self.status], ["step", f"{self.step}/{self.max_steps}"]]
+        if self.status in ("killed", "failed", "diverged"):
+            rows += [["last saved step", self.saved_step], ["why", self.message]]
         rows += [[key, self.last(key)] for key in ("loss", "eval_loss", "tokens_per_s") if self.last(key) is not None]
         if self.summary.get("train_runtime"):
             rows.append(["runtime (s)", round(self.summary["train_runtime"], 1)])
@@ -180,7 +197,10 @@ def memory_mb() -> float:
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
     """``trl.SFTConfig`` keywords for a train section: one function for :func:`train` and the exported script.
 
-    Mixed precision is left to the script/run's dtype (``bf16``/``fp16`` are added there).
+    A checkpoint (adapter, optimizer, scheduler, RNG, step: what resuming needs) is saved at
+    least every 10% of the steps; two are kept, so a kill in the middle of a save still leaves a
+    complete one. Mixed precision is left to the run's dtype (``bf16``/``fp16`` are added there,
+    and an explicit ``sft`` value wins).
     """
     steps_per_epoch = max(1, math.ceil(rows / (t.batch_size * t.grad_accum)))
     total = t.steps or math.ceil(steps_per_epoch * (t.epochs or 1))
@@ -199,7 +219,7 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         logging_steps=t.logging_steps,
         seed=t.seed,
         save_strategy="steps",
-        save_steps=500,
+        save_steps=max(1, total // 10),
         save_total_limit=2,
         report_to=report_to or "none",
     )
@@ -207,6 +227,44 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 10))
     kwargs.update(t.sft)
     return kwargs
+
+
+# SFTConfig keys that lora_nb sets from a train setting: given in ``sft`` they would silently
+# disagree with the recipe, so the error names the setting to use instead.
+OWNED = {"output_dir": "output_dir", "max_steps": "steps", "num_train_epochs": "epochs", "learning_rate": "lr",
+         "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+         "max_length": "max_length", "packing": "packing", "lr_scheduler_type": "scheduler", "warmup_steps": "warmup",
+         "logging_steps": "logging_steps", "seed": "seed", "eval_steps": "eval_steps",
+         "resume_from_checkpoint": "resume"}
+# Keys users bring from older transformers / TRL versions, and what replaced them.
+RENAMED = {"group_by_length": "train_sampling_strategy='group_by_length'", "max_seq_length": "max_length",
+           "evaluation_strategy": "eval_strategy", "dataset_text_field": "a 'text' column (data.format: text)"}
+
+
+def check_sft_overrides(sft: dict) -> dict:
+    """Check extra ``SFTConfig`` settings (``train(**overrides)``, the recipe's ``train.sft``)
+    before anything runs: unknown keys get the nearest valid one, renamed keys their new name,
+    keys lora_nb sets the setting to use instead.
+
+    Example:
+        >>> check_sft_overrides({"group_by_length": True})
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: train.sft.group_by_length: was renamed: use train_sampling_strategy='group_by_length' (transformers 5 / TRL 1).
+    """
+    import dataclasses
+
+    from trl import SFTConfig
+
+    fields = [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+    for key in sft:
+        if key in OWNED:
+            raise ConfigError(f"train.sft.{key}", problem=f"is set by lora_nb from {OWNED[key]!r}; set {OWNED[key]}= instead")
+        if key in RENAMED:
+            raise ConfigError(f"train.sft.{key}", problem=f"was renamed: use {RENAMED[key]} (transformers 5 / TRL 1)")
+        if key not in fields:
+            raise ConfigError(f"train.sft.{key}", problem="is not an SFTConfig setting", allowed=fields)
+    return sft
 
 
 def precision_kwargs(model: Any) -> dict:
@@ -220,10 +278,22 @@ def precision_kwargs(model: Any) -> dict:
     return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
 
 
-def new_run_dir(output_dir: Optional[str]) -> Path:
-    """``output_dir``, or a fresh ``runs/<timestamp>`` folder."""
+def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: Optional[str] = None) -> Path:
+    """The folder a run writes to, checked before anything is written.
+
+    ``resume``: that run's folder (it must hold a complete checkpoint). ``output_dir``: used
+    when empty or new; a folder that already holds files is refused unless ``overwrite``.
+    Neither: a fresh ``runs/<timestamp>`` folder.
+    """
+    if resume:
+        folder = user_path(resume)
+        if last_checkpoint(folder) is None:
+            raise ConfigError("train.resume", str(folder), problem="holds no complete checkpoint to resume from "
+                              "(a run folder has checkpoints/checkpoint-N once its first save is done)")
+        return folder
     if output_dir:
-        return Path(output_dir)
+        return check_free(output_dir, "output_dir", option="overwrite=True (or resume= to continue that run)",
+                          overwrite=overwrite)
     base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     folder, n = base, 1
     while folder.exists():
@@ -256,14 +326,68 @@ def lora_section(model: Any) -> LoraSection:
 
 
 def save_adapter(run: Run, model: Any, tokenizer: Any) -> None:
+    """Save the adapter into ``run.adapter_dir``, swapped in whole: a kill mid-save keeps the previous one."""
     from .merging import save
 
-    save(model, run.adapter_dir, tokenizer=tokenizer)
+    replace_folder(run.adapter_dir, lambda tmp: save(model, tmp, tokenizer=tokenizer, overwrite=True))
 
 
 def _write_status(run: Run) -> None:
-    info = {"status": run.status, "step": run.step, "max_steps": run.max_steps, "summary": run.summary}
-    (run.dir / "run.json").write_text(json.dumps(info, indent=1))
+    import socket
+
+    info = {"status": run.status, "step": run.step, "max_steps": run.max_steps, "saved_step": run.saved_step,
+            "message": run.message, "summary": run.summary, "pid": os.getpid(), "host": socket.gethostname()}
+    atomic_write(run.dir / "run.json", json.dumps(info, indent=1))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line torn by a kill mid-write
+            continue
+    return rows
+
+
+def _alive(info: dict) -> bool:
+    """Whether the process that wrote a run.json still runs; True where this machine cannot tell."""
+    import socket
+
+    pid = info.get("pid")
+    if not pid or info.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return True
+
+
+# Models training right now (id of the base model -> its Run): a second run or a generate on the
+# same weights would fight over train/eval mode and accelerate's state.
+_BUSY: dict[int, Run] = {}
+
+
+def training_run(model: Any) -> Optional[Run]:
+    """The Run training ``model`` right now (in this process), or None.
+
+    Example:
+        >>> training_run(object()) is None
+        True
+    """
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model
+    return _BUSY.get(id(base))
 
 
 def train(
@@ -284,9 +408,11 @@ def train(
     eval_steps: Optional[int] = TrainSection.eval_steps,
     logging_steps: int = TrainSection.logging_steps,
     seed: int = TrainSection.seed,
+    resume: Optional[str] = TrainSection.resume,
     format: Optional[str] = DataSection.format,
     split: str = DataSection.split,
     output_dir: Optional[str] = None,
+    overwrite: bool = False,
     callbacks: Sequence[Any] = (),
     report_to: Any = None,
     recipe: Optional[Recipe] = None,
@@ -300,8 +426,14 @@ def train(
     ``datasets.Dataset``/``DatasetDict`` or a list of dicts, in text, alpaca, messages or
     prompt/completion format (detected, or named with ``format``). ``eval``: a fraction of the
     rows, a file, or a split name. ``callbacks`` are transformers ``TrainerCallback``s; any other
-    keyword goes to ``trl.SFTConfig``. Returns the :class:`Run`; training stops cleanly at the next
-    step on :meth:`Run.stop` or Ctrl-C, keeping adapter and history.
+    keyword goes to ``trl.SFTConfig`` (checked first: a typo names the nearest key).
+
+    Nothing is lost: the run folder is new (an ``output_dir`` holding files is refused unless
+    ``overwrite=True``); a checkpoint is saved at least every 10% of the steps and every 2
+    minutes, and ``run.json`` says how far it got, so a killed kernel loses little and
+    ``resume=RUN_DIR`` continues it with the same losses. Training stops cleanly at the next step
+    on :meth:`Run.stop` or Ctrl-C, and at the first non-finite loss or gradient (status
+    ``diverged``, the last finite adapter kept).
 
     ``background=True`` trains in a thread and returns the running :class:`Run` at once, so the
     caller (a notebook kernel) stays free to handle Stop / Save-now; :meth:`Run.wait` joins it.
@@ -316,66 +448,141 @@ def train(
     from .data import prepare
     from .loading import pin_4bit_layout
 
-    pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
-
     section = build_section(TrainSection, dict(
         steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
         packing=packing, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
-        seed=seed, sft=dict(sft_overrides)), "train")
+        seed=seed, resume=resume, sft=dict(sft_overrides)), "train")
     build_section(DataSection, dict(format=format, split=split), "data")
+    if not hasattr(model, "peft_config"):
+        raise ConfigError("model", type(model).__name__, problem="has no adapter to train: call lora_nb.inject(model, ...) first")
+    busy = training_run(model)
+    if busy is not None:
+        raise ConfigError("model", problem=f"is already training in run {busy.name}: stop it (run.stop(), %lora stop) "
+                          "or wait for it (run.wait(), %lora wait) first")
+    check_sft_overrides(section.sft)
+    folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume)
+    pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed)
 
-    run = Run(new_run_dir(output_dir))
-    run.dir.mkdir(parents=True, exist_ok=True)
-    run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
-                                  data=DataSection(path=_data_path(data, run), format=fmt, split=split,
-                                                   eval=_eval_setting(eval, run)),
-                                  train=section, output_dir=str(run.dir))
-    run.recipe.to_yaml(run.dir / "recipe.yaml")
-
-    config = SFTConfig(**sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None, len(train_rows), report_to),
-                       assistant_only_loss="messages" in train_rows.column_names, **precision_kwargs(model))
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                         processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
+    run = Run(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _clear_for(run, resume=resume, overwrite=overwrite)
+        run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
+                                      data=DataSection(path=_data_path(data, run), format=fmt, split=split,
+                                                       eval=_eval_setting(eval, run)),
+                                      train=section, output_dir=str(run.dir))
+        config = SFTConfig(**{**precision_kwargs(model), "assistant_only_loss": "messages" in train_rows.column_names,
+                              **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
+                                                  len(train_rows), report_to)})
+        trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
+                             processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
+        if len(trainer.train_dataset) == 0:
+            raise ConfigError("train.max_length", section.max_length, problem="leaves no example with a token to "
+                              "learn from (every response was cut off); raise max_length")
+    except BaseException:
+        if created:  # nothing of a call that never started training is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if not resume:
+        atomic_write(run.dir / "recipe.yaml", run.recipe.to_yaml())
     _tune_progress(trainer, progress)
     for callback in callbacks:
         if isinstance(callback, RunCallback):
             callback.run = run
+    checkpoint = last_checkpoint(run.dir) if resume else None
+    _BUSY[id(model.get_base_model())] = run
     if background:
-        run._thread = threading.Thread(target=_execute, args=(run, trainer, model, tokenizer), name=f"lora_nb {run.name}", daemon=True)
+        run._thread = threading.Thread(target=_execute, args=(run, trainer, model, tokenizer, checkpoint),
+                                       name=f"lora_nb {run.name}", daemon=True)
         run._thread.start()
         return run
-    _execute(run, trainer, model, tokenizer)
+    _execute(run, trainer, model, tokenizer, checkpoint)
     if run.error is not None:
         raise run.error
     return run
 
 
-def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
+def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
+    """Make the folder's metrics match the run about to start: a resumed run keeps the rows up
+    to its checkpoint's step; an overwritten one starts empty."""
+    metrics = run.dir / "metrics.jsonl"
+    if resume:
+        step = json.loads((Path(last_checkpoint(run.dir)) / "trainer_state.json").read_text())["global_step"]
+        run.history = [row for row in _read_jsonl(metrics) if row.get("step", 0) <= step]
+        atomic_write(metrics, "".join(json.dumps(row) + "\n" for row in run.history))
+        run.step = run.saved_step = step
+    elif overwrite:
+        shutil.rmtree(run.dir / "checkpoints", ignore_errors=True)
+        metrics.unlink(missing_ok=True)
+
+
+def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str] = None) -> None:
     """Train, then save adapter, state, status and chart whatever happened (finished, stopped,
-    interrupted or failed)."""
+    interrupted, diverged or failed). A failure while saving still leaves run.json and calls on_done."""
     run.trainer = trainer
     try:
         with _stop_on_interrupt(run):
-            trainer.train()
+            trainer.train(resume_from_checkpoint=checkpoint)
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
         if run._interrupted:
             run.status = "interrupted"
+        if run._diverged:
+            run.status, run.message = "diverged", run._diverged
     except KeyboardInterrupt:
         run.status = "interrupted"
     except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
-        run.status, run.error = "failed", e
+        run.status, run.error, run.message = "failed", e, f"{type(e).__name__}: {e}"
     finally:
         run.step = trainer.state.global_step
-        save_adapter(run, model, tokenizer)
-        trainer.save_state()
-        _write_status(run)
-        if run.history:
-            run.save_chart()
+        _finish(run, trainer, model, tokenizer)
+        _BUSY.pop(id(model.get_base_model()), None)
         run.trainer = None
     _report(run)
     for fn in run._on_done:
         fn(run)
+
+
+def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
+    """The final save, each part on its own: a full disk or a second Ctrl-C in one part does not
+    skip the others, and run.json always says what happened."""
+    import torch
+
+    def adapter() -> None:
+        if all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+            save_adapter(run, model, tokenizer)
+            run.saved_step = run.step
+        else:  # keep the last saved (finite) adapter rather than write a broken one over it
+            run.message += f" The weights are not finite; the adapter from step {run.saved_step} is kept."
+
+    for part in (adapter, trainer.save_state, lambda: run.save_chart() if run.history else None):
+        try:
+            with _defer_interrupt():
+                part()
+        except BaseException as e:  # noqa: BLE001 - recorded, and the status below still gets written
+            if run.status != "failed":
+                run.status = "failed"
+            run.error = run.error or e
+            run.message = (run.message + " " if run.message else "") + f"final save failed: {type(e).__name__}: {e}"
+    try:
+        _write_status(run)
+    except BaseException as e:  # noqa: BLE001
+        run.status, run.error = "failed", run.error or e
+
+
+@contextmanager
+def _defer_interrupt():
+    """While the final save runs, a Ctrl-C only says to wait: tearing the save would lose the run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *a: print("saving the adapter and history — a moment…", flush=True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 @contextmanager
@@ -420,10 +627,16 @@ def _tune_progress(trainer: Any, progress: bool) -> None:
 
 
 def _report(run: Run) -> None:
+    """One line saying how the run ended and where its adapter is."""
     where = f"adapter saved in {run.adapter_dir}"
+    kept = f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step else "no adapter was saved"
     if run.status in ("stopped", "interrupted"):
         how = " (interrupted)" if run.status == "interrupted" else ""
         print(f"stopped at step {run.step}{how}, {where}")
+    elif run.status == "diverged":
+        print(f"diverged at step {run.step}: {run.message} Stopped; {kept}")
+    elif run.status == "failed":
+        print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")
     else:
         loss = run.last("loss")
         print(f"finished {run.step} steps, final loss {loss:.4f}, {where}" if loss is not None else f"finished, {where}")

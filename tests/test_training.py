@@ -114,3 +114,210 @@ def test_ctrl_c_keeps_adapter_and_history(llama, parity, tmp_path):
     assert f"RETURNED interrupted {run.step}" in out
     assert (run.adapter_dir / "adapter_model.safetensors").exists()
     assert [h["step"] for h in run.history if "loss" in h][-1] >= 3
+
+
+# --- nothing the user made is overwritten -----------------------------------------------------
+
+def test_a_taken_output_dir_is_refused_and_the_first_run_kept(lora_llama, parity, tmp_path):
+    model, tok = lora_llama
+    out = str(tmp_path / "run")
+    first = lora_nb.train(model, tok, parity[0], steps=3, batch_size=4, output_dir=out, progress=False)
+    before = {p.name: p.read_bytes() for p in first.dir.iterdir() if p.is_file()}
+    with pytest.raises(lora_nb.ConfigError, match=r"output_dir.*not empty.*overwrite=True"):
+        lora_nb.train(model, tok, parity[0], steps=2, batch_size=4, output_dir=out, progress=False)
+    assert {p.name: p.read_bytes() for p in first.dir.iterdir() if p.is_file()} == before
+    again = lora_nb.train(model, tok, parity[0], steps=2, batch_size=4, output_dir=out, progress=False, overwrite=True)
+    assert [h["step"] for h in Run.load(again.dir).history] == [1, 2]  # replaced, not appended to
+    assert sorted(p.name for p in (again.dir / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
+        ["checkpoint-1", "checkpoint-2"]
+
+
+def test_a_folder_with_the_users_files_is_refused(lora_llama, parity, tmp_path):
+    model, tok = lora_llama
+    mine = tmp_path / "train.jsonl"
+    mine.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    before = mine.read_bytes()
+    with pytest.raises(lora_nb.ConfigError, match=str(tmp_path)):
+        lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(tmp_path), progress=False)
+    assert mine.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+
+
+def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, parity, tmp_path):
+    model, tok = lora_llama
+    out = tmp_path / "run"
+    cases = [(dict(weight_decya=0.1), r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
+             (dict(group_by_length=True), r"group_by_length: was renamed: use train_sampling_strategy='group_by_length'"),
+             (dict(learning_rate=1e-3), r"train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead"),
+             (dict(resume_from_checkpoint="x"), r"set resume= instead")]
+    for overrides, message in cases:
+        with pytest.raises(lora_nb.ConfigError, match=message):
+            lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(out), progress=False, **overrides)
+        assert not out.exists()
+
+
+def test_an_explicit_precision_setting_wins_over_lora_nbs_choice(lora_llama, parity, in_tmp):
+    model, tok = lora_llama  # lora_nb passes bf16/fp16 itself: before, this was "multiple values for bf16"
+    run = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, bf16=False, fp16=False, progress=False)
+    assert run.status == "finished"
+
+
+def test_a_call_that_cannot_start_leaves_no_folder(lora_llama, parity, tmp_path):
+    model, tok = lora_llama
+    out = tmp_path / "run"
+    with pytest.raises(lora_nb.ConfigError, match=r"train.max_length.*raise max_length"):
+        lora_nb.train(model, tok, parity[0], steps=1, max_length=1, output_dir=str(out), progress=False)
+    assert not out.exists()
+
+
+def test_train_before_inject_names_the_fix(llama, parity, tmp_path):
+    model, tok = lora_nb.load(llama)
+    with pytest.raises(lora_nb.ConfigError, match=r"has no adapter to train: call lora_nb.inject"):
+        lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(tmp_path / "run"))
+
+
+# --- crash-safe runs and resume ---------------------------------------------------------------
+
+def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_tmp):
+    from transformers import TrainerCallback
+
+    saves = []
+
+    class Saves(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            saves.append(state.global_step)
+
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, callbacks=[Saves()], progress=False)
+    assert saves == list(range(2, 21, 2))
+    kept = sorted(p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
+    assert kept == ["checkpoint-18", "checkpoint-20"]
+    assert json.loads((run.dir / "run.json").read_text())["saved_step"] == 20
+
+
+def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, monkeypatch):
+    from transformers import TrainerCallback
+
+    import lora_nb.callbacks
+
+    saves = []
+
+    class Saves(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            saves.append(state.global_step)
+
+    monkeypatch.setattr(lora_nb.callbacks, "SAVE_EVERY_S", 0.0)  # every step is "two minutes later"
+    model, tok = lora_llama
+    lora_nb.train(model, tok, parity[0], steps=25, batch_size=4, callbacks=[Saves()], progress=False)
+    assert saves == list(range(1, 26))
+
+
+def losses_by_step(history):
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+def test_a_killed_run_reports_its_last_save_and_resumes_with_the_same_losses(llama, parity, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    settings = dict(steps=40, batch_size=4, max_length=64, lr=1e-3, progress=False)
+    script = textwrap.dedent(f"""
+        import lora_nb
+        model, tok = lora_nb.load({llama!r})
+        model = lora_nb.inject(model, r=4, verbose=False)
+        lora_nb.train(model, tok, {str(data)!r}, output_dir={str(tmp_path / 'run')!r}, **{settings!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = tmp_path / "run" / "run.json"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        info = json.loads(status.read_text()) if status.exists() else {}
+        if info.get("saved_step", 0) >= 8:
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler, no final save
+    proc.wait()
+
+    killed = Run.load(tmp_path / "run")
+    assert killed.status == "killed" and 8 <= killed.saved_step < 40, (killed.status, killed.saved_step)
+    assert "resume=" in killed.message and (killed.adapter_dir / "adapter_model.safetensors").exists()
+
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    resumed = lora_nb.train(model, tok, str(data), resume=str(tmp_path / "run"), **settings)
+    assert resumed.status == "finished" and resumed.step == 40
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    straight = lora_nb.train(model, tok, str(data), output_dir=str(tmp_path / "straight"), **settings)
+    got, expected = losses_by_step(Run.load(resumed.dir).history), losses_by_step(straight.history)
+    assert sorted(got) == list(range(1, 41))  # no step lost or doubled in metrics.jsonl
+    after = [s for s in expected if s > killed.saved_step]
+    assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-5)
+
+
+def test_resume_needs_a_checkpoint(lora_llama, parity, tmp_path):
+    model, tok = lora_llama
+    with pytest.raises(lora_nb.ConfigError, match=r"train.resume.*no complete checkpoint"):
+        lora_nb.train(model, tok, parity[0], steps=2, resume=str(tmp_path))
+
+
+def test_torn_files_do_not_stop_a_run_from_loading(lora_llama, parity, in_tmp):
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=3, batch_size=4, progress=False)
+    with open(run.dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # a kill in the middle of a write
+    assert [h["step"] for h in Run.load(run.dir).history] == [1, 2, 3]
+    (run.dir / "run.json").write_text('{"status": "fin')
+    assert Run.load(run.dir).status == "unknown"
+
+
+def test_a_failing_final_save_still_writes_the_status_and_calls_on_done(lora_llama, parity, tmp_path, capsys):
+    from transformers import TrainerCallback
+
+    class BlockTheAdapterSave(TrainerCallback):  # a real failure: the save's temporary folder is a file
+        def on_train_end(self, args, state, control, **kw):
+            (tmp_path / "run" / f".adapter.tmp{os.getpid()}").write_text("in the way")
+
+    model, tok = lora_llama
+    done = []
+    with pytest.raises(ValueError, match="should be a directory"):  # PEFT's own error, re-raised
+        run = lora_nb.train(model, tok, parity[0], steps=3, batch_size=4, output_dir=str(tmp_path / "run"),
+                            callbacks=[BlockTheAdapterSave()], progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "failed" and "final save failed" in info["message"] and info["saved_step"] == 3
+    assert "failed at step 3" in capsys.readouterr().out
+    run = lora_nb.train(model, tok, parity[0], steps=2, batch_size=4, output_dir=str(tmp_path / "run2"),
+                        background=True, progress=False)
+    run.on_done(done.append)
+    run.wait()
+    assert done == [run]
+
+
+# --- nothing silently wrong -------------------------------------------------------------------
+
+def test_divergence_stops_at_the_first_non_finite_step_and_keeps_a_finite_adapter(lora_llama, parity, in_tmp, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, lr=1e30, warmup=0, progress=False)
+    out = capsys.readouterr().out
+    assert run.status == "diverged" and run.step < 20
+    assert f"diverged at step {run.step}" in out and "learning rate (1e+30)" in out and "finished" not in out
+    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+    assert Run.load(run.dir).status == "diverged"
+
+
+def test_one_model_trains_one_run_at_a_time_and_generate_waits(lora_llama, parity, in_tmp):
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=10_000, batch_size=4, background=True, progress=False)
+    try:
+        with pytest.raises(lora_nb.ConfigError, match=rf"already training in run {run.name}"):
+            lora_nb.train(model, tok, parity[0], steps=2, background=True, progress=False)
+        with pytest.raises(lora_nb.ConfigError, match=rf"is training in run {run.name}"):
+            lora_nb.generate(model, tok, "Is 7 even or odd?")
+        assert run.running and model.training
+    finally:
+        run.stop()
+        run.wait(timeout=120)
+    assert run.status == "stopped"
+    assert isinstance(lora_nb.generate(model, tok, "Is 7 even or odd?", max_new_tokens=2), str)
