@@ -7,6 +7,8 @@ Formats: ``text``; ``alpaca`` (instruction / input / output); chat ``messages``;
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from typing import Any, Optional, Union
 
@@ -15,10 +17,13 @@ from .portable import detect_format, load_rows, to_sft_dataset
 from .recipe import FORMATS
 
 SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
+FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet")
 
 
-def read(data: Any, split: str = "train"):
+def read(data: Any, split: str = "train", *, key: str = "data.path"):
     """A ``datasets.Dataset`` from any supported source.
+
+    ``key`` is the setting that errors about a file or folder name ("data.eval" for eval data).
 
     Example:
         >>> read([{"text": "hello"}]).column_names
@@ -39,13 +44,13 @@ def read(data: Any, split: str = "train"):
     if isinstance(data, (str, os.PathLike)):
         source = os.fspath(data)
         if not source:
-            raise ConfigError("data.path", source, problem=f"is empty; give {SOURCES}")
+            raise ConfigError(key, source, problem=f"is empty; give {SOURCES}")
         ext = os.path.splitext(source)[1].lower()
-        if os.path.isfile(source) and ext not in (".json", ".jsonl", ".csv", ".parquet"):
-            raise ConfigError("data.path", source, problem="has an unsupported file type", allowed=[".json", ".jsonl", ".csv", ".parquet"])
-        if ext in (".json", ".jsonl", ".csv", ".parquet") and not os.path.exists(source):
-            raise ConfigError("data.path", source, problem="no such file")
-        return load_rows(source, split)
+        if os.path.isfile(source) and ext not in FILE_TYPES:
+            raise ConfigError(key, source, problem="has an unsupported file type", allowed=FILE_TYPES)
+        if ext in FILE_TYPES and not os.path.exists(source):
+            raise ConfigError(key, source, problem="no such file")
+        return _load(source, split, key)
     raise ConfigError("data", type(data).__name__, problem=f"unsupported source; give {SOURCES}")
 
 
@@ -65,29 +70,175 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
                           problem="cannot be read as any format" if format is None else "unknown format",
                           allowed=[f for f in FORMATS if f])
     _check_columns(rows.column_names, fmt)
+    _check_rows(rows, fmt, *_where(data, "data.path"))
     if fmt in ("messages",) and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; set tokenizer.chat_template or use format 'text'")
     eval_rows = None
     if isinstance(eval, float):
+        _check_fraction(eval, len(rows))
         parts = rows.train_test_split(test_size=eval, seed=seed)
         rows, eval_rows = parts["train"], parts["test"]
     elif isinstance(eval, str) and not os.path.exists(eval) and not isinstance(data, (list,)) and _is_split(data, eval):
-        eval_rows = read(data, eval)
-    elif eval is not None:
-        eval_rows = read(eval)
+        eval_rows = read(data, eval, key="data.eval")
         _check_columns(eval_rows.column_names, fmt)
+        _check_rows(eval_rows, fmt, "data.eval", f"split {eval!r}")
+    elif eval is not None:
+        eval_rows = read(eval, key="data.eval")
+        _check_columns(eval_rows.column_names, fmt)
+        _check_rows(eval_rows, fmt, *_where(eval, "data.eval"))
     train = to_sft_dataset(rows, fmt, tokenizer)
     return train, (to_sft_dataset(eval_rows, fmt, tokenizer) if eval_rows is not None else None), fmt
 
 
-REQUIRED = {"text": {"text"}, "alpaca": {"instruction", "output"}, "messages": {"messages"},
-            "prompt_completion": {"prompt", "completion"}}
+REQUIRED = {"text": ("text",), "alpaca": ("instruction", "output"), "messages": ("messages",),
+            "prompt_completion": ("prompt", "completion")}
 
 
 def _check_columns(columns: list[str], fmt: str) -> None:
-    missing = REQUIRED[fmt] - set(columns)
+    missing = [c for c in REQUIRED[fmt] if c not in columns]
     if missing:
-        raise ConfigError("data.format", fmt, problem=f"needs columns {sorted(missing)} that the data lacks (it has {columns})")
+        raise ConfigError("data.format", fmt, problem=f"needs columns {missing} that the data lacks (it has {columns})")
+
+
+NEEDS = {"text": "a text", "alpaca": "an instruction and an output (input is optional)",
+         "messages": "messages, each with a role and content, and an assistant turn", "prompt_completion": "a prompt and a completion"}
+
+
+def _where(data: Any, key: str) -> tuple[str, str]:
+    """The setting and the source a row error names: ``key`` and the file for a path; for rows
+    given in memory there is no path, so "data" (or "data.eval")."""
+    if isinstance(data, (str, os.PathLike)):
+        return key, os.fspath(data)
+    return ("data" if key == "data.path" else key), "the rows given"
+
+
+def _check_rows(rows: Any, fmt: str, key: str, source: str) -> None:
+    """Refuse rows whose needed fields are null. The readers fill a field a row lacks with None
+    (so do rows of another format mixed in), and None would train as the text "None"."""
+    if len(rows) == 0:
+        raise ConfigError(key, None, problem=f"{source} has no rows")
+    bad = _first_bad_row(rows, fmt)
+    if bad is not None:
+        row, what = bad
+        raise ConfigError(key, None, problem=f"row {row + 1} of {source} has {what} (null or missing); every {fmt} row needs {NEEDS[fmt]}. "
+                                             "Fix or drop that row (rows of another format lack these fields too)")
+
+
+def _first_bad_row(rows: Any, fmt: str) -> Optional[tuple[int, str]]:
+    """(0-based index, what it lacks) of the first row lacking a field ``fmt`` needs, else None."""
+    import pyarrow.compute as pc
+
+    table = rows.with_format("arrow")  # whole columns in Arrow: a null count, not a Python loop per row
+    bad = []  # (row, what) for each field's first null
+    for column in REQUIRED[fmt]:
+        values = table[column].combine_chunks()
+        nulls = pc.is_null(values)
+        if pc.any(nulls).as_py():
+            bad.append((pc.index(nulls, True).as_py(), f"no {column!r}"))
+        if fmt == "messages":
+            bad += _bad_turns(values)
+    if not bad:
+        return None
+    row = min(r for r, _ in bad)
+    return row, " and ".join(what for r, what in bad if r == row)
+
+
+def _bad_turns(conversations: Any) -> list[tuple[int, str]]:
+    """(row, what) of the first message with a null role, and of the first with a null content."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = conversations.type
+    if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)):
+        return []
+    turns, parents = pc.list_flatten(conversations), pc.list_parent_indices(conversations)
+    bad = []
+    for field in ("role", "content"):
+        if kind.value_type.get_field_index(field) < 0:
+            continue
+        nulls = pc.is_null(pc.struct_field(turns, field))
+        if pc.any(nulls).as_py():
+            bad.append((parents[pc.index(nulls, True).as_py()].as_py(), f"a message with no {field!r}"))
+    if not bad and kind.value_type.get_field_index("role") >= 0:  # nothing to learn from a conversation with no answer
+        answered = pc.filter(parents, pc.equal(pc.struct_field(turns, "role"), "assistant"))
+        unanswered = pc.and_(pc.invert(pc.is_in(pa.array(range(len(conversations))), value_set=answered)),
+                             pc.is_valid(conversations))  # a null conversation is reported as such
+        if pc.any(unanswered).as_py():
+            bad.append((pc.index(unanswered, True).as_py(), "no 'assistant' turn"))
+    return bad
+
+
+def _check_fraction(fraction: float, n: int) -> None:
+    """Refuse an eval fraction that leaves no rows to train on (datasets rounds the eval rows up)."""
+    if not 0 < fraction < 1:
+        raise ConfigError("data.eval", fraction, problem="a fraction must be between 0 and 1")
+    held = math.ceil(fraction * n)
+    if held >= n:
+        most = math.floor(100 * (n - 1) / n) / 100
+        fix = f"with {n} rows use a fraction of at most {most}, or an eval file" if most > 0 else "give more rows, or an eval file"
+        raise ConfigError("data.eval", fraction, problem=f"holds out every row ({held} of {n}), leaving none to train on; {fix}")
+
+
+def _load(source: str, split: str, key: str):
+    """:func:`load_rows`, its failures told in one line: datasets' own errors name neither the file nor the line."""
+    try:
+        rows = load_rows(source, split)
+        if os.path.splitext(source)[1].lower() in (".json", ".jsonl"):
+            rows.data.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8; training would fail on them
+    except Exception as error:  # datasets wraps the cause (ArrowInvalid, UnicodeDecodeError, StopIteration) in its own
+        if os.path.isfile(source):
+            problem = _file_problem(source) or f"{source} could not be read ({_reason(error)})"
+        else:
+            problem = f"{source} is neither a data file nor a saved dataset folder, and loading it as a Hub dataset failed ({_reason(error)})"
+        raise ConfigError(key, None, problem=problem) from None
+    if len(rows) == 0:
+        raise ConfigError(key, None, problem=f"{source} has no rows")
+    return rows
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the innermost error: the library's own reason, without its wrappers."""
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _file_problem(path: str) -> Optional[str]:
+    """Why a data file failed to load, found by reading it: empty, not UTF-8, or the first bad JSON line."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".parquet":
+        return f"{path} has no rows (the file is empty)" if os.path.getsize(path) == 0 else None
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw.strip():
+        return f"{path} has no rows (the file is empty or only blank lines)"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line}); re-save the file as UTF-8"
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if ext == ".csv":
+        return f"{path} has no rows (only a header line)" if len(lines) < 2 else None
+    return _json_problem(path, text, lines, whole=ext == ".json")
+
+
+def _json_problem(path: str, text: str, lines: list[tuple[int, str]], whole: bool) -> Optional[str]:
+    """The first syntax error of a JSON array file, or the first line of JSON Lines that is not an object."""
+    if whole and text.lstrip().startswith("["):
+        try:
+            return None if json.loads(text) else f"{path} has no rows (an empty list)"
+        except json.JSONDecodeError as e:
+            return f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"line {n} of {path} is not valid JSON ({e.msg}): {line.strip()[:80]!r}; each line must be one JSON object"
+        if not isinstance(row, dict):
+            return f"line {n} of {path} is not a JSON object ({line.strip()[:80]!r}); each line must be one row like {{\"text\": ...}}"
+    return None
 
 
 def _is_split(data: Any, name: str) -> bool:

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .errors import ConfigError
 from .render import html_table, text_table
 
 ROLES = ("attention", "mlp", "router", "experts", "embedding", "head", "pooler", "other")
@@ -140,6 +141,8 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
         >>> report                             # doctest: +SKIP
         (a table per role: modules, LoRA parameters, % of the 70B)
     """
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ConfigError("r", r, problem="the LoRA rank must be a positive integer (8–64 covers most tasks)")
     source = getattr(model, "name_or_path", None) or type(model).__name__
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
@@ -158,16 +161,45 @@ def meta_model(source: Any, trust_remote_code: bool = False):
         >>> m = meta_model(transformers.LlamaConfig())   # doctest: +SKIP
     """
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from .loading import model_class
 
-    config = source if not isinstance(source, str) else AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    config = source if not isinstance(source, str) else read_config(source, trust_remote_code)
     cls = model_class(config)
     with init_empty_weights():
         if cls is AutoModelForCausalLM:
-            return cls.from_config(config, trust_remote_code=trust_remote_code)
-        return cls._from_config(config)
+            model = cls.from_config(config, trust_remote_code=trust_remote_code)
+        else:
+            model = cls._from_config(config)
+    # from_pretrained ties the weights the config says are shared (a tied lm_head is the embedding):
+    # do the same, or the shared matrix is counted twice.
+    model.tie_weights()
+    return model
+
+
+def read_config(source: str, trust_remote_code: bool = False):
+    """The transformers config of a local folder or Hub name; a ConfigError naming ``model`` if there is none.
+
+    Example:
+        >>> read_config("/nope")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: model: is not a local folder with config.json, nor a reachable Hub model; check the path (got '/nope').
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # transformers' own: a repo-id rule, a connection error, an unknown model_type
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if os.path.isfile(os.path.join(source, "config.json")):
+            problem = f"has a config.json that transformers cannot read ({reason})"
+        elif os.path.isdir(source) or source.startswith((os.sep, ".", "~")):  # a path: a Hub reason would mislead
+            problem = "is not a local folder with config.json, nor a reachable Hub model; check the path"
+        else:
+            problem = f"is not a local folder with config.json, nor a reachable Hub model ({reason}); check the name and the network (HF_HUB_OFFLINE)"
+        raise ConfigError("model", source, problem=problem) from None
 
 
 def _unwrap(model: Any) -> Any:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Union
 
-from .discovery import Discovery, discover, task_type
+from .discovery import Discovery, _is_peft_internal, discover, task_type
 from .errors import ConfigError
-from .recipe import VARIANTS, LoraSection, TrainSection, build_section
+from .recipe import LoraSection, TrainSection, build_section
 
 _REGEX_CHARS = set("^$*+?[](){}|\\")
 
@@ -43,6 +43,8 @@ def resolve_targets(report: Discovery, targets: Union[str, list], all_names: lis
             raise ConfigError("lora.targets", targets, problem="regex matches no linear module", allowed=allowed)
         return compact(matched, all_names)
     names = [targets] if isinstance(targets, str) else list(targets)
+    if not names:
+        raise ConfigError("lora.targets", names, problem="is an empty list; name at least one module or role", allowed=allowed)
     picked: list[str] = []
     for t in names:
         if t in roles:
@@ -84,7 +86,8 @@ def lora_config_kwargs(model: Any, report: Optional[Discovery] = None, **setting
     """
     s = build_section(LoraSection, settings, "lora")
     report = report or discover(model, r=s.r)
-    all_names = [n for n, _ in _unwrapped(model).named_modules()]
+    # the names PEFT will see: a PeftModel's own layers (lora_A, base_layer) go when its adapter is removed
+    all_names = [n for n, _ in _unwrapped(model).named_modules() if not _is_peft_internal(n)]
     kwargs = dict(
         r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=resolve_targets(report, s.targets, all_names),
         bias=s.bias, use_rslora=s.variant == "rslora", use_dora=s.variant == "dora", task_type=task_type(model),
@@ -122,7 +125,8 @@ def inject(
     "lora", "rslora" or "dora". ``seed`` fixes the adapter's initialisation (an exported script
     seeds it with the run's ``train.seed``, 42 by default, like this default). A model
     that already carries an adapter has it removed first, so rerunning a notebook cell starts
-    fresh. Prints PEFT's trainable-parameter summary.
+    fresh; a call that fails (a bad setting or target) leaves that adapter in place. Prints
+    PEFT's trainable-parameter summary.
 
     Example:
         >>> model = inject(model, r=8, alpha=16, targets="attention")   # doctest: +SKIP
@@ -131,17 +135,26 @@ def inject(
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if variant not in VARIANTS:
-        raise ConfigError("lora.variant", variant, allowed=VARIANTS)
+    from .loading import pin_4bit_layout
+    from .training import training_run
+
+    busy = training_run(model)
+    if busy is not None:
+        raise ConfigError("model", problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
+                          "for it (run.wait(), %lora wait) before changing its adapter")
+    pin_4bit_layout(model)  # see there: an earlier inference may have repacked the 4-bit weights
+    # Every setting is checked, and the targets resolved, before the old adapter is removed: a
+    # failed call leaves the model as it was.
+    kwargs = lora_config_kwargs(model, r=r, alpha=alpha, dropout=dropout, targets=targets, rank_pattern=rank_pattern,
+                                alpha_pattern=alpha_pattern, variant=variant, bias=bias, modules_to_save=modules_to_save)
+    config = LoraConfig(**kwargs)
     if isinstance(model, PeftModel):
         if verbose:
             print("Replacing the adapter already on this model.")
         model = model.unload()
-    kwargs = lora_config_kwargs(model, r=r, alpha=alpha, dropout=dropout, targets=targets, rank_pattern=rank_pattern,
-                                alpha_pattern=alpha_pattern, variant=variant, bias=bias, modules_to_save=modules_to_save)
     if seed is not None:
         torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(**kwargs))
+    peft_model = get_peft_model(model, config)
     # Remembered as asked ("attention", not PEFT's resolved set) for the run's recipe and export.
     peft_model.lora_nb_lora = LoraSection(r=r, alpha=alpha, dropout=dropout, targets=targets, variant=variant, bias=bias,
                                           rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, modules_to_save=modules_to_save)

@@ -379,3 +379,192 @@ def test_train_with_an_eval_file_logs_eval_loss(rows, parity, llama, tmp_path):
     eval_losses = [h["eval_loss"] for h in run.history if "eval_loss" in h]
     assert len(eval_losses) == 2 and all(math.isfinite(x) for x in eval_losses)
     assert run.recipe.data.eval == str(path)
+
+
+# --- files that cannot be read, rows that cannot be trained on --------------------------------------
+
+
+def one_paragraph(error: ConfigError) -> str:
+    message = str(error)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("name, content", [("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.json", "[]"),
+                                           ("train.csv", ""), ("train.csv", "instruction,output\n"), ("train.parquet", "")])
+def test_a_file_without_rows(name, content, tmp_path):
+    path = tmp_path / name
+    path.write_text(content)
+
+    with pytest.raises(ConfigError) as info:
+        read(path)
+
+    message = one_paragraph(info.value)
+    assert message.startswith(f"data.path: {path} has no rows")
+
+
+@pytest.mark.parametrize("bad_line, reason", [('{"text": "a"', "Expecting ',' delimiter"), ("not json", "Expecting value"),
+                                              ('"just text"', "not a JSON object")])
+def test_malformed_jsonl_names_the_first_bad_line(bad_line, reason, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(f'{{"text": "one"}}\n\n{{"text": "two"}}\n{bad_line}\n{{"text": "five"}}\nnot json either\n')
+
+    with pytest.raises(ConfigError) as info:
+        prepare(str(path), None)
+
+    message = one_paragraph(info.value)
+    assert message.startswith(f"data.path: line 4 of {path}")  # the blank line 2 counts, the later bad line does not
+    assert reason in message and bad_line in message
+
+
+def test_malformed_json_array_names_the_line(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('[\n  {"text": "one"},\n  {"text": \'two\'}\n]\n')
+
+    with pytest.raises(ConfigError) as info:
+        read(path)
+
+    assert one_paragraph(info.value) == f"data.path: {path} is not valid JSON: Expecting value at line 3, column 12."
+
+
+@pytest.mark.parametrize("name, content", [("train.jsonl", '{"text": "ok"}\n{"text": "caf\xe9"}\n'),
+                                           ("train.csv", "text\nok\ncaf\xe9\n"),
+                                           ("train.json", '[{"text": "ok"},\n {"text": "caf\xe9"}]')])
+def test_a_file_that_is_not_utf8(name, content, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+
+    with pytest.raises(ConfigError) as info:
+        read(path)
+
+    message = one_paragraph(info.value)
+    line = 3 if name.endswith(".csv") else 2
+    assert message == f"data.path: {path} is not UTF-8 text (byte 0xe9 on line {line}); re-save the file as UTF-8."
+
+
+def test_a_utf8_file_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes('{"text": "café"}\n'.encode("utf-8-sig"))
+
+    assert read(path).to_list() == [{"text": "café"}]
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("train.csv", 'text\n"an open quote\n', "ParserError: Error tokenizing data. C error: EOF inside string"),
+    ("train.parquet", "not a parquet file", "ArrowInvalid: Parquet magic bytes not found in footer"),
+])
+def test_a_file_that_fails_to_parse_gives_the_reason(name, content, reason, tmp_path):
+    path = tmp_path / name
+    path.write_text(content)
+
+    with pytest.raises(ConfigError) as info:
+        read(path)
+
+    message = one_paragraph(info.value)
+    assert message.startswith(f"data.path: {path} could not be read ({reason}")
+
+
+def test_an_unknown_dataset_name(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        read("no-such-user/no-such-dataset")
+
+    message = one_paragraph(info.value)
+    assert message.startswith("data.path: no-such-user/no-such-dataset is neither a data file nor a saved dataset folder")
+
+
+ALPACA = {"instruction": "Even or odd? 12", "input": "", "output": "even"}
+CHAT = [{"role": "user", "content": "Even or odd? 12"}, {"role": "assistant", "content": "even"}]
+
+
+@pytest.mark.parametrize("bad, fmt, missing", [
+    ({**ALPACA, "output": None}, "alpaca", "no 'output'"),
+    ({"instruction": "Even or odd? 12"}, "alpaca", "no 'output'"),
+    ({"text": "a text row mixed in"}, "alpaca", "no 'instruction' and no 'output'"),
+    ({"prompt": "2+2=", "completion": "4"}, "alpaca", "no 'instruction' and no 'output'"),
+    ({"messages": [CHAT[0], {"role": "assistant", "content": None}]}, "messages", "a message with no 'content'"),
+    ({"messages": [CHAT[0], {"content": "even"}]}, "messages", "a message with no 'role'"),
+    ({"messages": None}, "messages", "no 'messages'"),
+])
+def test_rows_with_missing_fields_are_refused(bad, fmt, missing, tok):
+    good = {"alpaca": ALPACA, "messages": {"messages": CHAT}}[fmt]
+    data = [good] * 6 + [bad] + [good, bad]
+
+    with pytest.raises(ConfigError) as info:
+        prepare(data, tok, eval=0.5)  # checked before the split, so row numbers are the list's
+
+    message = one_paragraph(info.value)
+    assert message.startswith(f"data: row 7 of the rows given has {missing} (null or missing); every {fmt} row needs")
+
+
+@pytest.mark.parametrize("first, fmt, missing", [({"text": "a text row"}, "text", "no 'text'"),
+                                                 ({"prompt": "2+2=", "completion": "4"}, "prompt_completion",
+                                                  "no 'prompt' and no 'completion'")])
+def test_a_mixed_list_is_refused_at_the_first_row_of_another_format(first, fmt, missing, tok):
+    with pytest.raises(ConfigError) as info:
+        prepare([first, first, ALPACA], tok)
+
+    assert one_paragraph(info.value).startswith(f"data: row 3 of the rows given has {missing} (null or missing); every {fmt} row")
+
+
+def test_a_none_completion_is_refused(tok):
+    with pytest.raises(ConfigError, match="row 2 of the rows given has no 'completion'"):
+        prepare([{"prompt": "2+2=", "completion": "4"}, {"prompt": "3+3=", "completion": None}], tok)
+
+
+def test_alpaca_input_may_be_null_or_empty(tok):
+    data = [{**ALPACA, "input": None}, {**ALPACA, "input": ""}, {k: v for k, v in ALPACA.items() if k != "input"}]
+
+    train, _, fmt = prepare(data, tok)
+
+    assert fmt == "alpaca"
+    assert [r["prompt"][0]["content"] for r in train] == ["Even or odd? 12"] * 3
+
+
+def test_a_null_field_in_a_file_names_the_file_and_row(tmp_path, tok):
+    path = tmp_path / "train.jsonl"
+    write([ALPACA, ALPACA, {**ALPACA, "output": None}], path)
+
+    with pytest.raises(ConfigError) as info:
+        prepare(str(path), tok)
+
+    assert one_paragraph(info.value).startswith(f"data.path: row 3 of {path} has no 'output'")
+
+
+@pytest.mark.parametrize("content, problem", [('{"instruction": "a", "output": null}\n', "row 1 of {path} has no 'output'"),
+                                              ("", "{path} has no rows"),
+                                              ("{oops\n", "line 1 of {path} is not valid JSON")])
+def test_eval_file_errors_name_data_eval(content, problem, tmp_path, tok):
+    path = tmp_path / "held.jsonl"
+    path.write_text(content)
+
+    with pytest.raises(ConfigError) as info:
+        prepare([ALPACA] * 4, tok, eval=str(path))
+
+    assert one_paragraph(info.value).startswith("data.eval: " + problem.format(path=path))
+
+
+def test_eval_fraction_that_leaves_no_training_rows(tok):
+    data = [{"text": f"example number {i}"} for i in range(4)]
+
+    with pytest.raises(ConfigError) as info:
+        prepare(data, tok, eval=0.99)
+
+    message = one_paragraph(info.value)
+    assert message == ("data.eval: holds out every row (4 of 4), leaving none to train on; "
+                       "with 4 rows use a fraction of at most 0.75, or an eval file (got 0.99).")
+    train, held, _ = prepare(data, tok, eval=0.75)  # the fraction it suggests works
+    assert (len(train), len(held)) == (1, 3)
+    train, held, _ = prepare(data, tok, eval=0.01)  # a small fraction still holds out one row
+    assert (len(train), len(held)) == (3, 1)
+
+
+def test_one_row_cannot_be_split(tok):
+    with pytest.raises(ConfigError, match=r"holds out every row \(1 of 1\), leaving none to train on; give more rows"):
+        prepare([{"text": "only one"}], tok, eval=0.5)
+
+
+def test_a_conversation_without_an_answer_is_refused(tok):
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            {"messages": [{"role": "user", "content": "anyone there?"}]}]
+    with pytest.raises(lora_nb.ConfigError, match=r"row 2 of the rows given has no 'assistant' turn"):
+        prepare(rows, tok)

@@ -128,3 +128,66 @@ def test_report_renders_as_html_and_text(llama):
         assert role in text and role in html
     assert "<table" in html and "model.layers.*.self_attn.q_proj" in html
     assert f"{report.lora_params('all-linear'):,}" in text
+
+
+def test_tied_embeddings_are_counted_once(llama, tmp_path):
+    """A tied lm_head is the embedding matrix: the config-only build counts it once, as the loaded model does."""
+    import transformers as tf
+
+    tok = tf.AutoTokenizer.from_pretrained(llama)
+    config = tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=len(tok), tie_word_embeddings=True)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_plain(str(tmp_path))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+
+    from_config, from_model = discover(str(tmp_path), r=4), discover(model, r=4)
+
+    unique = sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
+    assert from_config.total_params == from_model.total_params == unique
+    assert unique == sum(p.numel() for n, p in model.named_parameters(remove_duplicate=False)) - len(tok) * 32
+    assert from_config.summary_rows() == from_model.summary_rows()  # the same "% of model"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_config_and_loaded_model_agree_on_the_total(tiny, family):
+    assert discover(tiny(family)).total_params == discover(load_plain(tiny(family))).total_params
+
+
+@pytest.mark.parametrize("source", ["/nope", "empty-folder", "no-such-org/no-such-model"])
+def test_a_model_that_cannot_be_found(source, tmp_path, capsys):
+    from lora_nb.cli import main
+    from lora_nb.errors import ConfigError
+
+    if source == "empty-folder":
+        source = str(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        discover(source)
+    message = str(err.value)
+    assert message.startswith("model: is not a local folder with config.json, nor a reachable Hub model")
+    assert message.endswith(f"(got {source!r}).") and "\n" not in message
+
+    assert main(["targets", source]) == 2
+    assert capsys.readouterr().err == f"lora-nb: {message}\n"
+
+
+def test_an_unreadable_config_names_the_model(tmp_path):
+    from lora_nb.errors import ConfigError
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
+    with pytest.raises(ConfigError, match=r"^model: has a config.json that transformers cannot read \(.*no_such_architecture"):
+        discover(str(tmp_path))
+
+
+@pytest.mark.parametrize("r", [-5, 0])
+def test_rank_must_be_positive(llama, r, capsys):
+    from lora_nb.cli import main
+    from lora_nb.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        discover(llama, r=r)
+    assert str(err.value) == f"r: the LoRA rank must be a positive integer (8–64 covers most tasks) (got {r})."
+
+    assert main(["targets", llama, "--r", str(r)]) == 2
+    assert capsys.readouterr().err == f"lora-nb: {err.value}\n"

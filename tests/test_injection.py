@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import lora_nb
 from lora_nb.discovery import discover
@@ -81,3 +82,52 @@ def test_trainable_summary_is_printed(llama, capsys):
     lora_nb.inject(model, r=4, targets="attention")
     expected = discover(llama, r=4).lora_params("attention")
     assert f"trainable params: {expected:,}" in capsys.readouterr().out
+
+
+def lora_weights(peft_model) -> dict:
+    return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"targets": "atention"}, "lora.targets"),
+    ({"targets": []}, "lora.targets"),
+    ({"targets": "layers\\.0\\.(q_proj"}, "lora.targets"),
+    ({"rank_pattern": {"q_proj[": 8}}, "lora.rank_pattern"),
+    ({"variant": "dorra"}, "lora.variant"),
+    ({"r": 0}, "lora.r"),
+])
+def test_a_failed_inject_keeps_the_adapter(llama, settings, key):
+    from peft import PeftModel
+
+    model = lora_nb.inject(lora_nb.load(llama)[0], r=4, targets="attention", verbose=False)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # trained-looking weights, unlike the zero init a fresh adapter would have
+    before, modules = lora_weights(model), wrapped(model)
+
+    with pytest.raises(ConfigError) as err:
+        lora_nb.inject(model, **{"r": 4, "targets": "mlp", **settings}, verbose=False)
+
+    assert str(err.value).startswith(key)
+    assert isinstance(model, PeftModel) and wrapped(model) == modules
+    after = lora_weights(model)
+    assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)
+
+
+def test_empty_targets_list_the_choices(llama):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(ConfigError) as err:
+        lora_nb.inject(model, targets=[], verbose=False)
+    message = str(err.value)
+    assert message.startswith("lora.targets: is an empty list; name at least one module or role (got [])")
+    assert "Allowed: all-linear, attention, mlp" in message
+
+
+@pytest.mark.parametrize("setting", ["rank_pattern", "alpha_pattern"])
+def test_invalid_regex_in_a_pattern(llama, setting):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(ConfigError) as err:
+        lora_nb.inject(model, verbose=False, **{setting: {"q_proj[": 8}})
+    assert str(err.value).startswith(f"lora.{setting}: key is not a valid regex")
+    assert "'q_proj['" in str(err.value)
