@@ -12,7 +12,8 @@ from .errors import ConfigError
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    figures = run_demo(args.out, model=args.model, steps=args.steps, quant=None if args.no_quant else "auto")
+    figures = run_demo(args.out, model=args.model, steps=args.steps, quant=None if args.no_quant else "auto",
+                       overwrite=args.force)
     return 0 if figures["accuracy_after"] > figures["accuracy_before"] else 1
 
 
@@ -32,13 +33,13 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .recipe import Recipe
 
     script = Recipe.from_yaml(args.recipe).to_script()
     if args.output:
-        Path(args.output).write_text(script)
+        from .files import check_free
+
+        check_free(args.output, "--output", overwrite=args.force, option="--force").write_text(script)
         print(f"wrote {args.output}")
     else:
         print(script)
@@ -54,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None, help="a Hub name or folder instead of the embedded model")
     d.add_argument("--steps", type=int, default=None, help="training steps (default 200 embedded, 100 otherwise)")
     d.add_argument("--no-quant", action="store_true", help="plain LoRA even where 4-bit runs")
+    d.add_argument("--force", action="store_true", help="write into --out even if it holds an earlier demo")
     d.set_defaults(fn=_demo)
     r = sub.add_parser("run", help="run a recipe: load, inject, train")
     r.add_argument("recipe", help="recipe YAML file")
@@ -66,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="a recipe as a standalone transformers/peft/trl script")
     e.add_argument("recipe", help="recipe YAML file")
     e.add_argument("-o", "--output", help="write the script here instead of printing it")
+    e.add_argument("--force", action="store_true", help="replace --output if it exists")
     e.set_defaults(fn=_export)
     return p
 

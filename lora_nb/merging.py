@@ -16,21 +16,24 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .files import check_free
 from .recipe import DTYPES
 
 META_FILE = "lora_nb.json"
 MERGE_INTO = ("dequantized", "original")
 
 
-def save(model: Any, folder: Union[str, Path], tokenizer: Any = None) -> Path:
+def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
     """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
+
+    ``folder`` must be new or empty unless ``overwrite=True``.
 
     Example:
         >>> save(model, "my-adapter", tokenizer=tok)   # doctest: +SKIP
     """
     from .training import model_section
 
-    folder = Path(folder)
+    folder = check_free(folder, "folder", overwrite=overwrite)
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__, problem="has no adapter to save; call lora_nb.inject first")
     model.save_pretrained(folder, safe_serialization=True)
@@ -80,6 +83,7 @@ def merge(
     dtype: Optional[str] = None,
     into: str = "dequantized",
     tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a standalone model (weights + tokenizer, no LoRA left) to ``out_dir``.
 
@@ -88,6 +92,9 @@ def merge(
     8-bit bases, ``into="dequantized"`` (default) merges into the dequantised weights the adapter
     was trained against; ``into="original"`` reloads the original checkpoint in ``dtype`` and
     merges there. The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+
+    ``out_dir`` must be new or empty unless ``overwrite=True``; the base model's own folder is
+    refused always (the merge reads those weights while it writes).
 
     Example:
         >>> merge(model, "merged", tokenizer=tok)                       # doctest: +SKIP
@@ -100,6 +107,7 @@ def merge(
         raise ConfigError("into", into, allowed=MERGE_INTO)
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError("dtype", dtype, allowed=DTYPES)
+    out_dir = check_free(out_dir, "out_dir", overwrite=overwrite)
     if isinstance(model, (str, Path)):
         folder = Path(model)
         meta = adapter_meta(folder)
@@ -108,6 +116,7 @@ def merge(
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists() else base or meta["base"])
     if not isinstance(model, PeftModel):
         raise ConfigError("model", type(model).__name__, problem="is not a PeftModel; give one or an adapter folder")
+    _refuse_base_folder(out_dir, base or model.get_base_model().name_or_path)
     target = _torch_dtype(dtype, model)
     if into == "original" and _is_quantized(model):
         from .loading import load
@@ -118,11 +127,17 @@ def merge(
     else:
         standalone = _with_adapter(float_copy(model.get_base_model(), target), model)
     merged = standalone.merge_and_unload()
-    out_dir = Path(out_dir)
     merged.save_pretrained(out_dir, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _refuse_base_folder(out_dir: Path, base: Any) -> None:
+    """Writing the merge over the base model it is read from would destroy the base."""
+    if base and Path(str(base)).expanduser().exists() and out_dir.resolve() == Path(str(base)).expanduser().resolve():
+        raise ConfigError("out_dir", str(out_dir), problem="is the base model's own folder: the merge would replace "
+                          "the base weights; write it to a new folder")
 
 
 def load_adapter_from(base: str, folder: Path, quant: Optional[str], dtype: str):

@@ -134,3 +134,25 @@ def test_missing_data_file_exits_2_without_traceback(cli, recipe_file, tmp_path)
     assert "Traceback" not in result.stderr
     assert "lora-nb: data.path: no such file" in result.stderr
     assert "missing.jsonl" in result.stderr
+
+
+def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
+    path, _ = recipe_file
+    data = Recipe.from_yaml(path).data.path
+    before = Path(data).read_bytes()
+    refused = cli("export", path, "-o", data, cwd=tmp_path)  # the data file itself, the worst case
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert f"lora-nb: --output: the file exists" in refused.stderr and "--force" in refused.stderr
+    assert Path(data).read_bytes() == before
+    target = tmp_path / "old.py"
+    target.write_text("# mine")
+    forced = cli("export", path, "-o", target, "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and target.read_text().startswith('"""')
+
+    taken = tmp_path / "demo"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    demo = cli("demo", "--out", taken, cwd=tmp_path)
+    assert demo.returncode == 2 and "lora-nb: out: the folder is not empty" in demo.stderr and "--force" in demo.stderr
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]

@@ -90,3 +90,30 @@ def test_bad_merge_arguments(llama, tmp_path):
         lora_nb.merge(model, tmp_path / "x", into="quantized")
     with pytest.raises(lora_nb.ConfigError, match="adapter_config.json"):
         lora_nb.merge(str(tmp_path), tmp_path / "x")
+
+
+def test_merge_never_overwrites(llama, parity, tmp_path):
+    import shutil
+
+    base = shutil.copytree(llama, tmp_path / "base")  # a copy: if the rule broke, only the copy is lost
+    model, tok = lora_nb.load(str(base))
+    model = lora_nb.inject(model, r=4, verbose=False)
+    weights = (base / "model.safetensors").read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(lora_nb.ConfigError, match="base model's own folder|not empty"):
+            lora_nb.merge(model, base, overwrite=overwrite)
+    assert (base / "model.safetensors").read_bytes() == weights
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    with pytest.raises(lora_nb.ConfigError, match=r"out_dir: the file exists.*overwrite=True"):
+        lora_nb.merge(model, existing)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    with pytest.raises(lora_nb.ConfigError, match=r"out_dir: the folder is not empty.*overwrite=True"):
+        lora_nb.merge(model, taken)
+    assert existing.read_text() == "mine" and (taken / "keep.txt").read_text() == "mine"
+    out = lora_nb.merge(model, taken, overwrite=True)  # asked for: written beside the user's file
+    assert (out / "model.safetensors").exists() and (taken / "keep.txt").read_text() == "mine"
+    with pytest.raises(lora_nb.ConfigError, match=r"folder: the folder is not empty"):
+        lora_nb.save(model, taken)

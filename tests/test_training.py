@@ -315,6 +315,8 @@ def test_one_model_trains_one_run_at_a_time_and_generate_waits(lora_llama, parit
             lora_nb.train(model, tok, parity[0], steps=2, background=True, progress=False)
         with pytest.raises(lora_nb.ConfigError, match=rf"is training in run {run.name}"):
             lora_nb.generate(model, tok, "Is 7 even or odd?")
+        with pytest.raises(lora_nb.ConfigError, match=rf"is training in run {run.name}.*before changing its adapter"):
+            lora_nb.inject(model, r=2, verbose=False)
         assert run.running and model.training
     finally:
         run.stop()
