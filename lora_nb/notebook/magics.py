@@ -136,12 +136,6 @@ def _yaml(cell: str, what: str) -> dict:
     return body
 
 
-def _show(obj: Any) -> None:
-    from IPython.display import display
-
-    display(obj)
-
-
 # --- verbs, in pipeline order -------------------------------------------------------------------
 
 def _load_flags(p: argparse.ArgumentParser) -> None:
@@ -186,9 +180,12 @@ TRAIN_KEYS = {**_fields(TrainSection), "data": _fields(DataSection)["path"],
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in a taken output_dir")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run from its last checkpoint")
 
 
-@verb("train", "train the adapter with a live chart (--background keeps the kernel free)", "%lora train data=train.jsonl steps=200 lr=2e-4", _train_flags, "settings")
+@verb("train", "train the adapter with a live chart (--background keeps the kernel free; --resume RUN_DIR continues a run)",
+      "%lora train data=train.jsonl steps=200 lr=2e-4", _train_flags, "settings")
 def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     settings = m.settings(args.settings, TRAIN_KEYS)
     if cell is not None:
@@ -206,7 +203,9 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     if "data" not in settings:
         raise UsageError("%lora train needs data=PATH (a file, a Hub dataset, or a notebook variable)")
     data = settings.pop("data")
-    run = m.session.train(data, background=args.background, live=_in_kernel(m), **settings)
+    if args.resume:
+        settings["resume"] = args.resume
+    run = m.session.train(data, background=args.background, live=_in_kernel(m), overwrite=args.overwrite, **settings)
     return None if args.background else run
 
 
@@ -245,27 +244,29 @@ def _compare(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 
 def _dir_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir")
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
 
 
 @verb("save", "save the adapter (safetensors) and tokenizer", "%lora save my-adapter", _dir_flag)
 def _save(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    print(f"adapter saved in {m.session.save(args.dir)}")
+    print(f"adapter saved in {m.session.save(args.dir, overwrite=args.force)}")
 
 
 def _merge_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir")
+    _dir_flag(p)
     p.add_argument("--into", default="dequantized", help="dequantized (what QLoRA trained against) or original")
     p.add_argument("--dtype", default=None)
 
 
 @verb("merge", "write a standalone merged model (QLoRA: into the dequantised weights)", "%lora merge merged-model", _merge_flags)
 def _merge(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    print(f"merged model written to {m.session.merge(args.dir, into=args.into, dtype=args.dtype)}")
+    print(f"merged model written to {m.session.merge(args.dir, into=args.into, dtype=args.dtype, overwrite=args.force)}")
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?")
     p.add_argument("--cell", action="store_true", help="put the script into the next cell")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
 
 @verb("export", "the session as a standalone transformers/peft/trl script", "%lora export train_lora.py", _export_flags)
@@ -276,9 +277,9 @@ def _export(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     if args.cell:
         m.shell.set_next_input(script, replace=False)
     if args.file:
-        from pathlib import Path
+        from ..files import check_free
 
-        Path(args.file).write_text(script)
+        check_free(args.file, "FILE", overwrite=args.force, option="--force").write_text(script)
         print(f"wrote {args.file} — run it with: accelerate launch {args.file}")
     elif not args.cell:
         return Code(script, language="python")

@@ -125,12 +125,12 @@ class Session:
         self._record(f"lora_nb.compare(model, tok, {prompts!r}{_kwargs(kwargs)})")
         return compare(self.model, self.tokenizer, prompts, **kwargs)
 
-    def save(self, folder: str) -> Path:
+    def save(self, folder: str, overwrite: bool = False) -> Path:
         from ..merging import save
 
         self.require_model(adapter=True)
-        self._record(f"lora_nb.save(model, {folder!r}, tokenizer=tok)")
-        return save(self.model, folder, tokenizer=self.tokenizer)
+        self._record(f"lora_nb.save(model, {folder!r}, tokenizer=tok{_kwargs(dict(overwrite=overwrite) if overwrite else {})})")
+        return save(self.model, folder, tokenizer=self.tokenizer, overwrite=overwrite)
 
     def merge(self, folder: str, **kwargs: Any) -> Path:
         from ..merging import merge

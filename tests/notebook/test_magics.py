@@ -160,3 +160,39 @@ def test_export_before_any_run_says_what_is_missing(ip, llama):
     ip.run_line_magic("lora", f"load {llama}")
     with pytest.raises(UsageError, match="needs training data"):
         ip.run_line_magic("lora", "export")
+
+
+def test_mistakes_are_one_line_usage_errors(ip, llama, data_file, tmp_path):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "torn\n')
+    for line, words in [(f"train data={bad} steps=1", ["data.path", "line 2", "not valid JSON"]),
+                        (f"train data={data_file} eval=0.99 steps=1", ["data.eval"]),
+                        (f"train data={data_file} max_length=1 steps=1", ["train.max_length", "raise max_length"]),
+                        (f"train data={data_file} lr=.inf steps=1", ["train.lr"])]:
+        with pytest.raises(UsageError) as err:
+            ip.run_line_magic("lora", line + f" output_dir={tmp_path / 'run'}")
+        assert type(err.value) is UsageError and all(w in str(err.value) for w in words), str(err.value)
+        assert not (tmp_path / "run").exists()
+
+
+def test_magics_never_overwrite_unless_forced(ip, llama, data_file, tmp_path):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 output_dir={tmp_path / 'run'}")
+    with pytest.raises(UsageError, match=r"output_dir: the folder is not empty.*overwrite"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 output_dir={run.dir}")
+    again = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 output_dir={run.dir} --overwrite")
+    assert again.status == "finished" and [h["step"] for h in again.history] == [1, 2]
+    resumed = ip.run_line_magic("lora", f"train data={data_file} steps=4 batch_size=8 --resume {run.dir}")
+    assert resumed.dir == run.dir and resumed.step == 4 and [h["step"] for h in resumed.history] == [1, 2, 3, 4]
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    for line in (f"save {tmp_path}", f"merge {tmp_path}", f"export {mine}"):
+        with pytest.raises(UsageError, match=r"not empty|file exists") as err:
+            ip.run_line_magic("lora", line)
+        assert "--force" in str(err.value) or "overwrite" in str(err.value)
+    assert mine.read_text() == "mine"
+    ip.run_line_magic("lora", f"export {mine} --force")
+    assert "LoraConfig" in mine.read_text()
