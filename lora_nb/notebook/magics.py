@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import ConfigError, nearest
-from ..recipe import SECTIONS, DataSection, LoraSection, TrainSection
+from ..recipe import SECTIONS, DataSection, LoraSection, TrainSection, parse_yaml
 from .session import Session
 
 
@@ -125,12 +125,7 @@ def _fields(cls: type) -> dict[str, str]:
 
 
 def _yaml(cell: str, what: str) -> dict:
-    import yaml
-
-    try:
-        body = yaml.safe_load(cell) or {}
-    except yaml.YAMLError as e:
-        raise UsageError(f"%%lora {what}: the cell is not valid YAML ({e})") from None
+    body = parse_yaml(cell, f"%%lora {what}: the cell") or {}  # refuses aliases: no "billion laughs" cell
     if not isinstance(body, dict):
         raise UsageError(f"%%lora {what}: the cell must hold key: value lines, got {type(body).__name__}")
     return body

@@ -196,3 +196,12 @@ def test_magics_never_overwrite_unless_forced(ip, llama, data_file, tmp_path):
     assert mine.read_text() == "mine"
     ip.run_line_magic("lora", f"export {mine} --force")
     assert "LoraConfig" in mine.read_text()
+
+
+def test_yaml_aliases_in_a_cell_are_refused(ip, llama):
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+    with pytest.raises(UsageError, match="anchors/aliases"):
+        ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\n" + laughs)
+    with pytest.raises(UsageError, match="anchors/aliases"):
+        ip.run_cell_magic("lora", "inject", "r: &r 8\nalpha: *r\n")
