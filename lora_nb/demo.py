@@ -9,7 +9,6 @@ script, and says where everything is. Given ``model=`` a Hub name it runs the sa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -123,7 +122,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     chart = out / "loss.png"
     chart.write_bytes((run.dir / "loss.png").read_bytes())
     script = out / "train_lora.py"
-    script.write_text(dataclasses.replace(run.recipe, output_dir=str(out / "script_run")).to_script())
+    script.write_text(run.recipe.to_script())  # it trains into run-script/, beside the demo's run
     seconds = time.time() - start
     figures = {"accuracy_before": before, "accuracy_after": after, "merged_accuracy": merged_acc,
                "quant": quant, "steps": run.step, "seconds": round(seconds, 1), "run": str(run.dir),

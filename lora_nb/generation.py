@@ -36,7 +36,7 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
         raise ConfigError("prompts", prompts, problem="must be a string or a non-empty list of strings")
     kwargs = dict(max_new_tokens=128, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
-    from .loading import pin_4bit_layout
+    from .portable import pin_4bit_layout
     from .training import training_run
 
     busy = training_run(model)

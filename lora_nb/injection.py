@@ -135,7 +135,7 @@ def inject(
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from .loading import pin_4bit_layout
+    from .portable import pin_4bit_layout
     from .training import training_run
 
     busy = training_run(model)

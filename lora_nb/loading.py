@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .portable import pin_4bit_layout
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -126,37 +127,6 @@ def load(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return loaded, tokenizer
-
-
-def pin_4bit_layout(model: Any) -> Any:
-    """Keep every bitsandbytes 4-bit layer of ``model`` in the standard NF4 layout, on any CPU.
-
-    Why: on CPUs with AVX512-BF16, bitsandbytes (0.49+) repacks a ``Linear4bit`` weight into a
-    CPU-only layout on its first forward in eval mode without grad (any generation) and keeps it
-    so. Training, merging (dequantising) and narrow layers then read that layout as if it were
-    NF4: the demo stops learning, merges come out garbage, a 32-wide layer crashes. So lora_nb
-    switches the repack off for every 4-bit layer it is handed (load, inject, load_adapter,
-    generate, merge) and undoes a repack already done with bitsandbytes' own inverse, so results
-    do not depend on the CPU. Cost: inference on those CPUs takes the generic 4-bit kernel.
-    A model without 4-bit layers is left alone. Returns ``model``.
-
-    Example:
-        >>> import torch, bitsandbytes as bnb
-        >>> layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32)
-        >>> pin_4bit_layout(torch.nn.Sequential(layer))[0].support_avx512bf16_for_cpu
-        False
-    """
-    for module in model.modules():
-        if not hasattr(module, "support_avx512bf16_for_cpu"):
-            continue
-        module.support_avx512bf16_for_cpu = False
-        weight = module.weight
-        state = getattr(weight, "quant_state", None)
-        if getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
-    return model
 
 
 def prepare_kbit(model):

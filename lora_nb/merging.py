@@ -67,7 +67,8 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     """
     from peft import PeftModel
 
-    from .loading import load, pin_4bit_layout
+    from .loading import load
+    from .portable import pin_4bit_layout
 
     if isinstance(base, (str, Path)):
         meta = adapter_meta(folder)
@@ -180,7 +181,7 @@ def float_copy(base: Any, dtype: Any):
     import torch
     from peft.utils.integrations import dequantize_bnb_weight
 
-    from .loading import pin_4bit_layout
+    from .portable import pin_4bit_layout
 
     pin_4bit_layout(base)  # dequantising a CPU-repacked weight as NF4 would give garbage
     state = {}

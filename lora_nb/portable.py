@@ -3,7 +3,7 @@
 Exported scripts run without lora_nb installed, so :mod:`lora_nb.export` copies these functions
 into each script verbatim (``inspect.getsource``). That is why this file imports nothing from
 lora_nb, keeps its imports inside the functions, and holds only what a script needs to rebuild a
-run exactly: the dtype choice and the data formats.
+run exactly: the dtype choice, the data formats, the 4-bit layout and the checkpoint to resume.
 """
 
 from __future__ import annotations
@@ -131,3 +131,34 @@ def last_checkpoint(run_dir):
             continue
         return path
     return None
+
+
+def pin_4bit_layout(model):
+    """Keep every bitsandbytes 4-bit layer of ``model`` in the standard NF4 layout, on any CPU.
+
+    Why: on CPUs with AVX512-BF16, bitsandbytes (0.49+) repacks a ``Linear4bit`` weight into a
+    CPU-only layout on its first forward in eval mode without grad (any generation) and keeps it
+    so. Training, merging (dequantising) and narrow layers then read that layout as if it were
+    NF4: the demo stops learning, merges come out garbage, a 32-wide layer crashes. So lora_nb
+    (and its exported scripts) switch the repack off for every 4-bit layer (load, inject,
+    load_adapter, generate, merge) and undo a repack already done with bitsandbytes' own
+    inverse, so results do not depend on the CPU. Cost: inference on those CPUs takes the
+    generic 4-bit kernel. A model without 4-bit layers is left alone. Returns ``model``.
+
+    Example:
+        >>> import torch, bitsandbytes as bnb
+        >>> layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32)
+        >>> pin_4bit_layout(torch.nn.Sequential(layer))[0].support_avx512bf16_for_cpu
+        False
+    """
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        weight = module.weight
+        state = getattr(weight, "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+    return model

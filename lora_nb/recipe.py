@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class ModelSection:
     trust_remote_code: bool = setting(False, "Run model code from the Hub repository. Off unless you trust it.")
 
     def __post_init__(self) -> None:
+        _check_fields(self, "model")
         if not self.name:
             raise ConfigError("model.name", self.name, problem="a Hub name or local folder is required")
 
@@ -71,12 +74,15 @@ class LoraSection:
     modules_to_save: Optional[list] = setting(None, "Modules trained in full and saved with the adapter (e.g. a classifier head).")
 
     def __post_init__(self) -> None:
-        if self.r < 1:
+        _check_fields(self, "lora")
+        if not _positive_int(self.r):
             raise ConfigError("lora.r", self.r, problem="must be a positive integer")
         if self.alpha <= 0:
             raise ConfigError("lora.alpha", self.alpha, problem="must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError("lora.dropout", self.dropout, problem="must be in [0, 1)")
+        _check_pattern("lora.rank_pattern", self.rank_pattern, _positive_int, "a positive integer")
+        _check_pattern("lora.alpha_pattern", self.alpha_pattern, _positive_number, "a positive number")
 
 
 @dataclass
@@ -89,6 +95,7 @@ class DataSection:
     eval: Union[float, str, None] = setting(None, "Held-out data: a fraction of the training rows (0.1), a file, or a split name.")
 
     def __post_init__(self) -> None:
+        _check_fields(self, "data")
         if isinstance(self.eval, float) and not 0 < self.eval < 1:
             raise ConfigError("data.eval", self.eval, problem="a fraction must be between 0 and 1")
 
@@ -110,15 +117,20 @@ class TrainSection:
     logging_steps: int = setting(1, "Log loss, lr and grad norm every this many steps.")
     seed: int = setting(42, "Seed for the adapter's initialisation, data order and dropout.")
     sft: dict = setting({}, "Any other SFTConfig argument, e.g. {gradient_checkpointing: true}.")
+    resume: Optional[str] = setting(None, "A run folder to continue from its last checkpoint (adapter, optimizer, scheduler, RNG, step); the run goes on in that folder.")
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "grad_accum", "max_length", "logging_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}", getattr(self, key), problem="must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError("train.steps", self.steps, problem="must be at least 1")
+        _check_fields(self, "train")
+        for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "steps", "eval_steps"):
+            value = getattr(self, key)
+            if value is not None and value < 1:  # only steps and eval_steps may be None
+                raise ConfigError(f"train.{key}", value, problem="must be at least 1")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError("train.epochs", self.epochs, problem="must be positive")
         if self.lr <= 0:
             raise ConfigError("train.lr", self.lr, problem="must be positive")
+        if self.warmup < 0:
+            raise ConfigError("train.warmup", self.warmup, problem="must be 0 or more")
 
 
 SECTIONS = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "train": TrainSection}
@@ -171,16 +183,10 @@ class Recipe:
             >>> Recipe.from_yaml("model: {name: gpt2}").model.name
             'gpt2'
         """
-        import yaml
-
         if _looks_like_path(source) and not Path(source).is_file():
             raise ConfigError("recipe", str(source), problem="no such file")
         text = Path(source).read_text() if _looks_like_path(source) else str(source)
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError("recipe", problem=f"is not valid YAML: {e}") from None
-        return cls.from_dict(raw or {})
+        return cls.from_dict(parse_yaml(text, "recipe") or {})
 
     def to_dict(self) -> dict:
         """The recipe as plain values, every setting included.
@@ -264,6 +270,84 @@ def train_kwargs(recipe: Recipe) -> dict:
     return kwargs
 
 
+def parse_yaml(text: str, what: str) -> Any:
+    """Plain data from YAML ``text`` (safe_load: never executed); errors name ``what``.
+
+    Anchors and aliases are refused: nested aliases let a few hundred bytes expand into hundreds of
+    megabytes once the values are written out (the "billion laughs"), and a recipe has no need for them.
+
+    Example:
+        >>> parse_yaml("lora: {r: 8}", "recipe")
+        {'lora': {'r': 8}}
+        >>> parse_yaml("a: &x [1]\\nb: *x", "recipe")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: recipe: uses YAML anchors/aliases (&name / *name), which lora_nb does not accept in recipes: write the values out.
+    """
+    import yaml
+
+    try:
+        # every node event carries .anchor: the &name it defines, or for an alias the *name it repeats
+        if any(getattr(event, "anchor", None) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ConfigError(what, problem="uses YAML anchors/aliases (&name / *name), which lora_nb does not accept "
+                                            "in recipes: write the values out")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(what, problem=f"is not valid YAML: {e}") from None
+
+
+def _check_fields(section: Any, prefix: str) -> None:
+    """Check that every setting of ``section`` is plain data (see :func:`check_plain`)."""
+    for f in dataclasses.fields(section):
+        check_plain(f"{prefix}.{f.name}", getattr(section, f.name))
+
+
+def check_plain(key: str, value: Any) -> None:
+    """Refuse anything but text, finite numbers, booleans, null, lists and text-keyed mappings.
+
+    A recipe is written out as YAML and as Python literals in exported scripts: a date or an
+    infinity would not survive either. Errors name the full path (``train.sft.report_date``).
+
+    Example:
+        >>> check_plain("train.sft", {"warmup_ratio": float("inf")})
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: train.sft.warmup_ratio: must be a finite number (got inf).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, value, problem="must be a finite number")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_plain(f"{key}[{i}]", item)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(key, name, problem="keys must be text")
+            check_plain(f"{key}.{name}", item)
+    elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
+        raise ConfigError(key, value, problem="must be text, a number, true/false, null, a list or a mapping "
+                                              "(quote dates and other YAML types)")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0  # inf and nan: refused by _check_fields first
+
+
+def _check_pattern(key: str, pattern: dict | None, valid: Any, what: str) -> None:
+    """A {regex: value} override: each key must compile (PEFT matches it against module names)."""
+    for regex, value in (pattern or {}).items():
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ConfigError(key, regex, problem=f"key is not a valid regex ({e})") from None
+        if not valid(value):
+            raise ConfigError(f"{key}.{regex}", value, problem=f"must be {what}")
+
+
 def _looks_like_path(source: str | Path) -> bool:
     if isinstance(source, Path):
         return True
@@ -312,9 +396,12 @@ def coerce(key: str, value: Any, hint: Any, choices: tuple | None = None) -> Any
             return float(value)
         if isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads 2e-4 as a string
+                number = float(value)  # YAML 1.1 reads 2e-4 as a string
             except ValueError:
-                pass
+                number = None
+            if number is not None:
+                check_plain(key, number)  # float() also reads "inf" and "nan"
+                return number
     elif hint in (str, list, dict):
         if isinstance(value, hint):
             return value

@@ -446,7 +446,7 @@ def train(
 
     from .callbacks import Recorder, RunCallback
     from .data import prepare
-    from .loading import pin_4bit_layout
+    from .portable import pin_4bit_layout
 
     section = build_section(TrainSection, dict(
         steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,

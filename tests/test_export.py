@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import sys
 import pytest
 
 import lora_nb
+from lora_nb.errors import ConfigError
+from lora_nb.export import script_settings
 
 
 def write_rows(path, rows):
@@ -38,6 +41,29 @@ def script_losses(folder):
 def run_losses(run):
     return [(h["step"], h["loss"]) for h in run.history if "loss" in h], \
            [(h["step"], h["eval_loss"]) for h in run.history if "eval_loss" in h]
+
+
+def constants(script):
+    """The script's module-level NAME = <literal> settings, read with ast.literal_eval (never run)."""
+    tree = ast.parse(script)
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def load_script(path):
+    """The script's namespace, its module code run as an import would (main() is not called)."""
+    return runpy.run_path(str(path), run_name="train_lora")
+
+
+def run_main(namespace, monkeypatch, *args):
+    """Call the script's main() in this process with ``args`` on its command line."""
+    monkeypatch.setattr(sys, "argv", ["train_lora.py", *map(str, args)])
+    namespace["main"]()
+
+
+def copy_model(llama, folder):
+    shutil.copytree(llama, folder)
+    return str(folder)
 
 
 def imports(script):
@@ -93,7 +119,7 @@ def test_values_cannot_inject_code(llama, tmp_path):
     tree = ast.parse(script)
     constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
                  for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)}
-    assert constants["DATA"] == nasty + ".jsonl" and constants["OUTPUT_DIR"] == nasty
+    assert constants["DATA"] == nasty + ".jsonl" and constants["OUTPUT_DIR"] == nasty + "-script"
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "system"]
     assert not calls
 
@@ -101,6 +127,195 @@ def test_values_cannot_inject_code(llama, tmp_path):
 def test_role_targets_are_resolved_into_the_script(tiny, tmp_path):
     recipe = lora_nb.Recipe.from_dict({"model": {"name": str(tiny("gpt2"))}, "data": {"path": "d.jsonl"},
                                        "lora": {"targets": "attention"}, "train": {"steps": 1}})
+    settings = constants(recipe.to_script())
+    assert settings["LORA_CONFIG"]["target_modules"] == ["attn.c_attn", "attn.c_proj"]  # not mlp.c_proj
+    assert settings["MODEL_CLASS"] == "GPT2LMHeadModel"
+
+
+# --- values reach the script only as literals ------------------------------------------------------
+
+INJECTION = 'm"""\nimport os; os.system("touch PWNED")\n"""'
+# quotes, triple quotes, a newline, backslashes, str.format braces and a call; still a valid regex
+HOSTILE = 'a\\\'b"c"""\n{x}}{0}{__import__("os").system("touch PWNED")}\\t'
+
+
+def test_model_folder_name_cannot_inject_code(llama, parity, in_tmp, monkeypatch):
+    model = copy_model(llama, in_tmp / INJECTION)  # quotes and newlines are legal in Linux file names
+    data = write_rows(in_tmp / "train.jsonl", parity[0][:8])
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": model}, "data": {"path": data},
+                                       "lora": {"r": 2, "targets": "attention"},
+                                       "train": {"steps": 1, "batch_size": 2, "max_length": 32}})
+    script = in_tmp / "train_lora.py"
+    script.write_text(recipe.to_script())
+
+    done = subprocess.run([sys.executable, str(script), "--help"], cwd=in_tmp, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    namespace = load_script(script)
+    assert namespace["MODEL"] == model
+    run_main(namespace, monkeypatch, "--output-dir", in_tmp / "out")  # the model loads from that very folder
+
+    assert (in_tmp / "out" / "adapter" / "adapter_model.safetensors").exists()
+    assert not (in_tmp / "PWNED").exists()
+
+
+def test_windows_paths_keep_their_backslashes(llama, tmp_path):
+    name = "C:\\Users\\me\\model"  # on Linux, one folder whose name holds backslashes
+    model = copy_model(llama, tmp_path / name)
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": model}, "data": {"path": "C:\\Users\\me\\data.jsonl"},
+                                       "lora": {"targets": "attention"}, "train": {"steps": 1},
+                                       "output_dir": "D:\\runs\\new"})
+
+    settings = constants(recipe.to_script())  # ast.parse: no SyntaxError from a \U escape
+
+    assert settings["MODEL"] == model and model.endswith("\\Users\\me\\model")
+    assert settings["DATA"] == "C:\\Users\\me\\data.jsonl"
+    assert settings["OUTPUT_DIR"] == "D:\\runs\\new-script"
+
+
+def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
+    recipe = lora_nb.Recipe.from_dict({
+        "model": {"name": copy_model(llama, tmp_path / HOSTILE), "device_map": HOSTILE},
+        "lora": {"targets": "attention", "rank_pattern": {HOSTILE: 4}, "alpha_pattern": {HOSTILE: 8},
+                 "modules_to_save": [HOSTILE]},
+        "data": {"path": HOSTILE, "split": HOSTILE, "eval": HOSTILE},
+        "train": {"steps": 1, "resume": HOSTILE, "sft": {"run_name": HOSTILE}},
+        "output_dir": HOSTILE,
+    })
     script = recipe.to_script()
-    assert "'target_modules': ['attn.c_attn', 'attn.c_proj']" in script  # not mlp.c_proj
-    assert "GPT2LMHeadModel.from_pretrained" in script
+    tree = ast.parse(script)
+
+    assert HOSTILE not in script  # the raw value (a real newline after triple quotes) never appears
+    without_strings = ast.unparse(StripStrings().visit(tree))
+    assert "PWNED" not in without_strings and "__import__" not in without_strings
+    settings = constants(script)
+    assert settings == script_settings(recipe)
+    assert (settings["MODEL"], settings["DEVICE_MAP"]) == (recipe.model.name, HOSTILE)
+    assert (settings["DATA"], settings["DATA_SPLIT"], settings["EVAL"]) == (HOSTILE, HOSTILE, HOSTILE)
+    assert (settings["RESUME"], settings["OUTPUT_DIR"]) == (HOSTILE, HOSTILE + "-script")
+    assert settings["SFT_CONFIG"]["run_name"] == HOSTILE
+    lora = settings["LORA_CONFIG"]
+    assert (lora["rank_pattern"], lora["alpha_pattern"], lora["modules_to_save"]) == ({HOSTILE: 4}, {HOSTILE: 8.0}, [HOSTILE])
+
+
+class StripStrings(ast.NodeTransformer):
+    """Empties every string constant, so what remains is the script's code alone."""
+
+    def visit_Constant(self, node):
+        return ast.Constant("") if isinstance(node.value, str) else node
+
+
+def test_a_value_without_a_literal_form_is_refused(llama):
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": "d.jsonl"},
+                                       "lora": {"targets": "attention"}, "train": {"steps": 1}})
+    recipe.train.sft = {"callbacks": object()}  # set after validation, as only code can
+
+    with pytest.raises(ConfigError, match="^SFT_CONFIG: cannot be written into a script"):
+        recipe.to_script()
+
+
+# --- the script never overwrites a run; --resume continues one -------------------------------------
+
+
+def small_recipe(llama, parity, folder, **train):
+    data = write_rows(folder / "train.jsonl", parity[0][:16])
+    return lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": data},
+                                     "lora": {"r": 2, "targets": "attention"},
+                                     "train": {"steps": 1, "batch_size": 2, "max_length": 32, **train},
+                                     "output_dir": str(folder / "run")})
+
+
+def script_namespace(recipe, folder):
+    script = folder / "train_lora.py"
+    script.write_text(recipe.to_script())
+    return load_script(script)
+
+
+def test_script_writes_a_new_folder_and_refuses_to_overwrite_it(llama, parity, in_tmp, monkeypatch):
+    recipe = small_recipe(llama, parity, in_tmp)
+    api_run = in_tmp / "run" / "adapter" / "adapter_model.safetensors"  # what Recipe.run() left there
+    api_run.parent.mkdir(parents=True)
+    api_run.write_bytes(b"the API run's adapter")
+    namespace = script_namespace(recipe, in_tmp)
+
+    run_main(namespace, monkeypatch)
+    adapter = in_tmp / "run-script" / "adapter" / "adapter_model.safetensors"
+    assert adapter.exists() and api_run.read_bytes() == b"the API run's adapter"
+    first = adapter.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as info:
+        run_main(namespace, monkeypatch)
+    message = str(info.value.code)
+    assert message.startswith(str(in_tmp / "run-script")) and "\n" not in message
+    assert "--output-dir NEW" in message and "--overwrite" in message
+    assert adapter.stat().st_mtime_ns == first
+
+    run_main(namespace, monkeypatch, "--overwrite")
+    assert adapter.stat().st_mtime_ns > first
+
+
+def test_output_folder_choices(llama, parity, in_tmp, monkeypatch):
+    output_folder = script_namespace(small_recipe(llama, parity, in_tmp), in_tmp)["output_folder"]
+
+    def choose(*args):
+        monkeypatch.setattr(sys, "argv", ["train_lora.py", *map(str, args)])
+        return output_folder()
+
+    (in_tmp / "empty").mkdir()
+    assert choose("--output-dir", in_tmp / "empty") == (str(in_tmp / "empty"), None)  # empty is as good as new
+    assert choose("--output-dir", in_tmp, "--overwrite") == (str(in_tmp), None)
+    with pytest.raises(SystemExit, match="already holds files"):
+        choose("--output-dir", in_tmp)
+    with pytest.raises(SystemExit, match="no complete checkpoint to continue from"):
+        choose("--resume", in_tmp)
+    with pytest.raises(SystemExit) as info:
+        choose("--resume", in_tmp, "--output-dir", in_tmp / "other")
+    assert info.value.code == 2  # a usage error: --resume writes into the run it continues
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(llama, parity, in_tmp, monkeypatch):
+    recipe = small_recipe(llama, parity, in_tmp, steps=4, sft={"save_steps": 2})
+    namespace = script_namespace(recipe, in_tmp)
+    run = in_tmp / "first"
+    run_main(namespace, monkeypatch, "--output-dir", run)
+    whole = script_losses(run)
+    torn = run / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    torn.write_text(torn.read_text()[:40])  # killed while saving: checkpoint-4 is incomplete
+    kept = {f: f.stat().st_mtime_ns for f in (run / "checkpoints" / "checkpoint-2").iterdir()}
+    adapter = (run / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+
+    run_main(namespace, monkeypatch, "--resume", run)
+
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept  # read, not trained again from step 0
+    assert json.loads(torn.read_text())["global_step"] == 4  # steps 3 and 4 trained again, in the run's folder
+    assert script_losses(run) == whole  # with the losses the uninterrupted run logged
+    assert (run / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns > adapter
+
+
+def test_recipe_resume_is_the_script_default(llama, parity, in_tmp, monkeypatch):
+    recipe = small_recipe(llama, parity, in_tmp, resume=str(in_tmp / "old"))
+    namespace = script_namespace(recipe, in_tmp)
+
+    assert namespace["RESUME"] == str(in_tmp / "old")
+    with pytest.raises(SystemExit, match="^--resume .*old: no complete checkpoint"):
+        run_main(namespace, monkeypatch)
+
+
+def test_every_process_checks_the_folder_before_any_writes(llama, parity, in_tmp):
+    # torchrun is the launcher accelerate launch uses for several processes; ACCELERATE_USE_CPU
+    # makes them one CPU (gloo) run, as accelerate launch --cpu would
+    recipe = small_recipe(llama, parity, in_tmp, steps=2)
+    script = in_tmp / "train_lora.py"
+    script.write_text(recipe.to_script())
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+
+    def launch():
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(script), "--output-dir", "two"], cwd=in_tmp, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    done = launch()
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((in_tmp / "two" / "checkpoints" / "trainer_state.json").read_text())
+    assert state["log_history"][-1]["epoch"] == 2 * 2 * 2 / 16  # steps x batch x 2 processes over 16 rows
+    again = launch()
+    assert again.returncode != 0
+    assert again.stderr.count("two already holds files: pass --output-dir NEW") == 2  # said by both processes

@@ -36,3 +36,15 @@ def test_magics_reference_has_every_verb():
     for name in VERBS:
         if name != "recipe":
             assert f"`%lora {name}" in README or f"/ `%lora {name}" in README, name
+
+
+def test_every_guarantee_names_tests_that_exist():
+    section = README.split("## What lora_nb guarantees", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| **")]
+    assert len(rows) >= 6
+    for row in rows:
+        named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", row)
+        assert named, row
+        for path, test in named:
+            source = (ROOT / path).read_text()
+            assert not test or f"def {test}(" in source, f"{path}::{test} named in the README does not exist"

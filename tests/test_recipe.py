@@ -18,7 +18,9 @@ from lora_nb.recipe import (
     ModelSection,
     Recipe,
     TrainSection,
+    build_section,
     lora_kwargs,
+    parse_yaml,
     train_kwargs,
 )
 
@@ -224,6 +226,15 @@ def test_wrong_type_names_the_key(text, key):
         ("train: {batch_size: 0}", "train.batch_size"),
         ("train: {max_length: 0}", "train.max_length"),
         ("data: {eval: 1.5}", "data.eval"),
+        ("train: {epochs: 0}", "train.epochs"),
+        ("train: {epochs: -1}", "train.epochs"),
+        ("train: {eval_steps: 0}", "train.eval_steps"),
+        ("train: {warmup: -1}", "train.warmup"),
+        ("lora: {rank_pattern: {q_proj: 0}}", "lora.rank_pattern.q_proj"),
+        ("lora: {rank_pattern: {q_proj: 2.5}}", "lora.rank_pattern.q_proj"),
+        ("lora: {rank_pattern: {q_proj: true}}", "lora.rank_pattern.q_proj"),
+        ("lora: {alpha_pattern: {q_proj: 0}}", "lora.alpha_pattern.q_proj"),
+        ("lora: {alpha_pattern: {q_proj: big}}", "lora.alpha_pattern.q_proj"),
     ],
 )
 def test_out_of_range_value_names_the_key(text, key):
@@ -231,6 +242,98 @@ def test_out_of_range_value_names_the_key(text, key):
 
     assert message.startswith(f"{key}:")
     assert "(got " in message
+
+
+def test_settings_at_their_limits_are_accepted():
+    r = Recipe.from_yaml("model: {name: m}\n"
+                         "lora: {rank_pattern: {'.*q_proj': 4}, alpha_pattern: {'k_proj|v_proj': 0.5}}\n"
+                         "train: {epochs: 0.5, eval_steps: 1, warmup: 0}")
+
+    assert (r.train.epochs, r.train.eval_steps, r.train.warmup) == (0.5, 1, 0.0)
+    assert r.lora.rank_pattern == {".*q_proj": 4} and r.lora.alpha_pattern == {"k_proj|v_proj": 0.5}
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train: {lr: .inf}", "train.lr"),
+        ("train: {lr: '-inf'}", "train.lr"),  # a string that float() reads as infinity
+        ("lora: {alpha: .nan}", "lora.alpha"),
+        ("lora: {dropout: .nan}", "lora.dropout"),
+        ("train: {warmup: .inf}", "train.warmup"),
+        ("train: {epochs: .inf}", "train.epochs"),
+        ("data: {eval: .nan}", "data.eval"),
+        ("lora: {alpha_pattern: {q_proj: .inf}}", "lora.alpha_pattern.q_proj"),
+        ("train: {sft: {max_grad_norm: .inf}}", "train.sft.max_grad_norm"),
+    ],
+)
+def test_non_finite_number_is_refused(text, key):
+    message = recipe_error(text)
+
+    assert message.startswith(f"{key}: must be a finite number (got ")
+
+
+def test_non_finite_number_from_the_api_is_refused():
+    with pytest.raises(ConfigError) as info:
+        build_section(TrainSection, {"lr": float("inf")}, "train")
+    assert str(info.value) == "train.lr: must be a finite number (got inf)."
+    with pytest.raises(ConfigError, match=r"^lora\.alpha: must be a finite number"):
+        LoraSection(alpha=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train: {sft: {report_date: 2024-01-01}}", "train.sft.report_date"),
+        ("train: {sft: {lr_scheduler_kwargs: {power: .nan}}}", "train.sft.lr_scheduler_kwargs.power"),
+        ("train: {sft: {report_to: [none, 2024-01-01]}}", "train.sft.report_to[1]"),
+        ("train: {sft: {1: 2}}", "train.sft"),
+        ("lora: {targets: [q_proj, 2024-01-01]}", "lora.targets[1]"),
+        ("lora: {rank_pattern: {q_proj: 2024-01-01}}", "lora.rank_pattern.q_proj"),
+        ("lora: {modules_to_save: [lm_head, .inf]}", "lora.modules_to_save[1]"),
+        ("data: {eval: 2024-01-01}", "data.eval"),
+    ],
+)
+def test_value_that_is_not_plain_data_is_refused_with_its_full_key(text, key):
+    message = recipe_error(text)
+
+    assert message.startswith(f"{key}: ")
+    assert "(got " in message
+
+
+def test_value_that_is_not_plain_data_from_the_api_is_refused():
+    import datetime
+
+    with pytest.raises(ConfigError, match=r"^train\.sft\.report_date: must be text, a number"):
+        TrainSection(sft={"report_date": datetime.date(2024, 1, 1)})
+
+
+@pytest.mark.parametrize("key", ["rank_pattern", "alpha_pattern"])
+def test_pattern_key_that_is_not_a_regex_is_refused(key):
+    message = recipe_error(f"lora: {{{key}: {{'q_proj(': 8}}}}")
+
+    assert message.startswith(f"lora.{key}: key is not a valid regex")
+    assert "(got 'q_proj(')" in message
+
+
+def test_yaml_aliases_are_refused_before_anything_expands():
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for name, prev in zip("bcdefghi", "abcdefgh"):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    laughs = "\n".join(lines)  # 9**9 strings once written out
+
+    for text in (laughs, "model: &m {name: m}", "model: {name: m}\nlora: {r: 8}\ntrain: {seed: *r}"):
+        with pytest.raises(ConfigError, match="uses YAML anchors/aliases") as info:
+            Recipe.from_yaml(text)
+        assert str(info.value).startswith("recipe: ")
+
+
+def test_parse_yaml_returns_plain_data_and_names_what_it_read():
+    assert parse_yaml("model: {name: m}\ntrain: {steps: 5}", "cell") == {"model": {"name": "m"}, "train": {"steps": 5}}
+    with pytest.raises(ConfigError, match="^cell: is not valid YAML"):
+        parse_yaml("model: {name: m", "cell")
+    with pytest.raises(ConfigError, match="^cell: uses YAML anchors"):
+        parse_yaml("a: &x 1\nb: *x", "cell")
 
 
 def test_python_tags_are_rejected_not_executed(in_tmp):

@@ -84,8 +84,7 @@ class Session:
         if live:
             from .live import LiveChart
 
-            chart = LiveChart(controls=background)
-            chart.show()  # here, in the cell's thread, not from the training thread
+            chart = LiveChart(controls=background)  # it shows itself once the trainer is built, in this thread
             callbacks.append(chart)
         progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
