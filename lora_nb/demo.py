@@ -73,6 +73,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
         >>> figures["accuracy_after"] > figures["accuracy_before"]   # doctest: +SKIP
         True
     """
+    out = check_free(out, "out", overwrite=overwrite, option="--force (overwrite=True)")  # before any slow import
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .discovery import discover
@@ -84,7 +85,6 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     from .training import train
 
     start = time.time()
-    out = check_free(out, "out", overwrite=overwrite, option="--force (overwrite=True)")
     embedded = model is None
     name = str(tiny_model("llama", "demo")) if embedded else model
     train_path, test_path = write_data(out / "data")
