@@ -60,7 +60,8 @@ class Recorder(TrainerCallback):
         if args.fp16:  # a loss-scaled fp16 step has inf gradients by design; the scaler skips it
             return
         params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
-        if params and not all(torch.isfinite(p.grad).all() for p in params):
+        # one device sync per step, not one per tensor
+        if params and not torch.stack([torch.isfinite(p.grad).all() for p in params]).all().item():
             for p in params:  # the optimizer skips parameters without a gradient: the weights stay finite
                 p.grad = None
             self._diverge(state.global_step + 1, "the gradient", args, control)
