@@ -19,6 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import ConfigError, nearest
+from ..files import check_free
 from ..recipe import SECTIONS, DataSection, LoraSection, TrainSection, parse_yaml
 from .session import Session
 
@@ -200,6 +201,8 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     data = settings.pop("data")
     if args.resume:
         settings["resume"] = args.resume
+    elif settings.get("output_dir"):  # checked here too, so the error names this magic's flags
+        check_free(settings["output_dir"], "output_dir", overwrite=args.overwrite, option="--overwrite (or --resume DIR)")
     run = m.session.train(data, background=args.background, live=_in_kernel(m), overwrite=args.overwrite, **settings)
     return None if args.background else run
 
@@ -244,6 +247,7 @@ def _dir_flag(p: argparse.ArgumentParser) -> None:
 
 @verb("save", "save the adapter (safetensors) and tokenizer", "%lora save my-adapter", _dir_flag)
 def _save(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
+    check_free(args.dir, "dir", overwrite=args.force, option="--force")  # names this magic's flag, not the API's
     print(f"adapter saved in {m.session.save(args.dir, overwrite=args.force)}")
 
 
@@ -255,6 +259,7 @@ def _merge_flags(p: argparse.ArgumentParser) -> None:
 
 @verb("merge", "write a standalone merged model (QLoRA: into the dequantised weights)", "%lora merge merged-model", _merge_flags)
 def _merge(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
+    check_free(args.dir, "dir", overwrite=args.force, option="--force")
     print(f"merged model written to {m.session.merge(args.dir, into=args.into, dtype=args.dtype, overwrite=args.force)}")
 
 
@@ -272,8 +277,6 @@ def _export(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     if args.cell:
         m.shell.set_next_input(script, replace=False)
     if args.file:
-        from ..files import check_free
-
         check_free(args.file, "FILE", overwrite=args.force, option="--force").write_text(script)
         print(f"wrote {args.file} — run it with: accelerate launch {args.file}")
     elif not args.cell:
