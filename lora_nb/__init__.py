@@ -32,6 +32,8 @@ _EXPORTS = {
     "load_adapter": "merging",
     "merge": "merging",
     "Recipe": "recipe",
+    "run": "pipeline",
+    "to_script": "pipeline",
     "ConfigError": "errors",
     "preview": "data",
     "Panel": "notebook.panel",

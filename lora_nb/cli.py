@@ -18,9 +18,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .pipeline import run as run_recipe
     from .recipe import Recipe
 
-    run = Recipe.from_yaml(args.recipe).run()
+    run = run_recipe(Recipe.from_yaml(args.recipe))
     print(run)
     return 130 if run.status == "interrupted" else 0
 
@@ -33,9 +34,10 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .pipeline import to_script
     from .recipe import Recipe
 
-    script = Recipe.from_yaml(args.recipe).to_script()
+    script = to_script(Recipe.from_yaml(args.recipe))
     if args.output:
         from .files import check_free
 

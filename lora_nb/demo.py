@@ -81,6 +81,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     from .injection import inject
     from .loading import load
     from .merging import merge
+    from .pipeline import to_script
     from .tiny import tiny_model
     from .training import train
 
@@ -122,7 +123,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     chart = out / "loss.png"
     chart.write_bytes((run.dir / "loss.png").read_bytes())
     script = out / "train_lora.py"
-    script.write_text(run.recipe.to_script())  # it trains into run-script/, beside the demo's run
+    script.write_text(to_script(run.recipe))  # it trains into run-script/, beside the demo's run
     seconds = time.time() - start
     figures = {"accuracy_before": before, "accuracy_after": after, "merged_accuracy": merged_acc,
                "quant": quant, "steps": run.step, "seconds": round(seconds, 1), "run": str(run.dir),

@@ -1,6 +1,6 @@
 """Render a Recipe as a standalone training script: transformers, peft, trl and datasets only.
 
-The script repeats what :meth:`Recipe.run` does, call for call: the same load, the same
+The script repeats what :func:`lora_nb.run` does, call for call: the same load, the same
 ``LoraConfig`` and ``SFTConfig`` keywords (built by the same functions), the same seed before the
 adapter is initialised, and the data and checkpoint helpers of :mod:`lora_nb.portable` copied in
 verbatim. Run with the same seed it logs the same losses, and it runs unchanged under
@@ -144,7 +144,7 @@ if __name__ == "__main__":
 
 
 def render_script(recipe: Recipe, rows: int | None = None) -> str:
-    """The standalone script for ``recipe`` (see :meth:`Recipe.to_script`).
+    """The standalone script for ``recipe`` (see :func:`lora_nb.to_script`).
 
     ``rows`` (the number of training rows) only sets the default eval interval; it is read from
     the data when not given.

@@ -138,7 +138,8 @@ SECTIONS = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "tr
 
 @dataclass
 class Recipe:
-    """A whole experiment: load → inject → train, from one YAML file or dict.
+    """A whole experiment: load → inject → train, from one YAML file or dict. Pure data: run it
+    with :func:`lora_nb.run`, export it with :func:`lora_nb.to_script`.
 
     Example:
         >>> r = Recipe.from_dict({"model": {"name": "gpt2"}, "data": {"path": "d.jsonl"}})
@@ -211,35 +212,6 @@ class Recipe:
             Path(path).write_text(text)
         return text
 
-    def run(self, callbacks: tuple = ()) -> "Run":  # noqa: F821 - lazy import
-        """Load the model, inject the adapter and train: the whole experiment. Returns the :class:`Run`.
-
-        Example:
-            >>> run = Recipe.from_yaml("recipe.yaml").run()    # doctest: +SKIP
-            >>> run.history[-1]["loss"]                         # doctest: +SKIP
-        """
-        from .injection import inject
-        from .loading import load
-        from .training import train
-
-        m = self.model
-        model, tokenizer = load(m.name, quant=m.quant, dtype=m.dtype, device_map=m.device_map, trust_remote_code=m.trust_remote_code)
-        model = inject(model, **lora_kwargs(self.lora), seed=self.train.seed)
-        return train(model, tokenizer, self.data.path, **train_kwargs(self), callbacks=callbacks, recipe=self)
-
-    def to_script(self) -> str:
-        """A standalone Python script (transformers/peft/trl/datasets only) that runs this recipe.
-
-        Run with the same seed it logs the same losses as :meth:`run`, and it runs unchanged under
-        ``accelerate launch``.
-
-        Example:
-            >>> print(Recipe.from_yaml("recipe.yaml").to_script())   # doctest: +SKIP
-        """
-        from .export import render_script
-
-        return render_script(self)
-
     @staticmethod
     def reference() -> str:
         """Markdown reference of every setting, generated from the field definitions.
@@ -255,6 +227,11 @@ class Recipe:
                 choices = ", ".join("null" if c is None else str(c) for c in f.metadata["choices"] or ())
                 rows.append(f"| `{name}.{f.name}` | `{default!r}` | {choices} | {f.metadata['help']} |")
         return "\n".join(rows)
+
+
+def model_kwargs(section: ModelSection) -> dict:
+    """The :func:`lora_nb.load` keywords (besides the name) for a model section."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if k != "name"}
 
 
 def lora_kwargs(section: LoraSection) -> dict:

@@ -84,7 +84,7 @@ def test_export_prints_or_writes_a_standalone_script(cli, recipe_file, tmp_path)
     assert f"MODEL = {Recipe.from_yaml(path).model.name!r}" in script
     assert written.returncode == 0, written.stderr
     assert str(target) in written.stdout
-    assert target.read_text().strip() == script.strip() == Recipe.from_yaml(path).to_script().strip()
+    assert target.read_text().strip() == script.strip() == lora_nb.to_script(Recipe.from_yaml(path)).strip()
 
 
 def test_run_trains_the_recipe(cli, recipe_file, tmp_path):

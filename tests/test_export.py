@@ -1,4 +1,4 @@
-"""Recipe.to_script(): a standalone script that reproduces Recipe.run()'s losses exactly."""
+"""lora_nb.to_script(recipe): a standalone script that reproduces lora_nb.run(recipe)'s losses exactly."""
 
 from __future__ import annotations
 
@@ -81,9 +81,9 @@ def imports(script):
 def test_script_reproduces_the_run_losses(llama, parity, tmp_path, quant):
     data = write_rows(tmp_path / "train.jsonl", parity[0])
     recipe = recipe_for(llama, data, str(tmp_path / "run"), quant=quant)
-    run = recipe.run()
+    run = lora_nb.run(recipe)
     script = tmp_path / "train_lora.py"
-    script.write_text(recipe.to_script())
+    script.write_text(lora_nb.to_script(recipe))
     assert "lora_nb" not in imports(script.read_text())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # lora_nb is not needed
     done = subprocess.run([sys.executable, str(script), "--output-dir", str(tmp_path / "script")], env=env,
@@ -100,9 +100,9 @@ def test_script_reproduces_the_run_losses(llama, parity, tmp_path, quant):
 def test_script_runs_unchanged_under_accelerate_launch(llama, parity, tmp_path):
     data = write_rows(tmp_path / "train.jsonl", parity[0])
     recipe = recipe_for(llama, data, str(tmp_path / "run"), steps=3)
-    run = recipe.run()
+    run = lora_nb.run(recipe)
     script = tmp_path / "train_lora.py"
-    script.write_text(recipe.to_script())
+    script.write_text(lora_nb.to_script(recipe))
     launcher = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     done = subprocess.run([launcher, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", str(script), "--output-dir", str(tmp_path / "acc")],
@@ -115,7 +115,7 @@ def test_values_cannot_inject_code(llama, tmp_path):
     nasty = "x'); import os; os.system('touch pwned') #\n\"\"\"\n"
     recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": nasty + ".jsonl", "format": "alpaca"},
                                        "lora": {"targets": "attention"}, "train": {"steps": 1}, "output_dir": nasty})
-    script = recipe.to_script()
+    script = lora_nb.to_script(recipe)
     tree = ast.parse(script)
     constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
                  for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)}
@@ -127,7 +127,7 @@ def test_values_cannot_inject_code(llama, tmp_path):
 def test_role_targets_are_resolved_into_the_script(tiny, tmp_path):
     recipe = lora_nb.Recipe.from_dict({"model": {"name": str(tiny("gpt2"))}, "data": {"path": "d.jsonl"},
                                        "lora": {"targets": "attention"}, "train": {"steps": 1}})
-    settings = constants(recipe.to_script())
+    settings = constants(lora_nb.to_script(recipe))
     assert settings["LORA_CONFIG"]["target_modules"] == ["attn.c_attn", "attn.c_proj"]  # not mlp.c_proj
     assert settings["MODEL_CLASS"] == "GPT2LMHeadModel"
 
@@ -146,7 +146,7 @@ def test_model_folder_name_cannot_inject_code(llama, parity, in_tmp, monkeypatch
                                        "lora": {"r": 2, "targets": "attention"},
                                        "train": {"steps": 1, "batch_size": 2, "max_length": 32}})
     script = in_tmp / "train_lora.py"
-    script.write_text(recipe.to_script())
+    script.write_text(lora_nb.to_script(recipe))
 
     done = subprocess.run([sys.executable, str(script), "--help"], cwd=in_tmp, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -165,7 +165,7 @@ def test_windows_paths_keep_their_backslashes(llama, tmp_path):
                                        "lora": {"targets": "attention"}, "train": {"steps": 1},
                                        "output_dir": "D:\\runs\\new"})
 
-    settings = constants(recipe.to_script())  # ast.parse: no SyntaxError from a \U escape
+    settings = constants(lora_nb.to_script(recipe))  # ast.parse: no SyntaxError from a \U escape
 
     assert settings["MODEL"] == model and model.endswith("\\Users\\me\\model")
     assert settings["DATA"] == "C:\\Users\\me\\data.jsonl"
@@ -181,7 +181,7 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
         "train": {"steps": 1, "resume": HOSTILE, "sft": {"run_name": HOSTILE}},
         "output_dir": HOSTILE,
     })
-    script = recipe.to_script()
+    script = lora_nb.to_script(recipe)
     tree = ast.parse(script)
 
     assert HOSTILE not in script  # the raw value (a real newline after triple quotes) never appears
@@ -210,7 +210,7 @@ def test_a_value_without_a_literal_form_is_refused(llama):
     recipe.train.sft = {"callbacks": object()}  # set after validation, as only code can
 
     with pytest.raises(ConfigError, match="^SFT_CONFIG: cannot be written into a script"):
-        recipe.to_script()
+        lora_nb.to_script(recipe)
 
 
 # --- the script never overwrites a run; --resume continues one -------------------------------------
@@ -226,13 +226,13 @@ def small_recipe(llama, parity, folder, **train):
 
 def script_namespace(recipe, folder):
     script = folder / "train_lora.py"
-    script.write_text(recipe.to_script())
+    script.write_text(lora_nb.to_script(recipe))
     return load_script(script)
 
 
 def test_script_writes_a_new_folder_and_refuses_to_overwrite_it(llama, parity, in_tmp, monkeypatch):
     recipe = small_recipe(llama, parity, in_tmp)
-    api_run = in_tmp / "run" / "adapter" / "adapter_model.safetensors"  # what Recipe.run() left there
+    api_run = in_tmp / "run" / "adapter" / "adapter_model.safetensors"  # what lora_nb.run() left there
     api_run.parent.mkdir(parents=True)
     api_run.write_bytes(b"the API run's adapter")
     namespace = script_namespace(recipe, in_tmp)
@@ -304,7 +304,7 @@ def test_every_process_checks_the_folder_before_any_writes(llama, parity, in_tmp
     # makes them one CPU (gloo) run, as accelerate launch --cpu would
     recipe = small_recipe(llama, parity, in_tmp, steps=2)
     script = in_tmp / "train_lora.py"
-    script.write_text(recipe.to_script())
+    script.write_text(lora_nb.to_script(recipe))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
 
     def launch():

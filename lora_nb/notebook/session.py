@@ -4,12 +4,11 @@ step as lora_nb code. Magics and the panel act through it; it acts through the P
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from ..recipe import LoraSection, ModelSection, Recipe, build_section
+from ..recipe import LoraSection, ModelSection, Recipe, build_section, model_kwargs
 
 
 class Session:
@@ -50,7 +49,7 @@ class Session:
 
         self.require_idle()
         section = build_section(ModelSection, {"name": name, **settings}, "model")
-        self.model, self.tokenizer = load(name, **{k: v for k, v in dataclasses.asdict(section).items() if k != "name"})
+        self.model, self.tokenizer = load(name, **model_kwargs(section))
         self.model_section, self.lora_section = section, None
         self._record(f"model, tok = lora_nb.load({name!r}{_kwargs(settings)})")
         return self.model
@@ -79,20 +78,16 @@ class Session:
 
         self.require_model(adapter=True)
         self.require_idle()
-        callbacks = list(settings.pop("callbacks", ()))
-        chart = None
-        if live:
-            from .live import LiveChart
-
-            chart = LiveChart(controls=background)  # it shows itself once the trainer is built, in this thread
-            callbacks.append(chart)
+        callbacks = _live(settings.pop("callbacks", ()), live, background)
         progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
                     progress=progress, **settings)
-        run.chart = chart
-        self.runs.append(run)
         shown = data if isinstance(data, (str, Path)) else "data"
         self._record(f"run = lora_nb.train(model, tok, {str(shown)!r}{_kwargs(settings)})")
+        return self._started(run, background)
+
+    def _started(self, run: Any, background: bool):
+        self.runs.append(run)
         if background:
             self.active = run
         return run
@@ -140,14 +135,19 @@ class Session:
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
     def run_recipe(self, recipe: Recipe, live: bool = True):
-        """Load, inject and train as ``recipe`` says, keeping model and run in the session."""
-        from ..recipe import lora_kwargs, train_kwargs
+        """Load, inject and train as ``recipe`` says (lora_nb.run, the one orchestrator), keeping
+        model and run in the session."""
+        from ..pipeline import run
 
-        m = recipe.model
-        self.load(m.name, quant=m.quant, dtype=m.dtype, device_map=m.device_map, trust_remote_code=m.trust_remote_code)
-        self.inject(**lora_kwargs(recipe.lora))
-        kwargs = train_kwargs(recipe)
-        return self.train(recipe.data.path, live=live, recipe=recipe, **kwargs)
+        self.require_idle()
+
+        def keep(model: Any, tokenizer: Any) -> None:
+            self.model, self.tokenizer = model, tokenizer
+            self.model_section, self.lora_section = recipe.model, recipe.lora
+
+        started = run(recipe, callbacks=_live((), live, False), progress=not live, on_model=keep)
+        self._record(f"run = lora_nb.run(lora_nb.Recipe.from_dict({recipe.to_dict()!r}))")
+        return self._started(started, False)
 
     def recipe(self) -> Recipe:
         """The experiment so far: the last run's recipe, else what has been loaded and injected."""
@@ -159,12 +159,24 @@ class Session:
 
     def export(self) -> str:
         """The session so far as a standalone transformers/peft/trl script."""
-        return self.recipe().to_script()
+        from ..pipeline import to_script
+
+        return to_script(self.recipe())
 
     def run_table(self):
         from ..training import RunTable
 
         return RunTable(self.runs)
+
+
+def _live(callbacks: Any, live: bool, background: bool) -> list:
+    """``callbacks`` plus, when ``live``, a LiveChart (with Stop / Save now for background runs)."""
+    callbacks = list(callbacks)
+    if live:
+        from .live import LiveChart
+
+        callbacks.append(LiveChart(controls=background))  # it shows itself once the trainer is built, in this thread
+    return callbacks
 
 
 def _kwargs(settings: dict) -> str:

@@ -1,0 +1,62 @@
+"""The one orchestrator: a Recipe becomes a loaded model, an adapter and a training run.
+
+The API (``lora_nb.run``), the CLI (``lora-nb run``), a ``%%lora`` recipe cell and the panel all
+come through :func:`run`, so they cannot drift apart: the same load, the same adapter seeded with
+``train.seed``, the same training keywords. The exported script (:func:`to_script`) is rendered
+from the same recipe by :mod:`lora_nb.export`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from .recipe import Recipe, lora_kwargs, model_kwargs, train_kwargs
+
+
+def build(recipe: Recipe):
+    """Load the recipe's model and put a fresh adapter on it, seeded with ``train.seed``.
+
+    Returns ``(model, tokenizer)``.
+
+    Example:
+        >>> model, tok = build(Recipe.from_yaml("recipe.yaml"))   # doctest: +SKIP
+    """
+    from .injection import inject
+    from .loading import load
+
+    model, tokenizer = load(recipe.model.name, **model_kwargs(recipe.model))
+    return inject(model, **lora_kwargs(recipe.lora), seed=recipe.train.seed), tokenizer
+
+
+def run(recipe: Recipe, *, callbacks: Sequence[Any] = (), background: bool = False, progress: bool = True,
+        on_model: Optional[Callable[[Any, Any], None]] = None):
+    """Load, inject and train as ``recipe`` says: the whole experiment. Returns the training Run.
+
+    ``on_model(model, tokenizer)`` is called once the adapter is on, before training (the
+    notebook session keeps them this way).
+
+    Example:
+        >>> run = lora_nb.run(lora_nb.Recipe.from_yaml("recipe.yaml"))   # doctest: +SKIP
+        >>> run.history[-1]["loss"]                                      # doctest: +SKIP
+    """
+    from .training import train
+
+    model, tokenizer = build(recipe)
+    if on_model is not None:
+        on_model(model, tokenizer)
+    return train(model, tokenizer, recipe.data.path, **train_kwargs(recipe), callbacks=callbacks, recipe=recipe,
+                 background=background, progress=progress)
+
+
+def to_script(recipe: Recipe) -> str:
+    """A standalone Python script (transformers/peft/trl/datasets only) that runs ``recipe``.
+
+    Run with the same seed it logs the same losses as :func:`run`, and it runs unchanged under
+    ``accelerate launch``.
+
+    Example:
+        >>> print(lora_nb.to_script(lora_nb.Recipe.from_yaml("recipe.yaml")))   # doctest: +SKIP
+    """
+    from .export import render_script
+
+    return render_script(recipe)

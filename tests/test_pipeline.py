@@ -1,0 +1,88 @@
+"""One orchestrator: a recipe run through the API, the CLI and a %%lora cell trains the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import lora_nb
+from lora_nb.training import Run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def recipe_for(llama, parity, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+
+    def make(out: str) -> lora_nb.Recipe:
+        return lora_nb.Recipe.from_dict({
+            "model": {"name": llama},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": "attention"},
+            "data": {"path": str(data)},
+            # a seed other than the default: the %%lora path used to initialise the adapter with 42
+            "train": {"steps": 3, "batch_size": 4, "max_length": 64, "lr": 1e-3, "seed": 7},
+            "output_dir": str(tmp_path / out),
+        })
+
+    return make
+
+
+def results(folder: Path):
+    losses = [(h["step"], h["loss"]) for h in Run.load(folder).history if "loss" in h]
+    return losses, load_file(folder / "adapter" / "adapter_model.safetensors")
+
+
+def test_api_cli_and_a_recipe_cell_train_the_same(recipe_for, tmp_path, model_cache):
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    api = lora_nb.run(recipe_for("api"))
+
+    recipe_for("cli").to_yaml(tmp_path / "cli.yaml")
+    env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    cli = subprocess.run([sys.executable, "-m", "lora_nb.cli", "run", str(tmp_path / "cli.yaml")], env=env,
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    try:
+        shell.run_line_magic("load_ext", "lora_nb")
+        cell = shell.run_cell_magic("lora", "", recipe_for("cell").to_yaml())
+    finally:
+        InteractiveShell.clear_instance()
+
+    expected_losses, expected_weights = results(api.dir)
+    assert len(expected_losses) == 3
+    for folder in (tmp_path / "cli", cell.dir):
+        losses, weights = results(folder)
+        assert losses == expected_losses, folder
+        assert weights.keys() == expected_weights.keys()
+        assert all((weights[k] == expected_weights[k]).all() for k in weights), folder
+
+
+def test_the_adapter_is_initialised_with_the_recipes_seed(recipe_for, llama):
+    from peft import get_peft_model_state_dict
+
+    def init(**seed):
+        model, _ = lora_nb.load(llama)
+        return get_peft_model_state_dict(lora_nb.inject(model, r=4, alpha=8, dropout=0.1, targets="attention",
+                                                        verbose=False, **seed))
+
+    from lora_nb.pipeline import build
+
+    built, _ = build(recipe_for("unused"))
+    weights = get_peft_model_state_dict(built)
+    assert all((weights[k] == v).all() for k, v in init(seed=7).items())
+    assert not all((weights[k] == v).all() for k, v in init(seed=42).items())
