@@ -1,4 +1,4 @@
-"""TrainerCallbacks that connect TRL's training loop to a :class:`lora_nb.training.Run`.
+"""TrainerCallbacks that connect TRL's training loop to a :class:`lora_nb.runs.Run`.
 
 Imported only when training starts (it imports transformers at the top).
 """
@@ -14,7 +14,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from .training import METRICS, Run, _write_status, memory_mb, save_adapter
+from .runs import METRICS, Run, memory_mb
 
 
 class RunCallback(TrainerCallback):
@@ -54,7 +54,7 @@ class Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self.run.max_steps = state.max_steps
         self.start = self.last_save = time.time()
-        _write_status(self.run)
+        self.run.write_status()
 
     def on_pre_optimizer_step(self, args, state, control, **kw):
         if args.fp16:  # a loss-scaled fp16 step has inf gradients by design; the scaler skips it
@@ -68,20 +68,19 @@ class Recorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.run.step = state.global_step
-        if self.run._save_now.is_set():
-            self.run._save_now.clear()
+        if self.run.take_save_request():
             control.should_save = True
         if time.time() - self.last_save > SAVE_EVERY_S:
             control.should_save = True
-        if self.run._stop.is_set():
+        if self.run.stop_requested:
             control.should_training_stop = True
             control.should_save = True  # so resume continues from exactly here
 
     def on_save(self, args, state, control, **kw):
         self.last_save = time.time()
-        save_adapter(self.run, self.model, self.tokenizer)
+        self.run.save_adapter(self.model, self.tokenizer)
         self.run.saved_step = state.global_step
-        _write_status(self.run)
+        self.run.write_status()
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -107,9 +106,8 @@ class Recorder(TrainerCallback):
         self.file.close()
 
     def _diverge(self, step: int, what: str, args, control) -> None:
-        if not self.run._diverged:
-            self.run._diverged = (f"{what} became inf or nan. The learning rate ({args.learning_rate:g}) is the "
-                                  "likely cause: LoRA trains at about 1e-4 to 3e-4.")
+        self.run.diverge(f"{what} became inf or nan. The learning rate ({args.learning_rate:g}) is the "
+                         "likely cause: LoRA trains at about 1e-4 to 3e-4.")
         control.should_training_stop = True
 
 

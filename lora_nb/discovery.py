@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .provenance import unwrap
 from .render import html_table, text_table
 
 ROLES = ("attention", "mlp", "router", "experts", "embedding", "head", "pooler", "other")
@@ -149,7 +150,7 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
     if not hasattr(model, "named_modules"):
         source = model if isinstance(model, str) else type(model).__name__
         model = meta_model(model, trust_remote_code=trust_remote_code)
-    base = _unwrap(model)
+    base = unwrap(model)
     return Discovery(source=str(source), modules=_classify(base), all_linear=peft_all_linear(base),
                      total_params=_param_count(base), r=r)
 
@@ -202,15 +203,9 @@ def read_config(source: str, trust_remote_code: bool = False):
         raise ConfigError("model", source, problem=problem) from None
 
 
-def _unwrap(model: Any) -> Any:
-    """The transformers model under a PeftModel (and its LoraModel), else ``model``."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def task_type(model: Any) -> Optional[str]:
     """PEFT's task type for a model, from its class: CAUSAL_LM, SEQ_CLS, or None."""
-    name = type(_unwrap(model)).__name__
+    name = type(unwrap(model)).__name__
     if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
         return "CAUSAL_LM"
     if name.endswith("ForSequenceClassification"):

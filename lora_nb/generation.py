@@ -37,7 +37,7 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     kwargs = dict(max_new_tokens=128, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from .portable import pin_4bit_layout
-    from .training import training_run
+    from .runs import training_run
 
     busy = training_run(model)
     if busy is not None:  # generating would switch the training model to eval mode mid-step

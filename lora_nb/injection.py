@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 
 from .discovery import Discovery, _is_peft_internal, discover, task_type
 from .errors import ConfigError
+from .provenance import record, unwrap
 from .recipe import LoraSection, TrainSection, build_section
 
 _REGEX_CHARS = set("^$*+?[](){}|\\")
@@ -87,7 +88,7 @@ def lora_config_kwargs(model: Any, report: Optional[Discovery] = None, **setting
     s = build_section(LoraSection, settings, "lora")
     report = report or discover(model, r=s.r)
     # the names PEFT will see: a PeftModel's own layers (lora_A, base_layer) go when its adapter is removed
-    all_names = [n for n, _ in _unwrapped(model).named_modules() if not _is_peft_internal(n)]
+    all_names = [n for n, _ in unwrap(model).named_modules() if not _is_peft_internal(n)]
     kwargs = dict(
         r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=resolve_targets(report, s.targets, all_names),
         bias=s.bias, use_rslora=s.variant == "rslora", use_dora=s.variant == "dora", task_type=task_type(model),
@@ -96,11 +97,6 @@ def lora_config_kwargs(model: Any, report: Optional[Discovery] = None, **setting
         if value:
             kwargs[key] = value
     return kwargs
-
-
-def _unwrapped(model: Any) -> Any:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def inject(
@@ -136,7 +132,7 @@ def inject(
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from .portable import pin_4bit_layout
-    from .training import training_run
+    from .runs import training_run
 
     busy = training_run(model)
     if busy is not None:
@@ -155,9 +151,10 @@ def inject(
     if seed is not None:
         torch.manual_seed(seed)
     peft_model = get_peft_model(model, config)
-    # Remembered as asked ("attention", not PEFT's resolved set) for the run's recipe and export.
-    peft_model.lora_nb_lora = LoraSection(r=r, alpha=alpha, dropout=dropout, targets=targets, variant=variant, bias=bias,
-                                          rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, modules_to_save=modules_to_save)
+    # Remembered as asked ("attention", not PEFT's resolved set) for the run's recipe, export and lora_nb.json.
+    record(peft_model, seed=seed, lora=LoraSection(r=r, alpha=alpha, dropout=dropout, targets=targets, variant=variant,
+                                                   bias=bias, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
+                                                   modules_to_save=modules_to_save))
     if verbose:
         peft_model.print_trainable_parameters()
     return peft_model

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 from .portable import pin_4bit_layout
+from .provenance import record
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -68,6 +69,17 @@ def model_class(config: Any):
     return transformers.AutoModelForCausalLM
 
 
+def precision_kwargs(model: Any) -> dict:
+    """bf16/fp16 mixed precision matching the model's compute dtype (TRL turns bf16 on by default)."""
+    import torch
+
+    dtype = getattr(getattr(model, "config", None), "dtype", None)
+    bnb = getattr(getattr(model, "config", None), "quantization_config", None)
+    compute = getattr(bnb, "bnb_4bit_compute_dtype", None) if bnb is not None else None
+    dtype = compute if isinstance(compute, torch.dtype) else dtype
+    return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
+
+
 def default_device_map(device_map: Any = None) -> Any:
     """``device_map`` as given; when None, this process's GPU if there is one (so each process of
     ``accelerate launch`` takes its own), else the CPU (None)."""
@@ -121,8 +133,8 @@ def load(
     if bnb:
         loaded = prepare_kbit(loaded)
     # Remembered so a run's recipe and exported script load the model the same way.
-    loaded.lora_nb_load = ModelSection(name=str(model), quant=quant, dtype=dtype, device_map=device_map,
-                                       trust_remote_code=trust_remote_code)
+    record(loaded, model=ModelSection(name=str(model), quant=quant, dtype=dtype, device_map=device_map,
+                                      trust_remote_code=trust_remote_code))
     tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

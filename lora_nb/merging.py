@@ -1,4 +1,4 @@
-"""Save and reload adapters, and merge them into a standalone model.
+"""Merge an adapter into a standalone model (saving and reloading adapters: :mod:`lora_nb.adapters`).
 
 Merging a QLoRA adapter: the adapter was trained against the *dequantised* 4-bit weights, not the
 original checkpoint. By default :func:`merge` rebuilds the base in 16/32-bit from exactly those
@@ -11,69 +11,15 @@ weights, which would round the update away. Cost: one full-precision copy of the
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
 from .files import check_free
 from .recipe import DTYPES
 
-META_FILE = "lora_nb.json"
 MERGE_INTO = ("dequantized", "original")
-
-
-def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
-    """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
-
-    ``folder`` must be new or empty unless ``overwrite=True``.
-
-    Example:
-        >>> save(model, "my-adapter", tokenizer=tok)   # doctest: +SKIP
-    """
-    from .training import model_section
-
-    folder = check_free(folder, "folder", overwrite=overwrite)
-    if not hasattr(model, "peft_config"):
-        raise ConfigError("model", type(model).__name__, problem="has no adapter to save; call lora_nb.inject first")
-    model.save_pretrained(folder, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    section = model_section(model)
-    (folder / META_FILE).write_text(json.dumps({"base": section.name, "quant": section.quant, "dtype": section.dtype}))
-    return folder
-
-
-def adapter_meta(folder: Union[str, Path]) -> dict:
-    """How the adapter's base was loaded: ``{"base", "quant", "dtype"}`` (from lora_nb.json, else PEFT's config)."""
-    folder = Path(folder)
-    if not (folder / "adapter_config.json").exists():
-        raise ConfigError("adapter_dir", str(folder), problem="holds no adapter_config.json")
-    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
-    if not meta.get("base"):
-        meta["base"] = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    meta.setdefault("quant", None)
-    meta.setdefault("dtype", "auto")
-    return meta
-
-
-def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
-    """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
-
-    ``base`` is a loaded model, or a name/folder loaded (quantised as at training time) for you.
-
-    Example:
-        >>> model = load_adapter("./base-model", "runs/x/adapter")   # doctest: +SKIP
-    """
-    from peft import PeftModel
-
-    from .loading import load
-    from .portable import pin_4bit_layout
-
-    if isinstance(base, (str, Path)):
-        meta = adapter_meta(folder)
-        base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])
-    return PeftModel.from_pretrained(pin_4bit_layout(base), str(folder), is_trainable=trainable)
 
 
 def merge(
@@ -141,15 +87,6 @@ def _refuse_base_folder(out_dir: Path, base: Any) -> None:
                           "the base weights; write it to a new folder")
 
 
-def load_adapter_from(base: str, folder: Path, quant: Optional[str], dtype: str):
-    from peft import PeftModel
-
-    from .loading import load
-
-    model, _ = load(base, quant=quant, dtype=dtype)
-    return PeftModel.from_pretrained(model, str(folder))
-
-
 def _is_quantized(model: Any) -> bool:
     return any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
 
@@ -158,8 +95,7 @@ def _torch_dtype(dtype: Optional[str], model: Any):
     """The dtype to merge in: as asked, else the one the adapter computed in."""
     import torch
 
-    from .loading import resolve_dtype
-    from .training import precision_kwargs
+    from .loading import precision_kwargs, resolve_dtype
 
     if dtype is not None:
         return resolve_dtype(dtype)

@@ -1,9 +1,9 @@
-"""Supervised fine-tuning with TRL's SFTTrainer, recorded into a :class:`Run`.
+"""Supervised fine-tuning with TRL's SFTTrainer, recorded into a :class:`~lora_nb.runs.Run`.
 
-A run's folder holds ``adapter/`` (safetensors + tokenizer), ``recipe.yaml`` (export it as a
-script), ``metrics.jsonl`` (one line per log, written as it happens), ``run.json`` (status) and
-``loss.png``. Stopping — :meth:`Run.stop`, a TrainerCallback, or Ctrl-C / the kernel's interrupt —
-ends training at the next step and still saves the adapter and the history.
+:func:`train` checks every setting, picks the run's folder (new, overwritten on request, or the
+run to resume), builds TRL's SFTTrainer and executes it. Stopping — :meth:`Run.stop`, a
+TrainerCallback, or Ctrl-C / the kernel's interrupt — ends training at the next step and still
+saves the adapter and the history; so does a failure, as far as it can.
 """
 
 from __future__ import annotations
@@ -20,178 +20,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
-from .files import atomic_write, check_free, replace_folder, user_path
+from .files import atomic_write, check_free, user_path
+from .loading import precision_kwargs
 from .portable import last_checkpoint
-from .recipe import DataSection, LoraSection, ModelSection, Recipe, TrainSection, build_section
-from .render import html_table, text_table
-
-METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
-
-
-class Run:
-    """One training run: its settings, its history as it grows, its folder.
-
-    ``history`` is a list of dicts (step, loss, eval_loss, learning_rate, grad_norm, tokens_per_s,
-    memory_mb, elapsed). ``status`` is running, finished, stopped (by :meth:`stop` or a callback),
-    interrupted (Ctrl-C) or failed.
-
-    Example:
-        >>> run = lora_nb.train(model, tok, "data.jsonl", steps=100)   # doctest: +SKIP
-        >>> run.history[-1]["loss"], run.adapter_dir                   # doctest: +SKIP
-    """
-
-    def __init__(self, folder: Union[str, Path], recipe: Optional[Recipe] = None):
-        self.dir = Path(folder)
-        self.recipe = recipe
-        self.history: list[dict] = []
-        self.status = "running"
-        self.max_steps = 0
-        self.step = 0
-        self.summary: dict = {}
-        self.saved_step = 0  # the last step whose adapter and checkpoint are safely on disk
-        self.message = ""  # why a run failed, diverged or was killed
-        self.error: Optional[BaseException] = None
-        self.trainer: Any = None
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
-        self._save_now = threading.Event()
-        self._on_done: list = []
-        self._interrupted = False
-        self._diverged = ""
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.dir / "adapter"
-
-    def stop(self) -> None:
-        """Ask training to stop after the current step; the adapter and history are saved.
-
-        Safe to call from another thread (a notebook's Stop button).
-        """
-        self._stop.set()
-
-    @property
-    def background(self) -> bool:
-        """True for a run trained in a background thread (``train(background=True)``)."""
-        return self._thread is not None
-
-    @property
-    def running(self) -> bool:
-        """True while a background run's thread is still training."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def wait(self, timeout: Optional[float] = None) -> "Run":
-        """Block until a background run ends (or ``timeout`` seconds pass); re-raise its error if it failed.
-
-        Example:
-            >>> run = train(model, tok, data, steps=500, background=True)   # doctest: +SKIP
-            >>> run.stop(); run.wait().status                               # doctest: +SKIP
-            'stopped'
-        """
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self.error is not None and not self.running:
-            raise self.error
-        return self
-
-    def on_done(self, fn) -> None:
-        """Call ``fn(run)`` once the run has ended and its adapter, history and status are saved.
-
-        Example:
-            >>> run.on_done(lambda r: print(r.status))   # doctest: +SKIP
-        """
-        self._on_done.append(fn)
-
-    def save_now(self) -> None:
-        """Ask for the adapter to be saved after the current step, without stopping."""
-        self._save_now.set()
-
-    def last(self, key: str) -> Optional[float]:
-        """The latest logged value of ``key`` (e.g. "loss", "eval_loss"), or None.
-
-        Example:
-            >>> run.last("loss")   # doctest: +SKIP
-            0.412
-        """
-        return next((h[key] for h in reversed(self.history) if h.get(key) is not None), None)
-
-    def figure(self):
-        """The loss chart (training loss raw and smoothed, eval loss) as a matplotlib Figure."""
-        from .charts import loss_figure
-
-        return loss_figure([(self.name, self.history)], title=f"{self.name} ({self.status})")
-
-    def save_chart(self) -> Path:
-        """Write ``loss.png`` into the run folder and return its path."""
-        from .charts import save_png
-
-        path = self.dir / "loss.png"
-        save_png(self.figure(), path)
-        return path
-
-    @classmethod
-    def load(cls, folder: Union[str, Path]) -> "Run":
-        """Reopen a run from its folder: finished, stopped, or killed (a dead kernel, an OOM kill).
-
-        A run whose process died while training reports status ``killed`` and ``saved_step``, the
-        step it can be resumed from with ``train(..., resume=folder)``. A line torn by the kill
-        at the end of ``metrics.jsonl`` is skipped.
-
-        Example:
-            >>> Run.load("runs/20261128-101500").last("loss")   # doctest: +SKIP
-        """
-        folder = Path(folder)
-        recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").exists() else None
-        run = cls(folder, recipe)
-        run.history = _read_jsonl(folder / "metrics.jsonl")
-        info = _read_json(folder / "run.json")
-        run.status, run.step, run.max_steps = info.get("status", "unknown"), info.get("step", 0), info.get("max_steps", 0)
-        run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
-        run.summary = info.get("summary", {})
-        if run.status == "running" and not _alive(info):
-            run.status = "killed"
-            run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
-                           f" (resume='{folder}' continues from there)")
-        return run
-
-    def _rows(self) -> list[list[Any]]:
-        rows = [["status", self.status], ["step", f"{self.step}/{self.max_steps}"]]
-        if self.status in ("killed", "failed", "diverged"):
-            rows += [["last saved step", self.saved_step], ["why", self.message]]
-        rows += [[key, self.last(key)] for key in ("loss", "eval_loss", "tokens_per_s") if self.last(key) is not None]
-        if self.summary.get("train_runtime"):
-            rows.append(["runtime (s)", round(self.summary["train_runtime"], 1)])
-        return rows + [["folder", str(self.dir)]]
-
-    def __str__(self) -> str:
-        return text_table(["run", self.name], self._rows())
-
-    def __repr__(self) -> str:
-        return f"Run({str(self.dir)!r}, status={self.status!r}, step={self.step})"
-
-    def _repr_html_(self) -> str:
-        import base64
-
-        from .charts import save_png
-
-        img = base64.b64encode(save_png(self.figure())).decode() if self.history else ""
-        chart = f"<img src='data:image/png;base64,{img}'/>" if img else ""
-        return f"<div style='display:flex;gap:1em;align-items:flex-start'>{html_table(['run', self.name], self._rows())}{chart}</div>"
-
-
-def memory_mb() -> float:
-    """Memory in use: the GPU's peak allocation when there is one, else this process's resident size."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
+from .provenance import lora_section, model_section
+from .recipe import DataSection, Recipe, TrainSection, build_section
+from .runs import Run, read_jsonl, training, training_run
 
 
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
@@ -267,17 +101,6 @@ def check_sft_overrides(sft: dict) -> dict:
     return sft
 
 
-def precision_kwargs(model: Any) -> dict:
-    """bf16/fp16 mixed precision matching the model's compute dtype (TRL turns bf16 on by default)."""
-    import torch
-
-    dtype = getattr(getattr(model, "config", None), "dtype", None)
-    bnb = getattr(getattr(model, "config", None), "quantization_config", None)
-    compute = getattr(bnb, "bnb_4bit_compute_dtype", None) if bnb is not None else None
-    dtype = compute if isinstance(compute, torch.dtype) else dtype
-    return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
-
-
 def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: Optional[str] = None) -> Path:
     """The folder a run writes to, checked before anything is written.
 
@@ -300,94 +123,6 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
         n += 1
         folder = base.with_name(f"{base.name}-{n}")
     return folder
-
-
-def model_section(model: Any) -> ModelSection:
-    """How ``model`` was loaded: what :func:`lora_nb.load` recorded, else read off the model."""
-    recorded = getattr(model, "lora_nb_load", None)
-    if isinstance(recorded, ModelSection):
-        return recorded
-    quant = "4bit" if getattr(model, "is_loaded_in_4bit", False) else "8bit" if getattr(model, "is_loaded_in_8bit", False) else None
-    return ModelSection(name=str(getattr(model, "name_or_path", "") or "unknown"), quant=quant)
-
-
-def lora_section(model: Any) -> LoraSection:
-    """The lora settings of a PeftModel's adapter: as given to :func:`lora_nb.inject`, else read back
-    from its LoraConfig."""
-    recorded = getattr(model, "lora_nb_lora", None)
-    if isinstance(recorded, LoraSection):
-        return recorded
-    cfg = model.peft_config[model.active_adapter]
-    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else sorted(cfg.target_modules)
-    variant = "dora" if cfg.use_dora else "rslora" if cfg.use_rslora else "lora"
-    return LoraSection(r=cfg.r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=targets, variant=variant,
-                       bias=cfg.bias, rank_pattern=cfg.rank_pattern or None, alpha_pattern=cfg.alpha_pattern or None,
-                       modules_to_save=sorted(cfg.modules_to_save) if cfg.modules_to_save else None)
-
-
-def save_adapter(run: Run, model: Any, tokenizer: Any) -> None:
-    """Save the adapter into ``run.adapter_dir``, swapped in whole: a kill mid-save keeps the previous one."""
-    from .merging import save
-
-    replace_folder(run.adapter_dir, lambda tmp: save(model, tmp, tokenizer=tokenizer, overwrite=True))
-
-
-def _write_status(run: Run) -> None:
-    import socket
-
-    info = {"status": run.status, "step": run.step, "max_steps": run.max_steps, "saved_step": run.saved_step,
-            "message": run.message, "summary": run.summary, "pid": os.getpid(), "host": socket.gethostname()}
-    atomic_write(run.dir / "run.json", json.dumps(info, indent=1))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else ():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line torn by a kill mid-write
-            continue
-    return rows
-
-
-def _alive(info: dict) -> bool:
-    """Whether the process that wrote a run.json still runs; True where this machine cannot tell."""
-    import socket
-
-    pid = info.get("pid")
-    if not pid or info.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        pass
-    return True
-
-
-# Models training right now (id of the base model -> its Run): a second run or a generate on the
-# same weights would fight over train/eval mode and accelerate's state.
-_BUSY: dict[int, Run] = {}
-
-
-def training_run(model: Any) -> Optional[Run]:
-    """The Run training ``model`` right now (in this process), or None.
-
-    Example:
-        >>> training_run(object()) is None
-        True
-    """
-    get_base = getattr(model, "get_base_model", None)
-    base = get_base() if callable(get_base) else model
-    return _BUSY.get(id(base))
 
 
 def train(
@@ -492,11 +227,9 @@ def train(
         if isinstance(callback, RunCallback):
             callback.run = run
     checkpoint = last_checkpoint(run.dir) if resume else None
-    _BUSY[id(model.get_base_model())] = run
+    training(model, run)
     if background:
-        run._thread = threading.Thread(target=_execute, args=(run, trainer, model, tokenizer, checkpoint),
-                                       name=f"lora_nb {run.name}", daemon=True)
-        run._thread.start()
+        run.start(lambda: _execute(run, trainer, model, tokenizer, checkpoint))
         return run
     _execute(run, trainer, model, tokenizer, checkpoint)
     if run.error is not None:
@@ -510,7 +243,7 @@ def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
     metrics = run.dir / "metrics.jsonl"
     if resume:
         step = json.loads((Path(last_checkpoint(run.dir)) / "trainer_state.json").read_text())["global_step"]
-        run.history = [row for row in _read_jsonl(metrics) if row.get("step", 0) <= step]
+        run.history = [row for row in read_jsonl(metrics) if row.get("step", 0) <= step]
         atomic_write(metrics, "".join(json.dumps(row) + "\n" for row in run.history))
         run.step = run.saved_step = step
     elif overwrite:
@@ -526,10 +259,10 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opt
         with _stop_on_interrupt(run):
             trainer.train(resume_from_checkpoint=checkpoint)
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
-        if run._interrupted:
+        if run.interrupted:
             run.status = "interrupted"
-        if run._diverged:
-            run.status, run.message = "diverged", run._diverged
+        if run.divergence:
+            run.status, run.message = "diverged", run.divergence
     except KeyboardInterrupt:
         run.status = "interrupted"
     except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
@@ -537,11 +270,10 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opt
     finally:
         run.step = trainer.state.global_step
         _finish(run, trainer, model, tokenizer)
-        _BUSY.pop(id(model.get_base_model()), None)
+        training(model, None)
         run.trainer = None
     _report(run)
-    for fn in run._on_done:
-        fn(run)
+    run.done()
 
 
 def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
@@ -551,7 +283,7 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
 
     def adapter() -> None:
         if all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
-            save_adapter(run, model, tokenizer)
+            run.save_adapter(model, tokenizer)
             run.saved_step = run.step
         else:  # keep the last saved (finite) adapter rather than write a broken one over it
             run.message += f" The weights are not finite; the adapter from step {run.saved_step} is kept."
@@ -566,7 +298,7 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
             run.error = run.error or e
             run.message = (run.message + " " if run.message else "") + f"final save failed: {type(e).__name__}: {e}"
     try:
-        _write_status(run)
+        run.write_status()
     except BaseException as e:  # noqa: BLE001
         run.status, run.error = "failed", run.error or e
 
@@ -599,9 +331,9 @@ def _stop_on_interrupt(run: Run):
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: Any) -> None:
-        if run._interrupted:
+        if run.interrupted:
             raise KeyboardInterrupt
-        run._interrupted = True
+        run.interrupted = True
         run.stop()
         print(f"\nstopping after step {run.step + 1}… (interrupt again to stop at once)", flush=True)
 
@@ -663,46 +395,3 @@ def _eval_setting(eval: Any, run: Run) -> Union[float, str, None]:
     return str(path)
 
 
-class RunTable:
-    """Runs side by side: their settings and final metrics, and their loss curves overlaid.
-
-    Example:
-        >>> RunTable([run_a, run_b])   # doctest: +SKIP
-    """
-
-    HEADERS = ["run", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
-               "loss", "eval loss", "tokens/s", "seconds"]
-
-    def __init__(self, runs: Sequence[Run]) -> None:
-        self.runs = list(runs)
-
-    def rows(self) -> list[list[Any]]:
-        out = []
-        for run in self.runs:
-            r = run.recipe
-            lora, train, model = (r.lora, r.train, r.model) if r else (None, None, None)
-            targets = lora.targets if lora and isinstance(lora.targets, str) else (", ".join(lora.targets) if lora else None)
-            out.append([run.name, run.status, run.step, model.quant if model else None, targets,
-                        lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
-                        train.lr if train else None, train.batch_size if train else None,
-                        run.last("loss"), run.last("eval_loss"), run.last("tokens_per_s"),
-                        round(run.summary["train_runtime"], 1) if run.summary.get("train_runtime") else None])
-        return out
-
-    def figure(self):
-        from .charts import loss_figure
-
-        return loss_figure([(run.name, run.history) for run in self.runs], title="loss by run")
-
-    def __str__(self) -> str:
-        return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
-
-    def _repr_html_(self) -> str:
-        import base64
-
-        from .charts import save_png
-
-        if not self.runs:
-            return "<p>no runs yet</p>"
-        img = base64.b64encode(save_png(self.figure())).decode()
-        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"

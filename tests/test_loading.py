@@ -13,7 +13,9 @@ def test_full_precision_on_cpu(llama):
     model, tok = lora_nb.load(llama)
     assert model.dtype == torch.float32
     assert tok.pad_token is not None and tok.chat_template
-    assert model.lora_nb_load.quant is None
+    from lora_nb.provenance import model_section
+
+    assert model_section(model).quant is None and model_section(model).name == llama
 
 
 def test_4bit_is_qlora_nf4_double_quant(llama):

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 import lora_nb
-from lora_nb.training import Run
+from lora_nb.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 

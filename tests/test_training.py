@@ -13,7 +13,7 @@ import time
 import pytest
 
 import lora_nb
-from lora_nb.training import Run
+from lora_nb.runs import Run
 
 
 @pytest.fixture

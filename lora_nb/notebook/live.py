@@ -28,7 +28,7 @@ def status_line(run: Any) -> str:
     """One line for a run: step, losses, speed, memory, elapsed and ETA.
 
     Example:
-        >>> from lora_nb.training import Run
+        >>> from lora_nb.runs import Run
         >>> run = Run("runs/example")
         >>> run.step, run.max_steps, run.history = 5, 10, [{"step": 5, "loss": 1.0, "elapsed": 10.0}]
         >>> status_line(run)

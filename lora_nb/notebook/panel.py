@@ -16,6 +16,7 @@ from typing import Any, Optional
 import ipywidgets as w
 
 from ..errors import ConfigError
+from ..provenance import unwrap
 from ..recipe import FORMATS, VARIANTS, LoraSection, TrainSection
 from .session import Session
 
@@ -113,7 +114,7 @@ class Panel(w.VBox):
         self.say(f"loaded {html.escape(self.model_name.value)}")
 
     def show_targets(self) -> None:
-        self.report = self.session.targets(_base(self.session.model), r=self.r.value)
+        self.report = self.session.targets(unwrap(self.session.model), r=self.r.value)
         boxes = []
         for role in self.report.roles:
             if self.report.names(role) and role != "head":
@@ -198,6 +199,3 @@ class Panel(w.VBox):
         return handler
 
 
-def _base(model: Any) -> Any:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model

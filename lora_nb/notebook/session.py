@@ -120,7 +120,7 @@ class Session:
         return compare(self.model, self.tokenizer, prompts, **kwargs)
 
     def save(self, folder: str, overwrite: bool = False) -> Path:
-        from ..merging import save
+        from ..adapters import save
 
         self.require_model(adapter=True)
         self._record(f"lora_nb.save(model, {folder!r}, tokenizer=tok{_kwargs(dict(overwrite=overwrite) if overwrite else {})})")
@@ -164,7 +164,7 @@ class Session:
         return to_script(self.recipe())
 
     def run_table(self):
-        from ..training import RunTable
+        from ..runs import RunTable
 
         return RunTable(self.runs)
 

@@ -1,0 +1,336 @@
+"""A training run as a record: its settings, its history, its folder, and the runs side by side.
+
+A run's folder holds ``adapter/`` (safetensors + tokenizer), ``checkpoints/`` (what resuming
+needs), ``recipe.yaml`` (export it as a script), ``metrics.jsonl`` (one line per log, written as
+it happens), ``run.json`` (status, written atomically) and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from .files import atomic_write, replace_folder
+from .recipe import Recipe
+from .render import html_table, text_table
+
+METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
+
+
+class Run:
+    """One training run: its settings, its history as it grows, its folder.
+
+    ``history`` is a list of dicts (step, loss, eval_loss, learning_rate, grad_norm, tokens_per_s,
+    memory_mb, elapsed). ``status`` is running, finished, stopped (by :meth:`stop` or a callback),
+    interrupted (Ctrl-C) or failed.
+
+    Example:
+        >>> run = lora_nb.train(model, tok, "data.jsonl", steps=100)   # doctest: +SKIP
+        >>> run.history[-1]["loss"], run.adapter_dir                   # doctest: +SKIP
+    """
+
+    def __init__(self, folder: Union[str, Path], recipe: Optional[Recipe] = None):
+        self.dir = Path(folder)
+        self.recipe = recipe
+        self.history: list[dict] = []
+        self.status = "running"
+        self.max_steps = 0
+        self.step = 0
+        self.summary: dict = {}
+        self.saved_step = 0  # the last step whose adapter and checkpoint are safely on disk
+        self.message = ""  # why a run failed, diverged or was killed
+        self.error: Optional[BaseException] = None
+        self.trainer: Any = None
+        self.interrupted = False  # stopped by Ctrl-C / the kernel's interrupt
+        self.divergence = ""  # why training diverged, once it has
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._save_now = threading.Event()
+        self._on_done: list = []
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.dir / "adapter"
+
+    def stop(self) -> None:
+        """Ask training to stop after the current step; the adapter and history are saved.
+
+        Safe to call from another thread (a notebook's Stop button).
+        """
+        self._stop.set()
+
+    @property
+    def background(self) -> bool:
+        """True for a run trained in a background thread (``train(background=True)``)."""
+        return self._thread is not None
+
+    @property
+    def running(self) -> bool:
+        """True while a background run's thread is still training."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: Optional[float] = None) -> "Run":
+        """Block until a background run ends (or ``timeout`` seconds pass); re-raise its error if it failed.
+
+        Example:
+            >>> run = train(model, tok, data, steps=500, background=True)   # doctest: +SKIP
+            >>> run.stop(); run.wait().status                               # doctest: +SKIP
+            'stopped'
+        """
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.error is not None and not self.running:
+            raise self.error
+        return self
+
+    def on_done(self, fn) -> None:
+        """Call ``fn(run)`` once the run has ended and its adapter, history and status are saved.
+
+        Example:
+            >>> run.on_done(lambda r: print(r.status))   # doctest: +SKIP
+        """
+        self._on_done.append(fn)
+
+    def save_now(self) -> None:
+        """Ask for the adapter to be saved after the current step, without stopping."""
+        self._save_now.set()
+
+    # --- what the training loop uses (lora_nb.callbacks, lora_nb.training) ----------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`stop` has been called."""
+        return self._stop.is_set()
+
+    def take_save_request(self) -> bool:
+        """True (once) after :meth:`save_now` was called."""
+        asked = self._save_now.is_set()
+        self._save_now.clear()
+        return asked
+
+    def diverge(self, why: str) -> None:
+        """Record the first sign of divergence (a later one says nothing new)."""
+        self.divergence = self.divergence or why
+
+    def start(self, target: Callable[[], None]) -> None:
+        """Run ``target`` (the training) in a background thread named after the run."""
+        self._thread = threading.Thread(target=target, name=f"lora_nb {self.name}", daemon=True)
+        self._thread.start()
+
+    def done(self) -> None:
+        """Call the :meth:`on_done` callbacks: the run has ended and everything is saved."""
+        for fn in self._on_done:
+            fn(self)
+
+    def save_adapter(self, model: Any, tokenizer: Any) -> None:
+        """Save the adapter into :attr:`adapter_dir`, swapped in whole: a kill mid-save keeps the previous one."""
+        from .adapters import save
+
+        replace_folder(self.adapter_dir, lambda tmp: save(model, tmp, tokenizer=tokenizer, overwrite=True))
+
+    def write_status(self) -> None:
+        """Write ``run.json`` (status, steps, last saved step, why, and which process) atomically."""
+        import socket
+
+        info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
+                "message": self.message, "summary": self.summary, "pid": os.getpid(), "host": socket.gethostname()}
+        atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
+
+    def last(self, key: str) -> Optional[float]:
+        """The latest logged value of ``key`` (e.g. "loss", "eval_loss"), or None.
+
+        Example:
+            >>> run.last("loss")   # doctest: +SKIP
+            0.412
+        """
+        return next((h[key] for h in reversed(self.history) if h.get(key) is not None), None)
+
+    def figure(self):
+        """The loss chart (training loss raw and smoothed, eval loss) as a matplotlib Figure."""
+        from .charts import loss_figure
+
+        return loss_figure([(self.name, self.history)], title=f"{self.name} ({self.status})")
+
+    def save_chart(self) -> Path:
+        """Write ``loss.png`` into the run folder and return its path."""
+        from .charts import save_png
+
+        path = self.dir / "loss.png"
+        save_png(self.figure(), path)
+        return path
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> "Run":
+        """Reopen a run from its folder: finished, stopped, or killed (a dead kernel, an OOM kill).
+
+        A run whose process died while training reports status ``killed`` and ``saved_step``, the
+        step it can be resumed from with ``train(..., resume=folder)``. A line torn by the kill
+        at the end of ``metrics.jsonl`` is skipped.
+
+        Example:
+            >>> Run.load("runs/20261128-101500").last("loss")   # doctest: +SKIP
+        """
+        folder = Path(folder)
+        recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").exists() else None
+        run = cls(folder, recipe)
+        run.history = read_jsonl(folder / "metrics.jsonl")
+        info = _read_json(folder / "run.json")
+        run.status, run.step, run.max_steps = info.get("status", "unknown"), info.get("step", 0), info.get("max_steps", 0)
+        run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
+        run.summary = info.get("summary", {})
+        if run.status == "running" and not _alive(info):
+            run.status = "killed"
+            run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
+                           f" (resume='{folder}' continues from there)")
+        return run
+
+    def _rows(self) -> list[list[Any]]:
+        rows = [["status", self.status], ["step", f"{self.step}/{self.max_steps}"]]
+        if self.status in ("killed", "failed", "diverged"):
+            rows += [["last saved step", self.saved_step], ["why", self.message]]
+        rows += [[key, self.last(key)] for key in ("loss", "eval_loss", "tokens_per_s") if self.last(key) is not None]
+        if self.summary.get("train_runtime"):
+            rows.append(["runtime (s)", round(self.summary["train_runtime"], 1)])
+        return rows + [["folder", str(self.dir)]]
+
+    def __str__(self) -> str:
+        return text_table(["run", self.name], self._rows())
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r}, status={self.status!r}, step={self.step})"
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        from .charts import save_png
+
+        img = base64.b64encode(save_png(self.figure())).decode() if self.history else ""
+        chart = f"<img src='data:image/png;base64,{img}'/>" if img else ""
+        return f"<div style='display:flex;gap:1em;align-items:flex-start'>{html_table(['run', self.name], self._rows())}{chart}</div>"
+
+
+def memory_mb() -> float:
+    """Memory in use: the GPU's peak allocation when there is one, else this process's resident size."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file; a line torn by a kill in the middle of a write is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line torn by a kill mid-write
+            continue
+    return rows
+
+
+def _alive(info: dict) -> bool:
+    """Whether the process that wrote a run.json still runs; True where this machine cannot tell."""
+    import socket
+
+    pid = info.get("pid")
+    if not pid or info.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return True
+
+
+# Models training right now (id of the base model -> its Run): a second run or a generate on the
+# same weights would fight over train/eval mode and accelerate's state.
+_BUSY: dict[int, Run] = {}
+
+
+def training_run(model: Any) -> Optional[Run]:
+    """The Run training ``model`` right now (in this process), or None.
+
+    Example:
+        >>> training_run(object()) is None
+        True
+    """
+    from .provenance import unwrap
+
+    return _BUSY.get(id(unwrap(model)))
+
+
+def training(model: Any, run: Optional[Run]) -> None:
+    """Mark ``model`` as trained by ``run`` (None: free again)."""
+    from .provenance import unwrap
+
+    if run is None:
+        _BUSY.pop(id(unwrap(model)), None)
+    else:
+        _BUSY[id(unwrap(model))] = run
+
+
+
+
+class RunTable:
+    """Runs side by side: their settings and final metrics, and their loss curves overlaid.
+
+    Example:
+        >>> RunTable([run_a, run_b])   # doctest: +SKIP
+    """
+
+    HEADERS = ["run", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
+               "loss", "eval loss", "tokens/s", "seconds"]
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self.runs = list(runs)
+
+    def rows(self) -> list[list[Any]]:
+        out = []
+        for run in self.runs:
+            r = run.recipe
+            lora, train, model = (r.lora, r.train, r.model) if r else (None, None, None)
+            targets = lora.targets if lora and isinstance(lora.targets, str) else (", ".join(lora.targets) if lora else None)
+            out.append([run.name, run.status, run.step, model.quant if model else None, targets,
+                        lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
+                        train.lr if train else None, train.batch_size if train else None,
+                        run.last("loss"), run.last("eval_loss"), run.last("tokens_per_s"),
+                        round(run.summary["train_runtime"], 1) if run.summary.get("train_runtime") else None])
+        return out
+
+    def figure(self):
+        from .charts import loss_figure
+
+        return loss_figure([(run.name, run.history) for run in self.runs], title="loss by run")
+
+    def __str__(self) -> str:
+        return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        from .charts import save_png
+
+        if not self.runs:
+            return "<p>no runs yet</p>"
+        img = base64.b64encode(save_png(self.figure())).decode()
+        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"
