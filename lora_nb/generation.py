@@ -8,6 +8,8 @@ from typing import Any, Union
 from .errors import ConfigError
 from .render import html_table, text_table
 
+MAX_NEW_TOKENS = 128  # the answer length when a caller does not say
+
 
 def _encode(tokenizer: Any, prompts: list[str]):
     if getattr(tokenizer, "chat_template", None):
@@ -34,7 +36,7 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     batch = [prompts] if single else list(prompts)
     if not batch or not all(isinstance(p, str) for p in batch):
         raise ConfigError("prompts", prompts, problem="must be a string or a non-empty list of strings")
-    kwargs = dict(max_new_tokens=128, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from .portable import pin_4bit_layout
     from .runs import training_run

@@ -27,11 +27,11 @@ from typing import Any, Optional, Union
 
 from .errors import ConfigError
 
-QUANTS = (None, "8bit", "4bit")
+QUANTS = ("8bit", "4bit")  # or null: full precision
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 VARIANTS = ("lora", "rslora", "dora")
 BIASES = ("none", "all", "lora_only")
-FORMATS = (None, "text", "alpaca", "messages", "prompt_completion")
+FORMATS = ("text", "alpaca", "messages", "prompt_completion")  # or null: detected from the columns
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 
 
@@ -152,7 +152,7 @@ class Recipe:
     lora: LoraSection = field(default_factory=LoraSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
-    output_dir: Optional[str] = None
+    output_dir: Optional[str] = setting(None, "The run's folder: new or empty (default: a new runs/<date-time> folder).")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Recipe":
@@ -221,11 +221,15 @@ class Recipe:
             True
         """
         rows = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
-        for name, cls in SECTIONS.items():
-            for f in dataclasses.fields(cls):
+        places = [(f"{name}.", cls, dataclasses.fields(cls)) for name, cls in SECTIONS.items()]
+        places.append(("", Recipe, [f for f in dataclasses.fields(Recipe) if f.name not in SECTIONS]))
+        for prefix, cls, fields in places:
+            hints = typing.get_type_hints(cls)
+            for f in fields:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                choices = ", ".join("null" if c is None else str(c) for c in f.metadata["choices"] or ())
-                rows.append(f"| `{name}.{f.name}` | `{default!r}` | {choices} | {f.metadata['help']} |")
+                null = ["null"] if f.metadata["choices"] and type(None) in typing.get_args(hints[f.name]) else []
+                choices = ", ".join(null + [str(c) for c in f.metadata["choices"] or ()])
+                rows.append(f"| `{prefix}{f.name}` | `{default!r}` | {choices} | {f.metadata['help']} |")
         return "\n".join(rows)
 
 
@@ -348,9 +352,13 @@ def build_section(cls: type, raw: Any, prefix: str):
 
 
 def coerce(key: str, value: Any, hint: Any, choices: tuple | None = None) -> Any:
-    """Check ``value`` against a type hint, converting the safe cases (``"2e-4"`` → 0.0002, ``8`` → 8.0)."""
-    if choices is not None and value not in choices:
-        raise ConfigError(key, value, allowed=["null" if c is None else c for c in choices])
+    """Check ``value`` against a type hint, converting the safe cases (``"2e-4"`` → 0.0002, ``8`` → 8.0).
+
+    ``choices`` are the allowed values; an Optional setting also takes null.
+    """
+    optional = type(None) in typing.get_args(hint)
+    if choices is not None and value not in choices and not (optional and value is None):
+        raise ConfigError(key, value, allowed=(["null"] if optional else []) + list(choices))
     args = typing.get_args(hint)
     if typing.get_origin(hint) is Union:
         if value is None and type(None) in args:

@@ -357,13 +357,15 @@ def test_reference_lists_every_setting_with_its_help():
     ref = Recipe.reference()
     lines = ref.splitlines()
 
-    expected = [(name, f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    expected = [(f"{name}.", f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    expected += [("", f) for f in dataclasses.fields(Recipe) if f.name not in SECTIONS]  # output_dir
     assert len(lines) == 2 + len(expected)
-    for name, f in expected:
-        line = next(line for line in lines if line.startswith(f"| `{name}.{f.name}` |"))
+    for prefix, f in expected:
+        line = next(line for line in lines if line.startswith(f"| `{prefix}{f.name}` |"))
         assert f.metadata["help"] in line
         for choice in f.metadata["choices"] or ():
-            assert ("null" if choice is None else choice) in line
+            assert choice in line
+    assert "| null, 8bit, 4bit |" in ref and "| null, text, alpaca, messages, prompt_completion |" in ref
 
 
 def test_sections_are_the_recipe_fields():

@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import ConfigError, nearest
 from ..files import check_free
-from ..recipe import SECTIONS, DataSection, LoraSection, TrainSection, parse_yaml
+from ..recipe import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
 from .session import Session
 
 
@@ -139,7 +139,7 @@ def _load_flags(p: argparse.ArgumentParser) -> None:
     bits = p.add_mutually_exclusive_group()
     bits.add_argument("--4bit", dest="quant", action="store_const", const="4bit")
     bits.add_argument("--8bit", dest="quant", action="store_const", const="8bit")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default=ModelSection.dtype)
     p.add_argument("--device-map", default=None)
     p.add_argument("--trust-remote-code", action="store_true")
 
@@ -171,7 +171,7 @@ def _inject(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 
 TRAIN_KEYS = {**_fields(TrainSection), "data": _fields(DataSection)["path"],
               **{k: v for k, v in _fields(DataSection).items() if k != "path"},
-              "output_dir": "The run's folder (default runs/<timestamp>)."}
+              "output_dir": _fields(Recipe)["output_dir"]}
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -227,17 +227,17 @@ def _prompt(args: argparse.Namespace, cell: Optional[str], what: str) -> str:
 
 
 def _gen_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: generate's)")
 
 
 @verb("generate", "answer a prompt with the current model", '%lora generate "Is 7 even or odd?"', _gen_flags, "prompt")
 def _generate(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    print(m.session.generate(_prompt(args, cell, "generate"), max_new_tokens=args.max_new_tokens))
+    print(m.session.generate(_prompt(args, cell, "generate"), **_given(max_new_tokens=args.max_new_tokens)))
 
 
 @verb("compare", "base vs adapter answers side by side", '%lora compare "Is 7 even or odd?"', _gen_flags, "prompt")
 def _compare(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    return m.session.compare([_prompt(args, cell, "compare")], max_new_tokens=args.max_new_tokens)
+    return m.session.compare([_prompt(args, cell, "compare")], **_given(max_new_tokens=args.max_new_tokens))
 
 
 def _dir_flag(p: argparse.ArgumentParser) -> None:
@@ -253,14 +253,14 @@ def _save(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 
 def _merge_flags(p: argparse.ArgumentParser) -> None:
     _dir_flag(p)
-    p.add_argument("--into", default="dequantized", help="dequantized (what QLoRA trained against) or original")
+    p.add_argument("--into", default=None, help="dequantized (default: what QLoRA trained against) or original")
     p.add_argument("--dtype", default=None)
 
 
 @verb("merge", "write a standalone merged model (QLoRA: into the dequantised weights)", "%lora merge merged-model", _merge_flags)
 def _merge(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     check_free(args.dir, "dir", overwrite=args.force, option="--force")
-    print(f"merged model written to {m.session.merge(args.dir, into=args.into, dtype=args.dtype, overwrite=args.force)}")
+    print(f"merged model written to {m.session.merge(args.dir, overwrite=args.force, **_given(into=args.into, dtype=args.dtype))}")
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
@@ -305,6 +305,11 @@ def _recipe(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     from ..recipe import Recipe
 
     return m.session.run_recipe(Recipe.from_dict(_yaml(cell or "", "recipe")), live=_in_kernel(m))
+
+
+def _given(**flags: Any) -> dict:
+    """The flags the user gave: the others are left to the API's own defaults (defined once, there)."""
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _section_body(cell: str, what: str, section: str) -> dict:

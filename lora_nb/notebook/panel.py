@@ -59,7 +59,7 @@ class Panel(w.VBox):
         self.variant = w.Dropdown(options=list(VARIANTS), value=LoraSection.variant, description="variant")
         self.params = w.HTML()
         self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=w.Layout(width="55%"))
-        self.format = w.Dropdown(options=[("auto", None)] + [(f, f) for f in FORMATS if f], value=None, description="format")
+        self.format = w.Dropdown(options=[("auto", None)] + [(f, f) for f in FORMATS], value=None, description="format")
         self.lr = w.FloatText(value=TrainSection.lr, description="lr")
         self.steps = w.IntText(value=100, description="steps")
         self.batch_size = w.IntText(value=TrainSection.batch_size, description="batch size")
@@ -169,11 +169,11 @@ class Panel(w.VBox):
         self.session.active.save_now()
 
     def generate(self) -> None:
-        answer = self.session.generate(self.prompt.value, max_new_tokens=64)
+        answer = self.session.generate(self.prompt.value)
         self.result.value = f"<pre>{html.escape(answer)}</pre>"
 
     def compare(self) -> None:
-        self.result.value = self.session.compare([self.prompt.value], max_new_tokens=64)._repr_html_()
+        self.result.value = self.session.compare([self.prompt.value])._repr_html_()
 
     def export(self) -> None:
         self.result.value = f"<pre style='max-height:30em;overflow:auto'>{html.escape(self.session.export())}</pre>"
