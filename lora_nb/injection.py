@@ -80,13 +80,13 @@ def compact(names: list[str], all_names: list[str]) -> Union[str, list[str]]:
     return list(names)
 
 
-def lora_config_kwargs(model: Any, report: Optional[Discovery] = None, **settings: Any) -> dict:
+def lora_config_kwargs(model: Any, **settings: Any) -> dict:
     """The ``peft.LoraConfig`` keywords for lora settings (see :class:`LoraSection`) on ``model``.
 
     One function for :func:`inject` and the exported script, so both build the same adapter.
     """
     s = build_section(LoraSection, settings, "lora")
-    report = report or discover(model, r=s.r)
+    report = discover(model, r=s.r)
     # the names PEFT will see: a PeftModel's own layers (lora_A, base_layer) go when its adapter is removed
     all_names = [n for n, _ in unwrap(model).named_modules() if not _is_peft_internal(n)]
     kwargs = dict(

@@ -39,7 +39,12 @@ def cache_dir() -> Path:
     ``$LORA_NB_CACHE`` if set, else ``~/.cache/lora_nb``.
 
     Example:
-        >>> cache_dir().name in ("lora_nb",) or True
+        >>> import os
+        >>> saved = os.environ.pop("LORA_NB_CACHE", None)
+        >>> cache_dir() == Path.home() / ".cache" / "lora_nb"
+        True
+        >>> os.environ["LORA_NB_CACHE"] = saved or "/tmp/lora_nb-example"
+        >>> cache_dir() == Path(os.environ["LORA_NB_CACHE"])
         True
     """
     return Path(os.environ.get("LORA_NB_CACHE", Path.home() / ".cache" / "lora_nb"))
@@ -151,7 +156,7 @@ def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0) -> Path
 
     ``family`` is one of ``llama``, ``gpt2`` (Conv1D layers), ``phi3`` (fused qkv and gate_up),
     ``qwen3_moe`` (mixture of experts) or ``bert`` (encoder with a classifier head); ``size`` is
-    ``"tiny"`` (hidden 32, 2 layers: for tests) or ``"demo"`` (hidden 128, 4 layers). Built once
+    ``"tiny"`` (hidden 32, 2 layers: for tests) or ``"demo"`` (hidden 64, 2 layers, wider init). Built once
     and cached under :func:`cache_dir`.
 
     Example:

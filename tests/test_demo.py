@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 from lora_nb.demo import run_demo
 
@@ -17,7 +18,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert figures["merged_accuracy"] >= figures["accuracy_after"] - 0.05  # merging keeps what was learned
     assert figures["quant"] == "4bit"  # bitsandbytes runs 4-bit on this CPU: the demo is QLoRA
     for key in ("adapter", "merged", "chart", "script"):
-        assert (tmp_path / "demo" / figures[key].split("demo/", 1)[1]).exists() or __import__("os").path.exists(figures[key])
+        path = Path(figures[key])
+        assert path.exists() and path.resolve().is_relative_to((tmp_path / "demo").resolve()), key
     assert open(figures["chart"], "rb").read(4) == b"\x89PNG"
     ast.parse(open(figures["script"]).read())
     assert json.loads((tmp_path / "demo" / "figures.json").read_text())["steps"] == 200

@@ -147,10 +147,10 @@ class Panel(w.VBox):
     def train(self) -> None:
         from .live import LiveChart
 
+        self.session.require_model()  # first: without a model there are no roles to tick
+        self.session.require_idle()
         if not self.targets():
             raise ConfigError("targets", problem="tick at least one role")
-        self.session.require_model()
-        self.session.require_idle()
         self.session.inject(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,
                             targets=self.targets(), variant=self.variant.value)
         chart = LiveChart(view=WidgetView(self.chart, self.status))

@@ -1,5 +1,5 @@
-"""The notebook session: the current model, tokenizer and adapter, the runs so far, and every
-step as lora_nb code. Magics and the panel act through it; it acts through the Python API only.
+"""The notebook session: the current model, tokenizer and adapter, and the runs so far.
+Magics and the panel act through it; it acts through the Python API only.
 """
 
 from __future__ import annotations
@@ -27,11 +27,7 @@ class Session:
         self.model_section: Optional[ModelSection] = None
         self.lora_section: Optional[LoraSection] = None
         self.runs: list = []
-        self.steps: list[str] = []
         self.active: Any = None  # the Run training in the background, if any
-
-    def _record(self, code: str) -> None:
-        self.steps.append(code)
 
     def require_model(self, adapter: bool = False) -> None:
         if self.model is None:
@@ -51,7 +47,6 @@ class Session:
         section = build_section(ModelSection, {"name": name, **settings}, "model")
         self.model, self.tokenizer = load(name, **model_kwargs(section))
         self.model_section, self.lora_section = section, None
-        self._record(f"model, tok = lora_nb.load({name!r}{_kwargs(settings)})")
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
@@ -69,7 +64,6 @@ class Session:
         self.require_idle()
         self.lora_section = build_section(LoraSection, settings, "lora")
         self.model = inject(self.model, **settings)
-        self._record(f"model = lora_nb.inject(model{_kwargs(settings)})")
         return self.model
 
     def train(self, data: Any, *, live: bool = True, background: bool = False, **settings: Any):
@@ -82,8 +76,6 @@ class Session:
         progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
                     progress=progress, **settings)
-        shown = data if isinstance(data, (str, Path)) else "data"
-        self._record(f"run = lora_nb.train(model, tok, {str(shown)!r}{_kwargs(settings)})")
         return self._started(run, background)
 
     def _started(self, run: Any, background: bool):
@@ -108,7 +100,6 @@ class Session:
 
         self.require_model()
         self.require_idle()
-        self._record(f"lora_nb.generate(model, tok, {prompts!r}{_kwargs(kwargs)})")
         return generate(self.model, self.tokenizer, prompts, **kwargs)
 
     def compare(self, prompts: Any, **kwargs: Any):
@@ -116,14 +107,12 @@ class Session:
 
         self.require_model(adapter=True)
         self.require_idle()
-        self._record(f"lora_nb.compare(model, tok, {prompts!r}{_kwargs(kwargs)})")
         return compare(self.model, self.tokenizer, prompts, **kwargs)
 
     def save(self, folder: str, overwrite: bool = False) -> Path:
         from ..adapters import save
 
         self.require_model(adapter=True)
-        self._record(f"lora_nb.save(model, {folder!r}, tokenizer=tok{_kwargs(dict(overwrite=overwrite) if overwrite else {})})")
         return save(self.model, folder, tokenizer=self.tokenizer, overwrite=overwrite)
 
     def merge(self, folder: str, **kwargs: Any) -> Path:
@@ -131,7 +120,6 @@ class Session:
 
         self.require_model(adapter=True)
         self.require_idle()
-        self._record(f"lora_nb.merge(model, {folder!r}, tokenizer=tok{_kwargs(kwargs)})")
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
     def run_recipe(self, recipe: Recipe, live: bool = True):
@@ -146,7 +134,6 @@ class Session:
             self.model_section, self.lora_section = recipe.model, recipe.lora
 
         started = run(recipe, callbacks=_live((), live, False), progress=not live, on_model=keep)
-        self._record(f"run = lora_nb.run(lora_nb.Recipe.from_dict({recipe.to_dict()!r}))")
         return self._started(started, False)
 
     def recipe(self) -> Recipe:
@@ -154,8 +141,7 @@ class Session:
         if self.runs:
             return self.runs[-1].recipe
         self.require_model()
-        raise ConfigError("export", problem="needs training data: run %lora train data=... first "
-                          f"(the session so far: {len(self.steps)} step(s), no run yet)")
+        raise ConfigError("export", problem="needs training data: run %lora train data=... first (no run yet)")
 
     def export(self) -> str:
         """The session so far as a standalone transformers/peft/trl script."""
@@ -177,8 +163,3 @@ def _live(callbacks: Any, live: bool, background: bool) -> list:
 
         callbacks.append(LiveChart(controls=background))  # it shows itself once the trainer is built, in this thread
     return callbacks
-
-
-def _kwargs(settings: dict) -> str:
-    return "".join(f", {k}={v!r}" for k, v in settings.items())
-

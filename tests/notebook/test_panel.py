@@ -72,7 +72,7 @@ def test_train_stop_and_runs_from_the_buttons(tiny, demo_data, in_tmp):
 def test_errors_show_in_the_panel(tiny):
     panel = Panel()
     panel.buttons["Train"].click()
-    assert "no model loaded yet" in panel.status.value or "tick at least one role" in panel.status.value
+    assert "no model loaded yet" in panel.status.value
     panel.model_name.value = "/no/such/model"
     panel.buttons["Load"].click()
     assert "cannot be loaded" in panel.status.value and "color:#b00" in panel.status.value
@@ -95,7 +95,7 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     pngs = [png for png, _ in view.shown if png]
     assert pngs and pngs[-1][:4] == b"\x89PNG" and (run.dir / "dashboard.png").read_bytes() == pngs[-1]
     assert "finished" in view.shown[-1][1] and "step 60/60" in view.shown[-1][1]
-    assert "ETA" in view.shown[len(view.shown) // 2][1] or len(view.shown) < 3
+    assert len(view.shown) >= 3 and "ETA" in view.shown[len(view.shown) // 2][1]
     print(f"live chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = {100 * chart.overhead:.2f}% of the run")
     # Each image waits until the last one's drawing time fits the 2% budget (benchmarks/live_chart.py
     # measures the resulting cost side by side on a long run).
