@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from functools import partial
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
-from .portable import detect_format, load_rows, to_sft_dataset
+from .portable import DATA_FILES, detect_format, is_split, load_rows, split_eval, to_sft_dataset
 from .recipe import FORMATS
 
 SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
-FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet")
 
 
 def read(data: Any, split: str = "train", *, key: str = "data.path"):
@@ -46,9 +46,9 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
         if not source:
             raise ConfigError(key, source, problem=f"is empty; give {SOURCES}")
         ext = os.path.splitext(source)[1].lower()
-        if os.path.isfile(source) and ext not in FILE_TYPES:
-            raise ConfigError(key, source, problem="has an unsupported file type", allowed=FILE_TYPES)
-        if ext in FILE_TYPES and not os.path.exists(source):
+        if os.path.isfile(source) and ext not in DATA_FILES:
+            raise ConfigError(key, source, problem="has an unsupported file type", allowed=tuple(DATA_FILES))
+        if ext in DATA_FILES and not os.path.exists(source):
             raise ConfigError(key, source, problem="no such file")
         return _load(source, split, key)
     raise ConfigError("data", type(data).__name__, problem=f"unsupported source; give {SOURCES}")
@@ -65,27 +65,20 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     """
     rows = read(data, split)
     fmt = format or detect_format(rows.column_names)
-    if fmt not in FORMATS or fmt is None:
+    if fmt not in FORMATS:
         raise ConfigError("data.format", format or f"columns {rows.column_names}",
                           problem="cannot be read as any format" if format is None else "unknown format",
-                          allowed=[f for f in FORMATS if f])
+                          allowed=FORMATS)
     _check_columns(rows.column_names, fmt)
     _check_rows(rows, fmt, *_where(data, "data.path"))
     if fmt in ("messages",) and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; set tokenizer.chat_template or use format 'text'")
-    eval_rows = None
     if isinstance(eval, float):
         _check_fraction(eval, len(rows))
-        parts = rows.train_test_split(test_size=eval, seed=seed)
-        rows, eval_rows = parts["train"], parts["test"]
-    elif isinstance(eval, str) and not os.path.exists(eval) and not isinstance(data, (list,)) and _is_split(data, eval):
-        eval_rows = read(data, eval, key="data.eval")
+    rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
+    if eval_rows is not None and not isinstance(eval, float):
         _check_columns(eval_rows.column_names, fmt)
-        _check_rows(eval_rows, fmt, "data.eval", f"split {eval!r}")
-    elif eval is not None:
-        eval_rows = read(eval, key="data.eval")
-        _check_columns(eval_rows.column_names, fmt)
-        _check_rows(eval_rows, fmt, *_where(eval, "data.eval"))
+        _check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval) else _where(eval, "data.eval")))
     train = to_sft_dataset(rows, fmt, tokenizer)
     return train, (to_sft_dataset(eval_rows, fmt, tokenizer) if eval_rows is not None else None), fmt
 
@@ -183,7 +176,7 @@ def _load(source: str, split: str, key: str):
     """:func:`load_rows`, its failures told in one line: datasets' own errors name neither the file nor the line."""
     try:
         rows = load_rows(source, split)
-        if os.path.splitext(source)[1].lower() in (".json", ".jsonl"):
+        if DATA_FILES.get(os.path.splitext(source)[1].lower()) == "json":
             rows.data.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8; training would fail on them
     except Exception as error:  # datasets wraps the cause (ArrowInvalid, UnicodeDecodeError, StopIteration) in its own
         if os.path.isfile(source):
@@ -241,12 +234,6 @@ def _json_problem(path: str, text: str, lines: list[tuple[int, str]], whole: boo
     return None
 
 
-def _is_split(data: Any, name: str) -> bool:
-    from datasets import DatasetDict
-
-    return isinstance(data, DatasetDict) and name in data or isinstance(data, str) and not os.path.isfile(data)
-
-
 class Preview:
     """Tokenised examples with the tokens that carry loss marked: highlighted in notebooks,
     ``[[in double brackets]]`` in terminals.
@@ -295,9 +282,7 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
         format: prompt_completion; [[…]] carries loss
         2+2=[[4</s>]]
     """
-    from types import SimpleNamespace
-
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from .portable import masks_assistant_turns
 
@@ -312,13 +297,32 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
         from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
         chat_template = None if has_generation_markers(tokenizer.chat_template) else get_training_chat_template(tokenizer)
-    # TRL's own preparation (a method that needs only these three attributes), so the preview
-    # shows exactly what SFTTrainer will train on.
-    trainer_state = SimpleNamespace(_tokenizer=tokenizer, chat_template=chat_template,
-                                    completion_only_loss="prompt" in train.column_names)
-    done = SFTTrainer._prepare_dataset(trainer_state, train, tokenizer, config, False, None, "preview")
+    done = trl_prepare(train, tokenizer, config, chat_template=chat_template,
+                       completion_only_loss="prompt" in train.column_names)
     out = []
     for example in done:
         ids, labels = example["input_ids"], example.get("labels") or example["input_ids"]
         out.append([(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)])
     return Preview(out, fmt)
+
+
+# What TRL's SFTTrainer._prepare_dataset reads from ``self`` and takes as arguments (TRL 1.16).
+# tests/test_data.py checks both against the installed TRL, so a TRL change fails there, loudly.
+TRL_PREPARE_ATTRIBUTES = ("_tokenizer", "chat_template", "completion_only_loss")
+TRL_PREPARE_PARAMETERS = ("self", "dataset", "processing_class", "args", "packing", "formatting_func", "dataset_name")
+
+
+def trl_prepare(dataset: Any, tokenizer: Any, config: Any, *, chat_template: Any, completion_only_loss: bool):
+    """TRL's own tokenisation and loss masking, without building a trainer (no model needed).
+
+    It calls the private ``SFTTrainer._prepare_dataset`` with a stand-in for ``self`` holding only
+    the attributes that method reads, so :func:`preview` shows exactly what training will see. The
+    one place lora_nb reaches into TRL's internals.
+    """
+    from types import SimpleNamespace
+
+    from trl import SFTTrainer
+
+    trainer = SimpleNamespace(_tokenizer=tokenizer, chat_template=chat_template, completion_only_loss=completion_only_loss)
+    return SFTTrainer._prepare_dataset(trainer, dataset, processing_class=tokenizer, args=config, packing=False,
+                                       formatting_func=None, dataset_name="preview")

@@ -9,43 +9,37 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from . import portable
 from .errors import ConfigError
-from .portable import pin_4bit_layout
 from .provenance import record
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
-
-DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def resolve_dtype(dtype: str = "auto"):
     """The torch dtype for ``dtype``: ``auto`` is bf16 on GPUs that have it, fp16 on others, fp32 on CPU.
 
+    :func:`lora_nb.portable.resolve_dtype`, with the name checked first.
+
     Example:
         >>> resolve_dtype("fp32")
         torch.float32
     """
-    import torch
-
     coerce("model.dtype", dtype, str, DTYPES)
-    if dtype == "auto":
-        if not torch.cuda.is_available():
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, DTYPE_NAMES[dtype])
+    return portable.resolve_dtype(dtype)
 
 
-def quant_kwargs(quant: Optional[str], compute_dtype) -> Optional[dict]:
+def quant_kwargs(quant: Optional[str]) -> Optional[dict]:
     """``BitsAndBytesConfig`` keywords for ``quant``: 4bit is QLoRA's NF4 + double quantisation.
 
+    The compute dtype is left out: the loader adds the dtype it resolves.
+
     Example:
-        >>> import torch
-        >>> quant_kwargs("4bit", torch.float32)["bnb_4bit_quant_type"]
+        >>> quant_kwargs("4bit")["bnb_4bit_quant_type"]
         'nf4'
     """
     coerce("model.quant", quant, Optional[str], QUANTS)
     if quant == "4bit":
-        return dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=compute_dtype)
+        return dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
     if quant == "8bit":
         return dict(load_in_8bit=True)
     return None
@@ -80,18 +74,6 @@ def precision_kwargs(model: Any) -> dict:
     return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
 
 
-def default_device_map(device_map: Any = None) -> Any:
-    """``device_map`` as given; when None, this process's GPU if there is one (so each process of
-    ``accelerate launch`` takes its own), else the CPU (None)."""
-    import torch
-
-    if device_map is None and torch.cuda.is_available():
-        from accelerate import PartialState
-
-        return {"": PartialState().local_process_index}
-    return device_map
-
-
 def load(
     model: str,
     *,
@@ -112,42 +94,19 @@ def load(
     Example:
         >>> model, tok = load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")   # doctest: +SKIP
     """
-    from transformers import AutoConfig, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoConfig
 
     torch_dtype = resolve_dtype(dtype)
-    bnb = quant_kwargs(quant, torch_dtype)
+    quantization = quant_kwargs(quant)
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ConfigError("model", model, problem=f"cannot be loaded: not a local folder with config.json, nor a reachable Hub model ({e.__class__.__name__})") from None
-    cls = model_class(config)
-    loaded = cls.from_pretrained(
-        model,
-        dtype=torch_dtype,
-        quantization_config=BitsAndBytesConfig(**bnb) if bnb else None,
-        device_map=default_device_map(device_map),
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
+    loaded, tokenizer = portable.load_model_and_tokenizer(
+        model, dtype=torch_dtype, quantization=quantization, device_map=device_map,
+        trust_remote_code=trust_remote_code, model_class=model_class(config).__name__,
     )
-    pin_4bit_layout(loaded)
-    if bnb:
-        loaded = prepare_kbit(loaded)
     # Remembered so a run's recipe and exported script load the model the same way.
     record(loaded, model=ModelSection(name=str(model), quant=quant, dtype=dtype, device_map=device_map,
                                       trust_remote_code=trust_remote_code))
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return loaded, tokenizer
-
-
-def prepare_kbit(model):
-    """PEFT's preparation of a quantised model for training (norms in fp32, input grads on).
-
-    Gradient checkpointing is turned on where memory is scarce (a GPU), not on the CPU, where it
-    only costs time.
-    """
-    import torch
-    from peft import prepare_model_for_kbit_training
-
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())

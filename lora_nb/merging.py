@@ -93,22 +93,19 @@ def _is_quantized(model: Any) -> bool:
 
 def _torch_dtype(dtype: Optional[str], model: Any):
     """The dtype to merge in: as asked, else the one the adapter computed in."""
-    import torch
-
     from .loading import precision_kwargs, resolve_dtype
 
     if dtype is not None:
         return resolve_dtype(dtype)
     p = precision_kwargs(model)
-    if p["bf16"]:
-        return torch.bfloat16
-    if p["fp16"]:
-        return torch.float16
-    return torch.float32
+    return resolve_dtype("bf16" if p["bf16"] else "fp16" if p["fp16"] else "fp32")
 
 
 def _dtype_name(dtype: Any) -> str:
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[str(dtype).replace("torch.", "")]
+    """The recipe's name for a torch dtype: bf16, fp16 or fp32."""
+    from .portable import TORCH_DTYPES
+
+    return {torch_name: name for name, torch_name in TORCH_DTYPES.items()}[str(dtype).removeprefix("torch.")]
 
 
 def float_copy(base: Any, dtype: Any):
@@ -140,10 +137,10 @@ def float_copy(base: Any, dtype: Any):
     for name, tensor in state.items():
         module_name, _, leaf = name.rpartition(".")
         module = plain.get_submodule(module_name)
-        if leaf in module._parameters:
-            module._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
-        elif leaf in module._buffers:
-            module._buffers[leaf] = tensor
+        # Module.__setattr__ swaps a registered parameter or buffer (non-persistent ones included,
+        # which load_state_dict would skip) for the real tensor, in place of its meta stand-in.
+        is_parameter = isinstance(getattr(module, leaf, None), torch.nn.Parameter)
+        setattr(module, leaf, torch.nn.Parameter(tensor, requires_grad=False) if is_parameter else tensor)
     plain.tie_weights()
     missing = [n for n, t in list(plain.named_parameters()) + list(plain.named_buffers()) if t.is_meta]
     if missing:

@@ -1,9 +1,11 @@
-"""Functions shared by lora_nb and the scripts it exports.
+"""Functions shared by lora_nb and the scripts it exports: the one copy of the path both take.
 
-Exported scripts run without lora_nb installed, so :mod:`lora_nb.export` copies these functions
-into each script verbatim (``inspect.getsource``). That is why this file imports nothing from
-lora_nb, keeps its imports inside the functions, and holds only what a script needs to rebuild a
-run exactly: the dtype choice, the data formats, the 4-bit layout and the checkpoint to resume.
+Exported scripts run without lora_nb installed, so :mod:`lora_nb.export` copies this whole file
+into each script, below the script's imports (its docstring and ``__future__`` line left out).
+That is why this file imports nothing from lora_nb, keeps its imports inside the functions
+(standard library, torch and the Hugging Face libraries only; tests/test_portable.py checks), and
+holds what a script needs to rebuild a run exactly: the dtype, the model load, the data files,
+formats and eval split, the 4-bit layout and the checkpoint to resume.
 """
 
 from __future__ import annotations
@@ -12,15 +14,74 @@ ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
 
+# The dtype names of a recipe, as torch names them ("auto" is resolved by resolve_dtype).
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# The data files read by extension, and the datasets builder that reads each.
+DATA_FILES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
 def resolve_dtype(name):
-    """torch dtype for "auto", "bf16", "fp16" or "fp32"; auto is bf16 on GPUs that support it, fp16 on others, fp32 on CPU."""
+    """torch dtype for "auto", "bf16", "fp16" or "fp32"; auto is bf16 on GPUs that support it, fp16 on others, fp32 on CPU.
+
+    Example:
+        >>> resolve_dtype("bf16")
+        torch.bfloat16
+    """
     import torch
 
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    return getattr(torch, TORCH_DTYPES[name])
+
+
+def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None, trust_remote_code=False,
+                             model_class="AutoModelForCausalLM"):
+    """The model (ready for LoRA) and its tokenizer, loaded from safetensors.
+
+    ``dtype`` is a torch dtype (:func:`resolve_dtype`); ``quantization`` holds ``BitsAndBytesConfig``
+    keywords (4-bit computes in ``dtype``) or None; ``model_class`` names the transformers class.
+    A quantised model gets PEFT's ``prepare_model_for_kbit_training``, every 4-bit layer keeps the
+    NF4 layout (:func:`pin_4bit_layout`), and a tokenizer without a pad token pads with eos.
+
+    Example:
+        >>> model, tok = load_model_and_tokenizer("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
+        ...                                       quantization={"load_in_8bit": True})   # doctest: +SKIP
+    """
+    import torch
+    import transformers
+
+    config = None
+    if quantization:
+        compute = {"bnb_4bit_compute_dtype": dtype} if quantization.get("load_in_4bit") else {}
+        config = transformers.BitsAndBytesConfig(**quantization, **compute)
+    model = getattr(transformers, model_class).from_pretrained(
+        name, dtype=dtype, quantization_config=config, device_map=process_device_map(device_map),
+        trust_remote_code=trust_remote_code, use_safetensors=True,
+    )
+    pin_4bit_layout(model)
+    if quantization:
+        from peft import prepare_model_for_kbit_training
+
+        # checkpointing saves memory where it is scarce (a GPU); on the CPU it only costs time
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def process_device_map(device_map):
+    """``device_map`` as given; when None, this process's GPU if there is one (so each process of
+    ``accelerate launch`` takes its own), else the CPU (None)."""
+    import torch
+
+    if device_map is None and torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return device_map
 
 
 def detect_format(columns):
@@ -56,14 +117,46 @@ def load_rows(source, split="train"):
     from datasets import load_dataset, load_from_disk
 
     source = str(source)
-    kinds = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     ext = os.path.splitext(source)[1].lower()
-    if os.path.isfile(source) and ext in kinds:
-        return load_dataset(kinds[ext], data_files=source, split="train")
+    if os.path.isfile(source) and ext in DATA_FILES:
+        return load_dataset(DATA_FILES[ext], data_files=source, split="train")
     if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_info.json")):
         data = load_from_disk(source)
         return data[split] if hasattr(data, "keys") else data
     return load_dataset(source, split=split)
+
+
+def split_eval(rows, eval, seed, source, read=load_rows):
+    """(train rows, eval rows): ``eval`` is a fraction of ``rows`` held out by datasets' seeded
+    split, another split of ``source`` (see :func:`is_split`), or eval data of its own (a file);
+    without ``eval`` the eval rows are None. ``read(data, split)`` reads eval rows.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> train, held = split_eval(Dataset.from_list([{"text": str(i)} for i in range(10)]), 0.2, 0, None)
+        >>> len(train), len(held)
+        (8, 2)
+    """
+    if eval is None:
+        return rows, None
+    if isinstance(eval, float):
+        parts = rows.train_test_split(test_size=eval, seed=seed)
+        return parts["train"], parts["test"]
+    if is_split(source, eval):
+        return rows, read(source, eval)
+    return rows, read(eval, "train")
+
+
+def is_split(source, name):
+    """Whether eval ``name`` is a split of ``source`` rather than a file: ``name`` is no existing
+    path, and ``source`` is a DatasetDict holding it, or a Hub name or saved-dataset folder."""
+    import os
+
+    if not isinstance(name, str) or os.path.exists(name):
+        return False
+    if hasattr(source, "keys"):  # a DatasetDict
+        return name in source
+    return isinstance(source, str) and not os.path.isfile(source)
 
 
 def to_sft_dataset(dataset, fmt, tokenizer):

@@ -568,3 +568,18 @@ def test_a_conversation_without_an_answer_is_refused(tok):
             {"messages": [{"role": "user", "content": "anyone there?"}]}]
     with pytest.raises(lora_nb.ConfigError, match=r"row 2 of the rows given has no 'assistant' turn"):
         prepare(rows, tok)
+
+
+def test_trl_internals_preview_relies_on_are_still_there():
+    """preview() calls TRL's private SFTTrainer._prepare_dataset: fail here, loudly, when TRL changes it."""
+    import inspect
+    import re
+
+    from trl import SFTTrainer
+
+    from lora_nb.data import TRL_PREPARE_ATTRIBUTES, TRL_PREPARE_PARAMETERS
+
+    method = SFTTrainer._prepare_dataset
+    assert tuple(inspect.signature(method).parameters) == TRL_PREPARE_PARAMETERS
+    read = set(re.findall(r"self\.(\w+)", inspect.getsource(method)))
+    assert read <= set(TRL_PREPARE_ATTRIBUTES), f"_prepare_dataset now also reads self.{sorted(read - set(TRL_PREPARE_ATTRIBUTES))}"

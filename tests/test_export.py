@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import runpy
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 import lora_nb
+from lora_nb import portable
 from lora_nb.errors import ConfigError
 from lora_nb.export import script_settings
 
@@ -61,6 +63,14 @@ def run_main(namespace, monkeypatch, *args):
     namespace["main"]()
 
 
+def without_lora_nb(script, *args):
+    """The command that runs ``script`` as ``python script args`` with lora_nb made unimportable
+    (an editable install would otherwise let an import of it pass)."""
+    shim = ("import runpy, sys; sys.modules['lora_nb'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return [sys.executable, "-c", shim, str(script), *map(str, args)]
+
+
 def copy_model(llama, folder):
     shutil.copytree(llama, folder)
     return str(folder)
@@ -85,8 +95,9 @@ def test_script_reproduces_the_run_losses(llama, parity, tmp_path, quant):
     script = tmp_path / "train_lora.py"
     script.write_text(lora_nb.to_script(recipe))
     assert "lora_nb" not in imports(script.read_text())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # lora_nb is not needed
-    done = subprocess.run([sys.executable, str(script), "--output-dir", str(tmp_path / "script")], env=env,
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    (tmp_path / "elsewhere").mkdir()  # not the repository: nothing of lora_nb on the path
+    done = subprocess.run(without_lora_nb(script, "--output-dir", tmp_path / "script"), env=env, cwd=tmp_path / "elsewhere",
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     train, evals = script_losses(tmp_path / "script")
@@ -188,7 +199,7 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     without_strings = ast.unparse(StripStrings().visit(tree))
     assert "PWNED" not in without_strings and "__import__" not in without_strings
     settings = constants(script)
-    assert settings == script_settings(recipe)
+    assert settings == {**constants(inspect.getsource(portable)), **script_settings(recipe)}  # portable's own constants too
     assert (settings["MODEL"], settings["DEVICE_MAP"]) == (recipe.model.name, HOSTILE)
     assert (settings["DATA"], settings["DATA_SPLIT"], settings["EVAL"]) == (HOSTILE, HOSTILE, HOSTILE)
     assert (settings["RESUME"], settings["OUTPUT_DIR"]) == (HOSTILE, HOSTILE + "-script")

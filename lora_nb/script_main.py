@@ -1,0 +1,90 @@
+# The fixed code of every script lora_nb.export renders (these comment lines are left out).
+# It is read as text, never imported by lora_nb: the script is this docstring and these imports,
+# then the recipe's settings as NAME = <literal> lines (MODEL, DATA, SEED, ...), then lora_nb.portable
+# copied whole, then the code below. So the names it uses come from those two; tests/test_portable.py
+# checks that a rendered script defines every name it uses. No recipe value is ever written here.
+"""LoRA fine-tuning exported by lora_nb {version}: the recipe's settings are the constants below.
+
+Standalone: needs torch, transformers, peft, trl and datasets (not lora_nb).
+
+    python train_lora.py                          # a new run in OUTPUT_DIR
+    python train_lora.py --output-dir NEW         # a new run in NEW
+    python train_lora.py --resume RUN_DIR         # continue RUN_DIR from its last complete checkpoint
+    accelerate launch train_lora.py [...]         # multi-GPU / multi-node, unchanged
+
+It never writes into a folder that already holds files unless --overwrite is given.
+"""
+import argparse
+import os
+import sys
+
+import torch
+from accelerate import PartialState
+from peft import LoraConfig, get_peft_model
+from trl import SFTConfig, SFTTrainer
+
+
+def output_folder():
+    """(folder to write, checkpoint to resume from), from the command line.
+
+    Every process checks before anything is written, so no earlier run gets overwritten.
+    """
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--output-dir", help="a new folder for the adapter and trainer state (default: OUTPUT_DIR)")
+    cli.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files")
+    cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its last complete checkpoint (default: RESUME; '' starts a new run)")
+    opts = cli.parse_args()
+    if opts.resume:
+        if opts.output_dir:
+            cli.error("--resume continues the run in its own folder: leave out --output-dir")
+        checkpoint = last_checkpoint(opts.resume)
+        if checkpoint is None:
+            sys.exit(f"--resume {opts.resume}: no complete checkpoint to continue from "
+                     "(checkpoints/checkpoint-N holding its trainer_state.json)")
+        return opts.resume, checkpoint
+    output_dir = opts.output_dir or OUTPUT_DIR
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not opts.overwrite:
+        sys.exit(f"{output_dir} already holds files: pass --output-dir NEW for a new run, or --overwrite to write into it")
+    return output_dir, None
+
+
+def load_datasets(tokenizer):
+    """(train, eval) datasets in TRL's formats, split as lora_nb splits them; eval is None without EVAL."""
+    rows = load_rows(DATA, DATA_SPLIT)
+    fmt = DATA_FORMAT or detect_format(rows.column_names)
+    rows, eval_rows = split_eval(rows, EVAL, SEED, DATA)
+    eval_dataset = to_sft_dataset(eval_rows, fmt, tokenizer) if eval_rows is not None else None
+    return to_sft_dataset(rows, fmt, tokenizer), eval_dataset
+
+
+def main():
+    output_dir, checkpoint = output_folder()
+    dtype = resolve_dtype(DTYPE)
+    model, tokenizer = load_model_and_tokenizer(MODEL, dtype=dtype, quantization=QUANTIZATION, device_map=DEVICE_MAP,
+                                                trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
+
+    torch.manual_seed(SEED)  # the adapter's initialisation
+    model = get_peft_model(model, LoraConfig(**LORA_CONFIG))
+    model.print_trainable_parameters()
+
+    train_dataset, eval_dataset = load_datasets(tokenizer)
+    args = SFTConfig(**{
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "assistant_only_loss": "messages" in train_dataset.column_names,
+        **SFT_CONFIG,  # an explicit bf16/fp16 in the recipe's train.sft wins, as in lora_nb
+        "output_dir": os.path.join(output_dir, "checkpoints"),
+    })
+    # no process writes before all have checked the folder. Only here: SFTConfig sets the processes
+    # up; on CPU a PartialState() made before it is a one-process state whose barrier waits for nobody
+    PartialState().wait_for_everyone()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()
+    trainer.save_model(os.path.join(output_dir, "adapter"))
+
+
+if __name__ == "__main__":
+    main()

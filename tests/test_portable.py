@@ -1,0 +1,105 @@
+"""lora_nb.portable's contract: scripts copy it whole, so it needs nothing of lora_nb, and a
+rendered script defines every name it uses."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import shutil
+import sys
+
+import pytest
+
+import lora_nb
+from lora_nb import portable
+from lora_nb.export import script_settings
+from lora_nb.loading import resolve_dtype
+from lora_nb.merging import _dtype_name
+
+ALLOWED = {"torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"}
+
+
+def imported_modules(source):
+    """Top-level names of every module ``source`` imports, in functions too; relative imports as '.'."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else node.module.split(".")[0])
+    return found
+
+
+def undefined_names(source):
+    """Names ``source`` reads that nothing in it defines and that are no builtins (scopes pooled)."""
+    defined, used = set(dir(builtins)), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else defined).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            defined.add(node.name)
+    return used - defined
+
+
+def test_the_checks_catch_what_they_look_for():
+    assert undefined_names("def f(a):\n    return [a + b for c in a]") == {"b"}
+    assert imported_modules("def f():\n    from .recipe import x\n    import lora_nb.data") == {".", "lora_nb"}
+
+
+def test_portable_imports_only_the_standard_library_and_the_training_stack():
+    allowed = ALLOWED | set(sys.stdlib_module_names)
+
+    assert imported_modules(inspect.getsource(portable)) <= allowed
+
+
+@pytest.fixture
+def recipe(tiny):
+    return lora_nb.Recipe.from_dict({"model": {"name": str(tiny("gpt2")), "quant": "4bit"},
+                                     "data": {"path": "d.jsonl", "eval": 0.25},
+                                     "lora": {"targets": "attention"}, "train": {"steps": 1}})
+
+
+def test_a_rendered_script_defines_every_name_it_uses(recipe):
+    script = lora_nb.to_script(recipe)
+
+    assert undefined_names(script) == set()
+    assert "lora_nb" not in imported_modules(script)
+
+
+def test_settings_never_shadow_portable(recipe):
+    portable_names = {n.id for node in ast.parse(inspect.getsource(portable)).body if isinstance(node, ast.Assign)
+                      for n in node.targets} | {name for name, _ in inspect.getmembers(portable, inspect.isfunction)}
+
+    assert not set(script_settings(recipe)) & portable_names
+
+
+def test_one_dtype_table_both_ways():
+    for name in portable.TORCH_DTYPES:
+        assert resolve_dtype(name) == portable.resolve_dtype(name)
+        assert _dtype_name(portable.resolve_dtype(name)) == name
+    with pytest.raises(lora_nb.ConfigError, match="model.dtype"):
+        resolve_dtype("float64")
+
+
+def test_eval_is_a_split_of_the_source_or_data_of_its_own(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    monkeypatch.chdir(tmp_path)
+    folder = str(tmp_path / "saved")
+    DatasetDict({"train": Dataset.from_list([{"text": "t"}] * 4),
+                 "test": Dataset.from_list([{"text": "from the split"}])}).save_to_disk(folder)
+    Dataset.from_list([{"text": "from the folder"}]).save_to_disk(tmp_path / "test")  # eval data named like the split
+    rows = portable.load_rows(folder)
+
+    assert portable.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the folder"]  # an existing path wins
+    shutil.rmtree(tmp_path / "test")
+    assert portable.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the split"]
+    train, held = portable.split_eval(rows, None, 0, folder)
+    assert train is rows and held is None
