@@ -24,24 +24,24 @@ from .portable import load_rows
 from .recipe import Recipe, lora_kwargs
 
 
-def render_script(recipe: Recipe, rows: int | None = None) -> str:
+def render_script(recipe: Recipe) -> str:
     """The standalone script for ``recipe`` (see :func:`lora_nb.to_script`).
-
-    ``rows`` (the number of training rows) only sets the default eval interval; it is read from
-    the data when not given.
 
     Example:
         >>> print(render_script(Recipe.from_yaml("recipe.yaml")))   # doctest: +SKIP
     """
-    settings = "".join(_assignment(name, value) for name, value in script_settings(recipe, rows).items())
+    settings = "".join(_assignment(name, value) for name, value in script_settings(recipe).items())
     head, main = _split(_source("script_main.py"))
     _, helpers = _split(_source("portable.py"))  # portable's docstring and __future__ line stay behind
     head = head.format(version=__version__)  # lora_nb's own version: the one placeholder, never a recipe value
     return f"{head}\n{settings}{helpers}{main}"
 
 
-def script_settings(recipe: Recipe, rows: int | None = None) -> dict:
+def script_settings(recipe: Recipe) -> dict:
     """The script's constants, name → value: everything of ``recipe`` the fixed code reads.
+
+    A run given in epochs needs the number of training rows (its length sets the checkpoint and
+    eval intervals), so the data is read then, as :func:`lora_nb.train` reads it.
 
     Example:
         >>> script_settings(Recipe.from_yaml("recipe.yaml"))["OUTPUT_DIR"]   # doctest: +SKIP
@@ -53,8 +53,7 @@ def script_settings(recipe: Recipe, rows: int | None = None) -> dict:
 
     m, d, t = recipe.model, recipe.data, recipe.train
     meta = _meta_model(recipe)
-    if rows is None:
-        rows = _train_rows(recipe) if t.steps is None and d.eval is not None and t.eval_steps is None else 0
+    rows = _train_rows(recipe) if t.steps is None else 0
     sft_config = sft_config_kwargs(t, "", d.eval is not None, rows)
     sft_config.pop("output_dir")  # the script's --output-dir / --resume decide it
     sft_config.pop("resume", None)  # resuming goes through trainer.train(), SFTConfig has no such argument

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .portable import TORCH_DTYPES
 
 QUANTS = ("8bit", "4bit")  # or null: full precision
-DTYPES = ("auto", "bf16", "fp16", "fp32")
+DTYPES = ("auto", *TORCH_DTYPES)
 VARIANTS = ("lora", "rslora", "dora")
 BIASES = ("none", "all", "lora_only")
 FORMATS = ("text", "alpaca", "messages", "prompt_completion")  # or null: detected from the columns

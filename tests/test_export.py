@@ -330,3 +330,15 @@ def test_every_process_checks_the_folder_before_any_writes(llama, parity, in_tmp
     again = launch()
     assert again.returncode != 0
     assert again.stderr.count("two already holds files: pass --output-dir NEW") == 2  # said by both processes
+
+
+def test_an_epoch_run_checkpoints_in_the_script_as_in_lora_nb(llama, parity, tmp_path):
+    # the save interval is a tenth of the run; for a run given in epochs that needs the row count
+    data = write_rows(tmp_path / "train.jsonl", parity[0])  # 48 rows
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": data},
+                                       "train": {"epochs": 2, "batch_size": 4}})
+    from lora_nb.training import sft_config_kwargs
+
+    expected = sft_config_kwargs(recipe.train, "", False, 48)  # what train() computes from the prepared rows
+    settings = constants(lora_nb.to_script(recipe))["SFT_CONFIG"]
+    assert settings["save_steps"] == expected["save_steps"] == 2  # 24 steps / 10
