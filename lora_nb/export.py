@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__
 from .errors import ConfigError
 from .portable import load_rows
-from .recipe import Recipe, lora_kwargs
+from .recipe import Recipe, adapter_seed, lora_kwargs
 
 
 def render_script(recipe: Recipe) -> str:
@@ -60,7 +60,7 @@ def script_settings(recipe: Recipe) -> dict:
     return dict(
         MODEL=m.name, MODEL_CLASS=_class_name(meta), TRUST_REMOTE_CODE=m.trust_remote_code, DTYPE=m.dtype,
         QUANTIZATION=quant_kwargs(m.quant), DEVICE_MAP=m.device_map, LORA_CONFIG=lora_config_kwargs(meta, **lora_kwargs(recipe.lora)),
-        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format, EVAL=d.eval, SEED=t.seed, SFT_CONFIG=sft_config,
+        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format, EVAL=d.eval, SEED=t.seed, ADAPTER_SEED=adapter_seed(recipe.lora, t), SFT_CONFIG=sft_config,
         # a folder of its own: running the script must not overwrite the API run's adapter and checkpoints
         OUTPUT_DIR=f"{recipe.output_dir or 'lora-run'}-script", RESUME=t.resume,
     )

@@ -111,15 +111,16 @@ def inject(
     variant: str = LoraSection.variant,
     bias: str = LoraSection.bias,
     modules_to_save: Optional[list] = LoraSection.modules_to_save,
-    seed: Optional[int] = TrainSection.seed,
+    seed: Optional[int] = LoraSection.seed,
     verbose: bool = True,
 ):
     """Wrap ``model`` with a fresh PEFT LoRA adapter and return the ``peft.PeftModel``.
 
     ``targets``: "all-linear" (PEFT's own rule), a role from :func:`discover` ("attention", "mlp"),
     a list of module names or roles, or a regex matched against full module names. ``variant``:
-    "lora", "rslora" or "dora". ``seed`` fixes the adapter's initialisation (an exported script
-    seeds it with the run's ``train.seed``, 42 by default, like this default). A model
+    "lora", "rslora" or "dora". ``seed`` fixes the adapter's initialisation (None: the default
+    ``train.seed``, 42); it is recorded with the adapter, so a run's recipe and exported script
+    initialise the same adapter. A model
     that already carries an adapter has it removed first, so rerunning a notebook cell starts
     fresh; a call that fails (a bad setting or target) leaves that adapter in place. Prints
     PEFT's trainable-parameter summary.
@@ -148,13 +149,13 @@ def inject(
         if verbose:
             print("Replacing the adapter already on this model.")
         model = model.unload()
-    if seed is not None:
-        torch.manual_seed(seed)
+    seed = TrainSection.seed if seed is None else seed  # a recipe's default: lora.seed null -> train.seed
+    torch.manual_seed(seed)
     peft_model = get_peft_model(model, config)
     # Remembered as asked ("attention", not PEFT's resolved set) for the run's recipe, export and lora_nb.json.
     record(peft_model, seed=seed, lora=LoraSection(r=r, alpha=alpha, dropout=dropout, targets=targets, variant=variant,
                                                    bias=bias, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
-                                                   modules_to_save=modules_to_save))
+                                                   modules_to_save=modules_to_save, seed=seed))
     if verbose:
         peft_model.print_trainable_parameters()
     return peft_model

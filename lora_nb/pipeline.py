@@ -2,7 +2,7 @@
 
 The API (``lora_nb.run``), the CLI (``lora-nb run``), a ``%%lora`` recipe cell and the panel all
 come through :func:`run`, so they cannot drift apart: the same load, the same adapter seeded with
-``train.seed``, the same training keywords. The exported script (:func:`to_script`) is rendered
+``lora.seed`` (else ``train.seed``), the same training keywords. The exported script (:func:`to_script`) is rendered
 from the same recipe by :mod:`lora_nb.export`.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
-from .recipe import Recipe, lora_kwargs, model_kwargs, train_kwargs
+from .recipe import Recipe, adapter_seed, lora_kwargs, model_kwargs, train_kwargs
 
 
 def build(recipe: Recipe):
-    """Load the recipe's model and put a fresh adapter on it, seeded with ``train.seed``.
+    """Load the recipe's model and put a fresh adapter on it, seeded with ``lora.seed`` (else ``train.seed``).
 
     Returns ``(model, tokenizer)``.
 
@@ -25,7 +25,8 @@ def build(recipe: Recipe):
     from .loading import load
 
     model, tokenizer = load(recipe.model.name, **model_kwargs(recipe.model))
-    return inject(model, **lora_kwargs(recipe.lora), seed=recipe.train.seed), tokenizer
+    settings = {**lora_kwargs(recipe.lora), "seed": adapter_seed(recipe.lora, recipe.train)}
+    return inject(model, **settings), tokenizer
 
 
 def run(recipe: Recipe, *, callbacks: Sequence[Any] = (), background: bool = False, progress: bool = True,

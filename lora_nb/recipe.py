@@ -73,6 +73,7 @@ class LoraSection:
     rank_pattern: Optional[dict] = setting(None, "Per-module rank overrides, {regex: r}.")
     alpha_pattern: Optional[dict] = setting(None, "Per-module alpha overrides, {regex: alpha}.")
     modules_to_save: Optional[list] = setting(None, "Modules trained in full and saved with the adapter (e.g. a classifier head).")
+    seed: Optional[int] = setting(None, "Seed for the adapter's initialisation; null: train.seed.")
 
     def __post_init__(self) -> None:
         _check_fields(self, "lora")
@@ -163,7 +164,7 @@ class Recipe:
             >>> Recipe.from_dict({"model": {"name": "m"}, "lora": {"rank": 8}})
             Traceback (most recent call last):
             ...
-            lora_nb.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha, dropout, targets, variant, bias, rank_pattern, alpha_pattern, modules_to_save. Did you mean 'r'?
+            lora_nb.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha, dropout, targets, variant, bias, rank_pattern, alpha_pattern, modules_to_save, seed. Did you mean 'r'?
         """
         if not isinstance(raw, dict):
             raise ConfigError("recipe", type(raw).__name__, problem="must be a mapping of sections")
@@ -237,6 +238,16 @@ class Recipe:
 def model_kwargs(section: ModelSection) -> dict:
     """The :func:`lora_nb.load` keywords (besides the name) for a model section."""
     return {k: v for k, v in dataclasses.asdict(section).items() if k != "name"}
+
+
+def adapter_seed(lora: LoraSection, train: TrainSection) -> int:
+    """The seed an adapter is initialised with: ``lora.seed``, else ``train.seed``.
+
+    Example:
+        >>> adapter_seed(LoraSection(), TrainSection(seed=7)), adapter_seed(LoraSection(seed=3), TrainSection())
+        (7, 3)
+    """
+    return lora.seed if lora.seed is not None else train.seed
 
 
 def lora_kwargs(section: LoraSection) -> dict:

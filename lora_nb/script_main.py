@@ -64,7 +64,7 @@ def main():
     model, tokenizer = load_model_and_tokenizer(MODEL, dtype=dtype, quantization=QUANTIZATION, device_map=DEVICE_MAP,
                                                 trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
 
-    torch.manual_seed(SEED)  # the adapter's initialisation
+    torch.manual_seed(ADAPTER_SEED)  # the adapter's initialisation, as recorded with the run's adapter
     model = get_peft_model(model, LoraConfig(**LORA_CONFIG))
     model.print_trainable_parameters()
 

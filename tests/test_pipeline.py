@@ -86,3 +86,19 @@ def test_the_adapter_is_initialised_with_the_recipes_seed(recipe_for, llama):
     weights = get_peft_model_state_dict(built)
     assert all((weights[k] == v).all() for k, v in init(seed=7).items())
     assert not all((weights[k] == v).all() for k, v in init(seed=42).items())
+
+
+def test_an_adapter_made_outside_a_recipe_exports_with_its_own_seed(llama, parity, tmp_path):
+    """inject (seed 42 by default), then train with seed 7: the run's recipe and script keep both."""
+    import ast
+
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    run = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, seed=7, output_dir=str(tmp_path / "run"),
+                        progress=False)
+    recipe = lora_nb.Recipe.from_yaml(run.dir / "recipe.yaml")
+    assert (recipe.lora.seed, recipe.train.seed) == (42, 7)
+    assert json.loads((run.adapter_dir / "lora_nb.json").read_text())["lora"]["seed"] == 42
+    values = {t.id: ast.literal_eval(n.value) for n in ast.parse(lora_nb.to_script(recipe)).body
+              if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name) and t.id.endswith("SEED")}
+    assert values == {"SEED": 7, "ADAPTER_SEED": 42}

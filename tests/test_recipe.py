@@ -396,8 +396,12 @@ def test_api_defaults_are_the_section_defaults(fn, section, positional):
         assert params[f.name].default == default(section, f.name), f"{fn().__name__}({f.name}=...)"
 
 
-def test_inject_seed_default_is_the_train_seed():
-    assert _parameters(lora_nb.inject)["seed"].default == default(TrainSection, "seed")
+def test_an_adapter_without_its_own_seed_takes_the_train_seed():
+    from lora_nb.recipe import adapter_seed
+
+    assert _parameters(lora_nb.inject)["seed"].default is None  # inject resolves None the same way
+    assert adapter_seed(LoraSection(), TrainSection()) == default(TrainSection, "seed")
+    assert adapter_seed(LoraSection(seed=3), TrainSection(seed=7)) == 3
 
 
 def test_recipe_keywords_for_inject_are_its_parameters():
