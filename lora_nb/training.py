@@ -366,7 +366,9 @@ def _report(run: Run) -> None:
         how = " (interrupted)" if run.status == "interrupted" else ""
         print(f"stopped at step {run.step}{how}, {where}")
     elif run.status == "diverged":
-        print(f"diverged at step {run.step}: {run.message} Stopped; {kept}")
+        print(f"diverged at step {run.step}: {run.message} Stopped before that step changed the weights; "
+              f"the last finite adapter is in {run.adapter_dir}" if run.saved_step else
+              f"diverged at step {run.step}: {run.message} Stopped; {kept}")
     elif run.status == "failed":
         print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")
     else:
