@@ -1,7 +1,7 @@
 """The one orchestrator: a Recipe becomes a loaded model, an adapter and a training run.
 
-The API (``lora_nb.run``), the CLI (``lora-nb run``), a ``%%lora`` recipe cell and the panel all
-come through :func:`run`, so they cannot drift apart: the same load, the same adapter seeded with
+The API (``lora_nb.run``), the CLI (``lora-nb run``), a ``%%lora`` recipe cell and the panel's
+Train (on the base it has loaded) all come through :func:`run`, so they cannot drift apart: the same load, the same adapter seeded with
 ``lora.seed`` (else ``train.seed``), the same training keywords. The exported script (:func:`to_script`) is rendered
 from the same recipe by :mod:`lora_nb.export`.
 """
@@ -13,9 +13,11 @@ from typing import Any, Callable, Optional, Sequence
 from .recipe import Recipe, adapter_seed, lora_kwargs, model_kwargs, train_kwargs
 
 
-def build(recipe: Recipe):
+def build(recipe: Recipe, base: Optional[tuple] = None):
     """Load the recipe's model and put a fresh adapter on it, seeded with ``lora.seed`` (else ``train.seed``).
 
+    ``base``: an already loaded ``(model, tokenizer)`` to use instead of loading ``recipe.model``
+    (the panel reruns experiments on one loaded base); an adapter already on it is replaced.
     Returns ``(model, tokenizer)``.
 
     Example:
@@ -24,15 +26,16 @@ def build(recipe: Recipe):
     from .injection import inject
     from .loading import load
 
-    model, tokenizer = load(recipe.model.name, **model_kwargs(recipe.model))
+    model, tokenizer = base if base is not None else load(recipe.model.name, **model_kwargs(recipe.model))
     settings = {**lora_kwargs(recipe.lora), "seed": adapter_seed(recipe.lora, recipe.train)}
     return inject(model, **settings), tokenizer
 
 
-def run(recipe: Recipe, *, callbacks: Sequence[Any] = (), background: bool = False, progress: bool = True,
-        on_model: Optional[Callable[[Any, Any], None]] = None):
+def run(recipe: Recipe, *, base: Optional[tuple] = None, callbacks: Sequence[Any] = (), background: bool = False,
+        progress: bool = True, on_model: Optional[Callable[[Any, Any], None]] = None):
     """Load, inject and train as ``recipe`` says: the whole experiment. Returns the training Run.
 
+    ``base``: a loaded ``(model, tokenizer)`` to adapt instead of loading (see :func:`build`).
     ``on_model(model, tokenizer)`` is called once the adapter is on, before training (the
     notebook session keeps them this way).
 
@@ -42,7 +45,7 @@ def run(recipe: Recipe, *, callbacks: Sequence[Any] = (), background: bool = Fal
     """
     from .training import train
 
-    model, tokenizer = build(recipe)
+    model, tokenizer = build(recipe, base)
     if on_model is not None:
         on_model(model, tokenizer)
     return train(model, tokenizer, recipe.data.path, **train_kwargs(recipe), callbacks=callbacks, recipe=recipe,

@@ -1,14 +1,16 @@
 """The widget panel: a recipe as controls, Train / Stop / Save now / Generate / Compare / Export.
 
-Train runs in a background thread (``lora_nb.train(background=True)``) so the kernel stays idle
-and the Stop button's click is handled while training runs. Everything the thread shows goes
-through widget values (the chart image, the status line), never ``with output:`` from the thread.
+Train runs the controls as a recipe through ``lora_nb.run`` on the loaded base, in a background
+thread so the kernel stays idle and the Stop button's click is handled while training runs.
+Everything the thread shows goes through widget values (the chart image, the status line),
+never ``with output:`` from the thread.
 Each press of Train injects a fresh adapter with the current settings and trains it: change a
 control, press Train again, and compare the runs below (also ``%lora runs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import traceback
 from typing import Any, Optional
@@ -17,7 +19,7 @@ import ipywidgets as w
 
 from ..errors import ConfigError
 from ..provenance import unwrap
-from ..recipe import FORMATS, VARIANTS, LoraSection, TrainSection
+from ..recipe import FORMATS, VARIANTS, LoraSection, Recipe, TrainSection
 from .session import Session
 
 BUTTONS = ("Load", "Preview", "Train", "Stop", "Save now", "Generate", "Compare", "Export code")
@@ -151,12 +153,16 @@ class Panel(w.VBox):
         self.session.require_idle()
         if not self.targets():
             raise ConfigError("targets", problem="tick at least one role")
-        self.session.inject(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,
-                            targets=self.targets(), variant=self.variant.value)
+        recipe = Recipe.from_dict({  # the controls as a recipe: validated, recorded and exported like any other
+            "model": dataclasses.asdict(self.session.model_section),
+            "lora": dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value, targets=self.targets(),
+                         variant=self.variant.value),
+            "data": dict(path=self.data.value.strip(), format=self.format.value),
+            "train": dict(steps=self.steps.value, lr=self.lr.value, batch_size=self.batch_size.value,
+                          max_length=self.max_length.value)})
         chart = LiveChart(view=WidgetView(self.chart, self.status))
-        run = self.session.train(self.data.value.strip(), live=False, background=True, progress=False,
-                                 callbacks=[chart], format=self.format.value, steps=self.steps.value, lr=self.lr.value,
-                                 batch_size=self.batch_size.value, max_length=self.max_length.value)
+        run = self.session.run_recipe(recipe, live=False, on_loaded_base=True, background=True, callbacks=[chart],
+                                      progress=False)
         run.on_done(lambda _: self.show_runs())
         self.say(f"training {html.escape(run.name)}…")
 

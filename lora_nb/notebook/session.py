@@ -122,19 +122,26 @@ class Session:
         self.require_idle()
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
-    def run_recipe(self, recipe: Recipe, live: bool = True):
+    def run_recipe(self, recipe: Recipe, live: bool = True, *, on_loaded_base: bool = False, background: bool = False,
+                   callbacks: Any = (), progress: Optional[bool] = None):
         """Load, inject and train as ``recipe`` says (lora_nb.run, the one orchestrator), keeping
-        model and run in the session."""
+        model and run in the session. ``on_loaded_base``: adapt the model already loaded instead
+        of loading ``recipe.model`` again (the panel's reruns)."""
         from ..pipeline import run
 
         self.require_idle()
+        base = None
+        if on_loaded_base:
+            self.require_model()
+            base = (self.model, self.tokenizer)
 
         def keep(model: Any, tokenizer: Any) -> None:
             self.model, self.tokenizer = model, tokenizer
             self.model_section, self.lora_section = recipe.model, recipe.lora
 
-        started = run(recipe, callbacks=_live((), live, False), progress=not live, on_model=keep)
-        return self._started(started, False)
+        started = run(recipe, base=base, callbacks=_live(callbacks, live, background), background=background,
+                      progress=not live if progress is None else progress, on_model=keep)
+        return self._started(started, background)
 
     def recipe(self) -> Recipe:
         """The experiment so far: the last run's recipe, else what has been loaded and injected."""

@@ -50,6 +50,10 @@ def test_train_stop_and_runs_from_the_buttons(tiny, demo_data, in_tmp):
     panel.steps.value, panel.lr.value, panel.batch_size.value, panel.max_length.value = 5000, 2e-3, 8, 64
     panel.buttons["Train"].click()
     run = panel.session.active
+    # the controls became a recipe, run by lora_nb.run on the loaded base: recorded like any other run
+    recipe = lora_nb.Recipe.from_yaml(run.dir / "recipe.yaml")
+    assert (recipe.model.quant, recipe.lora.r, recipe.lora.targets, recipe.train.steps, recipe.train.lr) == \
+        ("4bit", panel.r.value, ["attention", "mlp"], 5000, 2e-3)
     wait_for(lambda: run.step >= 3 and panel.chart.value)
     first = panel.chart.value
     panel.buttons["Train"].click()  # a second run while one trains is refused, in the panel
