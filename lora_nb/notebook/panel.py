@@ -63,7 +63,8 @@ class Panel(w.VBox):
         self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=w.Layout(width="55%"))
         self.format = w.Dropdown(options=[("auto", None)] + [(f, f) for f in FORMATS], value=None, description="format")
         self.lr = w.FloatText(value=TrainSection.lr, description="lr")
-        self.steps = w.IntText(value=100, description="steps")
+        self.steps = w.IntText(value=TrainSection.steps or 0, description="steps",
+                               tooltip="0: one pass over the data (the recipe's default)")
         self.batch_size = w.IntText(value=TrainSection.batch_size, description="batch size")
         self.max_length = w.IntText(value=TrainSection.max_length, description="max length")
         self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=w.Layout(width="60%"))
@@ -158,7 +159,7 @@ class Panel(w.VBox):
             "lora": dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value, targets=self.targets(),
                          variant=self.variant.value),
             "data": dict(path=self.data.value.strip(), format=self.format.value),
-            "train": dict(steps=self.steps.value, lr=self.lr.value, batch_size=self.batch_size.value,
+            "train": dict(steps=self.steps.value or None, lr=self.lr.value, batch_size=self.batch_size.value,
                           max_length=self.max_length.value)})
         chart = LiveChart(view=WidgetView(self.chart, self.status))
         run = self.session.run_recipe(recipe, live=False, on_loaded_base=True, background=True, callbacks=[chart],
