@@ -293,8 +293,7 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
             with _defer_interrupt():
                 part()
         except BaseException as e:  # noqa: BLE001 - recorded, and the status below still gets written
-            if run.status != "failed":
-                run.status = "failed"
+            run.status = "failed"
             run.error = run.error or e
             run.message = (run.message + " " if run.message else "") + f"final save failed: {type(e).__name__}: {e}"
     try:
