@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
-from .files import check_free
+from .files import check_free, user_path
 from .provenance import lora_section, model_section
+from .quiet import quietly
 
 META_FILE = "lora_nb.json"
 
 
+@quietly()
 def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
     """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
 
@@ -39,7 +41,7 @@ def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwri
 
 def adapter_meta(folder: Union[str, Path]) -> dict:
     """How the adapter's base was loaded: ``{"base", "quant", "dtype"}`` (from lora_nb.json, else PEFT's config)."""
-    folder = Path(folder)
+    folder = user_path(folder)
     if not (folder / "adapter_config.json").exists():
         raise ConfigError("adapter_dir", str(folder), problem="holds no adapter_config.json")
     meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).exists() else {}
@@ -50,6 +52,7 @@ def adapter_meta(folder: Union[str, Path]) -> dict:
     return meta
 
 
+@quietly(progress=True)
 def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
     """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
 
@@ -63,6 +66,7 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     from .loading import load
     from .portable import pin_4bit_layout
 
+    folder = user_path(folder)
     if isinstance(base, (str, Path)):
         meta = adapter_meta(folder)
         base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])

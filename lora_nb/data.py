@@ -14,7 +14,9 @@ from functools import partial
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .files import expand_user
 from .portable import DATA_FILES, detect_format, is_split, load_rows, split_eval, to_sft_dataset
+from .quiet import quietly
 from .recipe import FORMATS
 
 SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
@@ -42,7 +44,7 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
             raise ConfigError("data", f"list of {len(data)} items", problem="a list must hold dicts (one per example)")
         return Dataset.from_list(data)
     if isinstance(data, (str, os.PathLike)):
-        source = os.fspath(data)
+        source = expand_user(data)  # ~/data/x.jsonl, $DATA/x.jsonl; a Hub name stays as it is
         if not source:
             raise ConfigError(key, source, problem=f"is empty; give {SOURCES}")
         ext = os.path.splitext(source)[1].lower()
@@ -63,6 +65,8 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     Example:
         >>> train, ev, fmt = prepare("alpaca.jsonl", tok, eval=0.1)   # doctest: +SKIP
     """
+    # expanded here too: telling an eval file from a split name looks at the paths
+    data, eval = (expand_user(x) if isinstance(x, (str, os.PathLike)) else x for x in (data, eval))
     rows = read(data, split)
     fmt = format or detect_format(rows.column_names)
     if fmt not in FORMATS:
@@ -273,6 +277,7 @@ class Preview:
         return f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> tokens carry loss{blocks}</div>"
 
 
+@quietly()
 def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
             max_length: int = 1024) -> Preview:
     """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.

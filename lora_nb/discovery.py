@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .files import expand_user
 from .provenance import unwrap
+from .quiet import quietly
 from .render import html_table, text_table
 
 ROLES = ("attention", "mlp", "router", "experts", "embedding", "head", "pooler", "other")
@@ -130,6 +132,7 @@ def _pct(n: int, total: int) -> Optional[str]:
     return f"{100 * n / total:.3f}%" if total else None
 
 
+@quietly()
 def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Discovery:
     """Find the modules LoRA can adapt, grouped by role, with shapes and parameter counts at rank ``r``.
 
@@ -190,6 +193,7 @@ def read_config(source: str, trust_remote_code: bool = False):
     """
     from transformers import AutoConfig
 
+    source = expand_user(source)  # ~/models/x, $MODELS/x; a Hub name stays as it is
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:  # transformers' own: a repo-id rule, a connection error, an unknown model_type

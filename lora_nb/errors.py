@@ -6,6 +6,16 @@ import difflib
 from typing import Any, Iterable
 
 
+class LoraNbWarning(UserWarning):
+    """A warning from lora_nb itself: always shown, also while library warnings are captured
+    (:mod:`lora_nb.quiet`).
+
+    Example:
+        >>> import warnings
+        >>> warnings.warn("r=128 is not below the smallest adapted dimension", LoraNbWarning)  # doctest: +SKIP
+    """
+
+
 class ConfigError(ValueError):
     """A bad argument or setting. The message names the key, the value and what is allowed.
 

@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 from .discovery import Discovery, _is_peft_internal, discover, task_type
 from .errors import ConfigError
 from .provenance import record, unwrap
+from .quiet import quietly
 from .recipe import LoraSection, TrainSection, build_section
 
 _REGEX_CHARS = set("^$*+?[](){}|\\")
@@ -99,6 +100,7 @@ def lora_config_kwargs(model: Any, **settings: Any) -> dict:
     return kwargs
 
 
+@quietly()
 def inject(
     model: Any,
     *,

@@ -11,7 +11,9 @@ from typing import Any, Optional
 
 from . import portable
 from .errors import ConfigError
+from .files import expand_user
 from .provenance import record
+from .quiet import quietly
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
 
 
@@ -63,17 +65,20 @@ def model_class(config: Any):
     return transformers.AutoModelForCausalLM
 
 
-def precision_kwargs(model: Any) -> dict:
-    """bf16/fp16 mixed precision matching the model's compute dtype (TRL turns bf16 on by default)."""
+def device_kwargs(model: Any) -> dict:
+    """SFTConfig settings that follow the model and the machine: bf16/fp16 mixed precision matching
+    the model's compute dtype (TRL turns bf16 on by default), and pinned dataloader memory only
+    where there is a GPU to pin for (on a CPU it only prints a warning per dataloader)."""
     import torch
 
     dtype = getattr(getattr(model, "config", None), "dtype", None)
     bnb = getattr(getattr(model, "config", None), "quantization_config", None)
     compute = getattr(bnb, "bnb_4bit_compute_dtype", None) if bnb is not None else None
     dtype = compute if isinstance(compute, torch.dtype) else dtype
-    return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
+    return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=torch.cuda.is_available())
 
 
+@quietly(progress=True)
 def load(
     model: str,
     *,
@@ -82,7 +87,7 @@ def load(
     device_map: Any = ModelSection.device_map,
     trust_remote_code: bool = ModelSection.trust_remote_code,
 ):
-    """Load ``model`` (a Hub name or a local folder) and its tokenizer, ready for LoRA.
+    """Load ``model`` (a Hub name or a local folder, ``~`` and ``$VARS`` expanded) and its tokenizer, ready for LoRA.
 
     ``quant="4bit"`` is QLoRA: NF4 weights with double quantisation, computing in ``dtype`` (bf16
     on GPUs that support it), then PEFT's ``prepare_model_for_kbit_training``. ``"8bit"`` is
@@ -96,6 +101,7 @@ def load(
     """
     from transformers import AutoConfig
 
+    model = expand_user(model)  # ~/models/x, $MODELS/x; a Hub name stays as it is
     torch_dtype = resolve_dtype(dtype)
     quantization = quant_kwargs(quant)
     try:

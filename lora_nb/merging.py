@@ -17,11 +17,13 @@ from typing import Any, Optional, Union
 from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
 from .files import check_free
+from .quiet import quietly
 from .recipe import DTYPES
 
 MERGE_INTO = ("dequantized", "original")
 
 
+@quietly(progress=True)
 def merge(
     model: Any,
     out_dir: Union[str, Path],
@@ -93,11 +95,11 @@ def _is_quantized(model: Any) -> bool:
 
 def _torch_dtype(dtype: Optional[str], model: Any):
     """The dtype to merge in: as asked, else the one the adapter computed in."""
-    from .loading import precision_kwargs, resolve_dtype
+    from .loading import device_kwargs, resolve_dtype
 
     if dtype is not None:
         return resolve_dtype(dtype)
-    p = precision_kwargs(model)
+    p = device_kwargs(model)
     return resolve_dtype("bf16" if p["bf16"] else "fp16" if p["fp16"] else "fp32")
 
 

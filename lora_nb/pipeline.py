@@ -32,7 +32,7 @@ def build(recipe: Recipe, base: Optional[tuple] = None):
 
 
 def run(recipe: Recipe, *, base: Optional[tuple] = None, callbacks: Sequence[Any] = (), background: bool = False,
-        progress: bool = True, on_model: Optional[Callable[[Any, Any], None]] = None):
+        progress: Optional[bool] = None, on_model: Optional[Callable[[Any, Any], None]] = None):
     """Load, inject and train as ``recipe`` says: the whole experiment. Returns the training Run.
 
     ``base``: a loaded ``(model, tokenizer)`` to adapt instead of loading (see :func:`build`).

@@ -72,6 +72,7 @@ def main():
     args = SFTConfig(**{
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
+        "dataloader_pin_memory": torch.cuda.is_available(),  # on a CPU pinning does nothing but warn
         "assistant_only_loss": "messages" in train_dataset.column_names,
         **SFT_CONFIG,  # an explicit bf16/fp16 in the recipe's train.sft wins, as in lora_nb
         "output_dir": os.path.join(output_dir, "checkpoints"),

@@ -80,6 +80,8 @@ class LiveChart(RunCallback):
         0.004
     """
 
+    shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
+
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
         self.every = every
         self.budget = budget

@@ -3,8 +3,10 @@ a blocking %lora train cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import re
 import shutil
 import sys
 import time
@@ -57,11 +59,30 @@ def test_notebook_runs_end_to_end(name, tmp_path, kernel_env):
     if name == "quickstart":
         assert (tmp_path / "train_lora.py").exists()
         assert "odd" in text  # the adapter's answer in the compare table
+    assert_quiet(nb)
+
+
+PROGRESS_BAR = re.compile(r"\d+/\d+ \[|it/s\]|examples/s\]")
+
+
+def assert_quiet(nb) -> None:
+    """What a user reads: no stderr box, nothing shown twice, one chart and at most one progress
+    display per cell, and one result line for the training run."""
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        where = f"cell {i}: {cell.source[:60]!r}"
+        stderr = [o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+        assert not stderr, f"{where} shows a red stderr box: {stderr}"
+        shown = [json.dumps(o.get("data", o.get("text")), sort_keys=True) for o in cell.outputs]
+        assert len(shown) == len(set(shown)), f"{where} shows the same output twice"
+        pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(pngs) <= 1, f"{where} shows {len(pngs)} charts"
+        bars = [o for o in cell.outputs if PROGRESS_BAR.search(str(o.get("data", {}).get("text/plain", "")))]
+        assert len(bars) <= 1, f"{where} shows {len(bars)} progress bars: " + "; ".join(o.data["text/plain"][:40] for o in bars)
+    text = text_of(nb)
+    assert text.count("finished 150 steps") == 1, "one result line per train cell"
 
 
 def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path, kernel_env):
-    import json
-
     from jupyter_client.manager import start_new_kernel
 
     data = tmp_path / "train.jsonl"
@@ -104,8 +125,6 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
 
 
 def test_background_train_in_a_kernel_shows_controls_under_its_own_cell(llama, parity, tmp_path, kernel_env):
-    import json
-
     from jupyter_client.manager import start_new_kernel
 
     data = tmp_path / "train.jsonl"

@@ -1,0 +1,282 @@
+"""Library noise kept out of the notebook, and kept: warnings, log lines and data-preparation
+progress bars that transformers, datasets, bitsandbytes, peft, trl, accelerate and torch emit
+during a lora_nb call go to a log file and are counted, not shown.
+
+A training run logs into its folder (``runs/<name>/log.txt``, named in its result line: ``finished
+150 steps, … (7 library warnings in runs/…/log.txt)``); other calls into ``log.txt`` in lora_nb's
+cache folder. lora_nb's own warnings, errors, and what a user's code prints still show, and so
+does anything another thread logs while a call runs (a capture belongs to the thread that opened
+it; a training thread joins its run's capture with :meth:`Capture.joined`).
+
+Example:
+    >>> with captured() as log:
+    ...     logging.getLogger("transformers.trainer").warning("a library's note")
+    >>> log.count, log.path.name
+    (1, 'log.txt')
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
+
+# Said by bitsandbytes at import on AVX512-BF16 CPUs about an optional speed kernel ("pip install
+# kernels"): never a problem for lora_nb's users, so it is dropped even outside a lora_nb call.
+ALWAYS_QUIET = re.compile(r"Failed to load CPU gemm_4bit_forward")
+
+_local = threading.local()
+_lock = threading.RLock()
+_users = 0  # open captures, all threads: the hooks are installed while any is open
+_saved: dict = {}
+
+
+class Capture:
+    """The library messages of one operation: counted, and written to ``path`` once it is set.
+
+    Example:
+        >>> cap = Capture()
+        >>> cap.add("UserWarning: x")
+        >>> cap.count, cap.summary()
+        (1, '1 library warning hidden: lora_nb.quiet.last().lines')
+    """
+
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.lines: list[str] = []
+        self.path: Optional[Path] = None
+        self._written = 0
+        self._guard = threading.Lock()
+        if path is not None:
+            self.to(path)
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def add(self, text: str) -> None:
+        with self._guard:
+            self.lines.append(f"{time.strftime('%H:%M:%S')} {text.rstrip()}")
+            self._flush()
+
+    def to(self, path: Path) -> None:
+        """Write what was captured so far to ``path`` (appending), and what follows as it comes."""
+        with self._guard:
+            if self.path != Path(path):
+                self.path, self._written = Path(path), 0
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.path is None or self._written == len(self.lines):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in self.lines[self._written:]))
+            self._written = len(self.lines)
+        except OSError:  # a log that cannot be written must not stop the operation
+            pass
+
+    def summary(self) -> str:
+        """``"3 library warnings in runs/x/log.txt"``; empty when nothing was captured."""
+        if not self.lines:
+            return ""
+        where = f"in {self.path}" if self.path is not None else "hidden: lora_nb.quiet.last().lines"
+        return f"{self.count} library warning{'s' if self.count != 1 else ''} {where}"
+
+    @contextmanager
+    def joined(self) -> Iterator["Capture"]:
+        """Capture into this object from another thread too (a background training thread)."""
+        with captured(self) as capture:
+            yield capture
+
+
+def default_log() -> Path:
+    """Where calls without a run folder log: ``log.txt`` in lora_nb's cache folder."""
+    from .tiny import cache_dir
+
+    return cache_dir() / "log.txt"
+
+
+_last: Optional[Capture] = None
+
+
+def last() -> Optional[Capture]:
+    """The capture of the most recent lora_nb call that ended, to read what it hid.
+
+    Example:
+        >>> with captured():
+        ...     pass
+        >>> last().lines
+        []
+    """
+    return _last
+
+
+def current() -> Optional[Capture]:
+    """The capture open in this thread, if any."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+@contextmanager
+def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> Iterator[Capture]:
+    """Capture library messages in this thread until the block ends; returns the :class:`Capture`
+    (logging to ``capture``'s path, else :func:`default_log`).
+
+    Nested calls join the outer capture (one count per user-level call). ``progress=False`` also
+    hides transformers' and the Hub's progress bars (datasets' are always hidden: they are data
+    preparation, a few seconds at most); a load or a merge keeps them as its one progress display.
+
+    Example:
+        >>> with captured() as log:
+        ...     logging.getLogger("transformers.trainer").warning("noise")
+        >>> log.lines[-1].endswith("transformers.trainer WARNING: noise")
+        True
+    """
+    global _users, _last
+    stack = _local.__dict__.setdefault("stack", [])
+    outer = stack[-1] if stack else None
+    capture = capture or outer or Capture(default_log())
+    bars = _hide_bars(progress)
+    stack.append(capture)
+    with _lock:
+        if _users == 0:
+            _install()
+        _users += 1
+    try:
+        yield capture
+    finally:
+        stack.pop()
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                _uninstall()
+        bars()
+        if outer is None:
+            _last = capture
+
+
+def quietly(progress: bool = False):
+    """Decorate an API function so the library noise of its call is captured (into the caller's
+    open capture, else a new one logging to :func:`default_log`).
+
+    Example:
+        >>> @quietly()
+        ... def step():
+        ...     logging.getLogger("peft").warning("noise")
+        >>> step(); last().count
+        1
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with captured(progress=progress):
+                return fn(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def _hide_bars(progress: bool):
+    """Turn the libraries' progress bars off; returns the function that turns them back. (Both
+    libraries are imported here if they are not yet: every lora_nb call that captures uses them.)"""
+    import datasets.utils as dutils
+    from transformers.utils import logging as tlog
+
+    undo = []
+    if os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS") is None and not dutils.are_progress_bars_disabled():
+        dutils.disable_progress_bars()
+        undo.append(dutils.enable_progress_bars)
+    if not progress and tlog.is_progress_bar_enabled():
+        tlog.disable_progress_bar()
+        undo.append(tlog.enable_progress_bar)
+
+    def restore() -> None:
+        for fn in undo:
+            fn()
+    return restore
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _from_library(category: type, filename: str) -> bool:
+    """A library's warning: raised in an installed package (or pointing at lora_nb's own call site
+    of one), and not a :class:`lora_nb.errors.LoraNbWarning`. A user's code warns as before."""
+    from .errors import LoraNbWarning
+
+    if issubclass(category, LoraNbWarning):
+        return False
+    path = Path(filename).resolve() if filename else Path()
+    return "site-packages" in path.parts or "dist-packages" in path.parts or _PACKAGE in path.parents
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    capture = current()
+    if capture is not None and _from_library(category, filename):
+        text = f"{category.__name__}: {message} ({filename}:{lineno})"
+        if not ALWAYS_QUIET.search(text):
+            capture.add(text)
+        return
+    _saved["showwarning"](message, category, filename, lineno, file, line)
+
+
+class _Router(logging.Handler):
+    """Stands in for a library logger's handlers while captures are open: a record logged in a
+    capturing thread goes to its capture, any other goes where it would have gone."""
+
+    def __init__(self, logger: logging.Logger, handlers: list, propagate: bool) -> None:
+        super().__init__(logging.NOTSET)
+        self.logger, self.handlers, self.propagate = logger, handlers, propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = current()
+        if capture is not None:
+            if record.levelno >= logging.WARNING and not ALWAYS_QUIET.search(record.getMessage()):
+                capture.add(f"{record.name} {record.levelname}: {record.getMessage()}")
+            return
+        for handler in self.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        if self.propagate and self.logger.parent is not None:
+            parent = self.logger.parent
+            if parent.hasHandlers():
+                parent.handle(record)
+            elif not self.handlers and record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+        elif not self.handlers and not self.propagate and record.levelno >= logging.lastResort.level:
+            logging.lastResort.handle(record)
+
+
+def _install() -> None:
+    _saved["showwarning"] = warnings.showwarning
+    warnings.showwarning = _showwarning
+    _saved["loggers"] = []
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        _saved["loggers"].append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers = [_Router(logger, logger.handlers[:], logger.propagate)]
+        logger.propagate = False
+
+
+def _uninstall() -> None:
+    if warnings.showwarning is _showwarning:
+        warnings.showwarning = _saved["showwarning"]
+    for logger, handlers, propagate in _saved.pop("loggers", []):
+        logger.handlers, logger.propagate = handlers, propagate
+
+
+class _DropKnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ALWAYS_QUIET.search(record.getMessage())
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKnownNoise())
