@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import ConfigError
+from .quiet import quietly
 from .render import html_table, text_table
 
 MAX_NEW_TOKENS = 128  # the answer length when a caller does not say
@@ -19,6 +20,7 @@ def _encode(tokenizer: Any, prompts: list[str]):
     return tokenizer(prompts, return_tensors="pt", padding=True)
 
 
+@quietly()
 def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **generation_kwargs: Any) -> Union[str, list[str]]:
     """Answer ``prompts`` (one string, or a list answered as a batch).
 
@@ -63,23 +65,74 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
 
 @dataclass
 class Comparison:
-    """Base and adapter answers to the same prompts, side by side.
+    """Base and adapter answers to the same prompts, side by side, with a note above when the
+    answers need one (the embedded demo model's base answers are noise).
+
+    Characters a table cannot show (control characters, the U+FFFD of a broken byte sequence)
+    are drawn as ``·``; ``rows`` keeps the answers as generated.
 
     Example:
         >>> cmp = compare(model, tok, ["Is 7 even or odd?"])   # doctest: +SKIP
         >>> cmp.rows[0]                                         # doctest: +SKIP
         ('Is 7 even or odd?', 'the the the', 'odd')
+        >>> print(Comparison([("Is 7 even?", "\\x01\\ufffdU", "odd")]))
+        prompt      base  adapter
+        ----------  ----  -------
+        Is 7 even?  ··U   odd
     """
 
     rows: list[tuple[str, str, str]]
+    note: str = ""
 
     _HEADERS = ["prompt", "base", "adapter"]
 
+    def _shown(self) -> list[list[str]]:
+        return [[visible(text) for text in row] for row in self.rows]
+
     def __str__(self) -> str:
-        return text_table(self._HEADERS, self.rows)
+        return (f"{self.note}\n" if self.note else "") + text_table(self._HEADERS, self._shown())
 
     def _repr_html_(self) -> str:
-        return html_table(self._HEADERS, self.rows).replace("<td>", "<td style='white-space:pre-wrap;text-align:left;vertical-align:top'>")
+        import html
+
+        note = f"<p><i>{html.escape(self.note)}</i></p>" if self.note else ""
+        return note + html_table(self._HEADERS, self._shown()).replace(
+            "<td>", "<td style='white-space:pre-wrap;text-align:left;vertical-align:top'>")
+
+
+UNTRAINED = ("The embedded demo model is untrained: its base answers are random tokens. "
+             "Load a pretrained model for a readable before/after.")
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a table cannot show as ``·``: control characters (line
+    breaks and tabs kept) and U+FFFD, what a decoder makes of a byte sequence that is no text.
+
+    Example:
+        >>> visible("odd\\n\\x07\\ufffd")
+        'odd\\n··'
+    """
+    import unicodedata
+
+    return "".join("·" if ch == "\ufffd" or (unicodedata.category(ch).startswith("C") and ch not in "\n\t") else ch
+                   for ch in text)
+
+
+def is_embedded(model: Any) -> bool:
+    """True for a model lora_nb built itself (:mod:`lora_nb.tiny`: the demo's and the tests'
+    untrained models), recognised by its folder in lora_nb's cache.
+
+    Example:
+        >>> is_embedded(object())
+        False
+    """
+    from pathlib import Path
+
+    from .provenance import unwrap
+    from .tiny import cache_dir
+
+    folder = getattr(unwrap(model), "name_or_path", "") or ""
+    return bool(folder) and Path(folder).resolve().is_relative_to(cache_dir().resolve())
 
 
 def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **generation_kwargs: Any) -> Comparison:
@@ -94,4 +147,4 @@ def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **genera
     with model.disable_adapter():
         base = generate(model, tokenizer, batch, **generation_kwargs)
     tuned = generate(model, tokenizer, batch, **generation_kwargs)
-    return Comparison(list(zip(batch, base, tuned)))
+    return Comparison(list(zip(batch, base, tuned)), note=UNTRAINED if is_embedded(model) else "")

@@ -154,7 +154,7 @@ class Recipe:
     lora: LoraSection = field(default_factory=LoraSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
-    output_dir: Optional[str] = setting(None, "The run's folder: new or empty (default: a new runs/<date-time> folder).")
+    output_dir: Optional[str] = setting(None, "The run's folder: new or empty (default: a new runs/<date-time>-<label> folder, e.g. runs/20261128-101500-r16-attention-lr2e-4).")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Recipe":

@@ -2,19 +2,24 @@
 
 A run's folder holds ``adapter/`` (safetensors + tokenizer), ``checkpoints/`` (what resuming
 needs), ``recipe.yaml`` (export it as a script), ``metrics.jsonl`` (one line per log, written as
-it happens), ``run.json`` (status, written atomically) and ``loss.png``.
+it happens), ``run.json`` (status and start time, written atomically), ``loss.png``, and after an
+evaluation ``evals.jsonl``. :func:`find_runs` reads every run folder back, newest first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from .files import atomic_write, replace_folder
-from .recipe import Recipe
+from .errors import ConfigError
+from .files import atomic_write, replace_folder, user_path
+from .recipe import SECTIONS, LoraSection, Recipe
 from .render import html_table, text_table
 
 METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
@@ -35,6 +40,7 @@ class Run:
     def __init__(self, folder: Union[str, Path], recipe: Optional[Recipe] = None):
         self.dir = Path(folder)
         self.recipe = recipe
+        self.started = time.time()  # when training started (seconds since the epoch); Run.load reads it back
         self.history: list[dict] = []
         self.status = "running"
         self.max_steps = 0
@@ -58,6 +64,18 @@ class Run:
     @property
     def adapter_dir(self) -> Path:
         return self.dir / "adapter"
+
+    @property
+    def label(self) -> str:
+        """The run's settings in a few characters, e.g. ``r16-attention-lr2e-4`` ("" without a recipe)."""
+        r = self.recipe
+        return run_label(r.lora, r.train.lr, r.model.quant) if r else ""
+
+    @property
+    def eval_score(self) -> Optional[float]:
+        """The score of the run's latest evaluation (the last line of ``evals.jsonl``), or None."""
+        rows = read_jsonl(self.dir / "evals.jsonl")
+        return rows[-1].get("score") if rows else None
 
     def stop(self) -> None:
         """Ask training to stop after the current step; the adapter and history are saved.
@@ -140,7 +158,8 @@ class Run:
         import socket
 
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
-                "message": self.message, "summary": self.summary, "pid": os.getpid(), "host": socket.gethostname()}
+                "message": self.message, "summary": self.summary, "started": self.started, "pid": os.getpid(),
+                "host": socket.gethostname()}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
 
     def last(self, key: str) -> Optional[float]:
@@ -185,6 +204,7 @@ class Run:
         run.status, run.step, run.max_steps = info.get("status", "unknown"), info.get("step", 0), info.get("max_steps", 0)
         run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
         run.summary = info.get("summary", {})
+        run.started = info.get("started") or _mtime(folder)
         if run.status == "running" and not _alive(info):
             run.status = "killed"
             run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
@@ -226,6 +246,15 @@ def memory_mb() -> float:
 
     return psutil.Process().memory_info().rss / 2**20
 
+
+
+def _mtime(folder: Path) -> float:
+    """About when a run started, for a folder whose run.json does not say: its recipe's write time
+    (written once, at the start), else its first file's."""
+    for name in ("recipe.yaml", "metrics.jsonl", "run.json"):
+        if (folder / name).exists():
+            return (folder / name).stat().st_mtime
+    return folder.stat().st_mtime if folder.exists() else 0.0
 
 
 def _read_json(path: Path) -> dict:
@@ -289,17 +318,135 @@ def training(model: Any, run: Optional[Run]) -> None:
         _BUSY[id(unwrap(model))] = run
 
 
+def run_label(lora: LoraSection, lr: float, quant: Optional[str] = None) -> str:
+    """A run's settings in a few characters, for folder names and tables: rank, targets, variant
+    (when not plain LoRA), learning rate and quantisation.
+
+    Example:
+        >>> run_label(LoraSection(r=16, targets="attention"), 2e-4), run_label(LoraSection(r=8, variant="dora"), 1.5e-4, "4bit")
+        ('r16-attention-lr2e-4', 'r8-all-linear-dora-lr1.5e-4-q4')
+    """
+    targets = lora.targets if isinstance(lora.targets, str) else "+".join(map(str, lora.targets))
+    parts = [f"r{lora.r}", re.sub(r"[^A-Za-z0-9_+-]+", "_", targets).strip("_")[:32] or "custom"]
+    if lora.variant != "lora":
+        parts.append(lora.variant)
+    mantissa, exponent = f"{lr:e}".split("e")
+    parts.append(f"lr{float(mantissa):g}e{int(exponent)}")
+    if quant:
+        parts.append("q" + quant.removesuffix("bit"))
+    return "-".join(parts)
+
+
+RUN_KEYS = ("status", "name", "label")
+
+
+def _filter_keys() -> dict[str, str]:
+    """What ``key=value`` in a runs filter can name: the run's status, name and label, and every
+    recipe setting, dotted (``lora.r``) or bare where the bare name is unique (``r``, ``lr``)."""
+    dotted = {f"{section}.{f.name}": f"{section}.{f.name}" for section, cls in SECTIONS.items()
+              for f in dataclasses.fields(cls)}
+    bare: dict[str, list[str]] = {}
+    for key in dotted:
+        bare.setdefault(key.split(".", 1)[1], []).append(key)
+    keys = {k: k for k in RUN_KEYS}
+    keys.update({name: found[0] for name, found in bare.items() if len(found) == 1 and name not in keys})
+    return {**keys, **dotted, "output_dir": "output_dir"}
+
+
+def find_runs(root: Union[str, Path] = "runs", *, filter: Optional[str] = None, limit: Optional[int] = None,
+              runs: Sequence[Run] = ()) -> list[Run]:
+    """Every run in ``root``'s folders, newest first: runs of this kernel, of other kernels, of the CLI.
+
+    A run folder holds ``run.json`` or ``metrics.jsonl``: ``root`` itself, a folder in it, or one
+    a level further down (a sweep's runs). Each is read with :meth:`Run.load`, so a run whose
+    process died shows as ``killed`` and a torn file is skipped (a folder that cannot be read at
+    all shows as ``unreadable``). ``runs``: runs held in memory (a notebook session's), listed
+    instead of their folder's copy, wherever they are. ``filter``: terms separated by spaces, all
+    of which a run must match: ``key=value`` against its status, name, label or a recipe setting
+    (``r=16``, ``lora.targets=attention``, ``status=finished``; numbers compare as numbers), or
+    text found in its name or label. ``limit``: at most this many, the newest.
+
+    Example:
+        >>> [run.name for run in find_runs("runs", filter="r=16 status=finished", limit=5)]   # doctest: +SKIP
+        ['20261128-101500-r16-attention-lr2e-4']
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError("limit", limit, problem="must be a positive whole number of runs")
+    terms = (filter or "").split()
+    keys = _filter_keys()
+    for term in terms:
+        key = term.split("=", 1)[0]
+        if "=" in term and key not in keys:
+            raise ConfigError("filter", key, problem="is not a run setting", allowed=keys)
+    found = {run.dir.resolve(): run for run in runs}
+    for folder in _run_folders(user_path(root)):
+        found.setdefault(folder.resolve(), _load_any(folder))
+    chosen = [run for run in found.values() if all(_matches(run, term, keys) for term in terms)]
+    chosen.sort(key=lambda run: (run.started, run.name), reverse=True)
+    return chosen[:limit]
+
+
+def _run_folders(root: Path, depth: int = 2) -> list[Path]:
+    """``root`` if it is a run folder, else the run folders in it, down to ``depth`` folders deep
+    (a sweep's runs sit in its folder inside runs/)."""
+    if (root / "run.json").exists() or (root / "metrics.jsonl").exists():
+        return [root]
+    if depth == 0 or not root.is_dir():
+        return []
+    return [run for child in sorted(root.iterdir()) if child.is_dir() and not child.name.startswith(".")
+            for run in _run_folders(child, depth - 1)]
+
+
+def _load_any(folder: Path) -> Run:
+    """:meth:`Run.load`, or a Run saying why its folder cannot be read (a recipe from another version)."""
+    try:
+        return Run.load(folder)
+    except (ConfigError, OSError) as e:
+        run = Run(folder)
+        run.status, run.message, run.started = "unreadable", str(e), _mtime(folder)
+        return run
+
+
+def _matches(run: Run, term: str, keys: dict[str, str]) -> bool:
+    if "=" not in term:
+        return term.lower() in f"{run.name} {run.label}".lower()
+    key, want = term.split("=", 1)
+    path = keys[key]
+    if path in RUN_KEYS:
+        value: Any = getattr(run, path)
+    elif run.recipe is None:
+        return False
+    else:
+        value = run.recipe
+        for part in path.split("."):
+            value = getattr(value, part)
+    if isinstance(value, list):  # targets=q_proj matches [q_proj, v_proj]; so does targets=q_proj,v_proj
+        return want in map(str, value) or want == ",".join(map(str, value))
+    return _same(value, want)
+
+
+def _same(value: Any, want: str) -> bool:
+    """``value`` (a setting) equals ``want`` (what was typed): numbers as numbers, the rest as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(want) == float(value)
+        except ValueError:
+            return False
+    if value is None:
+        return want.lower() in ("null", "none", "")
+    return str(value).lower() == want.lower()
 
 
 class RunTable:
-    """Runs side by side: their settings and final metrics, and their loss curves overlaid.
+    """Runs side by side: when they started, their settings, final metrics and eval score, and their
+    loss curves overlaid.
 
     Example:
-        >>> RunTable([run_a, run_b])   # doctest: +SKIP
+        >>> RunTable(find_runs("runs", limit=10))   # doctest: +SKIP
     """
 
-    HEADERS = ["run", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
-               "loss", "eval loss", "tokens/s", "seconds"]
+    HEADERS = ["run", "started", "label", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
+               "loss", "eval loss", "eval score", "tokens/s", "time"]
 
     def __init__(self, runs: Sequence[Run]) -> None:
         self.runs = list(runs)
@@ -310,11 +457,11 @@ class RunTable:
             r = run.recipe
             lora, train, model = (r.lora, r.train, r.model) if r else (None, None, None)
             targets = lora.targets if lora and isinstance(lora.targets, str) else (", ".join(lora.targets) if lora else None)
-            out.append([run.name, run.status, run.step, model.quant if model else None, targets,
-                        lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
+            out.append([run.name, _when(run.started), run.label, run.status, run.step, model.quant if model else None,
+                        targets, lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
                         train.lr if train else None, train.batch_size if train else None,
-                        run.last("loss"), run.last("eval_loss"), run.last("tokens_per_s"),
-                        round(run.summary["train_runtime"], 1) if run.summary.get("train_runtime") else None])
+                        run.last("loss"), run.last("eval_loss"), run.eval_score, run.last("tokens_per_s"),
+                        _duration(run.summary.get("train_runtime"))])
         return out
 
     def figure(self):
@@ -334,3 +481,27 @@ class RunTable:
             return "<p>no runs yet</p>"
         img = base64.b64encode(save_png(self.figure())).decode()
         return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"
+
+
+def _when(started: float) -> Optional[str]:
+    """A start time as people read it: 2026-11-28 10:15."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else None
+
+
+def _duration(seconds: Optional[float]) -> Optional[str]:
+    """A run's length as people read it: 42 s, 3 min 05 s, 2 h 07 min.
+
+    Example:
+        >>> _duration(42.4), _duration(185), _duration(7620)
+        ('42 s', '3 min 05 s', '2 h 07 min')
+    """
+    if seconds is None:
+        return None
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -21,11 +21,12 @@ from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
 from .files import atomic_write, check_free, user_path
-from .loading import precision_kwargs
+from .loading import device_kwargs
 from .portable import last_checkpoint
 from .provenance import lora_section, model_section
+from .quiet import Capture, captured
 from .recipe import DataSection, Recipe, TrainSection, build_section
-from .runs import Run, read_jsonl, training, training_run
+from .runs import Run, read_jsonl, run_label, training, training_run
 
 
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
@@ -101,12 +102,18 @@ def check_sft_overrides(sft: dict) -> dict:
     return sft
 
 
-def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: Optional[str] = None) -> Path:
+def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: Optional[str] = None,
+                label: str = "") -> Path:
     """The folder a run writes to, checked before anything is written.
 
     ``resume``: that run's folder (it must hold a complete checkpoint). ``output_dir``: used
     when empty or new; a folder that already holds files is refused unless ``overwrite``.
-    Neither: a fresh ``runs/<timestamp>`` folder.
+    Neither: a fresh ``runs/<YYYYmmdd-HHMMSS>-<label>`` folder (``label``: the run's settings,
+    :func:`lora_nb.runs.run_label`), numbered when two runs start in the same second.
+
+    Example:
+        >>> new_run_dir(None, label="r16-attention-lr2e-4").parent.name   # doctest: +SKIP
+        'runs'
     """
     if resume:
         folder = user_path(resume)
@@ -117,7 +124,7 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
     if output_dir:
         return check_free(output_dir, "output_dir", option="overwrite=True (or resume= to continue that run)",
                           overwrite=overwrite)
-    base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / "-".join(filter(None, [datetime.now().strftime("%Y%m%d-%H%M%S"), label]))
     folder, n = base, 1
     while folder.exists():
         n += 1
@@ -151,7 +158,7 @@ def train(
     callbacks: Sequence[Any] = (),
     report_to: Any = None,
     recipe: Optional[Recipe] = None,
-    progress: bool = True,
+    progress: Optional[bool] = None,
     background: bool = False,
     **sft_overrides: Any,
 ) -> Run:
@@ -173,20 +180,35 @@ def train(
     ``background=True`` trains in a thread and returns the running :class:`Run` at once, so the
     caller (a notebook kernel) stays free to handle Stop / Save-now; :meth:`Run.wait` joins it.
 
+    Quiet: one progress display (a bar with the loss, unless a callback such as the notebook's
+    LiveChart shows progress itself: ``progress=None`` decides so) and one result line. The
+    libraries' warnings and data-preparation bars go to the run folder's ``log.txt``, counted
+    in the result line (:mod:`lora_nb.quiet`).
+
     Example:
         >>> run = train(model, tok, "alpaca.jsonl", steps=200, lr=2e-4, eval=0.1)   # doctest: +SKIP
         >>> print(run)                                                              # doctest: +SKIP
     """
+    with captured(Capture(), progress=False) as log:
+        return _train(model, tokenizer, data, log, dict(
+            steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+            packing=packing, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
+            seed=seed, resume=resume, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
+            output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
+            progress=progress, background=background)
+
+
+def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
+           split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any], report_to: Any,
+           recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import Recorder, RunCallback
     from .data import prepare
     from .portable import pin_4bit_layout
 
-    section = build_section(TrainSection, dict(
-        steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-        packing=packing, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
-        seed=seed, resume=resume, sft=dict(sft_overrides)), "train")
+    steps, resume, seed = settings["steps"], settings["resume"], settings["seed"]
+    section = build_section(TrainSection, settings, "train")
     build_section(DataSection, dict(format=format, split=split), "data")
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__, problem="has no adapter to train: call lora_nb.inject(model, ...) first")
@@ -195,7 +217,8 @@ def train(
         raise ConfigError("model", problem=f"is already training in run {busy.name}: stop it (run.stop(), %lora stop) "
                           "or wait for it (run.wait(), %lora wait) first")
     check_sft_overrides(section.sft)
-    folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume)
+    folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
+                         label=run_label(lora_section(model), section.lr, model_section(model).quant))
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed)
 
@@ -204,11 +227,12 @@ def train(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _clear_for(run, resume=resume, overwrite=overwrite)
+        log.to(run.dir / "log.txt")
         run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
-        config = SFTConfig(**{**precision_kwargs(model), "assistant_only_loss": "messages" in train_rows.column_names,
+        config = SFTConfig(**{**device_kwargs(model), "assistant_only_loss": "messages" in train_rows.column_names,
                               **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
                                                   len(train_rows), report_to)})
         trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
@@ -222,6 +246,8 @@ def train(
         raise
     if not resume:
         atomic_write(run.dir / "recipe.yaml", run.recipe.to_yaml())
+    if progress is None:  # a live view shows progress itself; otherwise one bar
+        progress = not any(getattr(c, "shows_progress", False) for c in callbacks)
     _tune_progress(trainer, progress)
     for callback in callbacks:
         if isinstance(callback, RunCallback):
@@ -229,9 +255,12 @@ def train(
     checkpoint = last_checkpoint(run.dir) if resume else None
     training(model, run)
     if background:
-        run.start(lambda: _execute(run, trainer, model, tokenizer, checkpoint))
+        def target() -> None:
+            with log.joined():
+                _execute(run, trainer, model, tokenizer, checkpoint, log)
+        run.start(target)
         return run
-    _execute(run, trainer, model, tokenizer, checkpoint)
+    _execute(run, trainer, model, tokenizer, checkpoint, log)
     if run.error is not None:
         raise run.error
     return run
@@ -251,7 +280,7 @@ def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
         metrics.unlink(missing_ok=True)
 
 
-def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str] = None) -> None:
+def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str], log: Capture) -> None:
     """Train, then save adapter, state, status and chart whatever happened (finished, stopped,
     interrupted, diverged or failed). A failure while saving still leaves run.json and calls on_done."""
     run.trainer = trainer
@@ -272,7 +301,7 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opt
         _finish(run, trainer, model, tokenizer)
         training(model, None)
         run.trainer = None
-    _report(run)
+    _report(run, log)
     run.done()
 
 
@@ -357,16 +386,17 @@ def _tune_progress(trainer: Any, progress: bool) -> None:
         trainer.add_callback(LossProgress())
 
 
-def _report(run: Run) -> None:
-    """One line saying how the run ended and where its adapter is."""
-    where = f"adapter saved in {run.adapter_dir}"
-    kept = f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step else "no adapter was saved"
+def _report(run: Run, log: Capture) -> None:
+    """One line saying how the run ended, where its adapter is, and how much library noise it hid."""
+    hidden = f" ({log.summary()})" if log.count else ""
+    where = f"adapter saved in {run.adapter_dir}{hidden}"
+    kept = (f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step else "no adapter was saved") + hidden
     if run.status in ("stopped", "interrupted"):
         how = " (interrupted)" if run.status == "interrupted" else ""
         print(f"stopped at step {run.step}{how}, {where}")
     elif run.status == "diverged":
         print(f"diverged at step {run.step}: {run.message} Stopped before that step changed the weights; "
-              f"the last finite adapter is in {run.adapter_dir}" if run.saved_step else
+              f"the last finite adapter is in {run.adapter_dir}{hidden}" if run.saved_step else
               f"diverged at step {run.step}: {run.message} Stopped; {kept}")
     elif run.status == "failed":
         print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")

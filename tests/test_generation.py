@@ -48,3 +48,19 @@ def test_compare_needs_an_adapter(llama):
         assert "inject" in str(e)
     else:
         raise AssertionError("compare accepted a model without an adapter")
+
+
+def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_path):
+    import shutil
+
+    from lora_nb.generation import UNTRAINED, Comparison
+
+    model, tok = perturbed_adapter(llama)
+    result = lora_nb.compare(model, tok, "Even or odd?\n\n42", max_new_tokens=3)
+    assert result.note == UNTRAINED and str(result).startswith(UNTRAINED + "\n") and UNTRAINED in result._repr_html_()
+    copy = shutil.copytree(llama, tmp_path / "pretrained")  # a model of the user's own: no note
+    model, tok = lora_nb.load(str(copy))
+    assert lora_nb.compare(lora_nb.inject(model, r=4, verbose=False), tok, "hi", max_new_tokens=2).note == ""
+    raw = Comparison([("Is 7 even?", "\\\ufffdU\ufffd\x1b[0m", "odd")])
+    assert "\ufffd" not in str(raw) + raw._repr_html_() and "\x1b" not in str(raw) and "\\·U··[0m" in str(raw)
+    assert raw.rows[0][1] == "\\\ufffdU\ufffd\x1b[0m"  # the answers themselves are kept as generated

@@ -10,16 +10,19 @@ and what is allowed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import ConfigError, nearest
-from ..files import check_free
+from ..files import check_free, expand_user
+from ..quiet import captured
 from ..recipe import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
 from .session import Session
 
@@ -31,16 +34,17 @@ class Verb:
     example: str
     flags: Callable[[argparse.ArgumentParser], None] = lambda p: None
     free: str = ""  # "settings" (key=value words) or "prompt" (the rest of the line)
+    keys: dict[str, dataclasses.Field] = field(default_factory=dict)  # the key=value settings, as Recipe fields
 
 
 VERBS: dict[str, Verb] = {}
 
 
 def verb(name: str, help: str, example: str, flags: Callable[[argparse.ArgumentParser], None] = lambda p: None,
-         free: str = ""):
+         free: str = "", keys: Optional[dict[str, dataclasses.Field]] = None):
     """Register ``fn(magics, args, cell)`` as ``%lora name``."""
     def register(fn):
-        VERBS[name] = Verb(fn, help, example, flags, free)
+        VERBS[name] = Verb(fn, help, example, flags, free, keys or {})
         return fn
     return register
 
@@ -49,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors become UsageError instead of exiting the kernel."""
 
     def error(self, message: str):
-        raise UsageError(f"%lora {self.prog}: {message}. Usage: {self.format_usage().strip()[7:]}")
+        raise UsageError(f"{self.prog}: {message}. Usage: {self.format_usage().strip()[7:]}")
 
     def exit(self, status: int = 0, message: Optional[str] = None):
         raise UsageError(message or self.format_help())
@@ -68,23 +72,22 @@ class LoraMagics(Magics):
         """LoRA/QLoRA fine-tuning. ``%lora help`` lists the verbs with an example each."""
         tokens = _split(line)
         name = tokens[0] if tokens else ("recipe" if cell is not None else "help")
-        if name not in VERBS or name == "recipe" and cell is None:
-            hint = nearest(name, VERBS)
-            raise UsageError(f"%lora has no verb {name!r}. Verbs: {', '.join(v for v in VERBS if v != 'recipe')}."
-                             + (f" Did you mean {hint!r}?" if hint else ""))
-        spec = VERBS[name]
-        parser = _Parser(prog=name, add_help=False)
-        spec.flags(parser)
-        if spec.free:
-            parser.add_argument("settings", nargs="*", metavar="key=value" if spec.free == "settings" else "prompt")
-        args = parser.parse_args(tokens[1:])
+        spec = _verb(name, cell_given=cell is not None)
+        if {"-h", "--help"} & set(tokens[1:]):
+            print(verb_help(name))
+            return None
+        args = _parser(name).parse_args(tokens[1:])
         try:
-            return spec.fn(self, args, cell)
+            with captured() as log:  # the libraries' noise: logged and counted, not shown
+                result = spec.fn(self, args, cell)
         except ConfigError as e:
             raise UsageError(str(e)) from None
+        if log.count:
+            print(f"({log.summary()})")
+        return result
 
-    def settings(self, items: list[str], allowed: dict[str, str]) -> dict[str, Any]:
-        """``key=value`` items as a dict; keys checked against ``allowed`` (key -> section for errors)."""
+    def settings(self, items: list[str], allowed: dict[str, Any]) -> dict[str, Any]:
+        """``key=value`` items as a dict; keys checked against ``allowed`` (the verb's settings)."""
         out = {}
         for item in items:
             if "=" not in item:
@@ -112,6 +115,27 @@ class LoraMagics(Magics):
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
+def _verb(name: str, cell_given: bool = True) -> Verb:
+    """The verb called ``name``; a UsageError naming the verbs (and the nearest) for any other name."""
+    if name not in VERBS or name == "recipe" and not cell_given:
+        hint = nearest(name, VERBS)
+        raise UsageError(f"%lora has no verb {name!r}. Verbs: {', '.join(v for v in VERBS if v != 'recipe')}."
+                         + (f" Did you mean {hint!r}?" if hint else ""))
+    return VERBS[name]
+
+
+def _parser(name: str) -> _Parser:
+    """The argument parser of verb ``name``: its flags, then its key=value settings or prompt."""
+    spec = VERBS[name]
+    parser = _Parser(prog=f"%lora {name}", add_help=False)
+    spec.flags(parser)
+    if spec.free == "settings":
+        parser.add_argument("settings", nargs="*", metavar="key=value", help="settings, listed below")
+    elif spec.free == "prompt":
+        parser.add_argument("settings", nargs="*", metavar="prompt", help="the prompt (quoted), or a %%%%lora cell's body")
+    return parser
+
+
 def _split(line: str) -> list[str]:
     try:
         return shlex.split(line)
@@ -119,10 +143,13 @@ def _split(line: str) -> list[str]:
         raise UsageError(f"%lora: cannot read the arguments ({e})") from None
 
 
-def _fields(cls: type) -> dict[str, str]:
-    import dataclasses
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+def _field_help(cls: type, name: str) -> str:
+    """A Recipe field's help text, for an argparse flag (its % escaped)."""
+    return _fields(cls)[name].metadata["help"].replace("%", "%%")
 
 
 def _yaml(cell: str, what: str) -> dict:
@@ -135,13 +162,13 @@ def _yaml(cell: str, what: str) -> dict:
 # --- verbs, in pipeline order -------------------------------------------------------------------
 
 def _load_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help=_field_help(ModelSection, "name") + " ~ and $VARS are expanded.")
     bits = p.add_mutually_exclusive_group()
-    bits.add_argument("--4bit", dest="quant", action="store_const", const="4bit")
-    bits.add_argument("--8bit", dest="quant", action="store_const", const="8bit")
-    p.add_argument("--dtype", default=ModelSection.dtype)
-    p.add_argument("--device-map", default=None)
-    p.add_argument("--trust-remote-code", action="store_true")
+    bits.add_argument("--4bit", dest="quant", action="store_const", const="4bit", help="QLoRA: NF4 weights, double quantisation")
+    bits.add_argument("--8bit", dest="quant", action="store_const", const="8bit", help="LLM.int8 weights")
+    p.add_argument("--dtype", default=ModelSection.dtype, help=_field_help(ModelSection, "dtype") + " (default: %(default)s)")
+    p.add_argument("--device-map", default=None, help=_field_help(ModelSection, "device_map"))
+    p.add_argument("--trust-remote-code", action="store_true", help=_field_help(ModelSection, "trust_remote_code"))
 
 
 @verb("load", "load a model and tokenizer (4-bit = QLoRA)", "%lora load Qwen/Qwen2.5-0.5B-Instruct --4bit", _load_flags)
@@ -152,8 +179,8 @@ def _load(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 
 
 def _targets_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?")
-    p.add_argument("--r", type=int, default=LoraSection.r)
+    p.add_argument("model", nargs="?", help="a Hub name or folder (only its config is read); default: the loaded model")
+    p.add_argument("--r", type=int, default=LoraSection.r, help=_field_help(LoraSection, "r") + " (default: %(default)s)")
 
 
 @verb("targets", "modules by role with LoRA costs (a MODEL name reads only its config)", "%lora targets meta-llama/Llama-3.1-8B --r 16", _targets_flags)
@@ -161,9 +188,13 @@ def _targets(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return m.session.targets(args.model, r=args.r)
 
 
-@verb("inject", "add a LoRA adapter: r, alpha, dropout, targets, variant, ...", "%lora inject r=16 alpha=32 targets=attention", free="settings")
+LORA_KEYS = _fields(LoraSection)
+
+
+@verb("inject", "add a LoRA adapter: r, alpha, dropout, targets, variant, ...", "%lora inject r=16 alpha=32 targets=attention",
+      free="settings", keys=LORA_KEYS)
 def _inject(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    settings = m.settings(args.settings, _fields(LoraSection))
+    settings = m.settings(args.settings, LORA_KEYS)
     if cell is not None:
         settings = {**_section_body(cell, "inject", "lora"), **settings}
     m.session.inject(**settings)
@@ -172,16 +203,20 @@ def _inject(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 TRAIN_KEYS = {**_fields(TrainSection), "data": _fields(DataSection)["path"],
               **{k: v for k, v in _fields(DataSection).items() if k != "path"},
               "output_dir": _fields(Recipe)["output_dir"]}
+PATH_KEYS = ("data", "eval", "output_dir", "resume")  # expanded here, so the run's recipe holds the real path
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--background", action="store_true")
+    p.add_argument("--background", action="store_true", help="train in a thread: the kernel stays free, Stop works")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--fresh", action="store_true", help="put a fresh adapter (the last inject's settings, else the "
+                       "defaults) on the base first; without it training continues the current adapter")
+    start.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in a taken output_dir")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run from its last checkpoint")
 
 
-@verb("train", "train the adapter with a live chart (--background keeps the kernel free; --resume RUN_DIR continues a run)",
-      "%lora train data=train.jsonl steps=200 lr=2e-4", _train_flags, "settings")
+@verb("train", "train the current adapter further with a live chart (--fresh: a new adapter; --background; --resume RUN_DIR)",
+      "%lora train data=train.jsonl steps=200 lr=2e-4", _train_flags, "settings", TRAIN_KEYS)
 def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     settings = m.settings(args.settings, TRAIN_KEYS)
     if cell is not None:
@@ -198,13 +233,17 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
         settings = {**flat, **settings}
     if "data" not in settings:
         raise UsageError("%lora train needs data=PATH (a file, a Hub dataset, or a notebook variable)")
-    data = settings.pop("data")
     if args.resume:
         settings["resume"] = args.resume
-    elif settings.get("output_dir"):  # checked here too, so the error names this magic's flags
+    for key in PATH_KEYS:
+        if isinstance(settings.get(key), str):
+            settings[key] = expand_user(settings[key])
+    data = settings.pop("data")
+    if settings.get("output_dir") and not settings.get("resume"):  # checked here too, so the error names this magic's flags
         check_free(settings["output_dir"], "output_dir", overwrite=args.overwrite, option="--overwrite (or --resume DIR)")
-    run = m.session.train(data, background=args.background, live=_in_kernel(m), overwrite=args.overwrite, **settings)
-    return None if args.background else run
+    run = m.session.train(data, fresh=args.fresh, background=args.background, live=_in_kernel(m),
+                          overwrite=args.overwrite, **settings)
+    return _shown(m, run, args.background)
 
 
 @verb("wait", "block until the background run ends", "%lora wait")
@@ -235,13 +274,45 @@ def _generate(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     print(m.session.generate(_prompt(args, cell, "generate"), **_given(max_new_tokens=args.max_new_tokens)))
 
 
+EVAL_HELP = {
+    "data": "held-out rows with reference answers: a file, a Hub dataset or a notebook variable, in any format training reads",
+    "metric": "exact_match, contains, token_accuracy, or a notebook function (prediction, reference) -> score",
+    "limit": "score only the first N rows",
+    "max_new_tokens": "answer length (default: the longest reference's tokens + 8)",
+    "batch_size": "rows answered at once",
+}
+
+
+def _eval_keys() -> dict[str, dataclasses.Field]:
+    """evaluate()'s keywords as fields (default from its signature, help above): one definition."""
+    import inspect
+
+    from ..evaluation import evaluate
+
+    params = inspect.signature(evaluate).parameters
+    return {key: dataclasses.field(default="" if key == "data" else params[key].default, metadata={"help": text})
+            for key, text in EVAL_HELP.items()}
+
+
+EVAL_KEYS = _eval_keys()
+
+
+@verb("eval", "score the model on held-out rows (the score is kept with the run that trained the adapter)",
+      "%lora eval data=test.jsonl metric=exact_match limit=100", free="settings", keys=EVAL_KEYS)
+def _eval(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
+    settings = m.settings(args.settings, EVAL_KEYS)
+    if "data" not in settings:
+        raise UsageError("%lora eval needs data=PATH (held-out rows with answers: a file, a Hub dataset, or a notebook variable)")
+    return m.session.evaluate(settings.pop("data"), **settings)
+
+
 @verb("compare", "base vs adapter answers side by side", '%lora compare "Is 7 even or odd?"', _gen_flags, "prompt")
 def _compare(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return m.session.compare([_prompt(args, cell, "compare")], **_given(max_new_tokens=args.max_new_tokens))
 
 
 def _dir_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir")
+    p.add_argument("dir", help="the folder to write: new or empty (~ and $VARS are expanded)")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
 
 
@@ -254,7 +325,7 @@ def _save(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 def _merge_flags(p: argparse.ArgumentParser) -> None:
     _dir_flag(p)
     p.add_argument("--into", default=None, help="dequantized (default: what QLoRA trained against) or original")
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: the dtype the adapter computed in)")
 
 
 @verb("merge", "write a standalone merged model (QLoRA: into the dequantised weights)", "%lora merge merged-model", _merge_flags)
@@ -264,7 +335,7 @@ def _merge(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?")
+    p.add_argument("file", nargs="?", help="the script to write (~ and $VARS are expanded); none: show it")
     p.add_argument("--cell", action="store_true", help="put the script into the next cell")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
@@ -277,15 +348,35 @@ def _export(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     if args.cell:
         m.shell.set_next_input(script, replace=False)
     if args.file:
-        check_free(args.file, "FILE", overwrite=args.force, option="--force").write_text(script)
-        print(f"wrote {args.file} — run it with: accelerate launch {args.file}")
+        path = check_free(args.file, "FILE", overwrite=args.force, option="--force")
+        path.write_text(script)
+        print(f"wrote {path} — run it with: accelerate launch {path}")
     elif not args.cell:
         return Code(script, language="python")
 
 
-@verb("runs", "past runs: settings, final metrics, loss curves overlaid", "%lora runs")
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _runs_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default="runs", help="the folder holding run folders (default: %(default)s)")
+    p.add_argument("--limit", type=_positive, default=20, help="show the newest N (default: %(default)s)")
+    p.add_argument("--filter", default=None, metavar="TEXT", help="key=value terms (r=16 status=finished lr=2e-4) "
+                   "and/or text in the run's name or label; all must match")
+
+
+@verb("runs", "past runs, newest first: this kernel's and every run folder on disk (other kernels, the CLI)",
+      '%lora runs --filter "r=16 status=finished" --limit 5', _runs_flags)
 def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    return m.session.run_table()
+    from ..runs import RunTable
+
+    runs = m.session.find_runs(args.dir, filter=args.filter)
+    if len(runs) > args.limit:
+        print(f"the newest {args.limit} of {len(runs)} runs (--limit N shows more, --filter TEXT picks)")
+    return RunTable(runs[:args.limit])
 
 
 @verb("panel", "the widget panel: model, targets, data preview, train / stop / compare / export", "%lora panel")
@@ -295,16 +386,31 @@ def _panel(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return Panel(m.session)
 
 
-@verb("help", "the verbs, with an example each", "%lora help")
+def _help_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("verb", nargs="?", help="a verb: its flags, its settings with their defaults, an example")
+
+
+@verb("help", "the verbs, with an example each; %lora help VERB: its flags and settings", "%lora help train", _help_flags)
 def _help(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    print(help_text())
+    print(verb_help(args.verb) if args.verb else help_text())
 
 
-@verb("recipe", "a %%lora cell with a whole recipe (YAML) runs it end to end", "%%lora\nmodel: {name: ./m}\n...")
+RECIPE_KEYS = {f"{section}.{f.name}": f for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+RECIPE_KEYS["output_dir"] = _fields(Recipe)["output_dir"]
+
+
+@verb("recipe", "a %%lora cell with a whole recipe (YAML) runs it end to end, always with a fresh adapter",
+      "%%lora\nmodel: {name: ./m}\nlora: {r: 16, targets: attention}\ndata: {path: train.jsonl}\ntrain: {steps: 200}",
+      keys=RECIPE_KEYS)
 def _recipe(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    from ..recipe import Recipe
+    return _shown(m, m.session.run_recipe(Recipe.from_dict(_yaml(cell or "", "recipe")), live=_in_kernel(m)), False)
 
-    return m.session.run_recipe(Recipe.from_dict(_yaml(cell or "", "recipe")), live=_in_kernel(m))
+
+def _shown(m: LoraMagics, run: Any, background: bool) -> Any:
+    """The Run as the cell's value only where nothing showed it yet: in a kernel the live chart and
+    the result line already did (one chart, one line per train cell); a background run shows its
+    own. In terminal IPython (no live chart) it is the cell's value, printed as its table."""
+    return None if background or _in_kernel(m) else run
 
 
 def _given(**flags: Any) -> dict:
@@ -331,5 +437,54 @@ def help_text() -> str:
         if name != "recipe":
             lines.append(f"  {name:<{width}}  {spec.help}\n  {'':<{width}}  e.g. {spec.example}")
     lines += ["", "%%lora [inject|train|generate|compare] with a YAML body (or the prompt, verbatim);",
-              "a bare %%lora cell is a whole recipe: model, lora, data, train sections. Keys: " + ", ".join(SECTIONS)]
+              "a bare %%lora cell is a whole recipe: model, lora, data, train sections. Keys: " + ", ".join(SECTIONS),
+              "%lora help VERB (or %lora VERB --help): the verb's flags and every setting with its default."]
     return "\n".join(lines)
+
+
+def verb_help(name: str) -> str:
+    """One verb in full: its usage and flags, every ``key=value`` setting it takes with its default
+    and help (the Recipe's field definitions), and an example.
+
+    Example:
+        >>> print(verb_help("stop"))
+        %lora stop — stop the background run after its current step (adapter kept)
+        <BLANKLINE>
+        usage: %lora stop
+        <BLANKLINE>
+        example: %lora stop
+    """
+    spec = _verb(name)
+    parts = [f"%lora {name} — {spec.help}", _parser(name).format_help().strip()]
+    if name == "recipe":
+        parts[1] = "usage: a %%lora cell (no arguments) holding YAML sections: model, lora, data, train, output_dir"
+    if spec.keys:
+        width = max(len(k) for k in spec.keys)
+        rows = [(key, _default(f), f.metadata.get("help", "") + _choices(f)) for key, f in spec.keys.items()]
+        shown = max(len(d) for _, d, _ in rows)
+        lines = ["settings (key=value; a value is read as YAML, or is the notebook variable of that name):"
+                 if spec.free == "settings" else "keys (section.key in the cell's YAML):"]
+        for key, default, text in rows:
+            lead = f"  {key:<{width}}  {default:<{shown}}  "
+            lines.append(textwrap.fill(text, width=max(100, len(lead) + 40), initial_indent=lead,
+                                       subsequent_indent=" " * len(lead)))
+        parts.append("\n".join(lines))
+    parts.append("example: " + spec.example.replace("\n", "\n         "))
+    return "\n\n".join(parts)
+
+
+def _default(f: dataclasses.Field) -> str:
+    """A field's default written as a user types it: null, true, 0.0002, cosine, {}."""
+    import yaml
+
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if value == "":  # a model name or data path: there is no default
+        return "required"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _choices(f: dataclasses.Field) -> str:
+    choices = f.metadata.get("choices")
+    return f" One of: {', '.join(map(str, choices))}." if choices else ""

@@ -4,11 +4,15 @@ Magics and the panel act through it; it acts through the Python API only.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 from ..errors import ConfigError
-from ..recipe import LoraSection, ModelSection, Recipe, build_section, model_kwargs
+from ..files import expand_user
+from ..recipe import LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs, model_kwargs
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainSection)}
 
 
 class Session:
@@ -28,6 +32,7 @@ class Session:
         self.lora_section: Optional[LoraSection] = None
         self.runs: list = []
         self.active: Any = None  # the Run training in the background, if any
+        self.trained_by: Any = None  # the Run that last trained the current adapter (None: untrained so far)
 
     def require_model(self, adapter: bool = False) -> None:
         if self.model is None:
@@ -44,9 +49,9 @@ class Session:
         from ..loading import load
 
         self.require_idle()
-        section = build_section(ModelSection, {"name": name, **settings}, "model")
-        self.model, self.tokenizer = load(name, **model_kwargs(section))
-        self.model_section, self.lora_section = section, None
+        section = build_section(ModelSection, {"name": expand_user(name), **settings}, "model")
+        self.model, self.tokenizer = load(section.name, **model_kwargs(section))
+        self.model_section, self.lora_section, self.trained_by = section, None, None
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
@@ -62,24 +67,67 @@ class Session:
 
         self.require_model()
         self.require_idle()
-        self.lora_section = build_section(LoraSection, settings, "lora")
+        section = build_section(LoraSection, settings, "lora")
         self.model = inject(self.model, **settings)
+        self.lora_section, self.trained_by = section, None
         return self.model
 
-    def train(self, data: Any, *, live: bool = True, background: bool = False, **settings: Any):
-        """Train the current adapter; with ``live`` a dashboard updates in place. Returns the Run."""
+    def train(self, data: Any, *, fresh: bool = False, live: bool = True, background: bool = False,
+              say: Optional[Callable[[str], None]] = print, **settings: Any):
+        """Train the adapter; with ``live`` a dashboard updates in place. Returns the Run.
+
+        By default training continues the adapter on the model: the one injected last, or as a
+        run left it. ``fresh=True`` first puts a fresh adapter on the base, with the settings of
+        the last inject (the defaults if there was none), seeded like a recipe's (``lora.seed``,
+        else ``seed``). ``say`` is given one line saying which, before anything starts:
+        ``fresh adapter: r=16, …``, ``continuing the adapter of run … (step N)`` or ``resuming run …``.
+
+        Example:
+            >>> s.train("train.jsonl", steps=50)               # doctest: +SKIP
+            continuing the adapter injected with r=16, alpha=32, targets=attention (not trained yet)
+            >>> s.train("train.jsonl", steps=50, fresh=True)   # doctest: +SKIP
+            fresh adapter: r=16, alpha=32, targets=attention
+        """
+        from ..injection import inject
         from ..training import train
 
-        self.require_model(adapter=True)
+        self.require_model(adapter=not fresh)
         self.require_idle()
+        lora = self.lora_section or LoraSection()
+        # the train settings are checked before a fresh adapter replaces the current one
+        train_section = build_section(TrainSection, {k: v for k, v in settings.items() if k in TRAIN_FIELDS}, "train")
+        if say is not None:
+            say(self.adapter_note(fresh=fresh, resume=settings.get("resume")))
+        if fresh:
+            self.model = inject(self.model, **{**lora_kwargs(lora), "seed": adapter_seed(lora, train_section)})
+            self.lora_section, self.trained_by = lora, None
         callbacks = _live(settings.pop("callbacks", ()), live, background)
         progress = settings.pop("progress", not live)
         run = train(self.model, self.tokenizer, data, callbacks=callbacks, background=background,
                     progress=progress, **settings)
         return self._started(run, background)
 
+    def adapter_note(self, fresh: bool = False, resume: Optional[str] = None) -> str:
+        """One line saying what training starts from: a fresh adapter, the adapter as the last run
+        left it, the adapter as injected, or a run resumed from its checkpoint.
+
+        Example:
+            >>> Session().adapter_note(fresh=True)
+            'fresh adapter: r=16, alpha=32, targets=all-linear'
+        """
+        if resume:
+            return f"resuming run {Path(expand_user(resume)).name} from its last checkpoint"
+        if fresh:
+            return f"fresh adapter: {describe(self.lora_section or LoraSection())}"
+        if self.trained_by is not None:
+            return f"continuing the adapter of run {self.trained_by.name} (step {self.trained_by.step})"
+        if self.lora_section is not None:
+            return f"continuing the adapter injected with {describe(self.lora_section)} (not trained yet)"
+        return "continuing the adapter on the model"
+
     def _started(self, run: Any, background: bool):
         self.runs.append(run)
+        self.trained_by = run
         if background:
             self.active = run
         return run
@@ -109,6 +157,15 @@ class Session:
         self.require_idle()
         return compare(self.model, self.tokenizer, prompts, **kwargs)
 
+    def evaluate(self, data: Any, **kwargs: Any):
+        """Score the current model on held-out ``data`` (lora_nb.evaluate); the score is stored
+        with the run that trained the adapter, if one did."""
+        from ..evaluation import evaluate
+
+        self.require_model()
+        self.require_idle()
+        return evaluate(self.model, self.tokenizer, data, run=self.trained_by, **kwargs)
+
     def save(self, folder: str, overwrite: bool = False) -> Path:
         from ..adapters import save
 
@@ -123,13 +180,16 @@ class Session:
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
     def run_recipe(self, recipe: Recipe, live: bool = True, *, on_loaded_base: bool = False, background: bool = False,
-                   callbacks: Any = (), progress: Optional[bool] = None):
+                   callbacks: Any = (), progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = print):
         """Load, inject and train as ``recipe`` says (lora_nb.run, the one orchestrator), keeping
         model and run in the session. ``on_loaded_base``: adapt the model already loaded instead
-        of loading ``recipe.model`` again (the panel's reruns)."""
+        of loading ``recipe.model`` again (the panel's reruns). A recipe always trains a fresh
+        adapter; ``say`` is told so first."""
         from ..pipeline import run
 
         self.require_idle()
+        if say is not None:
+            say(f"fresh adapter (a recipe always starts one): {describe(recipe.lora)}")
         base = None
         if on_loaded_base:
             self.require_model()
@@ -156,10 +216,24 @@ class Session:
 
         return to_script(self.recipe())
 
-    def run_table(self):
+    def find_runs(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None,
+                  limit: Optional[int] = None) -> list:
+        """This session's runs and every run in ``root`` (other kernels', the CLI's), newest first;
+        see :func:`lora_nb.runs.find_runs` for ``filter`` and ``limit``.
+
+        Example:
+            >>> Session().find_runs("/nonexistent-lora_nb-runs")
+            []
+        """
+        from ..runs import find_runs
+
+        return find_runs(root, filter=filter, limit=limit, runs=self.runs)
+
+    def run_table(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None, limit: Optional[int] = None):
+        """:meth:`find_runs` as a :class:`~lora_nb.runs.RunTable`: settings, metrics, loss curves."""
         from ..runs import RunTable
 
-        return RunTable(self.runs)
+        return RunTable(self.find_runs(root, filter=filter, limit=limit))
 
 
 def _live(callbacks: Any, live: bool, background: bool) -> list:
@@ -170,3 +244,14 @@ def _live(callbacks: Any, live: bool, background: bool) -> list:
 
         callbacks.append(LiveChart(controls=background))  # it shows itself once the trainer is built, in this thread
     return callbacks
+
+
+def describe(lora: LoraSection) -> str:
+    """An adapter's settings in one phrase: ``r=16, alpha=32, targets=attention``.
+
+    Example:
+        >>> describe(LoraSection(r=8, targets=["q_proj", "v_proj"], variant="dora"))
+        'r=8, alpha=32, targets=[q_proj, v_proj], variant=dora'
+    """
+    targets = lora.targets if isinstance(lora.targets, str) else f"[{', '.join(map(str, lora.targets))}]"
+    return f"r={lora.r}, alpha={lora.alpha:g}, targets={targets}" + (f", variant={lora.variant}" if lora.variant != "lora" else "")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -61,6 +63,37 @@ def test_help_lists_every_verb_with_an_example(ip, capsys):
     for verb in ("load", "targets", "inject", "train", "wait", "stop", "generate", "compare", "save", "merge",
                  "export", "runs", "panel", "help"):
         assert f"  {verb} " in out and f"e.g. %lora {verb}" in out
+    assert "%lora help VERB" in out
+
+
+def test_help_for_a_verb_shows_its_flags_settings_and_example(ip, capsys):
+    import dataclasses
+
+    from lora_nb.notebook.magics import VERBS
+    from lora_nb.recipe import LoraSection, TrainSection
+
+    for verb in VERBS:
+        ip.run_line_magic("lora", f"help {verb}")
+        out = capsys.readouterr().out
+        assert out.startswith(f"%lora {verb} — ") and "\nexample: %" in out, verb
+    ip.run_line_magic("lora", "help train")
+    train = capsys.readouterr().out
+    for flag in ("--fresh", "--resume RUN_DIR", "--background", "--overwrite"):
+        assert flag in train
+    for f in dataclasses.fields(TrainSection):  # every key, its default, the start of its help
+        assert re.search(rf"^  {f.name} +\S+ +{re.escape(f.metadata['help'][:25])}", train, re.M), f.name
+    for key, default in (("steps", "null"), ("lr", "0.0002"), ("scheduler", "cosine"), ("batch_size", "4"),
+                         ("packing", "false"), ("data", "required"), ("eval", "null")):
+        assert re.search(rf"^  {key} +{default} ", train, re.M), key
+    assert "One of: linear, cosine" in train
+    ip.run_line_magic("lora", "train --help")
+    assert capsys.readouterr().out == train
+    ip.run_line_magic("lora", "help inject")
+    inject = capsys.readouterr().out
+    assert all(re.search(rf"^  {f.name} ", inject, re.M) for f in dataclasses.fields(LoraSection))
+    assert re.search(r"^  r +16 +Rank of the update", inject, re.M)
+    with pytest.raises(UsageError, match=r"no verb 'trian'.*Did you mean 'train'"):
+        ip.run_line_magic("lora", "help trian")
 
 
 @pytest.mark.parametrize("line, words", [
@@ -78,7 +111,7 @@ def test_usage_errors_name_the_problem(ip, line, words):
         assert word in str(err.value)
 
 
-def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, capsys):
+def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, in_tmp, capsys):
     ip.run_line_magic("lora", f"load {llama} --4bit")
     table = ip.run_line_magic("lora", "targets --r 4")
     assert "attention" in table.roles and all(m.kind == "Linear4bit" for m in table.modules if m.role == "mlp")
@@ -90,9 +123,17 @@ def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, capsys):
     assert "trainable params" in capsys.readouterr().out
     run = ip.run_line_magic("lora", f"train data={data_file} steps=3 lr=2e-3 batch_size=8 output_dir={tmp_path / 'run'}")
     assert run.status == "finished" and run.step == 3 and run.recipe.train.lr == 0.002
+    result = ip.run_line_magic("lora", f"eval data={data_file} limit=8 metric=contains")
+    assert result.n == 8 and result.metric == "contains" and 0 <= result.score <= 1
+    assert json.loads((tmp_path / "run" / "evals.jsonl").read_text().splitlines()[-1])["score"] == result.score
+    with pytest.raises(UsageError, match=r"metric.*Did you mean 'exact_match'"):
+        ip.run_line_magic("lora", f"eval data={data_file} metric=exact")
+    with pytest.raises(UsageError, match="needs data=PATH"):
+        ip.run_line_magic("lora", "eval limit=3")
     ip.run_cell_magic("lora", "generate --max-new-tokens 3", "Even or odd?\n\n12\n")
     result = ip.run_cell_magic("lora", "compare --max-new-tokens 3", "Even or odd?\n\n12")
     assert result.rows[0][0] == "Even or odd?\n\n12"  # the cell body is the prompt, verbatim
+    assert "embedded demo model is untrained" in str(result).splitlines()[0] and "untrained" in result._repr_html_()
     ip.run_line_magic("lora", f"save {tmp_path / 'adapter'}")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     ip.run_line_magic("lora", f"merge {tmp_path / 'merged'}")
@@ -127,7 +168,7 @@ def test_cell_bodies_are_yaml_sections(ip, llama, data_file, tmp_path):
         ip.run_cell_magic("lora", "inject", "r: [8\n")
 
 
-def test_a_bare_cell_is_a_whole_recipe(ip, llama, data_file, tmp_path):
+def test_a_bare_cell_is_a_whole_recipe(ip, llama, data_file, tmp_path, capsys):
     run = ip.run_cell_magic("lora", "", f"""
 model: {{name: {llama}, quant: 4bit}}
 lora: {{r: 4, targets: attention}}
@@ -137,6 +178,7 @@ output_dir: {tmp_path / 'run'}
 """)
     assert run.status == "finished" and run.recipe.model.quant == "4bit"
     assert session(ip).runs == [run]
+    assert capsys.readouterr().out.startswith("fresh adapter (a recipe always starts one): r=4, alpha=32, targets=attention\n")
     with pytest.raises(UsageError, match=r"lora.rank: unknown key.*Did you mean 'r'"):
         ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\nlora: {{rank: 4}}\n")
 
@@ -204,3 +246,71 @@ def test_yaml_aliases_in_a_cell_are_refused(ip, llama):
         ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\n" + laughs)
     with pytest.raises(UsageError, match="anchors/aliases"):
         ip.run_cell_magic("lora", "inject", "r: &r 8\nalpha: *r\n")
+
+
+def test_typed_paths_expand_home_and_variables(ip, llama, data_file, tmp_path, monkeypatch):
+    import lora_nb
+
+    home = tmp_path / "home"
+    shutil.copytree(llama, home / "models" / "m")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LORA_NB_DATA", str(data_file.parent))
+    ip.run_line_magic("lora", "load ~/models/m")
+    assert session(ip).model_section.name == str(home / "models" / "m")
+    assert ip.run_line_magic("lora", "targets ~/models/m").source == "~/models/m"
+    ip.run_line_magic("lora", "inject r=4")
+    run = ip.run_line_magic("lora", "train data=$LORA_NB_DATA/train.jsonl eval=$LORA_NB_DATA/train.jsonl "
+                                    "steps=2 batch_size=8 output_dir=~/runs/a")
+    assert run.dir == home / "runs" / "a" and run.recipe.data.path == str(data_file)
+    assert run.recipe.data.eval == str(data_file)
+    resumed = ip.run_line_magic("lora", "train data=$LORA_NB_DATA/train.jsonl steps=3 batch_size=8 --resume ~/runs/a")
+    assert resumed.dir == run.dir and resumed.step == 3
+    ip.run_line_magic("lora", "save ~/adapter")
+    ip.run_line_magic("lora", "export ~/train_lora.py")
+    assert (home / "adapter" / "adapter_model.safetensors").exists() and (home / "train_lora.py").exists()
+    model = lora_nb.load_adapter("~/models/m", "~/adapter")
+    assert hasattr(model, "peft_config")
+    assert len(lora_nb.data.read("$LORA_NB_DATA/train.jsonl")) == len(lora_nb.data.read(str(data_file)))
+
+
+def test_train_continues_the_adapter_unless_fresh(ip, llama, data_file, tmp_path, capsys):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 alpha=8 targets=attention")
+    injected = session(ip).model
+    capsys.readouterr()
+    train = f"train data={data_file} steps=1 batch_size=8"
+    first = ip.run_line_magic("lora", f"{train} output_dir={tmp_path / 'one'}")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "continuing the adapter injected with r=4, alpha=8, targets=attention (not trained yet)")
+    ip.run_line_magic("lora", f"{train} output_dir={tmp_path / 'two'}")
+    assert capsys.readouterr().out.splitlines()[0] == f"continuing the adapter of run {first.name} (step 1)"
+    assert session(ip).model is injected  # the same adapter, trained further
+    fresh = ip.run_line_magic("lora", f"{train} output_dir={tmp_path / 'three'} --fresh")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "fresh adapter: r=4, alpha=8, targets=attention" and "Replacing the adapter" in out[1]
+    assert session(ip).model is not injected and fresh.recipe.lora.r == 4 and fresh.recipe.lora.targets == "attention"
+    with pytest.raises(UsageError, match="not allowed with argument"):
+        ip.run_line_magic("lora", f"{train} --fresh --resume {tmp_path / 'one'}")
+
+
+def test_runs_lists_this_kernels_runs_and_the_runs_folder(ip, llama, parity, data_file, in_tmp, capsys):
+    import lora_nb
+
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    mine = ip.run_line_magic("lora", f"train data={data_file} steps=1 batch_size=8")
+    model, tok = lora_nb.load(llama)  # a run of "another kernel": only its folder is known to this session
+    other = lora_nb.train(lora_nb.inject(model, r=8, targets="attention", verbose=False), tok, parity[0], steps=1,
+                          batch_size=8, progress=False)
+    table = ip.run_line_magic("lora", "runs")
+    assert [row[0] for row in table.rows()] == [other.name, mine.name] and table.runs[1] is mine
+    assert [row[2] for row in table.rows()] == ["r8-attention-lr2e-4", "r4-all-linear-lr2e-4"]
+    capsys.readouterr()
+    assert [r.name for r in ip.run_line_magic("lora", "runs --limit 1").runs] == [other.name]
+    assert "the newest 1 of 2 runs" in capsys.readouterr().out
+    assert [r.name for r in ip.run_line_magic("lora", 'runs --filter "r=4 status=finished"').runs] == [mine.name]
+    assert ip.run_line_magic("lora", f"runs --dir {in_tmp / 'elsewhere'}").runs == [mine]
+    with pytest.raises(UsageError, match=r"filter: is not a run setting.*Did you mean 'r'"):
+        ip.run_line_magic("lora", "runs --filter rr=4")
+    with pytest.raises(UsageError, match="--limit"):
+        ip.run_line_magic("lora", "runs --limit 0")

@@ -1,0 +1,118 @@
+"""find_runs / RunTable: every run folder on disk, newest first, with readable names; killed and torn runs included."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+import lora_nb
+from lora_nb.runs import Run, RunTable, find_runs
+from lora_nb.training import new_run_dir
+
+
+def train_one(llama, rows, **lora):
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, verbose=False, **lora)
+    return lora_nb.train(model, tok, rows, steps=1, batch_size=8, max_length=64, lr=1e-3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_runs(llama, parity, tmp_path_factory):
+    """Two finished runs in ./runs, trained one after the other: (older, newer). The tests using
+    them run from that folder."""
+    folder = tmp_path_factory.mktemp("two_runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        runs = train_one(llama, parity[0], r=4), train_one(llama, parity[0], r=8, targets="attention")
+    return folder, runs
+
+
+@pytest.fixture
+def two_runs_here(two_runs, monkeypatch):
+    folder, runs = two_runs
+    monkeypatch.chdir(folder)
+    return runs
+
+
+def test_runs_on_disk_newest_first_with_readable_names(two_runs_here):
+    older, newer = two_runs_here
+    assert re.fullmatch(r"\d{8}-\d{6}-r4-all-linear-lr1e-3", older.name), older.name
+    assert newer.label == "r8-attention-lr1e-3" and newer.name.endswith("-r8-attention-lr1e-3")
+    found = find_runs()  # read back from disk, as another kernel or the CLI would
+    assert [run.name for run in found] == [newer.name, older.name]
+    assert all(run.status == "finished" and run.step == 1 and run is not older for run in found)
+    assert find_runs(runs=[older])[1] is older  # a run held in memory stands in for its folder's copy
+
+
+def test_filter_and_limit(two_runs_here):
+    older, newer = two_runs_here
+    names = lambda **kw: [run.name for run in find_runs(**kw)]  # noqa: E731
+    assert names(filter="r=8") == [newer.name]
+    assert names(filter="lora.r=4 status=finished lr=1e-3") == [older.name]
+    assert names(filter="attention") == [newer.name]  # text in the name or label
+    assert names(filter="targets=all-linear") == [older.name]
+    assert names(filter="status=killed") == []
+    assert names(limit=1) == [newer.name]
+    with pytest.raises(lora_nb.ConfigError, match=r"filter: is not a run setting \(got 'rr'\).*Did you mean 'r'"):
+        find_runs(filter="rr=4")
+    with pytest.raises(lora_nb.ConfigError, match="limit"):
+        find_runs(limit=0)
+
+
+def test_table_shows_label_start_time_and_eval_score(two_runs_here):
+    older, newer = two_runs_here
+    with open(older.dir / "evals.jsonl", "w") as f:  # what evaluate() appends, one line per evaluation
+        f.write(json.dumps({"metric": "exact_match", "score": 0.25, "n": 8, "data": "t.jsonl", "time": 1}) + "\n")
+        f.write(json.dumps({"metric": "exact_match", "score": 0.5, "n": 8, "data": "t.jsonl", "time": 2}) + "\n")
+    table = RunTable(find_runs())
+    rows = {row[0]: dict(zip(RunTable.HEADERS, row)) for row in table.rows()}
+    assert rows[older.name]["eval score"] == 0.5 and rows[newer.name]["eval score"] is None
+    assert rows[newer.name]["label"] == "r8-attention-lr1e-3"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", rows[older.name]["started"])
+    assert re.fullmatch(r"\d+ s", rows[older.name]["time"])
+    assert "eval score" in str(table) and "<img" in table._repr_html_()
+
+
+def test_killed_torn_and_unreadable_run_folders_are_listed_not_raised(llama, parity, in_tmp):
+    run = train_one(llama, parity[0], r=4)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that has ended: its run.json says "running", but nobody is
+    info = json.loads((run.dir / "run.json").read_text())
+    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running", "pid": dead.pid}))
+    with open(run.dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "lo')  # a kill in the middle of a write
+    torn = in_tmp / "runs" / "sweep-1" / "torn"  # a level down, as a sweep's runs are
+    torn.mkdir(parents=True)
+    (torn / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    (torn / "run.json").write_text('{"status": "runn')
+    odd = in_tmp / "runs" / "odd"
+    odd.mkdir()
+    (odd / "run.json").write_text("{}")
+    (odd / "recipe.yaml").write_text("model: {name: m}\nlora: {rank: 8}\n")  # a key this version does not know
+    (in_tmp / "runs" / "notes").mkdir()  # not a run folder: skipped
+    found = {r.name: r for r in find_runs()}
+    assert set(found) == {run.name, "torn", "odd"}
+    assert found[run.name].status == "killed" and "resume=" in found[run.name].message
+    assert [h["step"] for h in found[run.name].history] == [1]
+    assert found["torn"].status == "unknown" and found["torn"].last("loss") == 2.0
+    assert found["odd"].status == "unreadable" and "lora.rank" in found["odd"].message
+    table = RunTable(list(found.values()))
+    assert "killed" in str(table) and "unreadable" in table._repr_html_()
+
+
+def test_new_run_folders_are_unique(in_tmp):
+    first = new_run_dir(None, label="r16-attention-lr2e-4")
+    first.mkdir(parents=True)
+    second = new_run_dir(None, label="r16-attention-lr2e-4")
+    assert second != first and second.parent == first.parent and "r16-attention-lr2e-4" in second.name
+
+
+def test_a_run_folder_given_as_root_is_found(two_runs_here):
+    older, _ = two_runs_here
+    assert [run.name for run in find_runs(older.dir)] == [older.name]
+    assert find_runs("~/no-such-lora_nb-runs") == []
+    assert isinstance(Run.load(older.dir).started, float)
