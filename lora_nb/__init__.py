@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import quiet as _quiet  # noqa: F401 - first, so a known bitsandbytes import-time note is dropped (see there)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -28,6 +30,8 @@ _EXPORTS = {
     "generate": "generation",
     "compare": "generation",
     "Comparison": "generation",
+    "evaluate": "evaluation",
+    "Evaluation": "evaluation",
     "save": "adapters",
     "load_adapter": "adapters",
     "merge": "merging",
