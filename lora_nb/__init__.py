@@ -37,6 +37,8 @@ _EXPORTS = {
     "merge": "merging",
     "Recipe": "recipe",
     "run": "pipeline",
+    "sweep": "sweeps",
+    "Sweep": "sweeps",
     "to_script": "pipeline",
     "ConfigError": "errors",
     "preview": "data",

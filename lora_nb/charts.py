@@ -143,3 +143,62 @@ class Dashboard:
         buf = io.BytesIO()
         self.canvas.print_png(buf)
         return buf.getvalue()
+
+
+class Overlay:
+    """Several runs' losses in one chart — a sweep's points as they train — built once and then only
+    fed new data, like :class:`Dashboard`: each new label adds its lines (raw loss faint, smoothed
+    solid, eval loss dashed) in a colour of its own.
+
+    Example:
+        >>> chart = Overlay("sweep")
+        >>> chart.update([("r4", [{"step": 1, "loss": 2.0}]), ("r8", [{"step": 1, "loss": 1.8}])])
+        >>> sorted(chart.lines), chart.png()[:4]
+        (['r4', 'r8'], b'\\x89PNG')
+    """
+
+    def __init__(self, title: str = "") -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.fig = Figure(figsize=(8, 4), dpi=72)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self.ax = self.fig.add_subplot()
+        self.ax.set_xlabel("step", fontsize=9)
+        self.ax.set_ylabel("loss (light: raw, dashed: eval)", fontsize=9)
+        self.ax.tick_params(labelsize=8)
+        self.ax.locator_params(nbins=5)  # tick labels are most of the drawing time
+        self.ax.grid(alpha=0.3)
+        if title:
+            self.ax.set_title(title, fontsize=10)
+        self.lines: dict[str, tuple] = {}  # label -> (raw, smoothed, eval) lines
+        self.fig.subplots_adjust(left=0.08, right=0.97, top=0.9, bottom=0.12)
+
+    def update(self, series: Iterable[tuple[str, list[dict]]]) -> None:
+        """Feed every series so far, ``[(label, history), ...]`` (cheap: only line data changes)."""
+        added = False
+        for label, history in series:
+            if label not in self.lines:
+                color = f"C{len(self.lines) % 10}"
+                self.lines[label] = (self.ax.plot([], [], color=color, alpha=0.25, linewidth=1)[0],
+                                     self.ax.plot([], [], color=color, linewidth=2, label=label)[0],
+                                     self.ax.plot([], [], color=color, linestyle="--", marker="o", markersize=3)[0])
+                added = True
+            raw, smoothed, evals = self.lines[label]
+            train = [(h["step"], h["loss"]) for h in history if h.get("loss") is not None]
+            steps, losses = (list(v) for v in zip(*train)) if train else ([], [])
+            raw.set_data(steps, losses)
+            smoothed.set_data(steps, smooth(losses))
+            evaluated = [(h["step"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
+            evals.set_data([s for s, _ in evaluated], [v for _, v in evaluated])
+        if added:
+            self.ax.legend(fontsize=7, loc="upper right", ncol=1 + len(self.lines) // 8)
+        self.ax.relim()
+        self.ax.autoscale_view()
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.canvas.print_png(buf)
+        return buf.getvalue()

@@ -14,6 +14,7 @@ no setting, path or name can inject code.
 from __future__ import annotations
 
 import ast
+import pprint
 from itertools import takewhile
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,31 @@ def render_script(recipe: Recipe) -> str:
     _, helpers = _split(_source("portable.py"))  # portable's docstring and __future__ line stay behind
     head = head.format(version=__version__)  # lora_nb's own version: the one placeholder, never a recipe value
     return f"{head}\n{settings}{helpers}{main}"
+
+
+def render_sweep_script(points: list[tuple[str, Recipe]], folder: str) -> str:
+    """The standalone script for a sweep (see :meth:`lora_nb.sweeps.Sweep.to_script`): the
+    single-run script's code, its ``main()`` run once per point, into ``folder/<label>``.
+
+    The first point's settings are the script's constants, as in a single-run script; ``POINTS``
+    lists each point's label with the constants that differ between points, so the loop only
+    ever assigns checked literals.
+
+    Example:
+        >>> print(render_sweep_script([("r4-s0", r4), ("r8-s0", r8)], "runs/sweep-script"))   # doctest: +SKIP
+    """
+    settings = [script_settings(recipe) for _, recipe in points]
+    first = settings[0]
+    varying = [name for name in first if name != "OUTPUT_DIR" and any(s[name] != first[name] for s in settings)]
+    constants = {**first, "OUTPUT_DIR": f"{folder}/{points[0][0]}", "SWEEP_DIR": folder}
+    table = [(label, {name: s[name] for name in varying}) for (label, _), s in zip(points, settings)]
+    lines = "".join(_assignment(name, value) for name, value in constants.items()) + _assignment("POINTS", table, pretty=True)
+    sweep_doc, sweep_imports, sweep_code = _parts(_source("sweep_main.py"))
+    _, run_imports, run_code = _parts(_source("script_main.py"))
+    _, helpers = _split(_source("portable.py"))
+    extra = [line for line in sweep_imports.splitlines(keepends=True) if line not in run_imports.splitlines(keepends=True)]
+    head = sweep_doc.format(version=__version__) + run_imports + "".join(extra)  # the version: the one placeholder
+    return f"{head}\n{lines}{helpers}{_without_entry_point(run_code)}\n\n{sweep_code}"
 
 
 def script_settings(recipe: Recipe) -> dict:
@@ -66,9 +92,10 @@ def script_settings(recipe: Recipe) -> dict:
     )
 
 
-def _assignment(name: str, value: Any) -> str:
-    """``NAME = <repr>``, refused unless it reads back as the same literal (never an object's repr)."""
-    text = repr(value)
+def _assignment(name: str, value: Any, pretty: bool = False) -> str:
+    """``NAME = <repr>``, refused unless it reads back as the same literal (never an object's repr).
+    ``pretty``: spread over lines (pprint) for a long table."""
+    text = pprint.pformat(value, width=110, sort_dicts=False) if pretty else repr(value)
     try:
         same = ast.literal_eval(text) == value
     except (ValueError, SyntaxError):
@@ -98,6 +125,24 @@ def _split(source: str) -> tuple[str, str]:
     head = list(takewhile(_is_head, tree.body))
     lines = source.splitlines(keepends=True)
     return "".join(lines[tree.body[0].lineno - 1:head[-1].end_lineno]), "".join(lines[head[-1].end_lineno:])
+
+
+def _parts(source: str) -> tuple[str, str, str]:
+    """(docstring, imports, the code below them) of one of the fixed script files."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    head = list(takewhile(_is_head, tree.body))
+    docstring, first, last = head[0], head[1], head[-1]
+    return ("".join(lines[docstring.lineno - 1:docstring.end_lineno]), "".join(lines[first.lineno - 1:last.end_lineno]),
+            "".join(lines[last.end_lineno:]))
+
+
+def _without_entry_point(code: str) -> str:
+    """``code`` without its closing ``if __name__ == "__main__":`` block."""
+    last = ast.parse(code).body[-1]
+    if isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'":
+        return "".join(code.splitlines(keepends=True)[:last.lineno - 1]).rstrip() + "\n"
+    return code
 
 
 def _is_head(node: ast.stmt) -> bool:

@@ -28,7 +28,8 @@ def build(recipe: Recipe, base: Optional[tuple] = None):
 
     model, tokenizer = base if base is not None else load(recipe.model.name, **model_kwargs(recipe.model))
     settings = {**lora_kwargs(recipe.lora), "seed": adapter_seed(recipe.lora, recipe.train)}
-    return inject(model, **settings), tokenizer
+    # reruns on a loaded base (the panel, a sweep's points) say nothing per adapter: their table does
+    return inject(model, **settings, verbose=base is None), tokenizer
 
 
 def run(recipe: Recipe, *, base: Optional[tuple] = None, callbacks: Sequence[Any] = (), background: bool = False,

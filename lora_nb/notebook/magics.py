@@ -246,6 +246,55 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return _shown(m, run, args.background)
 
 
+SWEEP_OPTIONS = {
+    "seeds": dataclasses.field(default=1, metadata={"help": "runs per point with train.seed, +1, …: the table gives mean ± spread"}),
+    "eval_data": dataclasses.field(default=None, metadata={"help": "held-out rows scored after each point (see %lora eval)"}),
+    "metric": dataclasses.field(default="exact_match", metadata={"help": "the eval score: exact_match, contains, token_accuracy, or a notebook function"}),
+    "output_dir": dataclasses.field(default=None, metadata={"help": "the sweep's folder, new or empty (default runs/sweep-<date-time>)"}),
+}
+SWEEP_KEYS = {**{k: f for k, f in LORA_KEYS.items() if k != "seed"}, **{k: f for k, f in TRAIN_KEYS.items() if k != "resume"},
+              **SWEEP_OPTIONS}
+
+
+def _sweep_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background", action="store_true", help="sweep in a thread: the kernel stays free, Stop works")
+
+
+@verb("sweep", "train one fresh adapter per combination of settings on the loaded base: one chart, one table, best row marked",
+      "%lora sweep r=4,8,16 targets=attention,all-linear steps=50 eval_data=test.jsonl", _sweep_flags, "settings", SWEEP_KEYS)
+def _sweep(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
+    grid = {}
+    for item in args.settings:
+        if "=" not in item:
+            raise UsageError(f"%lora sweep: expected key=v1,v2,…, got {item!r}")
+        key, raw = item.split("=", 1)
+        if key not in SWEEP_KEYS:
+            raise ConfigError(key, problem="unknown setting", allowed=SWEEP_KEYS)
+        values = [m.value(part) for part in _top_level_commas(raw)]
+        if len(values) == 1:  # one value for every point; a list (targets=[q_proj,v_proj]) is one value too
+            values = values[0] if key in SWEEP_OPTIONS or key == "data" or not isinstance(values[0], list) else values
+        grid[key] = values
+    for key in ("data", "eval_data", "output_dir"):
+        if isinstance(grid.get(key), str):
+            grid[key] = expand_user(grid[key])
+    result = m.session.sweep(live=_in_kernel(m), background=args.background, **grid)
+    return None if args.background or _in_kernel(m) else result
+
+
+def _top_level_commas(raw: str) -> list[str]:
+    """``4,8,16`` → three values; commas inside brackets stay (``[q_proj,v_proj],attention`` is two)."""
+    parts, depth, current = [], 0, ""
+    for ch in raw:
+        depth += ch in "[{(" and 1 or 0
+        depth -= ch in "]})" and 1 or 0
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return parts + [current]
+
+
 @verb("wait", "block until the background run ends", "%lora wait")
 def _wait(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return m.session.wait()

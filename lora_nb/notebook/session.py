@@ -42,7 +42,8 @@ class Session:
 
     def require_idle(self) -> None:
         if self.active is not None and self.active.running:
-            raise ConfigError("train", problem=f"run {self.active.name} is still training in the background: "
+            what = f"run {self.active.name}" if hasattr(self.active, "name") else f"the sweep in {self.active.dir}"
+            raise ConfigError("train", problem=f"{what} is still training in the background: "
                               "%lora stop or %lora wait first")
 
     def load(self, name: str, **settings: Any):
@@ -156,6 +157,49 @@ class Session:
         self.require_model(adapter=True)
         self.require_idle()
         return compare(self.model, self.tokenizer, prompts, **kwargs)
+
+    def sweep(self, *, data: Any = None, live: bool = True, background: bool = False, **options: Any):
+        """A sweep (lora_nb.sweep) on the loaded base: the last run's recipe (or the loaded model, the
+        last inject's settings and ``data``) over the grid in ``options``; each point a fresh
+        adapter. The model then carries the last point's adapter; the points join the session's runs.
+
+        Example:
+            >>> s.sweep(r=[4, 8], targets=["attention", "all-linear"], steps=50)   # doctest: +SKIP
+        """
+        from ..recipe import DataSection
+        from ..sweeps import sweep
+
+        self.require_model()
+        self.require_idle()
+        recipe = self.runs[-1].recipe if self.runs and self.runs[-1].recipe is not None else None
+        if recipe is None:
+            if data is None or self.model_section is None:
+                raise ConfigError("data", problem="a sweep needs training data: data=PATH (or train once first: "
+                                  "the sweep then starts from that run's recipe)")
+            recipe = Recipe(model=self.model_section, lora=self.lora_section or LoraSection(), data=DataSection(path=data))
+        elif data is not None:
+            recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=data))
+        recipe = dataclasses.replace(recipe, output_dir=None)
+        callbacks = list(options.pop("callbacks", ()))
+        if live:
+            from .sweep_view import SweepChart
+
+            callbacks.append(SweepChart(controls=background))
+        result = sweep(recipe, base=(self.model, self.tokenizer), callbacks=callbacks, background=background, **options)
+
+        def keep(s: Any) -> None:  # the base now carries the last point's adapter
+            if s.model is not None:
+                self.model, self.tokenizer = s.model, s.tokenizer
+            trained = [p.run for p in s.points if p.run is not None]
+            self.runs += trained
+            if trained:
+                self.trained_by, self.lora_section = trained[-1], trained[-1].recipe.lora
+        if background:
+            result.on_done(keep)
+            self.active = result
+        else:
+            keep(result)
+        return result
 
     def evaluate(self, data: Any, **kwargs: Any):
         """Score the current model on held-out ``data`` (lora_nb.evaluate); the score is stored

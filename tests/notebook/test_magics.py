@@ -314,3 +314,21 @@ def test_runs_lists_this_kernels_runs_and_the_runs_folder(ip, llama, parity, dat
         ip.run_line_magic("lora", "runs --filter rr=4")
     with pytest.raises(UsageError, match="--limit"):
         ip.run_line_magic("lora", "runs --limit 0")
+
+
+def test_sweep_magic_trains_each_point_on_the_loaded_base(ip, llama, data_file, tmp_path, capsys):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 targets=attention")
+    with pytest.raises(UsageError, match=r"rr: unknown setting.*Did you mean 'r'"):
+        ip.run_line_magic("lora", "sweep rr=2,4")
+    with pytest.raises(UsageError, match="needs training data"):
+        ip.run_line_magic("lora", "sweep r=2,4 steps=2")
+    s = ip.run_line_magic("lora", f"sweep r=2,4 targets=[q_proj,v_proj] steps=2 batch_size=8 data={data_file} "
+                                  f"output_dir={tmp_path / 'sweep'}")
+    assert [p.settings["r"] for p in s.points] == [2, 4] and all(p.status == "finished" for p in s.points)
+    assert all(p.recipe.lora.targets == ["q_proj", "v_proj"] for p in s.points)  # a list value is one value
+    assert (tmp_path / "sweep" / "sweep.json").exists() and "sweep finished: 2/2" in capsys.readouterr().out
+    sess = session(ip)
+    assert sess.runs[-1] is s.points[-1].run and sess.model is s.model  # the session carries the last adapter
+    again = ip.run_line_magic("lora", f"sweep lr=1e-3,2e-3 steps=2 output_dir={tmp_path / 'sweep2'}")  # the last run's recipe
+    assert [p.recipe.train.lr for p in again.points] == [1e-3, 2e-3] and again.points[0].recipe.lora.r == 4
