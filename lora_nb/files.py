@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Union
 
 from .errors import ConfigError
+from .portable import expand_user  # noqa: F401 - defined there: exported scripts expand paths the same way
 
 PathLike = Union[str, os.PathLike]
 
@@ -25,23 +26,6 @@ def user_path(path: PathLike) -> Path:
         True
     """
     return Path(expand_user(path))
-
-
-def expand_user(location: PathLike) -> str:
-    """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
-    ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
-    returned unchanged, as text.
-
-    Example:
-        >>> import os
-        >>> os.environ["LORA_NB_DOCTEST"] = "/data"
-        >>> expand_user("$LORA_NB_DOCTEST/train.jsonl"), expand_user("Qwen/Qwen2.5-0.5B")
-        ('/data/train.jsonl', 'Qwen/Qwen2.5-0.5B')
-        >>> expand_user("~/m") == os.path.join(os.path.expanduser("~"), "m")
-        True
-    """
-    text = os.fspath(location)
-    return os.path.expandvars(os.path.expanduser(text)) if text.startswith("~") or "$" in text else text
 
 
 def is_taken(path: PathLike) -> bool:

@@ -36,6 +36,25 @@ def resolve_dtype(name):
     return getattr(torch, TORCH_DTYPES[name])
 
 
+def expand_user(location):
+    """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
+    ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
+    returned unchanged, as text.
+
+    Example:
+        >>> import os
+        >>> os.environ["LORA_NB_DOCTEST"] = "/data"
+        >>> expand_user("$LORA_NB_DOCTEST/train.jsonl"), expand_user("Qwen/Qwen2.5-0.5B")
+        ('/data/train.jsonl', 'Qwen/Qwen2.5-0.5B')
+        >>> expand_user("~/m") == os.path.join(os.path.expanduser("~"), "m")
+        True
+    """
+    import os
+
+    text = os.fspath(location)
+    return os.path.expandvars(os.path.expanduser(text)) if text.startswith("~") or "$" in text else text
+
+
 def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None, trust_remote_code=False,
                              model_class="AutoModelForCausalLM"):
     """The model (ready for LoRA) and its tokenizer, loaded from safetensors.
@@ -52,6 +71,7 @@ def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None,
     import torch
     import transformers
 
+    name = expand_user(name)  # ~/models/x, $MODELS/x; a Hub name stays as it is
     config = None
     if quantization:
         compute = {"bnb_4bit_compute_dtype": dtype} if quantization.get("load_in_4bit") else {}
@@ -116,7 +136,7 @@ def load_rows(source, split="train"):
 
     from datasets import load_dataset, load_from_disk
 
-    source = str(source)
+    source = expand_user(str(source))  # ~/data/train.jsonl, $DATA/train.jsonl; a Hub name stays as it is
     ext = os.path.splitext(source)[1].lower()
     if os.path.isfile(source) and ext in DATA_FILES:
         return load_dataset(DATA_FILES[ext], data_files=source, split="train")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
-from .files import atomic_write, check_free, user_path
+from .files import atomic_write, check_free, expand_user, user_path
 from .loading import device_kwargs
 from .portable import last_checkpoint
 from .provenance import lora_section, model_section
@@ -408,7 +408,7 @@ def _report(run: Run, log: Capture) -> None:
 def _data_path(data: Any, run: Run) -> str:
     """Where the recipe can find ``data`` again: its path, or a copy written into the run folder."""
     if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)
+        return expand_user(data)  # the recipe (and an exported script) holds the real path
     from .data import read
 
     path = run.dir / "train.jsonl"
@@ -417,8 +417,10 @@ def _data_path(data: Any, run: Run) -> str:
 
 
 def _eval_setting(eval: Any, run: Run) -> Union[float, str, None]:
-    if eval is None or isinstance(eval, (float, str)):
+    if eval is None or isinstance(eval, float):
         return eval
+    if isinstance(eval, (str, os.PathLike)):
+        return expand_user(eval)
     from .data import read
 
     path = run.dir / "eval.jsonl"

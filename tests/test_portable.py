@@ -103,3 +103,22 @@ def test_eval_is_a_split_of_the_source_or_data_of_its_own(tmp_path, monkeypatch)
     assert portable.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the split"]
     train, held = portable.split_eval(rows, None, 0, folder)
     assert train is rows and held is None
+
+
+def test_typed_paths_expand_in_exported_scripts_too(llama, parity, tmp_path, monkeypatch):
+    """A recipe that says ~/models/m or $DATA/train.jsonl loads the same in lora_nb and in its
+    exported script: the expansion lives in portable, which every script carries."""
+    import json
+
+    home = tmp_path / "home"
+    shutil.copytree(llama, home / "models" / "m")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in parity[0][:8]))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LORA_NB_DATA", str(tmp_path))
+    model, tok = portable.load_model_and_tokenizer("~/models/m", dtype=resolve_dtype("fp32"),
+                                                   model_class="LlamaForCausalLM")
+    assert type(model).__name__ == "LlamaForCausalLM" and tok.pad_token is not None
+    assert len(portable.load_rows("$LORA_NB_DATA/train.jsonl")) == 8
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": "~/models/m"}, "data": {"path": "$LORA_NB_DATA/train.jsonl"}})
+    script = lora_nb.to_script(recipe)
+    assert "def expand_user(" in script and "name = expand_user(name)" in script
