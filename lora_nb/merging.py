@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
-from .files import check_free
+from .files import check_free, user_path
 from .quiet import quietly
 from .recipe import DTYPES
 
@@ -58,7 +58,7 @@ def merge(
         raise ConfigError("dtype", dtype, allowed=DTYPES)
     out_dir = check_free(out_dir, "out_dir", overwrite=overwrite)
     if isinstance(model, (str, Path)):
-        folder = Path(model)
+        folder = user_path(model)
         meta = adapter_meta(folder)
         quant = None if into == "original" else meta["quant"]
         model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"])

@@ -270,6 +270,7 @@ def test_typed_paths_expand_home_and_variables(ip, llama, data_file, tmp_path, m
     assert (home / "adapter" / "adapter_model.safetensors").exists() and (home / "train_lora.py").exists()
     model = lora_nb.load_adapter("~/models/m", "~/adapter")
     assert hasattr(model, "peft_config")
+    assert lora_nb.merge("~/adapter", "~/merged") == home / "merged" and (home / "merged" / "model.safetensors").exists()
     assert len(lora_nb.data.read("$LORA_NB_DATA/train.jsonl")) == len(lora_nb.data.read(str(data_file)))
 
 
