@@ -1,123 +1,234 @@
-"""The widget panel: a recipe as controls, Train / Stop / Save now / Generate / Compare / Export.
+"""The widget panel: a recipe as controls in tabs — Model · Adapter · Data · Train · Runs · Export —
+under a status bar with Stop and Save now that every tab shares.
 
-Train runs the controls as a recipe through ``lora_nb.run`` on the loaded base, in a background
-thread so the kernel stays idle and the Stop button's click is handled while training runs.
-Everything the thread shows goes through widget values (the chart image, the status line),
-never ``with output:`` from the thread.
-Each press of Train injects a fresh adapter with the current settings and trains it: change a
-control, press Train again, and compare the runs below (also ``%lora runs``).
+Train runs the controls as a recipe through ``lora_nb.run`` on the loaded base (a fresh adapter
+each time: change a control, press Train again, compare the runs), or, with "continue from the
+current adapter" ticked, trains the adapter the model already has (``Session.train``, like
+``%lora train``). Either way training runs in a background thread, so the kernel stays idle and
+Stop's click is handled. Everything the thread shows goes through widget values (the chart
+image, the status line, the warnings), never ``with output:`` from the thread; the warnings
+raised in the panel's actions and in its training thread show in the panel rather than in
+JupyterLab's log console (where a background thread's stderr would go).
+
+A widget cannot add a notebook cell in JupyterLab 4 (``set_next_input`` reaches only the cell
+being executed, and outputs' JavaScript cannot reach the notebook without a frontend
+extension): Export offers Copy and Save to file, and names ``%lora export --cell``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import sys
+import threading
 import traceback
+import warnings
+import weakref
 from typing import Any, Optional
 
 import ipywidgets as w
 
 from ..errors import ConfigError
+from ..files import atomic_write, check_free
 from ..provenance import unwrap
-from ..recipe import FORMATS, VARIANTS, LoraSection, Recipe, TrainSection
+from ..recipe import FORMATS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, train_kwargs
+from ..render import html_table
 from .session import Session
 
-BUTTONS = ("Load", "Preview", "Train", "Stop", "Save now", "Generate", "Compare", "Export code")
+BUTTONS = ("Load", "Preview", "Train", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")
+TABS = ("Model", "Adapter", "Data", "Train", "Runs", "Export")
+RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
+WARN = "#9a5b00"  # amber: readable on white, distinct from errors' red
+
+# Tables as JupyterLab draws notebook outputs (its CSS variables, with fallbacks for other front
+# ends); inside a widget they would otherwise get the browser's 1 px padding and the widget's
+# 28 px line height, which tears a multi-line cell (a prompt with a newline) apart.
+CSS = """<style>
+.lora-nb-panel table.lora-nb {border-collapse: collapse; border-spacing: 0; border: none; margin: 0.4em 0;
+  font-size: 12px; line-height: 1.4; color: var(--jp-content-font-color1, #222)}
+.lora-nb-panel table.lora-nb caption {padding: 0.3em 0; text-align: left}
+.lora-nb-panel table.lora-nb th, .lora-nb-panel table.lora-nb td {padding: 0.35em 0.7em; text-align: right;
+  vertical-align: top; border: none; line-height: 1.4}
+.lora-nb-panel table.lora-nb th {font-weight: bold}
+.lora-nb-panel table.lora-nb thead {border-bottom: 1px solid var(--jp-border-color1, #bdbdbd)}
+.lora-nb-panel table.lora-nb tbody tr:nth-child(even) {background: var(--jp-rendermime-table-row-background, #f5f5f5)}
+.lora-nb-panel table.lora-nb tbody tr:hover {background: var(--jp-rendermime-table-row-hover-background, #e3f2fd)}
+.lora-nb-panel .lora-nb-scroll {overflow: auto; max-height: 14em}
+.lora-nb-panel textarea.lora-nb-code {width: 100%; box-sizing: border-box; font: 12px/1.4 var(--jp-code-font-family, monospace)}
+</style>"""
+
+# The Copy button's click: the clipboard API where the page is a secure context (https, localhost),
+# else the older copy command on the selected text; it says which happened.
+COPY_JS = ("const box = this.parentElement.querySelector('textarea'), said = this.nextElementSibling;"
+           "box.focus(); box.select();"
+           "const done = ok => { said.textContent = ok ? ' copied' : ' selected: press Ctrl+C (⌘C)'; };"
+           "if (navigator.clipboard && window.isSecureContext) {"
+           "navigator.clipboard.writeText(box.value).then(() => done(true), () => done(document.execCommand('copy')));"
+           "} else { done(document.execCommand('copy')); }")
+
+# ipywidgets 8 calls a control's hover text ``tooltip``; 7.7 (Colab) ``description_tooltip``.
+_TOOLTIP = "tooltip" if int(w.__version__.split(".")[0]) >= 8 else "description_tooltip"
+
+
+def _help(section: type, name: str) -> dict:
+    """A control's tooltip: the setting's help text from the recipe, where it is defined once."""
+    return {_TOOLTIP: next(f.metadata["help"] for f in dataclasses.fields(section) if f.name == name)}
 
 
 class WidgetView:
-    """A LiveChart view drawing into an Image and an HTML widget (safe from the training thread)."""
+    """A LiveChart view drawing into the panel's chart and status line, from the training thread.
 
-    def __init__(self, image: w.Image, status: w.HTML) -> None:
-        self.image, self.status = image, status
+    The thread drawing here is the panel's: its warnings show in the panel too. ``note`` (what
+    the run trains: a fresh adapter, or which one it continues) heads the status line.
+    """
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel, self.note, self.drawn = panel, "", False
+        self._lock = threading.Lock()
 
     def show(self, png: bytes, status: str) -> None:
+        if threading.current_thread() is not threading.main_thread():  # never claim the cells' thread for good
+            _OWNERS[threading.current_thread()] = self.panel
         if png:
-            self.image.value = png
-            self.image.layout.display = ""
-        self.status.value = status
+            self.panel.chart.value = png
+            self.panel.chart.layout.display = ""
+        with self._lock:
+            self.drawn = True
+            self.panel.status.value = self._noted(status)
+
+    def announce(self, status: str) -> None:
+        """Show ``status`` unless the run has drawn already: a short run may even have finished."""
+        with self._lock:
+            if not self.drawn:
+                self.panel.status.value = self._noted(status)
+
+    def _noted(self, status: str) -> str:
+        return f"{html.escape(self.note)}<br>{status}" if self.note else status
 
 
 class Panel(w.VBox):
-    """Controls for a recipe on the session's model, with the live chart inside.
+    """Controls for a recipe on the session's model, in tabs, with the live chart in the Train tab.
 
     Example:
         >>> Panel()          # in a notebook cell; or %lora panel       # doctest: +SKIP
     """
 
     def __init__(self, session: Optional[Session] = None, model: str = "", data: str = "") -> None:
-        self.session = session or Session()
+        self.session = s = session or Session()
         self.report: Any = None
-        layout = w.Layout(width="auto")
-        s = self.session
+        self.adapter_params = 0  # parameters of an adapter already on the model (not the base's)
+        self.warned: list[str] = []
+        wide, auto = w.Layout(width="60%"), w.Layout(width="auto", flex="0 0 auto")  # auto: never squeezed
         self.model_name = w.Text(value=model or (s.model_section.name if s.model_section else ""), description="model",
-                                 placeholder="Hub name or folder", layout=w.Layout(width="60%"))
-        self.quant = w.Dropdown(options=[("full precision", None), ("8-bit", "8bit"), ("4-bit (QLoRA)", "4bit")],
-                                value=s.model_section.quant if s.model_section else None, description="quant")
+                                 placeholder="Hub name or folder", layout=wide, **_help(ModelSection, "name"))
+        self.quant = w.Dropdown(options=[("none (bf16/fp32)", ""), ("8-bit", "8bit"), ("4-bit (QLoRA)", "4bit")],
+                                value=(s.model_section.quant if s.model_section else None) or "", description="quant",
+                                **_help(ModelSection, "quant"))
         self.roles = w.HBox([])
-        self.r = w.IntSlider(value=LoraSection.r, min=1, max=128, description="r")
-        self.alpha = w.FloatText(value=LoraSection.alpha, description="alpha")
-        self.dropout = w.FloatSlider(value=LoraSection.dropout, min=0.0, max=0.5, step=0.01, description="dropout")
-        self.variant = w.Dropdown(options=list(VARIANTS), value=LoraSection.variant, description="variant")
+        self.r = w.Dropdown(options=RANKS, value=LoraSection.r, description="r", **_help(LoraSection, "r"))
+        self.alpha = w.FloatText(value=LoraSection.alpha, description="alpha", **_help(LoraSection, "alpha"))
+        self.dropout = w.FloatSlider(value=LoraSection.dropout, min=0.0, max=0.5, step=0.01, description="dropout",
+                                     **_help(LoraSection, "dropout"))
+        self.variant = w.Dropdown(options=list(VARIANTS), value=LoraSection.variant, description="variant",
+                                  **_help(LoraSection, "variant"))
         self.params = w.HTML()
-        self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=w.Layout(width="55%"))
-        self.format = w.Dropdown(options=[("auto", None)] + [(f, f) for f in FORMATS], value=None, description="format")
-        self.lr = w.FloatText(value=TrainSection.lr, description="lr")
-        self.steps = w.IntText(value=TrainSection.steps or 0, description="steps",
-                               tooltip="0: one pass over the data (the recipe's default)")
-        self.batch_size = w.IntText(value=TrainSection.batch_size, description="batch size")
-        self.max_length = w.IntText(value=TrainSection.max_length, description="max length")
-        self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=w.Layout(width="60%"))
-        self.buttons = {name: w.Button(description=name, layout=w.Layout(width="auto")) for name in BUTTONS}
+        self.data = w.Text(value=data, description="data", placeholder="train.jsonl", layout=wide, **_help(DataSection, "path"))
+        self.format = w.Dropdown(options=[("auto (from the columns)", "")] + [(f, f) for f in FORMATS], value="",
+                                 description="format", **_help(DataSection, "format"))
+        self.eval = w.Text(description="eval", placeholder="0.1 (a fraction) or eval.jsonl", **_help(DataSection, "eval"))
+        self.sample = w.HTML()
+        self.lr = w.FloatText(value=TrainSection.lr, description="lr", **_help(TrainSection, "lr"))
+        self.steps = w.IntText(value=TrainSection.steps or 0, description="steps", **_help(TrainSection, "steps"))
+        self.epochs = w.FloatText(value=TrainSection.epochs or 0, description="epochs", **_help(TrainSection, "epochs"))
+        self.batch_size = w.IntText(value=TrainSection.batch_size, description="batch size", **_help(TrainSection, "batch_size"))
+        self.max_length = w.IntText(value=TrainSection.max_length, description="max length", **_help(TrainSection, "max_length"))
+        self.eval_steps = w.IntText(value=TrainSection.eval_steps or 0, description="eval every",
+                                    **_help(TrainSection, "eval_steps"))
+        self.continue_adapter = w.Checkbox(value=False, description="continue from the current adapter", indent=False,
+                                           layout=auto)
+        self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=wide)
+        self.export_file = w.Text(value="train_lora.py", description="file", layout=w.Layout(width="22em"))
+        self.buttons = {name: w.Button(description=name, layout=auto) for name in BUTTONS}
         self.buttons["Train"].button_style = "success"
         self.buttons["Stop"].button_style = "danger"
-        self.status = w.HTML()
+        self.status = w.HTML(layout=w.Layout(margin="0 0 0 1em"))
+        self.warnings = w.HTML()
         # native size (crisp), hidden until the first image so no broken-image icon shows
         self.chart = w.Image(format="png", layout=w.Layout(width="720px", display="none"))
-        self.result = w.HTML()
-        self.runs = w.HTML()
-        for name, fn in (("Load", self.load), ("Preview", self.preview), ("Train", self.train), ("Stop", self.stop),
-                         ("Save now", self.save_now), ("Generate", self.generate), ("Compare", self.compare),
-                         ("Export code", self.export)):
+        self.result, self.runs, self.code = w.HTML(), w.HTML(), w.HTML()
+        actions = {"Load": self.load, "Preview": self.preview, "Train": self.train, "Stop": self.stop,
+                   "Save now": self.save_now, "Generate": self.generate, "Compare": self.compare,
+                   "Export code": self.export, "Save to file": self.save_script}
+        for name, fn in actions.items():
             self.buttons[name].on_click(self._guarded(fn))
-        for control in (self.r,):
-            control.observe(lambda _: self.update_params(), names="value")
+        self.r.observe(lambda _: self.update_params(), names="value")
         b = self.buttons
-        super().__init__([
-            w.HTML("<b>lora_nb</b> — change a setting, press Train, compare the runs"),
+        pages = [
             w.HBox([self.model_name, self.quant, b["Load"]]),
-            w.HTML("<b>targets</b>"), self.roles, w.HBox([self.r, self.alpha]), w.HBox([self.dropout, self.variant]), self.params,
-            w.HBox([self.data, self.format, b["Preview"]]),
-            w.HBox([self.lr, self.steps]), w.HBox([self.batch_size, self.max_length]),
-            w.HBox([b["Train"], b["Stop"], b["Save now"], b["Export code"]]),
-            self.status, self.chart,
-            w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]),
-            self.result, self.runs,
-        ], layout=layout)
+            w.VBox([w.HBox([w.HTML("<b>targets</b>&nbsp;&nbsp;"), self.roles]), w.HBox([self.r, self.alpha]),
+                    w.HBox([self.dropout, self.variant]), self.params]),
+            w.VBox([w.HBox([self.data, self.format, b["Preview"]]), self.eval, self.sample]),
+            w.VBox([w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
+                    self.continue_adapter, w.HBox([b["Train"]]), self.chart]),  # the HBox has room for more ways to train
+            w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]), self.result]),
+            w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]), self.code]),
+        ]
+        self.tabs = w.Tab(children=pages)
+        for i, title in enumerate(TABS):
+            self.tabs.set_title(i, title)
+        super().__init__([
+            w.HTML(CSS + "<b>lora_nb</b> — change a setting, press Train, compare the runs"),
+            w.HBox([b["Stop"], b["Save now"], self.status]), self.warnings, self.tabs,
+        ], layout=w.Layout(width="auto"))
+        self.add_class("lora-nb-panel")
+        _route_warnings()
         if s.runs and s.runs[-1].recipe is not None:
             self.prefill(s.runs[-1].recipe)
         if s.model is not None:
             self.show_targets()
+        else:
+            self.update_params()
+        self.tabs.selected_index = TABS.index("Train" if s.model is not None else "Model")
         self.show_runs()
 
     def prefill(self, recipe: Any) -> None:
         """Start from a run's settings, so the next experiment changes one thing at a time."""
         lora, train, data = recipe.lora, recipe.train, recipe.data
+        self.r.options = sorted(set(RANKS) | {lora.r})
         self.r.value, self.alpha.value, self.dropout.value, self.variant.value = lora.r, lora.alpha, lora.dropout, lora.variant
-        self.data.value, self.format.value = self.data.value or data.path, data.format
+        self.data.value, self.format.value = self.data.value or data.path, data.format or ""
+        self.eval.value = "" if data.eval is None else str(data.eval)
         self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
-        self.steps.value = train.steps or self.steps.value
+        self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
+        self.eval_steps.value = train.eval_steps or 0
+
+    def recipe(self, fresh: bool = True) -> Recipe:
+        """The controls as a recipe: validated, recorded and exported like any other (0 and empty: the default)."""
+        raw = {"model": dataclasses.asdict(self.session.model_section),
+               "data": dict(path=self.data.value.strip(), format=self.format.value or None, eval=self.eval.value.strip() or None),
+               "train": dict(steps=self.steps.value or None, epochs=self.epochs.value or None, lr=self.lr.value,
+                             batch_size=self.batch_size.value, max_length=self.max_length.value,
+                             eval_steps=self.eval_steps.value or None)}
+        if fresh:
+            raw["lora"] = dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value, targets=self.targets(),
+                               variant=self.variant.value)
+        return Recipe.from_dict(raw)
 
     # --- actions (each runs in the kernel's widget-message handler: keep them short) ------------
 
     def load(self) -> None:
         self.say("loading…")
-        self.session.load(self.model_name.value.strip(), quant=self.quant.value)
+        self.clear_warnings()
+        self.session.load(self.model_name.value.strip(), quant=self.quant.value or None)
         self.show_targets()
+        self.tabs.selected_index = TABS.index("Adapter")
         self.say(f"loaded {html.escape(self.model_name.value)}")
 
     def show_targets(self) -> None:
-        self.report = self.session.targets(unwrap(self.session.model), r=self.r.value)
+        model = self.session.model
+        self.report = self.session.targets(unwrap(model), r=self.r.value)
+        # discover() counts an adapter already on the model as part of it: the share is of the base
+        self.adapter_params = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
         boxes = []
         for role in self.report.roles:
             if self.report.names(role) and role != "head":
@@ -133,39 +244,51 @@ class Panel(w.VBox):
 
     def update_params(self) -> None:
         if self.report is None:
-            self.params.value = "<i>load a model to see its targets</i>"
+            self.params.value = "<i>load a model (Model tab) to see its targets</i>"
             return
-        picked = [n for role in self.targets() for n in self.report.names(role)]
-        n = self.report.lora_params(picked, r=self.r.value)
-        pct = 100 * n / self.report.total_params if self.report.total_params else 0
-        self.params.value = f"trainable LoRA parameters: <b>{n:,}</b> ({pct:.3f}% of {self.report.total_params:,})"
+        r, names = self.r.value, {n for role in self.targets() for n in self.report.names(role)}
+        picked = [m for m in self.report.modules if m.name in names]
+        n, base = self.report.lora_params(sorted(names), r=r), self.report.total_params - self.adapter_params
+        line = f"trainable LoRA parameters: <b>{n:,}</b> = {100 * n / base:.3g}% of the model's {base:,}" if base else ""
+        smallest = min(picked, key=lambda m: min(m.in_features, m.out_features), default=None)
+        if smallest is not None and r >= min(smallest.in_features, smallest.out_features):
+            dim, where = min(smallest.in_features, smallest.out_features), smallest.name.rsplit(".", 1)[-1]
+            line += (f"<br><span style='color:{WARN}'>⚠ r={r} is not below the smallest adapted dimension "
+                     f"({dim} in {html.escape(where)}): LoRA stops being low-rank</span>")
+        self.params.value = line
 
     def preview(self) -> None:
         from ..data import preview
 
         self.session.require_model()
-        self.result.value = preview(self.data.value.strip(), self.session.tokenizer, n=3, format=self.format.value,
+        self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3, format=self.format.value or None,
                                     max_length=self.max_length.value)._repr_html_()
 
     def train(self) -> None:
         from .live import LiveChart
 
-        self.session.require_model()  # first: without a model there are no roles to tick
-        self.session.require_idle()
-        if not self.targets():
-            raise ConfigError("targets", problem="tick at least one role")
-        recipe = Recipe.from_dict({  # the controls as a recipe: validated, recorded and exported like any other
-            "model": dataclasses.asdict(self.session.model_section),
-            "lora": dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value, targets=self.targets(),
-                         variant=self.variant.value),
-            "data": dict(path=self.data.value.strip(), format=self.format.value),
-            "train": dict(steps=self.steps.value or None, lr=self.lr.value, batch_size=self.batch_size.value,
-                          max_length=self.max_length.value)})
-        chart = LiveChart(view=WidgetView(self.chart, self.status))
-        run = self.session.run_recipe(recipe, live=False, on_loaded_base=True, background=True, callbacks=[chart],
-                                      progress=False)
+        s = self.session
+        s.require_model()  # first: without a model there are no roles to tick
+        s.require_idle()
+        fresh = not self.continue_adapter.value
+        if fresh and not self.targets():
+            raise ConfigError("targets", problem="tick at least one role (Adapter tab)")
+        recipe = self.recipe(fresh)
+        self.clear_warnings()
+        view = WidgetView(self)
+
+        def say(line: str) -> None:  # the session says what it trains (fresh, or which adapter), before it starts
+            view.note = line
+
+        chart = LiveChart(view=view)
+        if fresh:
+            run = s.run_recipe(recipe, live=False, on_loaded_base=True, background=True, callbacks=[chart],
+                               progress=False, say=say)
+        else:
+            run = s.train(recipe.data.path, live=False, background=True, callbacks=[chart], progress=False, say=say,
+                          **train_kwargs(recipe))
         run.on_done(lambda _: self.show_runs())
-        self.say(f"training {html.escape(run.name)}…")
+        view.announce(f"training {html.escape(run.name)}…")
 
     def stop(self) -> None:
         self.session.stop()
@@ -183,26 +306,117 @@ class Panel(w.VBox):
         self.result.value = self.session.compare([self.prompt.value])._repr_html_()
 
     def export(self) -> None:
-        self.result.value = f"<pre style='max-height:30em;overflow:auto'>{html.escape(self.session.export())}</pre>"
+        script = self.session.export()
+        self.code.value = (
+            f"<div><textarea class='lora-nb-code' rows='18' readonly spellcheck='false' onfocus='this.select()'>"
+            f"{html.escape(script)}</textarea><br><button class='jupyter-button widget-button' "
+            f"onclick=\"{html.escape(COPY_JS)}\">Copy</button><span></span></div>"
+            "<div>A widget cannot add a notebook cell: to put this script in the next cell, run "
+            "<code>%lora export --cell</code> in a cell, or Copy and paste it into a new one.</div>")
+
+    def save_script(self) -> None:
+        name = self.export_file.value.strip()
+        if not name:
+            raise ConfigError("file", problem="name the script to write, e.g. train_lora.py")
+        script = self.session.export()
+        path = atomic_write(check_free(name, "file", option="%lora export FILE --force"), script)
+        self.say(f"wrote {html.escape(str(path))} — run it with: accelerate launch {html.escape(str(path))}")
 
     # --- plumbing -------------------------------------------------------------------------------
 
     def show_runs(self) -> None:
-        self.runs.value = self.session.run_table()._repr_html_() if self.session.runs else ""
+        """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
+        import base64
+
+        from ..charts import save_png
+
+        table = self.session.run_table()
+        if not table.runs:
+            self.runs.value = "<i>no runs yet</i>"
+            return
+        png = base64.b64encode(save_png(table.figure())).decode()
+        self.runs.value = (f"<div class='lora-nb-scroll'>{html_table(table.HEADERS, table.rows())}</div>"
+                           f"<img src='data:image/png;base64,{png}' style='width:560px'/>")
 
     def say(self, message: str, error: bool = False) -> None:
         color = "#b00" if error else "#333"
         self.status.value = f"<span style='color:{color}'>{message}</span>"
 
+    def warn(self, category: type, message: Any) -> None:
+        """Show a warning in the panel (the latest five, each once)."""
+        line = f"{category.__name__}: {message}"
+        if line not in self.warned:
+            self.warned.append(line)
+        earlier = f"<div>… and {len(self.warned) - 5} earlier</div>" if len(self.warned) > 5 else ""
+        self.warnings.value = earlier + "".join(f"<div style='color:{WARN}'>⚠ {html.escape(text)}</div>"
+                                                for text in self.warned[-5:])
+
+    def clear_warnings(self) -> None:
+        self.warned, self.warnings.value = [], ""
+
     def _guarded(self, fn):
-        """Widget callbacks' exceptions go to the browser console, unseen: show them in the panel."""
+        """Widget callbacks' exceptions go to the browser console, unseen: show them in the panel;
+        so are the warnings raised while the callback runs."""
         def handler(_button: Any) -> None:
+            _route_warnings()
+            thread = threading.current_thread()
+            before = _OWNERS.get(thread)
+            _OWNERS[thread] = self
             try:
                 fn()
             except ConfigError as e:
                 self.say(html.escape(str(e)), error=True)
             except Exception as e:  # a library error: keep its traceback visible
                 self.say(f"{html.escape(type(e).__name__)}: {html.escape(str(e))}<pre>{html.escape(traceback.format_exc())}</pre>", error=True)
+            finally:
+                if before is None:
+                    del _OWNERS[thread]
+                else:
+                    _OWNERS[thread] = before
         return handler
 
 
+# --- warnings, by thread ------------------------------------------------------------------------
+# warnings.catch_warnings swaps module-wide state (it is not thread-safe), and a background
+# thread's stderr lands in JupyterLab's log console. So the panel hooks warnings.showwarning and
+# keys on the thread: a panel's action (while it runs) and its training thread (once it draws into
+# the panel) hand their warnings to that panel. When another hook comes next (lora_nb.quiet's,
+# which keeps library noise in the run's log.txt), it gets the panel as the file to write what it
+# does not keep; when Python's own comes next, the panel shows the warning itself. Every other
+# thread's warnings go on as before.
+
+_OWNERS: weakref.WeakKeyDictionary[threading.Thread, Panel] = weakref.WeakKeyDictionary()
+_next_hook: Any = None
+_inside = threading.local()
+
+
+class _PanelFile:
+    """Where the next hook writes a warning: the panel, as one line."""
+
+    def __init__(self, panel: Panel, category: type, message: Any) -> None:
+        self.panel, self.category, self.message = panel, category, message
+
+    def write(self, _text: str) -> None:
+        self.panel.warn(self.category, self.message)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    panel = _OWNERS.get(threading.current_thread()) if file is None else None
+    inside = getattr(_inside, "hook", False)  # a hook installed after this one handed the warning back
+    if panel is not None and (inside or _next_hook is warnings._showwarning_orig):
+        panel.warn(category, message)
+    elif inside:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+    else:
+        _inside.hook = True
+        try:
+            _next_hook(message, category, filename, lineno, _PanelFile(panel, category, message) if panel is not None else file, line)
+        finally:
+            _inside.hook = False
+
+
+def _route_warnings() -> None:
+    """Put :func:`_show_warning` first in line (again, if a catch_warnings block or another hook replaced it)."""
+    global _next_hook
+    if warnings.showwarning is not _show_warning:
+        _next_hook, warnings.showwarning = warnings.showwarning, _show_warning

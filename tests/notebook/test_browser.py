@@ -1,6 +1,9 @@
 """JupyterLab in a real browser: the quickstart notebook runs from the Run menu, the ``%lora panel``
-trains with a live chart and stops from its Stop button, and a blocking ``%lora train`` cell stops
-cleanly when the kernel is interrupted from the Kernel menu.
+fits a 1400x900 window while it trains with a live chart, stops from its Stop button, shows its
+runs table styled in the Runs tab and its script in the Export tab (Copy reaches the clipboard,
+Save to file writes it, never over a file), ``%lora export --cell`` puts the script into the next
+cell, and a blocking ``%lora train`` cell stops cleanly when the kernel is interrupted from the
+Kernel menu.
 
 Nothing is mocked: a ``jupyter lab`` server, a kernel with this interpreter, headless Chromium
 driven by Playwright. It also writes ``docs/panel.png`` (the README's picture of the panel mid-
@@ -38,7 +41,7 @@ SCREENSHOT = ROOT / "docs" / "panel.png"
 CHROMIUM = os.environ.get("LORA_NB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1400, "height": 1000}
+VIEWPORT = {"width": 1400, "height": 900}
 
 # Generous: the machine may have 2 cores shared with other work.
 SERVER_START_S = 180
@@ -122,11 +125,11 @@ def stop_server(server: subprocess.Popen, base: str, token: str) -> None:
 
 @pytest.fixture
 def page():
-    """A headless Chromium page, 1400x1000."""
+    """A headless Chromium page, 1400x900, allowed to use the clipboard (the panel's Copy)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page = browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"]).new_page()
             page.set_default_timeout(60_000)
             yield page
         finally:
@@ -162,24 +165,17 @@ def menu(page, top: str, command: str, submenu: str = "") -> None:
     page.locator(f".lm-Menu:visible .lm-Menu-item[data-command='{command}']").click()
 
 
-def panel_screenshot(page, panel, chart, notebook, path: Path) -> None:
-    """The panel from its title to the bottom of its chart. The page is made as tall as that needs
-    (the width stays), the panel's top scrolled to the top of the notebook, and the shot cut to it."""
-    def place():
-        panel.evaluate("e => e.scrollIntoView({block: 'start'})")
-        return panel.bounding_box(), chart.bounding_box(), notebook.bounding_box()
-
-    box, image, view = place()
-    missing = image["y"] + image["height"] + 4 - (view["y"] + view["height"])
-    if missing > 0:
-        page.set_viewport_size({"width": VIEWPORT["width"], "height": VIEWPORT["height"] + int(missing) + 1})
-        box, image, view = place()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
-    top, bottom = max(box["y"], view["y"]), min(image["y"] + image["height"] + 4, view["y"] + view["height"])
+def panel_screenshot(page, panel, notebook, path: Path) -> dict:
+    """The whole panel, its top scrolled to the top of the notebook, which must show all of it.
+    Returns the panel's box."""
+    panel.evaluate("e => e.scrollIntoView({block: 'start'})")
+    box, view = panel.bounding_box(), notebook.bounding_box()
+    assert box["y"] + box["height"] <= view["y"] + view["height"] + 1, \
+        f"the panel ({box['height']:.0f} px) does not fit the notebook's {view['height']:.0f} px at {VIEWPORT}"
     left, right = max(box["x"] - 8, view["x"]), min(box["x"] + box["width"] + 8, view["x"] + view["width"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
-    page.set_viewport_size(VIEWPORT)
+    page.screenshot(path=str(path), clip={"x": left, "y": box["y"], "width": right - left, "height": box["height"] + 4})
+    return box
 
 
 def test_quickstart_panel_and_interrupt_in_jupyterlab(jupyter_lab, page, tmp_path):
@@ -229,7 +225,7 @@ def run_in_browser(page, base, token, root, expect) -> None:
         except AssertionError:  # seen once while exploring: the click right after start-up went nowhere
             assert attempt == 0 and idle.is_visible(), "Run All Cells did not start the notebook"
             print("\nRun All Cells did not start the notebook within 60 s (nothing ran, kernel idle): clicking it again")
-    panel = page.locator(".jp-OutputArea-output").filter(has=page.get_by_role("button", name="Train", exact=True))
+    panel = page.locator(".lora-nb-panel")  # by its class: a role locator misses what sits in a hidden tab
     error = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
     panel.or_(error).first.wait_for(timeout=NOTEBOOK_RUN_S * 1000)
     assert not error.count(), f"a cell failed:\n{error.first.inner_text()}"
@@ -253,8 +249,10 @@ def run_in_browser(page, base, token, root, expect) -> None:
     expect(status).not_to_contain_text(f"step {first_step}/", timeout=TRAINING_S * 1000)
     assert current_step(status.inner_text()) > first_step
     expect(status).to_contain_text("running")
-    panel_screenshot(page, panel, chart, notebook, SCREENSHOT)
-    lap(f"panel trains, chart redrawn, screenshot in {SCREENSHOT}")
+    expect(status).to_contain_text("fresh adapter")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
+    box = panel_screenshot(page, panel, notebook, SCREENSHOT)
+    lap(f"panel trains, chart redrawn, screenshot ({box['height']:.0f} px tall) in {SCREENSHOT}")
 
     # --- Stop: the run ends after its step, adapter and status saved -----------------------------
     panel.get_by_role("button", name="Stop", exact=True).click()
@@ -268,6 +266,46 @@ def run_in_browser(page, base, token, root, expect) -> None:
     assert info["status"] == "stopped" and info["step"] == int(found.group(1)) < 5000, info
     expect(idle).to_be_visible(timeout=60_000)
     lap("Stop")
+
+    # --- the Runs tab: the runs table, padded like notebook output --------------------------------
+    panel.get_by_role("tab", name="Runs", exact=True).click()
+    cell_of_run = panel.locator("table.lora-nb td", has_text=run_dir.name)
+    expect(cell_of_run).to_be_visible(timeout=60_000)  # the table is redrawn once the run has saved
+    padding = cell_of_run.evaluate("td => parseFloat(getComputedStyle(td).paddingLeft)")
+    assert padding >= 4, f"runs table cells are padded {padding} px"
+
+    # --- the Export tab: the script, Copy to the clipboard, Save to file (never over a file) -------
+    panel.get_by_role("tab", name="Export", exact=True).click()
+    panel.get_by_role("button", name="Export code", exact=True).click()
+    code = panel.locator("textarea.lora-nb-code")
+    expect(code).to_have_value(re.compile("SFTConfig"))
+    expect(panel).to_contain_text("%lora export --cell")  # a widget cannot add a cell: the panel names what can
+    panel.get_by_role("button", name="Copy", exact=True).click()
+    expect(panel.locator("textarea.lora-nb-code + br + button + span")).to_contain_text("copied")
+    assert "SFTConfig" in page.evaluate("navigator.clipboard.readText()")
+    panel.get_by_role("button", name="Save to file", exact=True).click()  # the notebook wrote train_lora.py
+    expect(panel).to_contain_text("file exists")
+    file_name = panel.get_by_label("file", exact=True)
+    file_name.fill("panel_lora.py")
+    file_name.press("Enter")
+    panel.get_by_role("button", name="Save to file", exact=True).click()
+    expect(panel).to_contain_text("wrote panel_lora.py")
+    assert "SFTConfig" in (root / "panel_lora.py").read_text()
+    lap("Runs and Export tabs")
+
+    # --- %lora export --cell: the script arrives in the next cell ---------------------------------
+    n = cells.count()
+    cells.nth(n - 1).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    expect(cells).to_have_count(n + 1)
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text("%lora export --cell")
+    page.keyboard.press("Control+Enter")
+    expect(cells).to_have_count(n + 2, timeout=60_000)
+    expect(cells.nth(n + 1).locator(".jp-InputArea-editor")).to_contain_text("SFTConfig")
+    expect(idle).to_be_visible(timeout=60_000)
+    lap("%lora export --cell")
 
     # --- a blocking %lora train in a new cell, stopped by Kernel > Interrupt Kernel ---------------
     n = cells.count()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import pytest
+from transformers import TrainerCallback
 
 import lora_nb
 from lora_nb.notebook.live import LiveChart
-from lora_nb.notebook.panel import Panel
+from lora_nb.notebook.panel import Panel, WidgetView
 from lora_nb.notebook.session import Session
 
 
@@ -32,29 +34,52 @@ def test_parameter_count_follows_r_and_roles(tiny):
     panel = Panel(session)
     report = lora_nb.discover(session.model)
     assert [b.description for b in panel.roles.children] == ["attention", "mlp"]
+    assert panel.quant.label == "none (bf16/fp32)" and panel.format.label == "auto (from the columns)"
+    assert panel.r.options == (1, 2, 4, 8, 16, 32, 64, 128)
     expected = report.lora_params(report.names("attention") + report.names("mlp"), r=panel.r.value)
-    assert f"<b>{expected:,}</b>" in panel.params.value
+    assert f"<b>{expected:,}</b> = {100 * expected / report.total_params:.3g}% of the model's {report.total_params:,}" \
+        in panel.params.value
+    assert "⚠" not in panel.params.value
     panel.r.value = 4
     panel.roles.children[1].value = False  # untick mlp
     assert f"<b>{report.lora_params('attention', r=4):,}</b>" in panel.params.value
+    panel.r.value = 32  # k_proj and v_proj are 32 wide in the tiny Llama (grouped-query attention)
+    assert "r=32 is not below the smallest adapted dimension (32 in k_proj): LoRA stops being low-rank" in panel.params.value
+    panel.r.value = 128
+    assert "(32 in k_proj)" in panel.params.value and "% of the model's 179,648" in panel.params.value
 
 
-def test_train_stop_and_runs_from_the_buttons(tiny, demo_data, in_tmp):
-    train_path, _ = demo_data
+def test_the_share_is_of_the_base_model_when_an_adapter_is_on_it(tiny):
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    session.inject(r=16, targets="attention")
+    panel = Panel(session)  # as after %lora inject / %lora train: discover() would count the adapter in
+    assert "of the model's 179,648" in panel.params.value
+    assert panel.tabs.get_title(panel.tabs.selected_index) == "Train"  # a model is loaded: ready to train
+
+
+def test_train_continue_stop_runs_and_export_from_the_buttons(tiny, demo_data, in_tmp):
+    train_path, test_path = demo_data
     panel = Panel(model=str(tiny("llama", "demo")), data=str(train_path))
+    assert [panel.tabs.get_title(i) for i in range(len(panel.tabs.children))] == \
+        ["Model", "Adapter", "Data", "Train", "Runs", "Export"]
+    assert panel.tabs.selected_index == 0  # no model yet: the Model tab
     panel.quant.value = "4bit"
     panel.buttons["Load"].click()
-    assert "loaded" in panel.status.value
+    assert "loaded" in panel.status.value and panel.tabs.selected_index == 1  # the Adapter tab, with the targets
     panel.buttons["Preview"].click()
-    assert "carry loss" in panel.result.value and "background:#c8f7c5" in panel.result.value
+    assert "carry loss" in panel.sample.value and "background:#c8f7c5" in panel.sample.value
     panel.steps.value, panel.lr.value, panel.batch_size.value, panel.max_length.value = 5000, 2e-3, 8, 64
+    panel.eval.value, panel.epochs.value = "0.1", 2
     panel.buttons["Train"].click()
     run = panel.session.active
     # the controls became a recipe, run by lora_nb.run on the loaded base: recorded like any other run
     recipe = lora_nb.Recipe.from_yaml(run.dir / "recipe.yaml")
     assert (recipe.model.quant, recipe.lora.r, recipe.lora.targets, recipe.train.steps, recipe.train.lr) == \
         ("4bit", panel.r.value, ["attention", "mlp"], 5000, 2e-3)
+    assert (recipe.data.eval, recipe.train.epochs, recipe.train.eval_steps) == (0.1, 2.0, None)
     wait_for(lambda: run.step >= 3 and panel.chart.value)
+    assert "fresh adapter" in panel.status.value and "r=16" in panel.status.value
     first = panel.chart.value
     panel.buttons["Train"].click()  # a second run while one trains is refused, in the panel
     assert "still training in the background" in panel.status.value
@@ -65,12 +90,42 @@ def test_train_stop_and_runs_from_the_buttons(tiny, demo_data, in_tmp):
     assert run.status == "stopped" and 3 <= run.step < 5000
     assert f"stopped at step {run.step}" in panel.status.value
     assert (run.adapter_dir / "adapter_model.safetensors").exists() and (run.dir / "dashboard.png").exists()
-    assert run.name in panel.runs.value
+    wait_for(lambda: run.name in panel.runs.value)
+
+    # continue: the same adapter trains on (r in the controls is ignored), with eval data from a file
+    model = panel.session.model
+    panel.continue_adapter.value, panel.r.value = True, 8
+    panel.steps.value, panel.epochs.value, panel.eval.value, panel.eval_steps.value = 4, 0, str(test_path), 2
+    panel.buttons["Train"].click()
+    second = panel.session.active
+    assert second is not run and f"continuing the adapter of run {run.name}" in panel.status.value
+    second.wait()
+    assert panel.session.model is model and second.status == "finished" and second.step == 4
+    assert second.recipe.lora.r == 16 and second.recipe.data.eval == str(test_path)
+    assert [h["step"] for h in second.history if h.get("eval_loss") is not None] == [2, 4]  # the chart's red curve
+    wait_for(lambda: "finished" in panel.status.value and second.name in panel.runs.value)
+    assert "continuing the adapter of run" in panel.status.value
+
     panel.prompt.value = "Even or odd?\n\n12"
     panel.buttons["Compare"].click()
     assert "<th>adapter</th>" in panel.result.value
     panel.buttons["Export code"].click()
-    assert "SFTConfig" in panel.result.value
+    assert "SFTConfig" in panel.code.value and "<textarea" in panel.code.value and ">Copy</button>" in panel.code.value
+    assert "%lora export --cell" in panel.code.value  # what puts it in a cell: a widget cannot
+    panel.buttons["Save to file"].click()
+    script = (in_tmp / "train_lora.py").read_text()
+    assert "SFTConfig" in script and "wrote train_lora.py" in panel.status.value
+    (in_tmp / "train_lora.py").write_text("mine")
+    panel.buttons["Save to file"].click()  # never over a file
+    assert "file exists" in panel.status.value and (in_tmp / "train_lora.py").read_text() == "mine"
+
+
+def test_tables_are_styled_inside_the_panel():
+    panel = Panel()
+    css = panel.children[0].value
+    assert "lora-nb-panel" in panel._dom_classes
+    assert ".lora-nb-panel table.lora-nb th, .lora-nb-panel table.lora-nb td {padding: 0.35em 0.7em" in css
+    assert "line-height: 1.4" in css  # not the widget's 28 px line: a prompt's newline stays inside its cell
 
 
 def test_errors_show_in_the_panel(tiny):
@@ -80,6 +135,28 @@ def test_errors_show_in_the_panel(tiny):
     panel.model_name.value = "/no/such/model"
     panel.buttons["Load"].click()
     assert "cannot be loaded" in panel.status.value and "color:#b00" in panel.status.value
+
+
+class Warns(TrainerCallback):
+    """Warns from the training thread, as a library or lora_nb code in that thread might."""
+
+    def on_step_end(self, args, state, control, **kw):
+        warnings.warn(f"step {state.global_step} looked odd", UserWarning)
+
+
+def test_warnings_of_the_training_thread_show_in_the_panel(tiny, parity, in_tmp):
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    session.inject(r=8)
+    panel = Panel(session)
+    chart = LiveChart(view=WidgetView(panel))
+    run = lora_nb.train(session.model, session.tokenizer, parity[0] * 4, steps=3, batch_size=8, max_length=64,
+                        callbacks=[chart, Warns()], progress=False, background=True)
+    run.wait()
+    assert "UserWarning: step 1 looked odd" in panel.warnings.value and "step 3 looked odd" in panel.warnings.value
+    with pytest.warns(UserWarning, match="from the cell"):  # another thread's warnings go where they went
+        warnings.warn("from the cell", UserWarning)
+    assert "from the cell" not in panel.warnings.value
 
 
 class Recorder:
