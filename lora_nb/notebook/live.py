@@ -65,7 +65,66 @@ class DisplayView:
         self.status.update(HTML(status))
 
 
-class LiveChart(RunCallback):
+class BudgetedChart(RunCallback):
+    """What the live views share: a status line every ``every`` seconds, a chart image redrawn only
+    as often as ``budget`` allows (a redraw costing 0.1 s waits 5 s), and every redraw timed
+    (:attr:`overhead`). Subclasses draw the image (``_png``) and say how to show it (``redraw``)."""
+
+    shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
+
+    def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
+        self.every = every
+        self.budget = budget
+        self.controls = controls
+        self.view = view
+        self.render_seconds = 0.0
+        self.frames: list[tuple[float, float]] = []  # (seconds since the start, drawing seconds) per image
+        self.last_png = b""
+        self._training_seconds = 0.0
+        self._image_cost = 0.0
+        self._last_image = 0.0
+        self._last = 0.0
+        self._started = 0.0
+        self._buttons: Optional[Any] = None
+
+    def _due(self) -> bool:
+        """Whether the image may be drawn again: the last drawing's time fits the budget since then.
+        The status line is cheap and follows every ``every`` seconds."""
+        return time.perf_counter() - self._last_image >= self._image_cost / self.budget
+
+    def _png(self) -> Optional[bytes]:
+        """The chart as PNG bytes, or None while there is nothing to draw."""
+        raise NotImplementedError
+
+    def _timed(self, image: bool, count: bool, show) -> None:
+        """Draw (``image``), call ``show(png)`` (empty bytes: keep the image shown), and time it all."""
+        start = time.perf_counter()
+        if image:
+            png = self._png()
+            if png is not None:
+                self.last_png = png
+                self._image_cost = time.perf_counter() - start
+                self._last_image = start
+                if count:
+                    self.frames.append((start - self._started, self._image_cost))
+        show(self.last_png if image else b"")
+        self._last = time.perf_counter()
+        if count:
+            self.render_seconds += self._last - start
+
+    @property
+    def redraws(self) -> int:
+        """Images drawn while training."""
+        return len(self.frames)
+
+    @property
+    def overhead(self) -> float:
+        """Time spent drawing while training, as a fraction of the training time."""
+        total = self._training_seconds or (time.perf_counter() - self._started if self._started else 0.0)
+        return self.render_seconds / total if total else 0.0
+
+
+class LiveChart(BudgetedChart):
     """Shows a run as it trains; give it to ``lora_nb.train(callbacks=[...])``.
 
     ``every``: least seconds between redraws. ``controls``: show Stop / Save-now buttons (only
@@ -80,23 +139,9 @@ class LiveChart(RunCallback):
         0.004
     """
 
-    shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
-
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
-        self.every = every
-        self.budget = budget
-        self.controls = controls
-        self.view = view
-        self.render_seconds = 0.0
-        self.frames: list[tuple[float, float]] = []  # (seconds into the run, drawing seconds) per image
-        self._training_seconds = 0.0
-        self.last_png = b""
+        super().__init__(every, controls, view, budget)
         self._board: Optional[Dashboard] = None
-        self._image_cost = 0.0
-        self._last_image = 0.0
-        self._last = 0.0
-        self._started = 0.0
-        self._buttons: Optional[Any] = None
 
     def show(self) -> None:
         """Put the buttons and the view under the current cell. Call it from the cell's own thread
@@ -123,11 +168,8 @@ class LiveChart(RunCallback):
         self.redraw()
 
     def on_log(self, args, state, control, logs=None, **kw):
-        now = time.perf_counter()
-        if now - self._last >= self.every:
-            # The image waits until it fits the budget (render time / budget seconds apart); the
-            # status line is cheap and follows every second.
-            self.redraw(image=now - self._last_image >= self._image_cost / self.budget)
+        if time.perf_counter() - self._last >= self.every:
+            self.redraw(image=self._due())
 
     def finish(self) -> None:
         """Final redraw once the run's status is settled (training is over: not counted in
@@ -144,31 +186,15 @@ class LiveChart(RunCallback):
         """Update the view in place: the status line, and the dashboard image unless ``image=False``."""
         if self.run is None or self.view is None:
             return
-        start = time.perf_counter()
-        if image and self.run.history:
-            if self._board is None:
-                self._board = Dashboard(self.run.name)
-            self._board.update(self.run.history)
-            self.last_png = self._board.png()
-            self._image_cost = time.perf_counter() - start
-            self._last_image = start
-            if count:
-                self.frames.append((start - self._started, self._image_cost))
-        self.view.show(self.last_png if image else b"", self._status_html())
-        self._last = time.perf_counter()
-        if count:
-            self.render_seconds += self._last - start
+        self._timed(image, count, lambda png: self.view.show(png, self._status_html()))
 
-    @property
-    def redraws(self) -> int:
-        """Images drawn while training."""
-        return len(self.frames)
-
-    @property
-    def overhead(self) -> float:
-        """Time spent drawing while training, as a fraction of the training time."""
-        total = self._training_seconds or (time.perf_counter() - self._started if self._started else 0.0)
-        return self.render_seconds / total if total else 0.0
+    def _png(self) -> Optional[bytes]:
+        if not self.run.history:
+            return None
+        if self._board is None:
+            self._board = Dashboard(self.run.name)
+        self._board.update(self.run.history)
+        return self._board.png()
 
     def _status_html(self) -> str:
         hint = ""

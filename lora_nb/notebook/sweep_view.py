@@ -13,10 +13,9 @@ import html
 import time
 from typing import Any, Optional
 
-from ..callbacks import RunCallback
 from ..charts import Overlay
 from ..render import html_table
-from .live import status_line
+from .live import BudgetedChart, status_line
 
 
 class SweepView:
@@ -39,7 +38,7 @@ class SweepView:
             self.table.update(HTML(table))
 
 
-class SweepChart(RunCallback):
+class SweepChart(BudgetedChart):
     """Shows a sweep as it trains: every point's loss in one chart that grows point by point, the
     point in training, and the table of points (the best row marked once there is one). Give it to
     ``lora_nb.sweep(callbacks=[...])``.
@@ -56,24 +55,10 @@ class SweepChart(RunCallback):
         0.006
     """
 
-    shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
-
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
-        self.every = every
-        self.budget = budget
-        self.controls = controls
-        self.view = view
+        super().__init__(every, controls, view, budget)
         self.sweep: Any = None
-        self.render_seconds = 0.0
-        self.frames: list[tuple[float, float]] = []  # (seconds into the sweep, drawing seconds) per image
-        self.last_png = b""
         self._chart: Optional[Overlay] = None
-        self._image_cost = 0.0
-        self._last_image = 0.0
-        self._last = 0.0
-        self._started = 0.0
-        self._training_seconds = 0.0
-        self._buttons: Optional[Any] = None
 
     def begin_sweep(self, sweep: Any) -> None:
         """Called by the sweep before its first point, in the calling cell's thread: show the view there."""
@@ -102,11 +87,6 @@ class SweepChart(RunCallback):
         if time.perf_counter() - self._last >= self.every:
             self.redraw(image=self._due())
 
-    def _due(self) -> bool:
-        """Whether the chart may be drawn again: the last drawing's time fits the budget since then.
-        The status line is cheap and follows every ``every`` seconds."""
-        return time.perf_counter() - self._last_image >= self._image_cost / self.budget
-
     def finish(self) -> None:
         """The final redraw once the sweep has ended (not counted in :attr:`overhead`)."""
         self._training_seconds = time.perf_counter() - self._started if self._started else 0.0
@@ -119,32 +99,16 @@ class SweepChart(RunCallback):
         """Update the view in place: the status line; the chart unless ``image=False``; the table with ``table``."""
         if self.view is None:
             return
-        start = time.perf_counter()
+        self._timed(image, count, lambda png: self.view.show(png, self._status_html(), self._table_html() if table else ""))
+
+    def _png(self) -> Optional[bytes]:
         series = self._series()
-        if image and any(history for _, history in series):
-            if self._chart is None:
-                self._chart = Overlay(self.sweep.dir.name if self.sweep is not None else "")
-            self._chart.update(series)
-            self.last_png = self._chart.png()
-            self._image_cost = time.perf_counter() - start
-            self._last_image = start
-            if count:
-                self.frames.append((start - self._started, self._image_cost))
-        self.view.show(self.last_png if image else b"", self._status_html(), self._table_html() if table else "")
-        self._last = time.perf_counter()
-        if count:
-            self.render_seconds += self._last - start
-
-    @property
-    def redraws(self) -> int:
-        """Chart images drawn while training."""
-        return len(self.frames)
-
-    @property
-    def overhead(self) -> float:
-        """Time spent drawing while the sweep trained, as a fraction of its time."""
-        total = self._training_seconds or (time.perf_counter() - self._started if self._started else 0.0)
-        return self.render_seconds / total if total else 0.0
+        if not any(history for _, history in series):
+            return None
+        if self._chart is None:
+            self._chart = Overlay(self.sweep.dir.name if self.sweep is not None else "")
+        self._chart.update(series)
+        return self._chart.png()
 
     def _series(self) -> list[tuple[str, list[dict]]]:
         if self.sweep is None:
