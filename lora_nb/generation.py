@@ -120,7 +120,8 @@ def visible(text: str) -> str:
 
 def is_embedded(model: Any) -> bool:
     """True for a model lora_nb built itself (:mod:`lora_nb.tiny`: the demo's and the tests'
-    untrained models), recognised by its folder in lora_nb's cache.
+    untrained models), recognised by its folder directly in lora_nb's cache (a pretrained model
+    converted into ``cache/pretrained/`` is not one).
 
     Example:
         >>> is_embedded(object())
@@ -132,7 +133,7 @@ def is_embedded(model: Any) -> bool:
     from .tiny import cache_dir
 
     folder = getattr(unwrap(model), "name_or_path", "") or ""
-    return bool(folder) and Path(folder).resolve().is_relative_to(cache_dir().resolve())
+    return bool(folder) and Path(folder).resolve().parent == cache_dir().resolve()
 
 
 def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **generation_kwargs: Any) -> Comparison:

@@ -1,7 +1,8 @@
 """Shared fixtures: tiny real models built from transformers configs, cached for the session.
 
 Nothing touches the network: the Hub is switched off, models and tokenizers are built locally
-(lora_nb.tiny) into one session cache, and the parity task's rows are generated.
+(lora_nb.tiny) into one session cache, and the parity task's rows are generated. The notebooks
+run on the embedded model even where a pretrained one is at hand (lora_nb.demo.pretrained_base).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["LORA_NB_BASE"] = "embedded"  # set here, not in a fixture: Jupyter kernels the tests start inherit it
 
 import pytest  # noqa: E402
 

