@@ -5,10 +5,14 @@ Train runs the controls as a recipe through ``lora_nb.run`` on the loaded base (
 each time: change a control, press Train again, compare the runs), or, with "continue from the
 current adapter" ticked, trains the adapter the model already has (``Session.train``, like
 ``%lora train``). Either way training runs in a background thread, so the kernel stays idle and
-Stop's click is handled. Everything the thread shows goes through widget values (the chart
-image, the status line, the warnings), never ``with output:`` from the thread; the warnings
-raised in the panel's actions and in its training thread show in the panel rather than in
-JupyterLab's log console (where a background thread's stderr would go).
+Stop's click is handled. Sweep trains one fresh adapter per value of one or two settings (with
+the other settings as the controls say) through ``lora_nb.sweep``, in the background too: one
+overlaid chart, the status line naming the point in training, the table of points with the best
+marked; Stop ends it after the current step, keeping the finished points. Everything the thread
+shows goes through widget values (the chart image, the status line, the table, the warnings),
+never ``with output:`` from the thread; the warnings raised in the panel's actions and in its
+training thread show in the panel rather than in JupyterLab's log console (where a background
+thread's stderr would go).
 
 A widget cannot add a notebook cell in JupyterLab 4 (``set_next_input`` reaches only the cell
 being executed, and outputs' JavaScript cannot reach the notebook without a frontend
@@ -31,14 +35,19 @@ import ipywidgets as w
 from ..errors import ConfigError
 from ..files import atomic_write, check_free
 from ..provenance import unwrap
-from ..recipe import FORMATS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, train_kwargs
+from ..recipe import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
+                      parse_yaml, train_kwargs)
 from ..render import html_table
+from ..sweeps import Sweep, setting_key
 from .session import Session
 
-BUTTONS = ("Load", "Preview", "Train", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")
+BUTTONS = ("Load", "Preview", "Train", "Sweep", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")
 TABS = ("Model", "Adapter", "Data", "Train", "Runs", "Export")
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
 WARN = "#9a5b00"  # amber: readable on white, distinct from errors' red
+# The settings Sweep offers, and the values it suggests for each (targets: from the ticked roles).
+SWEEP_VALUES = {"r": "4, 8, 16", "alpha": "16, 32, 64", "lr": "1e-4, 2e-4, 5e-4", "targets": "", "dropout": "0, 0.05, 0.1",
+                "steps": "100, 200, 400", "variant": "lora, rslora, dora", "max_length": "256, 512, 1024"}
 
 # Tables as JupyterLab draws notebook outputs (its CSS variables, with fallbacks for other front
 # ends); inside a widget they would otherwise get the browser's 1 px padding and the widget's
@@ -75,8 +84,37 @@ def _help(section: type, name: str) -> dict:
     return {_TOOLTIP: next(f.metadata["help"] for f in dataclasses.fields(section) if f.name == name)}
 
 
+def sweep_values(key: str, text: str) -> list:
+    """The values typed for a sweep setting: comma-separated, each read as a YAML scalar as
+    ``%lora sweep`` reads them; brackets keep a list together as one value.
+
+    Example:
+        >>> sweep_values("lr", "1e-4, 2e-4"), sweep_values("targets", "[q_proj, v_proj], all-linear")
+        ([0.0001, 0.0002], [['q_proj', 'v_proj'], 'all-linear'])
+    """
+    if not text.strip():
+        raise ConfigError(key, problem="type the values to try, comma-separated (e.g. 4, 8, 16)")
+    try:
+        values = parse_yaml(f"[{text}]", key)  # a YAML flow list: its commas split, those inside brackets stay
+    except ConfigError:
+        raise ConfigError(key, text, problem="is not a comma-separated list of values (e.g. 4, 8, 16 or "
+                                             "[q_proj, v_proj], all-linear)") from None
+    return [_number(value) for value in values]
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-4 as text (it wants 1.0e-4): a number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 class WidgetView:
-    """A LiveChart view drawing into the panel's chart and status line, from the training thread.
+    """A LiveChart or SweepChart view drawing into the panel's chart, status line and sweep table,
+    from the training thread.
 
     The thread drawing here is the panel's: its warnings show in the panel too. ``note`` (what
     the run trains: a fresh adapter, or which one it continues) heads the status line.
@@ -86,12 +124,16 @@ class WidgetView:
         self.panel, self.note, self.drawn = panel, "", False
         self._lock = threading.Lock()
 
-    def show(self, png: bytes, status: str) -> None:
+    def show(self, png: bytes, status: str, table: str = "") -> None:
+        """Draw a chart (a run's dashboard, a sweep's overlay) at its own size; ``table``: a sweep's points."""
         if threading.current_thread() is not threading.main_thread():  # never claim the cells' thread for good
             _OWNERS[threading.current_thread()] = self.panel
         if png:
             self.panel.chart.value = png
+            self.panel.chart.layout.width = f"{int.from_bytes(png[16:20], 'big')}px"  # the PNG header's width: crisp
             self.panel.chart.layout.display = ""
+        if table:
+            self.panel.sweep_table.value = f"<div class='lora-nb-scroll'>{table}</div>"
         with self._lock:
             self.drawn = True
             self.panel.status.value = self._noted(status)
@@ -146,17 +188,30 @@ class Panel(w.VBox):
                                     **_help(TrainSection, "eval_steps"))
         self.continue_adapter = w.Checkbox(value=False, description="continue from the current adapter", indent=False,
                                            layout=auto)
+        narrow = {"style": {"description_width": "initial"}, "layout": w.Layout(width="auto")}
+        self.sweep_keys = (w.Dropdown(options=list(SWEEP_VALUES), value="r", description="or sweep", **narrow),
+                           w.Dropdown(options=[("—", "")] + [(k, k) for k in SWEEP_VALUES], value="", description="×", **narrow))
+        self.sweep_values = tuple(w.Text(placeholder="values, comma-separated", layout=w.Layout(width="14em"))
+                                  for _ in self.sweep_keys)
+        self.seeds = w.Dropdown(options=(1, 2, 3), value=1, description="seeds", **narrow,
+                                **{_TOOLTIP: "runs per point with seed, seed + 1, …: the table gives mean ± spread"})
+        for key, values in zip(self.sweep_keys, self.sweep_values):
+            key.observe(lambda _, key=key, values=values: self.suggest(key.value, values), names="value")
+            self.suggest(key.value, values)
         self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=wide)
         self.export_file = w.Text(value="train_lora.py", description="file", layout=w.Layout(width="22em"))
         self.buttons = {name: w.Button(description=name, layout=auto) for name in BUTTONS}
         self.buttons["Train"].button_style = "success"
+        setattr(self.buttons["Sweep"], _TOOLTIP, "train one fresh adapter per value (per combination of the two), "
+                "everything else as above; one chart, one table, best row marked")
         self.buttons["Stop"].button_style = "danger"
         self.status = w.HTML(layout=w.Layout(margin="0 0 0 1em"))
         self.warnings = w.HTML()
-        # native size (crisp), hidden until the first image so no broken-image icon shows
-        self.chart = w.Image(format="png", layout=w.Layout(width="720px", display="none"))
+        # hidden until the first image so no broken-image icon shows; then at the image's own size (crisp)
+        self.chart = w.Image(format="png", layout=w.Layout(display="none"))
+        self.sweep_table = w.HTML(layout=w.Layout(margin="0 0 0 1em"))
         self.result, self.runs, self.code = w.HTML(), w.HTML(), w.HTML()
-        actions = {"Load": self.load, "Preview": self.preview, "Train": self.train, "Stop": self.stop,
+        actions = {"Load": self.load, "Preview": self.preview, "Train": self.train, "Sweep": self.sweep, "Stop": self.stop,
                    "Save now": self.save_now, "Generate": self.generate, "Compare": self.compare,
                    "Export code": self.export, "Save to file": self.save_script}
         for name, fn in actions.items():
@@ -169,7 +224,10 @@ class Panel(w.VBox):
                     w.HBox([self.dropout, self.variant]), self.params]),
             w.VBox([w.HBox([self.data, self.format, b["Preview"]]), self.eval, self.sample]),
             w.VBox([w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
-                    self.continue_adapter, w.HBox([b["Train"]]), self.chart]),  # the HBox has room for more ways to train
+                    self.continue_adapter,
+                    w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
+                            self.seeds, b["Sweep"]], layout=w.Layout(align_items="center")),
+                    w.HBox([self.chart, self.sweep_table])]),
             w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]), self.result]),
             w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]), self.code]),
         ]
@@ -177,7 +235,7 @@ class Panel(w.VBox):
         for i, title in enumerate(TABS):
             self.tabs.set_title(i, title)
         super().__init__([
-            w.HTML(CSS + "<b>lora_nb</b> — change a setting, press Train, compare the runs"),
+            w.HTML(CSS + "<b>lora_nb</b> — change a setting, press Train (or Sweep a few values), compare the runs"),
             w.HBox([b["Stop"], b["Save now"], self.status]), self.warnings, self.tabs,
         ], layout=w.Layout(width="auto"))
         self.add_class("lora-nb-panel")
@@ -275,6 +333,7 @@ class Panel(w.VBox):
             raise ConfigError("targets", problem="tick at least one role (Adapter tab)")
         recipe = self.recipe(fresh)
         self.clear_warnings()
+        self.sweep_table.value = ""
         view = WidgetView(self)
 
         def say(line: str) -> None:  # the session says what it trains (fresh, or which adapter), before it starts
@@ -290,13 +349,76 @@ class Panel(w.VBox):
         run.on_done(lambda _: self.show_runs())
         view.announce(f"training {html.escape(run.name)}…")
 
+    def sweep(self) -> None:
+        """One fresh adapter per value (per combination, with two settings) on the loaded base,
+        everything else as the controls say; in the background, so Stop ends it."""
+        from .sweep_view import SweepChart
+
+        s = self.session
+        s.require_model()
+        s.require_idle()
+        if not self.targets():
+            raise ConfigError("targets", problem="tick at least one role (Adapter tab)")
+        grid, recipe = self.grid(), self.recipe()
+        # held-out rows named in the eval field are also scored (exact match) after each point
+        scored = isinstance(recipe.data.eval, str) and recipe.data.format != "text"
+        sweep = Sweep(recipe, seeds=self.seeds.value, **grid)  # every point's recipe is checked here, before any trains
+        self.clear_warnings()
+        self.sweep_table.value = ""
+        view = WidgetView(self)
+        view.note = (f"sweep: {len(sweep.points)} fresh adapters on the loaded base, varying {' × '.join(grid)}"
+                     + (f", each scored on {recipe.data.eval}" if scored else "")
+                     + "; the model keeps the last one")
+        sweep.on_done(self.sweep_ended)  # before it starts: a sweep that fails at once still reports here
+        sweep.run((s.model, s.tokenizer), eval_data=recipe.data.eval if scored else None, callbacks=[SweepChart(view=view)],
+                  progress=False, background=True)
+        s.active = sweep
+
+    def grid(self) -> dict[str, list]:
+        """The sweep's settings (one or two) and the values typed for each."""
+        grid: dict[str, list] = {}
+        for key, values in zip(self.sweep_keys, self.sweep_values):
+            if key.value in grid:
+                raise ConfigError(key.value, problem="is picked twice: pick two different settings (or — for the second)")
+            if key.value:
+                grid[key.value] = sweep_values(key.value, values.value)
+        return grid
+
+    def suggest(self, key: str, values: w.Text) -> None:
+        """Put values to try for ``key`` in ``values`` (targets: the ticked roles together, then
+        all-linear); its hover text is the setting's help from the recipe."""
+        ticked = self.targets()
+        roles = ticked[0] if len(ticked) == 1 else f"[{', '.join(ticked)}]" if ticked else "attention"
+        values.value = f"{roles}, all-linear" if key == "targets" else SWEEP_VALUES.get(key, "")
+        values.disabled = not key
+        if key:
+            section, name = setting_key(key).split(".")
+            setattr(values, _TOOLTIP, _help(SECTIONS[section], name)[_TOOLTIP])
+
+    def sweep_ended(self, sweep: Sweep) -> None:
+        """A sweep has ended: the session keeps the base with the last point's adapter, and the
+        points' runs (as ``Session.sweep`` does); the runs table shows them."""
+        s = self.session
+        if sweep.model is not None:
+            s.model, s.tokenizer = sweep.model, sweep.tokenizer
+        trained = [p.run for p in sweep.points if p.run is not None]
+        s.runs += trained
+        if trained:
+            s.trained_by, s.lora_section = trained[-1], trained[-1].recipe.lora
+        self.show_runs()
+
     def stop(self) -> None:
         self.session.stop()
 
     def save_now(self) -> None:
-        if self.session.active is None or not self.session.active.running:
+        active = self.session.active
+        if active is None or not active.running:
             raise ConfigError("save now", problem="no run is training")
-        self.session.active.save_now()
+        if isinstance(active, Sweep):  # the point in training
+            active = next((p.run for p in active.points if p.status == "running" and p.run is not None), None)
+            if active is None:
+                raise ConfigError("save now", problem="the sweep's next point has not started training yet")
+        active.save_now()
 
     def generate(self) -> None:
         answer = self.session.generate(self.prompt.value)

@@ -130,7 +130,7 @@ class SweepChart(BudgetedChart):
             number, point = done[-1]
             return f"<code>point {number}/{len(s.points)} {html.escape(point.label)}: {html.escape(point.status)}</code>"
         point = s.points[number - 1]
-        hint = " — Stop ends the sweep after this step" if self._buttons is not None else (
+        hint = " — Stop ends the sweep after this step" if s.running else (
             " — to stop, interrupt the kernel (■ / I,I): finished points and this point's adapter are kept")
         return (f"<code>point {number}/{len(s.points)} {html.escape(point.label)} · "
                 f"{html.escape(status_line(self.run))}</code>{html.escape(hint)}")

@@ -1,13 +1,13 @@
 """JupyterLab in a real browser: the quickstart notebook runs from the Run menu, the ``%lora panel``
-fits a 1400x900 window while it trains with a live chart, stops from its Stop button, shows its
-runs table styled in the Runs tab and its script in the Export tab (Copy reaches the clipboard,
-Save to file writes it, never over a file), ``%lora export --cell`` puts the script into the next
-cell, and a blocking ``%lora train`` cell stops cleanly when the kernel is interrupted from the
-Kernel menu.
+fits a 1400x900 window while it trains with a live chart, stops from its Stop button, sweeps two
+values of r (one overlaid chart, the table with the best row marked), shows its runs table styled
+in the Runs tab and its script in the Export tab (Copy reaches the clipboard, Save to file writes
+it, never over a file), ``%lora export --cell`` puts the script into the next cell, and a blocking
+``%lora train`` cell stops cleanly when the kernel is interrupted from the Kernel menu.
 
 Nothing is mocked: a ``jupyter lab`` server, a kernel with this interpreter, headless Chromium
-driven by Playwright. It also writes ``docs/panel.png`` (the README's picture of the panel mid-
-training). Needs Debian's Chromium (``apt-get install -y chromium``; ``LORA_NB_CHROMIUM`` names
+driven by Playwright. It also writes ``docs/panel.png`` (the README's picture of the panel after
+its sweep). Needs Debian's Chromium (``apt-get install -y chromium``; ``LORA_NB_CHROMIUM`` names
 another binary) and ``pip install playwright`` — never ``playwright install``: no browser download.
 On failure a screenshot and the page's visible text are saved under the test's tmp_path.
 """
@@ -183,7 +183,7 @@ def test_quickstart_panel_and_interrupt_in_jupyterlab(jupyter_lab, page, tmp_pat
     expect = sync_api.expect
     started = time.monotonic()
     try:
-        run_in_browser(page, base, token, root, expect)
+        run_in_browser(page, base, token, root, expect, tmp_path)
     except BaseException:
         save_debug(page, tmp_path)
         raise
@@ -191,7 +191,7 @@ def test_quickstart_panel_and_interrupt_in_jupyterlab(jupyter_lab, page, tmp_pat
         print(f"\nbrowser test: {time.monotonic() - started:.0f} s")
 
 
-def run_in_browser(page, base, token, root, expect) -> None:
+def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
     clock = time.monotonic()
 
     def lap(what: str) -> None:
@@ -251,8 +251,8 @@ def run_in_browser(page, base, token, root, expect) -> None:
     expect(status).to_contain_text("running")
     expect(status).to_contain_text("fresh adapter")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
-    box = panel_screenshot(page, panel, notebook, SCREENSHOT)
-    lap(f"panel trains, chart redrawn, screenshot ({box['height']:.0f} px tall) in {SCREENSHOT}")
+    box = panel_screenshot(page, panel, notebook, tmp_path / "training.png")
+    lap(f"panel trains, chart redrawn, fits ({box['height']:.0f} px tall)")
 
     # --- Stop: the run ends after its step, adapter and status saved -----------------------------
     panel.get_by_role("button", name="Stop", exact=True).click()
@@ -267,10 +267,30 @@ def run_in_browser(page, base, token, root, expect) -> None:
     expect(idle).to_be_visible(timeout=60_000)
     lap("Stop")
 
+    # --- Sweep: r = 4, 8 at 10 steps each, in the background; one chart, the table, the best marked --
+    steps.fill("10")
+    steps.press("Enter")
+    values = panel.get_by_placeholder("values, comma-separated").first
+    expect(values).to_have_value("4, 8, 16")  # the suggestion for r
+    values.fill("4, 8")
+    panel.get_by_role("button", name="Sweep", exact=True).click()
+    sweep_status = panel.locator(".widget-html-content").filter(has_text="fresh adapters on the loaded base")
+    expect(sweep_status).to_contain_text(re.compile(r"point [12]/2 r[48]-s0"), timeout=TRAINING_S * 1000)
+    expect(sweep_status).to_contain_text("best:", timeout=TRAINING_S * 1000)
+    table = panel.locator("table.lora-nb").filter(has_text="★")  # the sweep's, the best row marked
+    expect(table).to_be_visible(timeout=60_000)
+    expect(table.locator("tbody tr", has_text="finished")).to_have_count(2)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
+    expect(idle).to_be_visible(timeout=60_000)
+    assert "sweep point 1/2" not in page.locator("body").inner_text()  # what the sweep prints stays out of the page
+    box = panel_screenshot(page, panel, notebook, SCREENSHOT)
+    lap(f"Sweep, screenshot ({box['height']:.0f} px tall) in {SCREENSHOT}")
+
     # --- the Runs tab: the runs table, padded like notebook output --------------------------------
     panel.get_by_role("tab", name="Runs", exact=True).click()
     cell_of_run = panel.locator("table.lora-nb td", has_text=run_dir.name)
     expect(cell_of_run).to_be_visible(timeout=60_000)  # the table is redrawn once the run has saved
+    expect(panel.locator("table.lora-nb td", has_text=re.compile(r"^r8-s0$"))).to_be_visible()  # the sweep's points too
     padding = cell_of_run.evaluate("td => parseFloat(getComputedStyle(td).paddingLeft)")
     assert padding >= 4, f"runs table cells are padded {padding} px"
 

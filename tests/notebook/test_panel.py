@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 import warnings
 
@@ -118,6 +119,88 @@ def test_train_continue_stop_runs_and_export_from_the_buttons(tiny, demo_data, i
     (in_tmp / "train_lora.py").write_text("mine")
     panel.buttons["Save to file"].click()  # never over a file
     assert "file exists" in panel.status.value and (in_tmp / "train_lora.py").read_text() == "mine"
+
+
+def sweep_panel(tiny, folder):
+    """A panel on the tiny model, its controls set for short points: 3 steps each, 8 held-out rows scored."""
+    from lora_nb.demo import write_data
+
+    train_path, test_path = write_data(folder / "data", train_rows=64, test_rows=8)
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    panel = Panel(session, data=str(train_path))
+    panel.steps.value, panel.batch_size.value, panel.max_length.value, panel.eval.value = 3, 8, 64, str(test_path)
+    return panel
+
+
+def test_sweep_from_the_panel(tiny, in_tmp):
+    panel = sweep_panel(tiny, in_tmp)
+    session = panel.session
+    assert [v.value for v in panel.sweep_values] == ["4, 8, 16", ""] and panel.sweep_values[1].disabled
+    panel.sweep_keys[1].value = "targets"  # suggested: the ticked roles together, then all-linear
+    assert panel.sweep_values[1].value == "[attention, mlp], all-linear" and not panel.sweep_values[1].disabled
+    panel.sweep_values[0].value, panel.sweep_values[1].value = "4, 8", "attention"
+    shown = []
+    panel.status.observe(lambda change: shown.append(change["new"]), names="value")
+    panel.buttons["Sweep"].click()
+    sweep = session.active
+    assert isinstance(sweep, lora_nb.Sweep) and [p.label for p in sweep.points] == ["r4-s0", "r8-s0"]
+    sweep.wait()
+    assert sweep.status == "finished" and [p.status for p in sweep.points] == ["finished", "finished"]
+    assert all(p.score is not None for p in sweep.points)  # the eval field's file, scored after each point
+    assert all(p.recipe.train.steps == 3 and p.recipe.lora.targets == "attention" for p in sweep.points)
+    wait_for(lambda: "best:" in panel.status.value and sweep.points[-1].run.name in panel.runs.value)
+    assert any("point 1/2 r4-s0 · running · step" in line for line in shown)  # which point trains, as it trains
+    assert "sweep: 2 fresh adapters on the loaded base, varying r × targets" in panel.status.value
+    best = sweep.table()[[p.label for p in sweep.points].index(sweep.best.label)]
+    assert best["best"] == "★" and "<td>★</td>" in panel.sweep_table.value
+    assert "<table class='lora-nb'>" in panel.sweep_table.value and "<th>eval score</th>" in panel.sweep_table.value
+    assert panel.chart.value[:4] == b"\x89PNG" and panel.chart.layout.width == "576px"  # the overlay, at its own size
+    # the session keeps the points' runs and the base with the last point's adapter, as %lora sweep does
+    assert session.runs == [p.run for p in sweep.points] and session.trained_by is sweep.points[-1].run
+    assert session.model is sweep.model and session.model.peft_config["default"].r == 8
+    assert session.active is sweep and not sweep.running
+    panel.prompt.value = "Even or odd?\n\n12"
+    panel.buttons["Compare"].click()  # the model is free again: the last point's adapter against the base
+    assert "<th>adapter</th>" in panel.result.value
+
+
+def test_stop_ends_a_sweep_keeping_its_finished_points(tiny, in_tmp):
+    panel = sweep_panel(tiny, in_tmp)
+    panel.eval.value = ""
+    panel.sweep_keys[0].value = "steps"
+    panel.sweep_values[0].value = "3, 5000, 4"
+    panel.buttons["Sweep"].click()
+    sweep = panel.session.active
+    second = sweep.points[1]
+    wait_for(lambda: second.run is not None and second.run.step >= 2)
+    assert "point 2/3 steps5000-s0 · running" in panel.status.value
+    panel.buttons["Save now"].click()  # the point in training saves its adapter and trains on
+    wait_for(lambda: (second.run.adapter_dir / "adapter_model.safetensors").exists())
+    assert second.run.status == "running"
+    panel.buttons["Stop"].click()
+    sweep.wait()
+    assert sweep.status == "stopped" and [p.status for p in sweep.points] == ["finished", "stopped", "pending"]
+    assert 2 <= second.run.step < 5000 and (second.run.adapter_dir / "adapter_model.safetensors").exists()
+    wait_for(lambda: "stopped, 1/3 points finished" in panel.status.value)
+    assert "<td>stopped</td>" in panel.sweep_table.value and "<td>pending</td>" in panel.sweep_table.value
+    assert panel.session.runs == [sweep.points[0].run, second.run]
+
+
+@pytest.mark.parametrize("key, values, error", [
+    ("r", "4, eight", "lora.r"),
+    ("r", "[4, 8", "r: is not a comma-separated list of values (e.g. 4, 8, 16 or [q_proj, v_proj], all-linear) (got '[4, 8')"),
+    ("lr", "", "lr: type the values to try"),
+    ("r", "8, 8", "r: is listed twice (got 8)"),
+    ("targets", "attention, nonsense", "nonsense"),
+], ids=["not-a-number", "broken-list", "no-values", "twice", "no-such-target"])
+def test_a_bad_sweep_value_trains_nothing(tiny, in_tmp, key, values, error):
+    panel = sweep_panel(tiny, in_tmp)
+    panel.sweep_keys[0].value = key
+    panel.sweep_values[0].value = values
+    panel.buttons["Sweep"].click()
+    assert error in html.unescape(panel.status.value) and "color:#b00" in panel.status.value, panel.status.value
+    assert panel.session.active is None and panel.session.runs == [] and not (in_tmp / "runs").exists()
 
 
 def test_tables_are_styled_inside_the_panel():
