@@ -216,7 +216,17 @@ def _from_library(category: type, filename: str) -> bool:
     if issubclass(category, LoraNbWarning):
         return False
     path = Path(filename).resolve() if filename else Path()
-    return "site-packages" in path.parts or "dist-packages" in path.parts or _PACKAGE in path.parents
+    return ("site-packages" in path.parts or "dist-packages" in path.parts or _PACKAGE in path.parents
+            or any(root in path.parents for root in _library_roots()))
+
+
+def _library_roots() -> list[Path]:
+    """The folders of the libraries already imported, wherever they are installed (a --target
+    folder on PYTHONPATH has no site-packages in its path)."""
+    import sys
+
+    files = (getattr(sys.modules.get(name), "__file__", None) for name in LIBRARIES)
+    return [Path(f).resolve().parent for f in files if f]
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):

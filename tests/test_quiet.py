@@ -4,8 +4,10 @@ lora_nb's own warnings, a user's warnings and other threads' messages still show
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,18 @@ def test_datasets_and_transformers_bars_are_off_inside_and_back_after():
     with captured(progress=True):  # a load or a merge keeps transformers' bar as its one display
         assert datasets.utils.are_progress_bars_disabled() and tlog.is_progress_bar_enabled()
     assert not datasets.utils.are_progress_bars_disabled() and tlog.is_progress_bar_enabled()
+
+
+def test_a_library_installed_outside_site_packages_is_still_a_library(tmp_path, monkeypatch):
+    """pip install --target DIR with DIR on PYTHONPATH (as on a GPU box): no site-packages in the path."""
+    import types
+
+    trl = types.ModuleType("trl")
+    trl.__file__ = str(tmp_path / "site" / "trl" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "trl", trl)
+    with pytest.warns(UserWarning) as shown:
+        with captured() as log:
+            warnings.warn_explicit("from trl", UserWarning, str(tmp_path / "site" / "trl" / "trainer" / "sft.py"), 1,
+                                   registry={})
+            warnings.warn_explicit("the user's", UserWarning, str(tmp_path / "notebook.py"), 1, registry={})
+    assert log.count == 1 and [str(w.message) for w in shown] == ["the user's"]

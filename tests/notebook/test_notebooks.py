@@ -56,6 +56,9 @@ def test_notebook_runs_end_to_end(name, tmp_path, kernel_env):
     assert len(runs) == 1 and (runs[0] / "dashboard.png").exists() and (runs[0] / "adapter" / "adapter_model.safetensors").exists()
     merged = tmp_path / ("merged_model" if name == "quickstart" else "merged_api")
     assert (merged / "model.safetensors").exists()
+    if name == "python_api":
+        score = re.search(r"exact_match (\d\.\d\d) on 100 rows", text)
+        assert score and float(score.group(1)) >= 0.9, "the trained adapter answers the held-out rows"
     if name == "quickstart":
         assert (tmp_path / "train_lora.py").exists()
         assert "odd" in text  # the adapter's answer in the compare table
