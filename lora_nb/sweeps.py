@@ -240,7 +240,8 @@ class Sweep:
             for number, point in enumerate(self.points, 1):
                 if self._stop.is_set():
                     break
-                print(f"sweep point {number}/{len(self.points)}: {point.label}", flush=True)
+                if not any(getattr(c, "shows_progress", False) for c in callbacks):  # a view names the point itself
+                    print(f"sweep point {number}/{len(self.points)}: {point.label}", flush=True)
                 _restore(trained)  # base weights the last point trained in place (lora.bias)
                 trained = self._train(point, callbacks, progress)
                 if point.status == "finished" and eval_data is not None:
@@ -250,9 +251,9 @@ class Sweep:
                     fn(self, point)
                 if point.status == "interrupted":
                     break
-            pending = any(p.status == "pending" for p in self.points)
+            stopped = self._stop.is_set() or any(p.status in ("pending", "stopped") for p in self.points)
             interrupted = any(p.status == "interrupted" for p in self.points)
-            self.status = "interrupted" if interrupted else "stopped" if pending else "finished"
+            self.status = "interrupted" if interrupted else "stopped" if stopped else "finished"
         except KeyboardInterrupt:
             self.status = "interrupted"
             self._settle("interrupted", "")

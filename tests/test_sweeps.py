@@ -138,6 +138,13 @@ def test_stop_ends_the_sweep_in_its_current_point_and_keeps_the_finished_ones(ll
     assert [row["status"] for row in again.table()] == ["finished", "stopped", "pending"]
 
 
+def test_a_sweep_stopped_in_its_last_point_says_stopped(llama, data, tmp_path):
+    s = sweep(recipe(llama, data), r=[2, 4], output_dir=str(tmp_path / "sweep"), progress=False,
+              callbacks=[StopAt("r4-s0")], background=True)
+
+    assert s.wait(timeout=300).status == "stopped" and [p.status for p in s.points] == ["finished", "stopped"]
+
+
 def test_an_interrupt_ends_the_sweep_without_an_error(llama, data, tmp_path):
     s = sweep(recipe(llama, data), r=[2, 4], output_dir=str(tmp_path / "sweep"), progress=False,
               callbacks=[StopAt("r2-s0", interrupt=True)])  # returns: train() turns Ctrl-C into a stop

@@ -167,7 +167,7 @@ class Session:
             >>> s.sweep(r=[4, 8], targets=["attention", "all-linear"], steps=50)   # doctest: +SKIP
         """
         from ..recipe import DataSection
-        from ..sweeps import sweep
+        from ..sweeps import Sweep
 
         self.require_model()
         self.require_idle()
@@ -185,7 +185,8 @@ class Session:
             from .sweep_view import SweepChart
 
             callbacks.append(SweepChart(controls=background))
-        result = sweep(recipe, base=(self.model, self.tokenizer), callbacks=callbacks, background=background, **options)
+        run_options = {k: options.pop(k) for k in ("eval_data", "metric", "progress") if k in options}
+        result = Sweep(recipe, seeds=options.pop("seeds", 1), output_dir=options.pop("output_dir", None), **options)
 
         def keep(s: Any) -> None:  # the base now carries the last point's adapter
             if s.model is not None:
@@ -194,11 +195,11 @@ class Session:
             self.runs += trained
             if trained:
                 self.trained_by, self.lora_section = trained[-1], trained[-1].recipe.lora
+
+        result.on_done(keep)  # registered before it starts: a sweep that ends at once is kept too
+        result.run((self.model, self.tokenizer), callbacks=callbacks, background=background, **run_options)
         if background:
-            result.on_done(keep)
             self.active = result
-        else:
-            keep(result)
         return result
 
     def evaluate(self, data: Any, **kwargs: Any):
