@@ -78,7 +78,7 @@ class LoraMagics(Magics):
             return None
         args = _parser(name).parse_args(tokens[1:])
         try:
-            with captured() as log:  # the libraries' noise: logged and counted, not shown
+            with captured(progress=True) as log:  # library noise logged and counted; each API call hides its own bars
                 result = spec.fn(self, args, cell)
         except ConfigError as e:
             raise UsageError(str(e)) from None
