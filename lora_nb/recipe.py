@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -402,6 +403,8 @@ def coerce(key: str, value: Any, hint: Any, choices: tuple | None = None) -> Any
     elif hint in (str, list, dict):
         if isinstance(value, hint):
             return value
+        if hint is str and isinstance(value, os.PathLike):  # a pathlib.Path for a model or data path
+            return os.fspath(value)
     else:
         return value
     raise ConfigError(key, value, problem=f"must be {hint.__name__}")

@@ -420,3 +420,9 @@ def test_recipe_keywords_for_train_are_its_parameters():
     assert extra == recipe.train.sft  # SFTConfig extras travel as train()'s **sft_overrides
     for key in kwargs.keys() - extra.keys():
         assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, key
+
+
+def test_a_path_object_is_taken_for_a_path_setting(tmp_path):
+    recipe = Recipe.from_dict({"model": {"name": tmp_path / "m"}, "data": {"path": tmp_path / "train.jsonl"}})
+    assert recipe.model.name == str(tmp_path / "m") and recipe.data.path == str(tmp_path / "train.jsonl")
+    assert Recipe.from_yaml(recipe.to_yaml()) == recipe  # plain text in the YAML
