@@ -398,13 +398,7 @@ class Panel(w.VBox):
     def sweep_ended(self, sweep: Sweep) -> None:
         """A sweep has ended: the session keeps the base with the last point's adapter, and the
         points' runs (as ``Session.sweep`` does); the runs table shows them."""
-        s = self.session
-        if sweep.model is not None:
-            s.model, s.tokenizer = sweep.model, sweep.tokenizer
-        trained = [p.run for p in sweep.points if p.run is not None]
-        s.runs += trained
-        if trained:
-            s.trained_by, s.lora_section = trained[-1], trained[-1].recipe.lora
+        self.session.adopt(sweep)
         self.show_runs()
 
     def stop(self) -> None:

@@ -187,20 +187,21 @@ class Session:
             callbacks.append(SweepChart(controls=background))
         run_options = {k: options.pop(k) for k in ("eval_data", "metric", "progress") if k in options}
         result = Sweep(recipe, seeds=options.pop("seeds", 1), output_dir=options.pop("output_dir", None), **options)
-
-        def keep(s: Any) -> None:  # the base now carries the last point's adapter
-            if s.model is not None:
-                self.model, self.tokenizer = s.model, s.tokenizer
-            trained = [p.run for p in s.points if p.run is not None]
-            self.runs += trained
-            if trained:
-                self.trained_by, self.lora_section = trained[-1], trained[-1].recipe.lora
-
-        result.on_done(keep)  # registered before it starts: a sweep that ends at once is kept too
+        result.on_done(self.adopt)  # registered before it starts: a sweep that ends at once is kept too
         result.run((self.model, self.tokenizer), callbacks=callbacks, background=background, **run_options)
         if background:
             self.active = result
         return result
+
+    def adopt(self, sweep: Any) -> None:
+        """Take in an ended sweep: the base now carries its last point's adapter, and its points'
+        runs join the session's (``%lora sweep`` and the panel's Sweep both end here)."""
+        if sweep.model is not None:
+            self.model, self.tokenizer = sweep.model, sweep.tokenizer
+        trained = [p.run for p in sweep.points if p.run is not None]
+        self.runs += trained
+        if trained:
+            self.trained_by, self.lora_section = trained[-1], trained[-1].recipe.lora
 
     def evaluate(self, data: Any, **kwargs: Any):
         """Score the current model on held-out ``data`` (lora_nb.evaluate); the score is stored
