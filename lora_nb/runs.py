@@ -171,6 +171,19 @@ class Run:
         """
         return next((h[key] for h in reversed(self.history) if h.get(key) is not None), None)
 
+    def mean(self, key: str) -> Optional[float]:
+        """The mean of ``key`` over the logged steps: for ``tokens_per_s`` the run's average speed,
+        where :meth:`last` gives only its last step's.
+
+        Example:
+            >>> run = Run("runs/example")
+            >>> run.history = [{"tokens_per_s": 4.0}, {"tokens_per_s": 8.0}, {"loss": 1.0}]
+            >>> run.mean("tokens_per_s"), run.last("tokens_per_s")
+            (6.0, 8.0)
+        """
+        values = [h[key] for h in self.history if h.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
     def figure(self):
         """The loss chart (training loss raw and smoothed, eval loss) as a matplotlib Figure."""
         from .charts import loss_figure
@@ -215,7 +228,9 @@ class Run:
         rows = [["status", self.status], ["step", f"{self.step}/{self.max_steps}"]]
         if self.status in ("killed", "failed", "diverged"):
             rows += [["last saved step", self.saved_step], ["why", self.message]]
-        rows += [[key, self.last(key)] for key in ("loss", "eval_loss", "tokens_per_s") if self.last(key) is not None]
+        rows += [[key, self.last(key)] for key in ("loss", "eval_loss") if self.last(key) is not None]
+        if self.mean("tokens_per_s") is not None:
+            rows.append(["tokens/s (mean)", round(self.mean("tokens_per_s"))])
         if self.summary.get("train_runtime"):
             rows.append(["runtime (s)", round(self.summary["train_runtime"], 1)])
         return rows + [["folder", str(self.dir)]]
@@ -460,7 +475,7 @@ class RunTable:
             out.append([run.name, _when(run.started), run.label, run.status, run.step, model.quant if model else None,
                         targets, lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
                         train.lr if train else None, train.batch_size if train else None,
-                        run.last("loss"), run.last("eval_loss"), run.eval_score, run.last("tokens_per_s"),
+                        run.last("loss"), run.last("eval_loss"), run.eval_score, run.mean("tokens_per_s"),
                         _duration(run.summary.get("train_runtime"))])
         return out
 

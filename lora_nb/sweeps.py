@@ -104,11 +104,10 @@ class Point:
     def metrics(self) -> dict:
         """Final loss, eval loss, eval score, tokens/s (mean), trainable params, peak memory (MiB)."""
         history = self.run.history if self.run is not None else []
-        speeds = [h["tokens_per_s"] for h in history if h.get("tokens_per_s") is not None]
         memory = [h["memory_mb"] for h in history if h.get("memory_mb") is not None]
         last = self.run.last if self.run is not None else (lambda key: None)
         return {"final loss": last("loss"), "eval loss": last("eval_loss"), "eval score": self.score,
-                "tokens/s": statistics.fmean(speeds) if speeds else None, "trainable params": self.trainable_params,
+                "tokens/s": self.run.mean("tokens_per_s") if self.run is not None else None, "trainable params": self.trainable_params,
                 "peak MiB": max(memory) if memory else None}
 
     def record(self) -> dict:

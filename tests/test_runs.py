@@ -116,3 +116,13 @@ def test_a_run_folder_given_as_root_is_found(two_runs_here):
     assert [run.name for run in find_runs(older.dir)] == [older.name]
     assert find_runs("~/no-such-lora_nb-runs") == []
     assert isinstance(Run.load(older.dir).started, float)
+
+
+def test_the_table_gives_a_runs_average_speed_not_its_last_steps(tmp_path):
+    from lora_nb.runs import Run, RunTable
+
+    run = Run(tmp_path / "r")
+    run.history = [{"step": 1, "tokens_per_s": 7.0}, {"step": 2, "tokens_per_s": 9.5}, {"step": 3, "tokens_per_s": 4.5}]
+    table = RunTable([run])
+    assert table.rows()[0][table.HEADERS.index("tokens/s")] == 7.0  # the last step said 4.5
+    assert ["tokens/s (mean)", 7] in run._rows()
