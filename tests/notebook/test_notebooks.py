@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import sys
@@ -100,7 +99,7 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
         run("%load_ext lora_nb")
         run(f"%lora load {llama}")
         run("%lora inject r=4")
-        kc.execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'run'}")
+        train_id = kc.execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'run'}")
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.time() + 120
         while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:
@@ -109,13 +108,13 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
         reply = kc.get_shell_msg(timeout=120)
         assert reply["content"]["status"] == "ok", reply["content"]  # the cell ends normally, no traceback
         printed = []
-        while True:
-            try:
-                msg = kc.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                break
+        while True:  # everything the cell printed: its output ends with the kernel's idle status for it
+            msg = kc.get_iopub_msg(timeout=60)
             if msg["msg_type"] == "stream":
                 printed.append(msg["content"]["text"])
+            if (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+                    and msg["parent_header"].get("msg_id") == train_id):
+                break
         assert any("stopped at step" in t and "(interrupted), adapter saved in" in t for t in printed), printed
         status = json.loads((tmp_path / "run" / "run.json").read_text())
         assert status["status"] == "interrupted" and status["step"] >= 3
