@@ -55,13 +55,13 @@ class DisplayView:
         from IPython.display import HTML, display
 
         self.status = display(HTML(""), display_id=True)
-        self.image = display(_png_bundle(b""), raw=True, display_id=True)
+        self.image = display(png_bundle(b""), raw=True, display_id=True)
 
     def show(self, png: bytes, status: str) -> None:
         from IPython.display import HTML
 
         if png:
-            self.image.update(_png_bundle(png), raw=True)
+            self.image.update(png_bundle(png), raw=True)
         self.status.update(HTML(status))
 
 
@@ -211,10 +211,10 @@ class LiveChart(BudgetedChart):
         return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}{done}"
 
 
-def _png_bundle(png: bytes) -> dict:
+def png_bundle(png: bytes, text: str = "(training dashboard)") -> dict:
+    """A display bundle for a chart: the PNG, and ``text`` where images do not render."""
     import base64
 
-    text = "(training dashboard)"
     return {"image/png": base64.b64encode(png).decode(), "text/plain": text} if png else {"text/plain": text}
 
 

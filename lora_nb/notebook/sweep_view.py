@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from ..charts import Overlay
 from ..render import html_table
-from .live import BudgetedChart, status_line
+from .live import BudgetedChart, png_bundle, status_line
+
+SWEEP_TEXT = "(sweep chart)"  # what shows where images do not render
 
 
 class SweepView:
@@ -25,14 +27,14 @@ class SweepView:
         from IPython.display import HTML, display
 
         self.status = display(HTML(""), display_id=True)
-        self.image = display(_png_bundle(b""), raw=True, display_id=True)
+        self.image = display(png_bundle(b"", SWEEP_TEXT), raw=True, display_id=True)
         self.table = display(HTML(""), display_id=True)
 
     def show(self, png: bytes, status: str, table: str) -> None:
         from IPython.display import HTML
 
         if png:
-            self.image.update(_png_bundle(png), raw=True)
+            self.image.update(png_bundle(png, SWEEP_TEXT), raw=True)
         self.status.update(HTML(status))
         if table:
             self.table.update(HTML(table))
@@ -140,13 +142,6 @@ class SweepChart(BudgetedChart):
         if not rows:
             return ""
         return html_table(list(rows[0]), [list(row.values()) for row in rows])
-
-
-def _png_bundle(png: bytes) -> dict:
-    import base64
-
-    text = "(sweep chart)"
-    return {"image/png": base64.b64encode(png).decode(), "text/plain": text} if png else {"text/plain": text}
 
 
 def _stop_button(chart: SweepChart):
