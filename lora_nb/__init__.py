@@ -3,6 +3,7 @@
 The pipeline, one call per step (heavy libraries load on first use, so importing is instant)::
 
     import lora_nb
+    lora_nb.estimate("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")  # memory, before loading
     model, tok = lora_nb.load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")
     lora_nb.discover(model)                              # targets by role, with LoRA costs
     model = lora_nb.inject(model, r=16, targets="attention")
@@ -24,6 +25,8 @@ _EXPORTS = {
     "load": "loading",
     "discover": "discovery",
     "Discovery": "discovery",
+    "estimate": "estimate",
+    "MemoryEstimate": "estimate",
     "inject": "injection",
     "train": "training",
     "Run": "runs",

@@ -66,16 +66,16 @@ def model_class(config: Any):
 
 
 def device_kwargs(model: Any) -> dict:
-    """SFTConfig settings that follow the model and the machine: bf16/fp16 mixed precision matching
-    the model's compute dtype (TRL turns bf16 on by default), and pinned dataloader memory only
-    where there is a GPU to pin for (on a CPU it only prints a warning per dataloader)."""
-    import torch
+    """SFTConfig settings that follow the model and the machine (:func:`lora_nb.portable.trainer_device_kwargs`
+    for the dtype ``model`` computes in).
 
-    dtype = getattr(getattr(model, "config", None), "dtype", None)
-    bnb = getattr(getattr(model, "config", None), "quantization_config", None)
-    compute = getattr(bnb, "bnb_4bit_compute_dtype", None) if bnb is not None else None
-    dtype = compute if isinstance(compute, torch.dtype) else dtype
-    return dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=torch.cuda.is_available())
+    Example:
+        >>> device_kwargs(model)["bf16"]   # doctest: +SKIP
+        True
+    """
+    from .portable import compute_dtype, trainer_device_kwargs
+
+    return trainer_device_kwargs(compute_dtype(model))
 
 
 @quietly(progress=True)

@@ -36,6 +36,159 @@ def resolve_dtype(name):
     return getattr(torch, TORCH_DTYPES[name])
 
 
+def compute_dtype(model):
+    """The dtype ``model`` computes in: a 4-bit model's compute dtype, else its config's dtype.
+
+    Example:
+        >>> compute_dtype(model)   # doctest: +SKIP
+        torch.bfloat16
+    """
+    import torch
+
+    config = getattr(model, "config", None)
+    bnb = getattr(config, "quantization_config", None)
+    compute = getattr(bnb, "bnb_4bit_compute_dtype", None) if bnb is not None else None
+    if isinstance(compute, torch.dtype):
+        return compute
+    dtype = getattr(config, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def trainer_device_kwargs(dtype):
+    """SFTConfig settings that follow the compute ``dtype`` and the machine: bf16/fp16 mixed
+    precision matching it (TRL turns bf16 on by default), bf16 on a machine without a GPU allowed
+    (transformers refuses it there unless told it trains on the CPU on purpose), and pinned
+    dataloader memory only where there is a GPU to pin for (on a CPU it only warns).
+
+    Example:
+        >>> import torch
+        >>> trainer_device_kwargs(torch.float32)["bf16"]
+        False
+    """
+    import torch
+
+    gpu = torch.cuda.is_available()
+    kwargs = dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=gpu)
+    if kwargs["bf16"] and not gpu:
+        kwargs["use_cpu"] = True
+    return kwargs
+
+
+# What one training step holds, per token, in the activation dtype (lora_nb.estimate explains it).
+# Without gradient checkpointing each decoder layer keeps about 20 hidden-size vectors, 6 of the
+# key/value width and 7 of the MLP width: the tensors autograd saves (norm inputs and outputs, the
+# LoRA dropout copies of each adapted input, q/k before and after RoPE, the attention output,
+# gate/up, their activation and product), about 1.4x their count once the backward pass's own
+# buffers are added, as measured. With it, each layer keeps about 12 hidden-size vectors (its
+# input and what the checkpoint boundary holds), and one layer at a time is rebuilt in full.
+# Measured as peak RSS growth of real steps on this project's CPU (tests/test_estimate.py).
+LAYER_HIDDEN = 20
+LAYER_KV = 6
+LAYER_MLP = 7
+CHECKPOINTED_HIDDEN = 12
+# TRL scores the LM head in fp32 tiles of up to 4096 tokens; its CPU path (torch ops) holds about
+# 6.5 tile-sized copies at its peak (measured), its GPU kernel about 3 (a bound, not measured here).
+HEAD_TILE_TOKENS = 4096
+HEAD_COPIES_CPU = 6.5
+HEAD_COPIES_GPU = 3
+
+
+def model_dims(config):
+    """The sizes of a decoder that set its activation memory, from its transformers config.
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> model_dims(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...                        num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+        {'hidden': 64, 'layers': 2, 'heads': 4, 'kv': 32, 'mlp': 128, 'vocab': 100}
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden, heads = text.hidden_size, text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    mlp = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
+    per_expert, active = getattr(text, "moe_intermediate_size", None), getattr(text, "num_experts_per_tok", None)
+    if per_expert and active:  # a token passes through its top-k experts (and a shared one, where there is)
+        mlp = per_expert * active + (getattr(text, "shared_expert_intermediate_size", None) or 0)
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    return dict(hidden=hidden, layers=text.num_hidden_layers, heads=heads, kv=kv, mlp=mlp, vocab=text.vocab_size)
+
+
+def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes, gpu):
+    """(decoder layers, LM head and loss) bytes a training step of ``batch_size`` examples of
+    ``max_length`` tokens holds at its peak, for ``dims`` from :func:`model_dims`.
+
+    With gradient checkpointing the layers keep only their inputs, and one layer at a time is
+    recomputed in full during the backward pass.
+
+    Example:
+        >>> dims = dict(hidden=576, layers=30, heads=9, kv=192, mlp=1536, vocab=49152)
+        >>> layers, head = activation_bytes(dims, batch_size=4, max_length=256, checkpointing=False, dtype_bytes=4, gpu=False)
+        >>> round(layers / 2**30, 2), round(head / 2**30, 2)
+        (1.89, 1.97)
+    """
+    tokens = batch_size * max_length
+    per_layer = tokens * (LAYER_HIDDEN * dims["hidden"] + LAYER_KV * dims["kv"] + LAYER_MLP * dims["mlp"]) * dtype_bytes
+    if checkpointing:
+        layers = dims["layers"] * tokens * CHECKPOINTED_HIDDEN * dims["hidden"] * dtype_bytes + per_layer
+    else:
+        layers = dims["layers"] * per_layer
+    copies = HEAD_COPIES_GPU if gpu else HEAD_COPIES_CPU
+    head = min(tokens, HEAD_TILE_TOKENS) * dims["vocab"] * 4 * copies
+    return layers, int(head)
+
+
+def free_memory(device=None):
+    """Bytes free for training now: on the GPU the model is on (CUDA's own count), else the
+    memory the OS can still give (MemAvailable)."""
+    import torch
+
+    if torch.cuda.is_available() and (device is None or getattr(device, "type", device) == "cuda"):
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def needs_checkpointing(model, *, batch_size, max_length):
+    """(whether to turn gradient checkpointing on, why): on only when a step's activations would
+    not fit in 90% of the memory still free with the model loaded; without it a step runs about
+    1.3–3× faster (benchmarks/results.md), so it is off when it is not needed.
+
+    Example:
+        >>> on, why = needs_checkpointing(model, batch_size=4, max_length=1024)   # doctest: +SKIP
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    gpu = device.type == "cuda"
+    dims = model_dims(model.config)
+    layers, head = activation_bytes(dims, batch_size=batch_size, max_length=max_length, checkpointing=False,
+                                    dtype_bytes=torch.finfo(compute_dtype(model)).bits // 8, gpu=gpu)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) * 16  # fp32 weight, grad, AdamW's two
+    need, free = layers + head + trainable, free_memory(device if gpu else "cpu")
+    gib = 2 ** 30
+    if need <= 0.9 * free:
+        return False, f"a step needs about {need / gib:.1f} GiB, {free / gib:.1f} GiB is free"
+    return True, (f"gradient checkpointing on: a step without it needs about {need / gib:.1f} GiB of activations and "
+                  f"optimizer state, more than the {free / gib:.1f} GiB free")
+
+
+def choose_checkpointing(model, setting, *, batch_size, max_length):
+    """Gradient checkpointing as the recipe sets it (True/False), or, unset (None), on only when
+    :func:`needs_checkpointing` says a step would not fit without it; it says so when it turns it on.
+
+    Example:
+        >>> choose_checkpointing(None, False, batch_size=4, max_length=1024)
+        False
+    """
+    if setting is not None:
+        return setting
+    on, why = needs_checkpointing(model, batch_size=batch_size, max_length=max_length)
+    if on:
+        print(why, flush=True)
+    return on
+
+
 def expand_user(location):
     """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
     ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
@@ -81,11 +234,11 @@ def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None,
         trust_remote_code=trust_remote_code, use_safetensors=True,
     )
     pin_4bit_layout(model)
-    if quantization:
+    if quantization and "bnb_4bit_quant_storage" not in quantization:  # sharded QLoRA keeps one dtype per layer (TRL does the same)
         from peft import prepare_model_for_kbit_training
 
-        # checkpointing saves memory where it is scarce (a GPU); on the CPU it only costs time
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
+        # gradient checkpointing is the trainer's to decide, from the memory a step needs (needs_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -94,14 +247,26 @@ def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None,
 
 def process_device_map(device_map):
     """``device_map`` as given; when None, this process's GPU if there is one (so each process of
-    ``accelerate launch`` takes its own), else the CPU (None)."""
+    ``accelerate launch`` takes its own), else the CPU (None). Under FSDP / ZeRO-3 it stays None:
+    the launcher places (and shards) the weights itself."""
     import torch
 
-    if device_map is None and torch.cuda.is_available():
+    if device_map is None and torch.cuda.is_available() and not shards_weights():
         from accelerate import PartialState
 
         return {"": PartialState().local_process_index}
     return device_map
+
+
+def shards_weights():
+    """Whether accelerate launch started this process to shard the model's weights: FSDP or DeepSpeed ZeRO-3."""
+    import os
+
+    def on(name):
+        return os.environ.get(name, "false").lower() == "true"
+
+    zero3 = on("ACCELERATE_USE_DEEPSPEED") and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    return on("ACCELERATE_USE_FSDP") or zero3
 
 
 def detect_format(columns):

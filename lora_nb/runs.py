@@ -48,6 +48,7 @@ class Run:
         self.summary: dict = {}
         self.saved_step = 0  # the last step whose adapter and checkpoint are safely on disk
         self.message = ""  # why a run failed, diverged or was killed
+        self.checkpointing: Optional[bool] = None  # gradient checkpointing, as train() set or decided it
         self.error: Optional[BaseException] = None
         self.trainer: Any = None
         self.interrupted = False  # stopped by Ctrl-C / the kernel's interrupt
@@ -159,7 +160,7 @@ class Run:
 
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
                 "message": self.message, "summary": self.summary, "started": self.started, "pid": os.getpid(),
-                "host": socket.gethostname()}
+                "host": socket.gethostname(), "gradient_checkpointing": self.checkpointing}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
 
     def last(self, key: str) -> Optional[float]:
@@ -216,7 +217,7 @@ class Run:
         info = _read_json(folder / "run.json")
         run.status, run.step, run.max_steps = info.get("status", "unknown"), info.get("step", 0), info.get("max_steps", 0)
         run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
-        run.summary = info.get("summary", {})
+        run.summary, run.checkpointing = info.get("summary", {}), info.get("gradient_checkpointing")
         run.started = info.get("started") or _mtime(folder)
         if run.status == "running" and not _alive(info):
             run.status = "killed"

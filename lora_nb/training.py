@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Union
 from .errors import ConfigError
 from .files import atomic_write, check_free, expand_user, user_path
 from .loading import device_kwargs
-from .portable import last_checkpoint
+from .portable import choose_checkpointing, last_checkpoint
 from .provenance import lora_section, model_section
 from .quiet import Capture, captured
 from .recipe import DataSection, Recipe, TrainSection, build_section
@@ -58,6 +58,8 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         save_total_limit=2,
         report_to=report_to or "none",
     )
+    if t.gradient_checkpointing is not None:  # transformers 5 renamed gradient_checkpointing to this
+        kwargs["activation_checkpointing"] = t.gradient_checkpointing
     if has_eval:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 10))
     kwargs.update(t.sft)
@@ -70,7 +72,8 @@ OWNED = {"output_dir": "output_dir", "max_steps": "steps", "num_train_epochs": "
          "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
          "max_length": "max_length", "packing": "packing", "lr_scheduler_type": "scheduler", "warmup_steps": "warmup",
          "logging_steps": "logging_steps", "seed": "seed", "eval_steps": "eval_steps",
-         "resume_from_checkpoint": "resume"}
+         "resume_from_checkpoint": "resume", "gradient_checkpointing": "gradient_checkpointing",
+         "activation_checkpointing": "gradient_checkpointing"}
 # Keys users bring from older transformers / TRL versions, and what replaced them.
 RENAMED = {"group_by_length": "train_sampling_strategy='group_by_length'", "max_seq_length": "max_length",
            "evaluation_strategy": "eval_strategy", "dataset_text_field": "a 'text' column (data.format: text)"}
@@ -151,6 +154,7 @@ def train(
     logging_steps: int = TrainSection.logging_steps,
     seed: int = TrainSection.seed,
     resume: Optional[str] = TrainSection.resume,
+    gradient_checkpointing: Optional[bool] = TrainSection.gradient_checkpointing,
     format: Optional[str] = DataSection.format,
     split: str = DataSection.split,
     output_dir: Optional[str] = None,
@@ -193,7 +197,7 @@ def train(
         return _train(model, tokenizer, data, log, dict(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
-            seed=seed, resume=resume, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
+            seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
             output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
             progress=progress, background=background)
 
@@ -220,9 +224,12 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
                          label=run_label(lora_section(model), section.lr, model_section(model).quant))
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
+    checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
+                                         max_length=section.max_length)
     train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed)
 
     run = Run(folder)
+    run.checkpointing = checkpointing
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -232,7 +239,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
-        config = SFTConfig(**{**device_kwargs(model), "assistant_only_loss": "messages" in train_rows.column_names,
+        config = SFTConfig(**{**device_kwargs(model), "activation_checkpointing": checkpointing,
+                              "assistant_only_loss": "messages" in train_rows.column_names,
                               **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
                                                   len(train_rows), report_to)})
         trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,

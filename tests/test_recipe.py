@@ -28,7 +28,7 @@ RECIPE = """
 model: {name: ./tiny-llama, quant: 4bit}
 lora: {r: 8, alpha: 16, targets: attention, variant: rslora}
 data: {path: train.jsonl, eval: 0.1}
-train: {steps: 100, lr: 1e-4, batch_size: 2, sft: {gradient_checkpointing: true}}
+train: {steps: 100, lr: 1e-4, batch_size: 2, sft: {weight_decay: 0.01}}
 output_dir: runs/first
 """
 
@@ -56,7 +56,7 @@ def test_from_yaml_reads_every_section_and_keeps_the_other_defaults():
     assert (r.lora.r, r.lora.alpha, r.lora.targets, r.lora.variant) == (8, 16.0, "attention", "rslora")
     assert (r.data.path, r.data.eval) == ("train.jsonl", 0.1)
     assert (r.train.steps, r.train.lr, r.train.batch_size) == (100, 1e-4, 2)
-    assert r.train.sft == {"gradient_checkpointing": True}
+    assert r.train.sft == {"weight_decay": 0.01}
     assert r.output_dir == "runs/first"
     # what the YAML leaves out keeps the declared default
     assert r.model.dtype == default(ModelSection, "dtype")
@@ -203,7 +203,7 @@ def test_other_choices_suggest_the_nearest(text, key, suggestion):
         ("lora: {targets: 5}", "lora.targets"),
         ("train: {packing: maybe}", "train.packing"),
         ("train: {lr: fast}", "train.lr"),
-        ("train: {sft: [gradient_checkpointing]}", "train.sft"),
+        ("train: {sft: [weight_decay]}", "train.sft"),
         ("lora: [r, 8]", "lora"),
     ],
 )
