@@ -34,18 +34,55 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .files import check_free
+    from .launch import CONFIG_FILE, launch_command, launch_config
     from .pipeline import to_script
     from .recipe import Recipe
 
-    script = to_script(Recipe.from_yaml(args.recipe))
-    if args.output:
-        from .files import check_free
-
-        check_free(args.output, "--output", overwrite=args.force, option="--force").write_text(script)
-        print(f"wrote {args.output}")
-    else:
-        print(script)
+    engine = _engine(args)  # options and output paths are checked before the recipe is rendered (seconds)
+    recipe = Recipe.from_yaml(args.recipe)
+    if not args.output:
+        print(to_script(recipe))
+        return 0
+    target = check_free(args.output, "--output", overwrite=args.force, option="--force")
+    config = None
+    if args.launcher:
+        config = check_free(target.with_name(CONFIG_FILE), "--output", overwrite=args.force, option="--force")
+        if config == target:
+            raise ConfigError("--output", str(target),
+                              problem=f"{CONFIG_FILE} is the accelerate config's name: name the script otherwise")
+    files = {target: to_script(recipe)}
+    if config:
+        files[config] = launch_config(recipe, args.gpus, engine)
+    for path, text in files.items():  # written once both are rendered
+        path.write_text(text)
+        print(f"wrote {path}")
+    if config:
+        print(launch_command(target, config))
     return 0
+
+
+def _engine(args: argparse.Namespace) -> Optional[str]:
+    """The engine export's launch options choose (None: DDP), once they are checked to fit together."""
+    from .launch import ZERO_STAGES
+
+    if not args.launcher:
+        options = {"--gpus": args.gpus is not None, "--fsdp": args.fsdp, "--deepspeed": args.deepspeed is not None}
+        given = next((flag for flag, used in options.items() if used), None)
+        if given:
+            raise ConfigError(given, problem="configures a launch: add --launcher accelerate")
+        return None
+    if args.gpus is None or args.gpus < 1:
+        raise ConfigError("--gpus", args.gpus,
+                          problem="the number of GPUs (one process each) is required with --launcher, at least 1")
+    if not args.output:
+        raise ConfigError("--launcher", args.launcher,
+                          problem="writes the script and its accelerate config side by side: add -o train_lora.py")
+    if args.fsdp and args.deepspeed:
+        raise ConfigError("--fsdp", problem="one engine at a time: --fsdp or --deepspeed, not both")
+    if args.deepspeed and args.deepspeed not in ZERO_STAGES:
+        raise ConfigError("--deepspeed", args.deepspeed, allowed=ZERO_STAGES)
+    return "fsdp" if args.fsdp else args.deepspeed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,7 +107,12 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="a recipe as a standalone transformers/peft/trl script")
     e.add_argument("recipe", help="recipe YAML file")
     e.add_argument("-o", "--output", help="write the script here instead of printing it")
-    e.add_argument("--force", action="store_true", help="replace --output if it exists")
+    e.add_argument("--force", action="store_true", help="replace --output (and its accelerate config) if it exists")
+    e.add_argument("--launcher", choices=["accelerate"],
+                   help="also write accelerate_config.yaml next to --output and print the command that launches the script")
+    e.add_argument("--gpus", type=int, help="GPUs to train on with --launcher, one process each")
+    e.add_argument("--fsdp", action="store_true", help="with --launcher: shard the weights with FSDP (LoRA and QLoRA)")
+    e.add_argument("--deepspeed", metavar="zero2|zero3", help="with --launcher: DeepSpeed ZeRO stage 2 or 3")
     e.set_defaults(fn=_export)
     return p
 

@@ -11,6 +11,10 @@ Standalone: needs torch, transformers, peft, trl and datasets (not lora_nb).
     python train_lora.py --output-dir NEW         # a new run in NEW
     python train_lora.py --resume RUN_DIR         # continue RUN_DIR from its last complete checkpoint
     accelerate launch train_lora.py [...]         # multi-GPU / multi-node, unchanged
+    accelerate launch --config_file accelerate_config.yaml train_lora.py   # as lora-nb export --launcher configures
+
+Under N processes a step takes the recipe's batch_size examples in each process, N times one
+process's batch; each process prints one "process i of N" line, and only the main one writes files.
 
 It never writes into a folder that already holds files unless --overwrite is given.
 """
@@ -58,21 +62,44 @@ def load_datasets(tokenizer):
     return to_sft_dataset(rows, fmt, tokenizer), eval_dataset
 
 
+def quantization(dtype):
+    """QUANTIZATION's BitsAndBytesConfig keywords for this launch. Where the launcher shards the
+    weights over the processes (FSDP, DeepSpeed ZeRO-3), 4-bit weights are stored in the compute
+    dtype, so they shard and gather like the rest (bnb_4bit_quant_storage, as PEFT's QLoRA guides set it)."""
+    if QUANTIZATION and QUANTIZATION.get("load_in_4bit") and shards_weights():
+        return {**QUANTIZATION, "bnb_4bit_quant_storage": dtype}
+    return QUANTIZATION
+
+
+def has_accelerator():
+    """Whether torch sees a GPU (or another accelerator) to put this process on."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every kind; older ones, CUDA
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 def main():
     output_dir, checkpoint = output_folder()
     dtype = resolve_dtype(DTYPE)
-    model, tokenizer = load_model_and_tokenizer(MODEL, dtype=dtype, quantization=QUANTIZATION, device_map=DEVICE_MAP,
+    model, tokenizer = load_model_and_tokenizer(MODEL, dtype=dtype, quantization=quantization(dtype), device_map=DEVICE_MAP,
                                                 trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
 
     torch.manual_seed(ADAPTER_SEED)  # the adapter's initialisation, as recorded with the run's adapter
-    model = get_peft_model(model, LoraConfig(**LORA_CONFIG))
+    # sharded 4-bit weights are stored in the compute dtype: the adapter joins them in it (FSDP wraps one dtype)
+    model = get_peft_model(model, LoraConfig(**LORA_CONFIG), autocast_adapter_dtype=not shards_weights())
     model.print_trainable_parameters()
 
     train_dataset, eval_dataset = load_datasets(tokenizer)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
+        # launched as several processes on a machine without GPUs (accelerate launch --multi_gpu, torchrun): make
+        # them one CPU (gloo) run, as accelerate launch --cpu does; left alone, transformers would train each
+        # process alone, and each would write the adapter
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    checkpointing = choose_checkpointing(model, SFT_CONFIG.get("activation_checkpointing"),
+                                         batch_size=SFT_CONFIG["per_device_train_batch_size"],
+                                         max_length=SFT_CONFIG["max_length"])
     args = SFTConfig(**{
-        "bf16": dtype == torch.bfloat16,
-        "fp16": dtype == torch.float16,
-        "dataloader_pin_memory": torch.cuda.is_available(),  # on a CPU pinning does nothing but warn
+        **trainer_device_kwargs(dtype),  # mixed precision as the dtype, pinned memory only on a GPU
+        "activation_checkpointing": checkpointing,
         "assistant_only_loss": "messages" in train_dataset.column_names,
         **SFT_CONFIG,  # an explicit bf16/fp16 in the recipe's train.sft wins, as in lora_nb
         "output_dir": os.path.join(output_dir, "checkpoints"),
@@ -80,10 +107,14 @@ def main():
     # no process writes before all have checked the folder. Only here: SFTConfig sets the processes
     # up; on CPU a PartialState() made before it is a one-process state whose barrier waits for nobody
     PartialState().wait_for_everyone()
+    if args.world_size > 1:
+        print(f"process {args.process_index} of {args.world_size} on {args.device}", flush=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the adapter is gathered whole (PEFT's FSDP guide)
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(os.path.join(output_dir, "adapter"))
 
 

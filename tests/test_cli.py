@@ -156,3 +156,47 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     demo = cli("demo", "--out", taken, cwd=tmp_path)
     assert demo.returncode == 2 and "lora-nb: out: the folder is not empty" in demo.stderr and "--force" in demo.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_export_for_a_launch_writes_the_accelerate_config_beside_the_script(cli, recipe_file, tmp_path):
+    import yaml
+
+    from lora_nb.launch import launch_command, launch_config
+
+    path, _ = recipe_file
+    target, config = tmp_path / "train_lora.py", tmp_path / "accelerate_config.yaml"
+
+    result = cli("export", path, "--launcher", "accelerate", "--gpus", "2", "--fsdp", "-o", target, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"wrote {target}", f"wrote {config}", launch_command(target, config)]
+    assert launch_command(target, config) == f"accelerate launch --config_file {config} {target}"
+    assert config.read_text() == launch_config(Recipe.from_yaml(path), 2, "fsdp")
+    assert yaml.safe_load(config.read_text())["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert target.read_text().strip() == lora_nb.to_script(Recipe.from_yaml(path)).strip()
+
+    target.unlink()  # the config is still there: refused before anything is written
+    again = cli("export", path, "--launcher", "accelerate", "--gpus", "4", "-o", target, cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [again.stderr.strip()]
+    assert again.stderr.startswith("lora-nb: --output: the file exists") and f"(got '{config}')" in again.stderr
+    assert "--force" in again.stderr
+    assert not target.exists() and yaml.safe_load(config.read_text())["num_processes"] == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--launcher", "accelerate", "--gpus", "0", "-o", "t.py"], "--gpus: the number of GPUs (one process each) is required"),
+    (["--launcher", "accelerate", "--gpus", "2", "--fsdp", "--deepspeed", "zero3", "-o", "t.py"], "--fsdp: one engine at a time"),
+    (["--launcher", "accelerate", "--gpus", "2", "--deepspeed", "zero4", "-o", "t.py"],
+     "--deepspeed: invalid value (got 'zero4'). Allowed: zero2, zero3."),
+    (["--gpus", "2", "-o", "t.py"], "--gpus: configures a launch: add --launcher accelerate"),
+    (["--launcher", "accelerate", "--gpus", "2"], "--launcher: writes the script and its accelerate config side by side"),
+])
+def test_bad_launch_options_exit_2_with_one_line(cli, recipe_file, tmp_path, options, message):
+    path, _ = recipe_file
+
+    result = cli("export", path, *options, cwd=tmp_path)
+
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"lora-nb: {message}")
+    assert not (tmp_path / "t.py").exists() and not (tmp_path / "accelerate_config.yaml").exists()
