@@ -261,7 +261,7 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     assert "finished" in view.shown[-1][1] and "step 60/60" in view.shown[-1][1]
     assert len(view.shown) >= 3 and "ETA" in view.shown[len(view.shown) // 2][1]
     print(f"live chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = {100 * chart.overhead:.2f}% of the run")
-    # Each image waits until the last one's drawing time fits the 2% budget (benchmarks/live_chart.py
+    # Each image waits until the last one's drawing time fits the 2% budget (python -m benchmarks --cases live_chart
     # measures the resulting cost side by side on a long run).
     for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):
         assert next_at - at >= cost / chart.budget
