@@ -325,7 +325,8 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
         else:  # keep the last saved (finite) adapter rather than write a broken one over it
             run.message += f" The weights are not finite; the adapter from step {run.saved_step} is kept."
 
-    for part in (adapter, trainer.save_state, lambda: run.save_chart() if run.history else None):
+    for part in (adapter, trainer.save_state, lambda: run.save_chart() if run.history else None,
+                 lambda: prune_checkpoints(run.dir)):
         try:
             with _defer_interrupt():
                 part()
@@ -337,6 +338,34 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
         run.write_status()
     except BaseException as e:  # noqa: BLE001
         run.status, run.error = "failed", run.error or e
+
+
+def prune_checkpoints(run_dir: Union[str, Path]) -> None:
+    """Once a run has ended, keep only what resuming it needs: its last complete checkpoint (the
+    others go), whose adapter file becomes a hard link to the run's adapter when the two are the
+    same bytes. A finished run then holds the adapter once plus its optimizer state, not the
+    adapter five times (two checkpoints, each with its optimizer state, and the adapter).
+
+    Example:
+        >>> prune_checkpoints("runs/20261128-101500")   # doctest: +SKIP
+    """
+    import filecmp
+
+    folder = Path(run_dir)
+    last = last_checkpoint(folder)
+    if last is None:
+        return
+    for old in (folder / "checkpoints").glob("checkpoint-*"):
+        if old.is_dir() and old != Path(last):
+            shutil.rmtree(old, ignore_errors=True)
+    ours, theirs = folder / "adapter" / "adapter_model.safetensors", Path(last) / "adapter_model.safetensors"
+    if ours.is_file() and theirs.is_file() and not ours.samefile(theirs) and filecmp.cmp(ours, theirs, shallow=False):
+        link = theirs.with_name(theirs.name + ".link")
+        try:
+            os.link(ours, link)
+            os.replace(link, theirs)
+        except OSError:  # a file system without hard links keeps both copies
+            link.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -190,8 +190,20 @@ def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_t
     run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, callbacks=[Saves()], progress=False)
     assert saves == list(range(2, 21, 2))
     kept = sorted(p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
-    assert kept == ["checkpoint-18", "checkpoint-20"]
+    assert kept == ["checkpoint-20"]  # what resuming needs, no more
     assert json.loads((run.dir / "run.json").read_text())["saved_step"] == 20
+    # the last checkpoint's adapter is the run's adapter file, stored once
+    assert (run.dir / "checkpoints/checkpoint-20/adapter_model.safetensors").samefile(run.adapter_dir / "adapter_model.safetensors")
+
+
+def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=4, batch_size=4, progress=False)
+    more = lora_nb.train(model, tok, parity[0], steps=6, batch_size=4, resume=str(run.dir), progress=False)
+
+    assert more.status == "finished" and more.step == 6
+    assert [row["step"] for row in more.history if "loss" in row] == [1, 2, 3, 4, 5, 6]
+    assert sorted(p.name for p in (run.dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-6"]
 
 
 def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, monkeypatch):
