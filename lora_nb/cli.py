@@ -27,9 +27,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> int:
-    from .discovery import discover
+    from .estimate import targets_with_memory
 
-    print(discover(args.model, r=args.r, trust_remote_code=args.trust_remote_code))
+    print(targets_with_memory(args.model, r=args.r, trust_remote_code=args.trust_remote_code))
     return 0
 
 

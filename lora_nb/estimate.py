@@ -19,6 +19,7 @@ Nothing is allocated: the model is built on the meta device, as :func:`lora_nb.d
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -149,19 +150,34 @@ def estimate(
     device = device or _this_device()
     loaded = hasattr(model, "named_modules")
     meta = model if loaded else meta_model(model, trust_remote_code=trust_remote_code)
+    report = discover(meta, r=r)
+    if isinstance(model, (str, os.PathLike)):
+        report.source = os.fspath(model)
     if loaded:
         quant = _loaded_quant(model) or quant
-    report = discover(meta, r=r)
+        dtype = _loaded_dtype(model) if dtype == "auto" else dtype
+    return _count(report, meta, quant=quant, dtype=dtype, r=r, targets=targets, batch_size=batch_size,
+                  max_length=max_length, gradient_checkpointing=gradient_checkpointing, device=device)
+
+
+def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, targets: Union[str, list],
+           batch_size: int, max_length: int, gradient_checkpointing: Optional[bool], device: str) -> MemoryEstimate:
+    """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes."""
+    from .injection import resolve_targets
+    from .portable import activation_bytes, model_dims
+
     names = resolve_targets(report, targets, [n for n, _ in meta.named_modules()])
     picked = set(report.all_linear) if names == "all-linear" else {
         m.name for m in report.modules if m.is_linear and any(m.name == t or m.name.endswith("." + t) for t in names)}
-    dtype_name = dtype if dtype != "auto" else _loaded_dtype(model) if loaded else ("bf16" if device == "gpu" else "fp32")
+    dtype_name = dtype if dtype != "auto" else ("bf16" if device == "gpu" else "fp32")
     act_bytes = DTYPE_BYTES[dtype_name]
     # quantised linears (not the LM head: transformers keeps it in full precision)
     quantized = sum(m.in_features * m.out_features for m in report.modules if m.is_linear and m.role != "head") if quant else 0
-    other_bytes = 4 if quant else act_bytes
-    weights = quantized * QUANT_BYTES[quant] + (report.total_params - quantized) * other_bytes if quant else report.total_params * act_bytes
-    dims = model_dims(getattr(model, "config", None) if loaded else meta.config)
+    if quant:  # the rest is upcast to fp32 by prepare_model_for_kbit_training
+        weights = quantized * QUANT_BYTES[quant] + (report.total_params - quantized) * 4
+    else:
+        weights = report.total_params * act_bytes
+    dims = model_dims(meta.config)
     layers = {}
     for on in (False, True):
         layers[on], head = activation_bytes(dims, batch_size=batch_size, max_length=max_length, checkpointing=on,
@@ -171,6 +187,63 @@ def estimate(
                           max_length=max_length, params=report.total_params, lora_params=lora, weights=int(weights),
                           adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[device],
                           gradient_checkpointing=gradient_checkpointing)
+
+
+@dataclass
+class Targets:
+    """What ``%lora targets`` and ``lora-nb targets`` show: the discovery table, then a line per
+    memory estimate (LoRA and QLoRA on a GPU for a model not loaded yet; the loaded model as it
+    is, on this machine). ``discovery`` is the :class:`lora_nb.discovery.Discovery`.
+
+    Example:
+        >>> print(targets_with_memory("meta-llama/Llama-3.1-8B"))   # doctest: +SKIP
+    """
+
+    discovery: Any
+    memory: list
+
+    def _lines(self) -> list[str]:
+        def kind(m: MemoryEstimate) -> str:
+            return "QLoRA (4-bit)" if m.quant == "4bit" else "LoRA (8-bit)" if m.quant == "8bit" else f"LoRA ({m.dtype})"
+
+        return [f"{kind(m)}, r={self.discovery.r} all-linear, batch {m.batch_size} × {m.max_length} tokens: {m.summary()}"
+                for m in self.memory]
+
+    def __str__(self) -> str:
+        return str(self.discovery) + "\n\nTraining memory (lora_nb.estimate):\n" + "\n".join(self._lines())
+
+    def _repr_html_(self) -> str:
+        import html
+
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self._lines())
+        return self.discovery._repr_html_() + f"<p><b>Training memory</b> (lora_nb.estimate):</p><ul>{items}</ul>"
+
+
+def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Targets:
+    """:func:`lora_nb.discover`'s table for ``model`` with the training memory at the default
+    settings (r, all-linear, batch 4 × 1024): for a name, folder or config, LoRA (bf16) and QLoRA
+    (4-bit) on a GPU with whether they fit a T4, an A100 and an 80 GB card; for a loaded model,
+    as it was loaded, on this machine.
+
+    Example:
+        >>> print(targets_with_memory("meta-llama/Llama-3.1-8B", r=16))   # doctest: +SKIP
+    """
+    from .discovery import discover, meta_model
+    from .recipe import TrainSection
+
+    loaded = hasattr(model, "named_modules")
+    meta = model if loaded else meta_model(os.fspath(model) if isinstance(model, os.PathLike) else model,
+                                           trust_remote_code=trust_remote_code)
+    report = discover(meta, r=r)
+    if isinstance(model, (str, os.PathLike)):
+        report.source = os.fspath(model)
+    shape = dict(r=r, targets="all-linear", batch_size=TrainSection.batch_size, max_length=TrainSection.max_length,
+                 gradient_checkpointing=None)
+    if loaded:
+        memory = [_count(report, meta, quant=_loaded_quant(model), dtype=_loaded_dtype(model), device=_this_device(), **shape)]
+    else:
+        memory = [_count(report, meta, quant=quant, dtype="auto", device="gpu", **shape) for quant in (None, "4bit")]
+    return Targets(report, memory)
 
 
 def _this_device() -> str:

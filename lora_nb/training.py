@@ -102,6 +102,11 @@ def check_sft_overrides(sft: dict) -> dict:
             raise ConfigError(f"train.sft.{key}", problem=f"was renamed: use {RENAMED[key]} (transformers 5 / TRL 1)")
         if key not in fields:
             raise ConfigError(f"train.sft.{key}", problem="is not an SFTConfig setting", allowed=fields)
+    if sft.get("padding_free"):
+        raise ConfigError("train.sft.padding_free", True, problem="needs max_length=None in TRL (nothing truncated) "
+                          "and pays off only with FlashAttention's variable-length kernels: with SDPA it measured half "
+                          "the speed on an H200 (benchmarks/results/gpu-h200-2026-11-28.md). Set packing=true instead: "
+                          "TRL's packing is padding-free and keeps max_length")
     return sft
 
 

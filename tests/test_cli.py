@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import lora_nb
+from lora_nb.estimate import targets_with_memory
 from lora_nb.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,8 @@ def test_targets_prints_the_discovery_table(cli, llama, tmp_path):
     for role in ("attention", "mlp", "all-linear (PEFT)"):
         assert role in result.stdout
     assert "r=4" in result.stdout
-    assert result.stdout.strip() == str(lora_nb.discover(llama, r=4)).strip()
+    assert result.stdout.strip() == str(targets_with_memory(llama, r=4)).strip()
+    assert "Training memory" in result.stdout and "with gradient checkpointing" in result.stdout
 
 
 def lora_nb_imports(script: str) -> list[str]:

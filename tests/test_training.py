@@ -148,11 +148,35 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
     cases = [(dict(weight_decya=0.1), r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
              (dict(group_by_length=True), r"group_by_length: was renamed: use train_sampling_strategy='group_by_length'"),
              (dict(learning_rate=1e-3), r"train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead"),
-             (dict(resume_from_checkpoint="x"), r"set resume= instead")]
+             (dict(resume_from_checkpoint="x"), r"set resume= instead"),
+             (dict(activation_checkpointing=True), r"set gradient_checkpointing= instead"),
+             (dict(padding_free=True), r"train.sft.padding_free.*Set packing=true instead")]
     for overrides, message in cases:
         with pytest.raises(lora_nb.ConfigError, match=message):
             lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(out), progress=False, **overrides)
         assert not out.exists()
+
+
+def test_gradient_checkpointing_is_on_only_when_a_step_would_not_fit(lora_llama, parity, in_tmp, monkeypatch, capsys):
+    from lora_nb import portable
+
+    model, tok = lora_llama
+    roomy = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, progress=False)
+    assert json.loads((roomy.dir / "run.json").read_text())["gradient_checkpointing"] is False
+    assert not model.base_model.model.is_gradient_checkpointing
+
+    monkeypatch.setattr(portable, "free_memory", lambda device=None: 2**20)  # 1 MiB free: nothing fits
+    tight = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, progress=False)
+    assert json.loads((tight.dir / "run.json").read_text())["gradient_checkpointing"] is True
+    assert model.base_model.model.is_gradient_checkpointing
+    assert "gradient checkpointing on: a step without it needs about" in capsys.readouterr().out
+    model.base_model.model.gradient_checkpointing_disable()
+
+
+def test_bf16_trains_on_a_cpu(tiny, parity, in_tmp):
+    model, tok = lora_nb.load(str(tiny("llama")), dtype="bf16")
+    run = lora_nb.train(lora_nb.inject(model, r=4), tok, parity[0], steps=2, batch_size=4, progress=False)
+    assert run.status == "finished" and run.last("loss") is not None
 
 
 def test_an_explicit_precision_setting_wins_over_lora_nbs_choice(lora_llama, parity, in_tmp):

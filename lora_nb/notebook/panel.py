@@ -158,6 +158,7 @@ class Panel(w.VBox):
     def __init__(self, session: Optional[Session] = None, model: str = "", data: str = "") -> None:
         self.session = s = session or Session()
         self.report: Any = None
+        self.memory: Any = None  # the loaded model's training memory (lora_nb.estimate), shown under its targets
         self.adapter_params = 0  # parameters of an adapter already on the model (not the base's)
         self.warned: list[str] = []
         wide, auto = w.Layout(width="60%"), w.Layout(width="auto", flex="0 0 auto")  # auto: never squeezed
@@ -284,7 +285,8 @@ class Panel(w.VBox):
 
     def show_targets(self) -> None:
         model = self.session.model
-        self.report = self.session.targets(unwrap(model), r=self.r.value)
+        planned = self.session.targets(unwrap(model), r=self.r.value)
+        self.report, self.memory = planned.discovery, planned.memory[0]
         # discover() counts an adapter already on the model as part of it: the share is of the base
         self.adapter_params = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
         boxes = []
@@ -313,6 +315,7 @@ class Panel(w.VBox):
             dim, where = min(smallest.in_features, smallest.out_features), smallest.name.rsplit(".", 1)[-1]
             line += (f"<br><span style='color:{WARN}'>⚠ r={r} is not below the smallest adapted dimension "
                      f"({dim} in {html.escape(where)}): LoRA stops being low-rank</span>")
+        line += f"<br>memory (all-linear, r={self.report.r}): {html.escape(self.memory.summary())}"
         self.params.value = line
 
     def preview(self) -> None:

@@ -56,12 +56,12 @@ class Session:
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
-        from ..discovery import discover
+        from ..estimate import targets_with_memory
 
         if model is None:
             self.require_model()
             model = self.model
-        return discover(model, r=r)
+        return targets_with_memory(model, r=r)
 
     def inject(self, **settings: Any):
         from ..injection import inject
