@@ -242,6 +242,17 @@ def build_base(ctx) -> None:
     free(ctx.cuda)
 
 
+def estimate_gib(ctx, quant: bool, gc_on: bool, pf) -> float:
+    """lora_nb.estimate for a case, less its fixed reserve: max_memory_allocated leaves the CUDA
+    context out. An upper bound where batches are padded to less than max_length."""
+    import lora_nb
+
+    m = lora_nb.estimate(str(ctx.base_path), quant="4bit" if quant else None, dtype="bf16", r=16, targets="all-linear",
+                         batch_size=ctx.args.batch, max_length=ctx.args.max_length, gradient_checkpointing=gc_on,
+                         device="gpu" if ctx.cuda else "cpu")
+    return gib(m.total() - m.reserve)
+
+
 def load_model(ctx, quant: bool, gc_on: bool):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -373,6 +384,7 @@ def run_case(ctx, cid: int, spec: dict) -> dict:
                        timed_seconds=round(secs, 3), tokens=dict(real=int(real), padded=int(padded), label=int(lab)),
                        loss_per_token=round(loss, 4), loss_first_step=round(all_losses[0], 4),
                        loss_last_step=round(all_losses[-1], 4))
+            rec["estimate_gib"] = estimate_gib(ctx, spec["quant"], gc_on, pf)
     except Exception as e:  # noqa: BLE001
         rec.update(status="failed", error=first_lines(e), traceback=tb_tail())
         if ctx.cuda:
@@ -539,14 +551,14 @@ def tables(results: dict) -> str:
              f"transformers {env.get('transformers')} | peft {env.get('peft')} | trl {env.get('trl')} | "
              f"bitsandbytes {env.get('bitsandbytes')} | liger {env.get('liger-kernel')} | datasets {env.get('datasets')}",
              f"model: {results['config'].get('model')} | {results['config'].get('timing')}", "",
-             "| # | case | status | tok/s | step ms | peak GiB | loss/tok | trainable | total | bs | max_len | ga | gc | pf | liger |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             "| # | case | status | tok/s | step ms | peak GiB | estimate GiB | loss/tok | trainable | total | bs | max_len | ga | gc | pf | liger |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in results["cases"]:
         s = r.get("settings", {})
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {(r.get('error') or '').splitlines()[0][:70]}"
         lines.append("| " + " | ".join([
             str(r["case"]), r["name"], status, fmt(r.get("tokens_per_s"), 0), fmt(r.get("step_ms")),
-            fmt(r.get("peak_alloc_gib"), 2), fmt(r.get("loss_per_token"), 4),
+            fmt(r.get("peak_alloc_gib"), 2), fmt(r.get("estimate_gib"), 2), fmt(r.get("loss_per_token"), 4),
             fmt(r.get("params", {}).get("trainable")), fmt(r.get("params", {}).get("total_peft")),
             fmt(s.get("batch_size")), fmt(s.get("max_length")), fmt(s.get("grad_accum")),
             "on" if s.get("gradient_checkpointing") else "off" if s else "-",

@@ -74,23 +74,22 @@ def trainer_device_kwargs(dtype):
     return kwargs
 
 
-# What one training step holds, per token, in the activation dtype (lora_nb.estimate explains it).
-# Without gradient checkpointing each decoder layer keeps about 20 hidden-size vectors, 6 of the
-# key/value width and 7 of the MLP width: the tensors autograd saves (norm inputs and outputs, the
-# LoRA dropout copies of each adapted input, q/k before and after RoPE, the attention output,
-# gate/up, their activation and product), about 1.4x their count once the backward pass's own
-# buffers are added, as measured. With it, each layer keeps about 12 hidden-size vectors (its
-# input and what the checkpoint boundary holds), and one layer at a time is rebuilt in full.
-# Measured as peak RSS growth of real steps on this project's CPU (tests/test_estimate.py).
-LAYER_HIDDEN = 20
-LAYER_KV = 6
-LAYER_MLP = 7
-CHECKPOINTED_HIDDEN = 12
-# TRL scores the LM head in fp32 tiles of up to 4096 tokens; its CPU path (torch ops) holds about
-# 6.5 tile-sized copies at its peak (measured), its GPU kernel about 3 (a bound, not measured here).
-HEAD_TILE_TOKENS = 4096
-HEAD_COPIES_CPU = 6.5
-HEAD_COPIES_GPU = 3
+# What one training step holds, per token, in the activation dtype (lora_nb.memory explains it).
+# Without gradient checkpointing each decoder layer keeps the tensors autograd saves: about 14
+# hidden-size vectors (norm inputs and outputs, the LoRA dropout copies of each adapted input, q
+# before and after RoPE, the attention output), 4 of the key/value width and 5 of the MLP width
+# (gate, up, their activation and product, the down input's copy). With it, each layer keeps its
+# input, and one layer at a time is rebuilt in full. TRL scores the LM head in tiles of up to 4096
+# tokens × 32768 vocabulary entries. Per device, as measured: on the CPU (peak RSS growth of real
+# steps, tests/test_memory.py) the allocator holds about 1.4× the saved tensors, 12 hidden-size
+# vectors per checkpointed layer, and 39 bytes per head-tile element (its fp32 torch ops); on a GPU
+# (torch.cuda.max_memory_allocated, benchmarks/gpu.sh) the counts as they are and the tile's bf16
+# buffer with its fp32 reductions, about 3 bytes an element.
+ACTIVATIONS = {
+    "cpu": dict(hidden=20, kv=6, mlp=7, checkpointed=12, head_bytes=39.0),
+    "gpu": dict(hidden=14, kv=4, mlp=5, checkpointed=1, head_bytes=3.0),
+}
+HEAD_TILE = (4096, 32768)
 
 
 def model_dims(config):
@@ -124,16 +123,16 @@ def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes
         >>> dims = dict(hidden=576, layers=30, heads=9, kv=192, mlp=1536, vocab=49152)
         >>> layers, head = activation_bytes(dims, batch_size=4, max_length=256, checkpointing=False, dtype_bytes=4, gpu=False)
         >>> round(layers / 2**30, 2), round(head / 2**30, 2)
-        (1.89, 1.97)
+        (2.68, 1.22)
     """
     tokens = batch_size * max_length
-    per_layer = tokens * (LAYER_HIDDEN * dims["hidden"] + LAYER_KV * dims["kv"] + LAYER_MLP * dims["mlp"]) * dtype_bytes
+    c = ACTIVATIONS["gpu" if gpu else "cpu"]
+    per_layer = tokens * (c["hidden"] * dims["hidden"] + c["kv"] * dims["kv"] + c["mlp"] * dims["mlp"]) * dtype_bytes
     if checkpointing:
-        layers = dims["layers"] * tokens * CHECKPOINTED_HIDDEN * dims["hidden"] * dtype_bytes + per_layer
+        layers = dims["layers"] * tokens * c["checkpointed"] * dims["hidden"] * dtype_bytes + per_layer
     else:
         layers = dims["layers"] * per_layer
-    copies = HEAD_COPIES_GPU if gpu else HEAD_COPIES_CPU
-    head = min(tokens, HEAD_TILE_TOKENS) * dims["vocab"] * 4 * copies
+    head = min(tokens, HEAD_TILE[0]) * min(dims["vocab"], HEAD_TILE[1]) * c["head_bytes"]
     return layers, int(head)
 
 

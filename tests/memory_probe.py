@@ -1,4 +1,4 @@
-"""Peak memory of real training steps, for tests/test_estimate.py: run as a fresh process.
+"""Peak memory of real training steps, for tests/test_memory.py: run as a fresh process.
 
     python tests/memory_probe.py MODEL_DIR BATCH LENGTH CHECKPOINTING(0|1) [QUANT]
 

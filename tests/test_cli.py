@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import lora_nb
-from lora_nb.estimate import targets_with_memory
+from lora_nb.memory import targets_with_memory
 from lora_nb.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def recipe_file(tmp_path, llama, parity):
         "model": {"name": llama},
         "lora": {"r": 4, "targets": "attention"},
         "data": {"path": str(data)},
-        "train": {"steps": 2, "batch_size": 4, "max_length": 64, "sft": {"save_steps": 1}},
+        "train": {"steps": 2, "batch_size": 4, "max_length": 64, "sft": {"weight_decay": 0.125}},
         "output_dir": str(out),
     })
     path = tmp_path / "recipe.yaml"
@@ -101,7 +102,8 @@ def test_run_trains_the_recipe(cli, recipe_file, tmp_path):
     assert [row["step"] for row in logged if "loss" in row] == [1, 2]
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     assert "finished" in result.stdout
-    assert (out / "checkpoints" / "checkpoint-1").is_dir()  # the sft section reached SFTConfig (save_steps=1)
+    args = torch.load(out / "checkpoints" / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert args.weight_decay == 0.125  # the sft section reached SFTConfig
 
 
 @pytest.mark.parametrize(

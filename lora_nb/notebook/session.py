@@ -56,7 +56,7 @@ class Session:
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
-        from ..estimate import targets_with_memory
+        from ..memory import targets_with_memory
 
         if model is None:
             self.require_model()

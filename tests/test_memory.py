@@ -11,7 +11,7 @@ import pytest
 
 import lora_nb
 from lora_nb.errors import ConfigError
-from lora_nb.estimate import GPUS, estimate
+from lora_nb.memory import GPUS, estimate
 
 PROBE = Path(__file__).with_name("memory_probe.py")
 
@@ -122,3 +122,10 @@ def test_the_table_names_every_part_and_the_gpus():
 def test_bad_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         estimate(_seven_b(), **kwargs)
+
+
+def test_lora_nb_estimate_stays_the_function_after_its_module_is_imported():
+    import lora_nb.memory  # noqa: F401 - importing a submodule sets it as an attribute of the package
+
+    assert callable(lora_nb.estimate) and lora_nb.estimate is lora_nb.memory.estimate
+    assert callable(lora_nb.estimate)  # a second lookup too (a module named estimate shadowed it)

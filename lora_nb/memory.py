@@ -13,7 +13,7 @@ The total is the sum of five parts, each from a count, not a guess:
 * a fixed reserve: 1 GiB on a GPU (the CUDA context and allocator slack), 80 MiB on the CPU.
 
 The activation and head terms were measured on this project's CPU (RSS growth of real training
-steps; tests/test_estimate.py keeps them within 15%) and checked on CUDA by benchmarks/gpu.sh.
+steps; tests/test_memory.py keeps them within 15%) and checked on CUDA by benchmarks/gpu.sh.
 Nothing is allocated: the model is built on the meta device, as :func:`lora_nb.discover` does.
 """
 
