@@ -57,8 +57,9 @@ def compute_dtype(model):
 def trainer_device_kwargs(dtype):
     """SFTConfig settings that follow the compute ``dtype`` and the machine: bf16/fp16 mixed
     precision matching it (TRL turns bf16 on by default), bf16 on a machine without a GPU allowed
-    (transformers refuses it there unless told it trains on the CPU on purpose), and pinned
-    dataloader memory only where there is a GPU to pin for (on a CPU it only warns).
+    (transformers refuses it there unless told it trains on the CPU on purpose), pinned
+    dataloader memory only where there is a GPU to pin for (on a CPU it only warns), and Liger's
+    fused kernels on a GPU where ``liger-kernel`` is installed (``pip install lora-nb[liger]``).
 
     Example:
         >>> import torch
@@ -67,10 +68,14 @@ def trainer_device_kwargs(dtype):
     """
     import torch
 
+    import importlib.util
+
     gpu = torch.cuda.is_available()
     kwargs = dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=gpu)
     if kwargs["bf16"] and not gpu:
         kwargs["use_cpu"] = True
+    if gpu and importlib.util.find_spec("liger_kernel") is not None:
+        kwargs["use_liger_kernel"] = True  # H200: same speed, 1.2 GiB less (LoRA); 7% faster (QLoRA)
     return kwargs
 
 
