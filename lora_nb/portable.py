@@ -219,7 +219,8 @@ def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None,
     ``dtype`` is a torch dtype (:func:`resolve_dtype`); ``quantization`` holds ``BitsAndBytesConfig``
     keywords (4-bit computes in ``dtype``) or None; ``model_class`` names the transformers class.
     A quantised model gets PEFT's ``prepare_model_for_kbit_training``, every 4-bit layer keeps the
-    NF4 layout (:func:`pin_4bit_layout`), and a tokenizer without a pad token pads with eos.
+    NF4 layout (:func:`pin_4bit_layout`), its full-precision tensors stop mapping the checkpoint file
+    (:func:`release_checkpoint_memory`), and a tokenizer without a pad token pads with eos.
 
     Example:
         >>> model, tok = load_model_and_tokenizer("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
@@ -243,10 +244,45 @@ def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None,
 
         # gradient checkpointing is the trainer's to decide, from the memory a step needs (needs_checkpointing)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if quantization:
+        release_checkpoint_memory(model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def release_checkpoint_memory(model):
+    """Give the full-precision tensors of a quantised ``model`` memory of their own, so the
+    checkpoint file it was loaded from is no longer mapped, and hand freed heap back to the OS.
+    Returns ``model``.
+
+    Why: safetensors weights load as views of the memory-mapped file. The quantised layers get new
+    memory, but the tensors left in full precision (embeddings, norms, the LM head) stay views of
+    the file when it already holds them in the loading dtype (an fp32 checkpoint loaded in fp32),
+    and those views keep the whole file mapped, every page of it read while quantising: the
+    process stays as large as the full-precision model (SmolLM2-135M shape, fp32 file, 4-bit:
+    1.12 GB resident after a forward, 0.70 GB with this). The copy costs the size of those tensors
+    once (110 MB and 0.4 s there). Quantised weights (``Params4bit``, ``Int8Params``) already own
+    their memory, and tensors on a GPU map no file: both are left alone.
+
+    Example:
+        >>> import torch
+        >>> release_checkpoint_memory(torch.nn.Linear(4, 4)).weight.shape
+        torch.Size([4, 4])
+    """
+    import ctypes
+    import gc
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and type(tensor).__name__ not in ("Params4bit", "Int8Params"):
+            tensor.data = tensor.data.clone()
+    gc.collect()
+    try:  # glibc keeps the quantiser's freed temporaries; elsewhere (macOS, Windows, musl) there is nothing to call
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return model
 
 
 def process_device_map(device_map):
