@@ -10,7 +10,7 @@ The total is the sum of five parts, each from a count, not a guess:
 * the decoder layers' activations, per token (:func:`lora_nb.portable.activation_bytes`): all of
   them without gradient checkpointing, each layer's input plus one layer's with it;
 * the LM head and loss: TRL scores it in fp32 tiles of up to 4096 tokens;
-* a fixed reserve: 1 GiB on a GPU (the CUDA context and allocator slack), 80 MiB on the CPU.
+* a fixed reserve: 1 GiB on a GPU (the CUDA context and allocator slack), 40 MiB on the CPU (what the runtime adds once the libraries are imported).
 
 The activation and head terms were measured on this project's CPU (RSS growth of real training
 steps; tests/test_memory.py keeps them within 15%) and checked on CUDA by benchmarks/gpu.sh.
@@ -32,7 +32,7 @@ GPUS = {"T4 16 GB": 15_360 * 2 ** 20, "A100 40 GB": 40_960 * 2 ** 20, "A100/H100
 # Bytes a parameter takes in a quantised linear layer: 4-bit NF4 with a block of 64 and its
 # absmax double-quantised to 8 bits (+ an fp32 scale per 256 blocks); 8-bit with an fp32 scale per row.
 QUANT_BYTES = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0}
-RESERVE = {"gpu": 1 * GIB, "cpu": 80 * 2 ** 20}
+RESERVE = {"gpu": 1 * GIB, "cpu": 40 * 2 ** 20}
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
@@ -201,6 +201,12 @@ class Targets:
 
     discovery: Any
     memory: list
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the Discovery's (``roles``, ``names()``, ``lora_params()``, ``source``…)."""
+        if name == "discovery":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.discovery, name)
 
     def _lines(self) -> list[str]:
         def kind(m: MemoryEstimate) -> str:

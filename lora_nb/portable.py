@@ -91,8 +91,8 @@ def trainer_device_kwargs(dtype):
 # (torch.cuda.max_memory_allocated, benchmarks/gpu.sh) the counts as they are and the tile's bf16
 # buffer with its fp32 reductions, about 3 bytes an element.
 ACTIVATIONS = {
-    "cpu": dict(hidden=20, kv=6, mlp=7, checkpointed=12, head_bytes=39.0),
-    "gpu": dict(hidden=14, kv=4, mlp=5, checkpointed=1, head_bytes=3.0),
+    "cpu": {"hidden": 20, "kv": 6, "mlp": 7, "checkpointed": 12, "head_bytes": 39.0},
+    "gpu": {"hidden": 14, "kv": 4, "mlp": 5, "checkpointed": 1, "head_bytes": 3.0},
 }
 HEAD_TILE = (4096, 32768)
 

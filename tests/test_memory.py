@@ -129,3 +129,12 @@ def test_lora_nb_estimate_stays_the_function_after_its_module_is_imported():
 
     assert callable(lora_nb.estimate) and lora_nb.estimate is lora_nb.memory.estimate
     assert callable(lora_nb.estimate)  # a second lookup too (a module named estimate shadowed it)
+
+
+def test_targets_are_a_discovery_with_memory_lines(llama):
+    from lora_nb.memory import targets_with_memory
+
+    planned = targets_with_memory(llama, r=4)
+
+    assert planned.roles == lora_nb.discover(llama, r=4).roles  # what code using a Discovery reads still works
+    assert "QLoRA (4-bit)" in str(planned) and "Fits T4 16 GB" in str(planned)
