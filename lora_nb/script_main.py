@@ -116,6 +116,9 @@ def main():
     if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the adapter is gathered whole (PEFT's FSDP guide)
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(os.path.join(output_dir, "adapter"))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # torch asks for this before exit: a process group left up can abort the process as it ends
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

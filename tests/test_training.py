@@ -129,7 +129,7 @@ def test_a_taken_output_dir_is_refused_and_the_first_run_kept(lora_llama, parity
     again = lora_nb.train(model, tok, parity[0], steps=2, batch_size=4, output_dir=out, progress=False, overwrite=True)
     assert [h["step"] for h in Run.load(again.dir).history] == [1, 2]  # replaced, not appended to
     assert sorted(p.name for p in (again.dir / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == \
-        ["checkpoint-1", "checkpoint-2"]
+        ["checkpoint-2"]  # the old run's checkpoints are gone; a run keeps its last
 
 
 def test_a_folder_with_the_users_files_is_refused(lora_llama, parity, tmp_path):
