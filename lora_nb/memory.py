@@ -136,10 +136,6 @@ def estimate(
         >>> m.fits(GPUS["T4 16 GB"])
         'yes'
     """
-    from .discovery import discover, meta_model
-    from .injection import resolve_targets
-    from .portable import activation_bytes, model_dims
-
     coerce("quant", quant, Optional[str], QUANTS)
     coerce("dtype", dtype, str, ("auto", *DTYPE_BYTES))
     for key, value in (("r", r), ("batch_size", batch_size), ("max_length", max_length)):
@@ -149,10 +145,7 @@ def estimate(
         raise ConfigError("device", device, allowed=["gpu", "cpu"])
     device = device or _this_device()
     loaded = hasattr(model, "named_modules")
-    meta = model if loaded else meta_model(model, trust_remote_code=trust_remote_code)
-    report = discover(meta, r=r)
-    if isinstance(model, (str, os.PathLike)):
-        report.source = os.fspath(model)
+    meta, report = _described(model, r, trust_remote_code)
     if loaded:
         quant = _loaded_quant(model) or quant
         dtype = _loaded_dtype(model) if dtype == "auto" else dtype
@@ -234,15 +227,10 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     Example:
         >>> print(targets_with_memory("meta-llama/Llama-3.1-8B", r=16))   # doctest: +SKIP
     """
-    from .discovery import discover, meta_model
     from .recipe import TrainSection
 
     loaded = hasattr(model, "named_modules")
-    meta = model if loaded else meta_model(os.fspath(model) if isinstance(model, os.PathLike) else model,
-                                           trust_remote_code=trust_remote_code)
-    report = discover(meta, r=r)
-    if isinstance(model, (str, os.PathLike)):
-        report.source = os.fspath(model)
+    meta, report = _described(model, r, trust_remote_code)
     shape = dict(r=r, targets="all-linear", batch_size=TrainSection.batch_size, max_length=TrainSection.max_length,
                  gradient_checkpointing=None)
     if loaded:
@@ -250,6 +238,18 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     else:
         memory = [_count(report, meta, quant=quant, dtype="auto", device="gpu", **shape) for quant in (None, "4bit")]
     return Targets(report, memory)
+
+
+def _described(model: Any, r: int, trust_remote_code: bool) -> tuple:
+    """(the model, or its meta-device build for a name/folder/config; its discovery report named as given)."""
+    from .discovery import discover, meta_model
+
+    meta = model if hasattr(model, "named_modules") else meta_model(
+        os.fspath(model) if isinstance(model, os.PathLike) else model, trust_remote_code=trust_remote_code)
+    report = discover(meta, r=r)
+    if isinstance(model, (str, os.PathLike)):
+        report.source = os.fspath(model)
+    return meta, report
 
 
 def _this_device() -> str:
