@@ -19,6 +19,7 @@ process's batch; each process prints one "process i of N" line, and only the mai
 It never writes into a folder that already holds files unless --overwrite is given.
 """
 import argparse
+import gc
 import os
 import sys
 
@@ -117,8 +118,20 @@ def main():
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(os.path.join(output_dir, "adapter"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # torch asks for this before exit: a process group left up can abort the process as it ends
-        torch.distributed.destroy_process_group()
+        end_processes(trainer)
+
+
+def end_processes(trainer):
+    """End a several-process run so that no process hangs or aborts as it exits. Left to the
+    interpreter, torch's gloo group aborts the process; freed while its worker thread still drops
+    the last collective's tensors, it deadlocks on the GIL (pytorch#56297). So: wait for every
+    process (the worker is then idle), end the group, then free the trainer, and with it DDP's
+    hold on the group, here rather than at exit."""
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+    trainer.accelerator.free_memory()  # accelerate's hold on the DDP-wrapped model
+    trainer.model_wrapped = None  # and the trainer's
+    gc.collect()
 
 
 if __name__ == "__main__":
