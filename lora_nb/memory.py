@@ -32,7 +32,7 @@ GPUS = {"T4 16 GB": 15_360 * 2 ** 20, "A100 40 GB": 40_960 * 2 ** 20, "A100/H100
 # Bytes a parameter takes in a quantised linear layer: 4-bit NF4 with a block of 64 and its
 # absmax double-quantised to 8 bits (+ an fp32 scale per 256 blocks); 8-bit with an fp32 scale per row.
 QUANT_BYTES = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0}
-RESERVE = {"gpu": 1 * GIB, "cpu": 40 * 2 ** 20}
+RESERVE = {"gpu": 1 * GIB, "cpu": 40 * 2 ** 20, "cpu-bf16": 80 * 2 ** 20}  # bf16 on a CPU: oneDNN's buffers too
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
@@ -125,8 +125,9 @@ def estimate(
     model already loaded, whose quantisation is then taken as it is).
 
     ``device``: "gpu" or "cpu" (default: this machine's); it sets the activation dtype ("auto":
-    bf16 on a GPU, fp32 on the CPU) and the reserve. :meth:`MemoryEstimate.fits` says whether a
-    given memory is enough, with or without gradient checkpointing.
+    bf16 on a GPU and on a CPU with bf16 instructions, else fp32, as ``resolve_dtype`` picks) and
+    the reserve. :meth:`MemoryEstimate.fits` says whether a given memory is enough, with or
+    without gradient checkpointing.
 
     Example:
         >>> from transformers import LlamaConfig
@@ -157,12 +158,12 @@ def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, 
            batch_size: int, max_length: int, gradient_checkpointing: Optional[bool], device: str) -> MemoryEstimate:
     """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes."""
     from .injection import resolve_targets
-    from .portable import activation_bytes, model_dims
+    from .portable import activation_bytes, cpu_computes_bf16, model_dims
 
     names = resolve_targets(report, targets, [n for n, _ in meta.named_modules()])
     picked = set(report.all_linear) if names == "all-linear" else {
         m.name for m in report.modules if m.is_linear and any(m.name == t or m.name.endswith("." + t) for t in names)}
-    dtype_name = dtype if dtype != "auto" else ("bf16" if device == "gpu" else "fp32")
+    dtype_name = dtype if dtype != "auto" else ("bf16" if device == "gpu" or cpu_computes_bf16() else "fp32")
     act_bytes = DTYPE_BYTES[dtype_name]
     # quantised linears (not the LM head: transformers keeps it in full precision)
     quantized = sum(m.in_features * m.out_features for m in report.modules if m.is_linear and m.role != "head") if quant else 0
@@ -178,7 +179,7 @@ def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, 
     lora = report.lora_params(sorted(picked), r)
     return MemoryEstimate(source=report.source, device=device, quant=quant, dtype=dtype_name, batch_size=batch_size,
                           max_length=max_length, params=report.total_params, lora_params=lora, weights=int(weights),
-                          adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[device],
+                          adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[device if device == "gpu" or act_bytes == 4 else "cpu-bf16"],
                           gradient_checkpointing=gradient_checkpointing)
 
 

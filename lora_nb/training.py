@@ -49,6 +49,8 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         gradient_accumulation_steps=t.grad_accum,
         max_length=t.max_length,
         packing=t.packing,
+        # packed sequences carry no padding to save
+        train_sampling_strategy="group_by_length" if t.group_by_length and not t.packing else "random",
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup,
         logging_steps=t.logging_steps,
@@ -70,12 +72,14 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
 # disagree with the recipe, so the error names the setting to use instead.
 OWNED = {"output_dir": "output_dir", "max_steps": "steps", "num_train_epochs": "epochs", "learning_rate": "lr",
          "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-         "max_length": "max_length", "packing": "packing", "lr_scheduler_type": "scheduler", "warmup_steps": "warmup",
+         "max_length": "max_length", "packing": "packing",
+         "group_by_length": "group_by_length",
+         "lr_scheduler_type": "scheduler", "warmup_steps": "warmup",
          "logging_steps": "logging_steps", "seed": "seed", "eval_steps": "eval_steps",
          "resume_from_checkpoint": "resume", "gradient_checkpointing": "gradient_checkpointing",
          "activation_checkpointing": "gradient_checkpointing"}
 # Keys users bring from older transformers / TRL versions, and what replaced them.
-RENAMED = {"group_by_length": "train_sampling_strategy='group_by_length'", "max_seq_length": "max_length",
+RENAMED = {"max_seq_length": "max_length",
            "evaluation_strategy": "eval_strategy", "dataset_text_field": "a 'text' column (data.format: text)"}
 
 
@@ -85,10 +89,10 @@ def check_sft_overrides(sft: dict) -> dict:
     keys lora_nb sets the setting to use instead.
 
     Example:
-        >>> check_sft_overrides({"group_by_length": True})
+        >>> check_sft_overrides({"max_seq_length": 512})
         Traceback (most recent call last):
         ...
-        lora_nb.errors.ConfigError: train.sft.group_by_length: was renamed: use train_sampling_strategy='group_by_length' (transformers 5 / TRL 1).
+        lora_nb.errors.ConfigError: train.sft.max_seq_length: was renamed: use max_length (transformers 5 / TRL 1).
     """
     import dataclasses
 
@@ -152,6 +156,7 @@ def train(
     grad_accum: int = TrainSection.grad_accum,
     max_length: int = TrainSection.max_length,
     packing: bool = TrainSection.packing,
+    group_by_length: bool = TrainSection.group_by_length,
     scheduler: str = TrainSection.scheduler,
     warmup: float = TrainSection.warmup,
     eval: Any = DataSection.eval,
@@ -201,7 +206,7 @@ def train(
     with captured(Capture(), progress=False) as log:
         return _train(model, tokenizer, data, log, dict(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-            packing=packing, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
+            packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
             seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
             output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
             progress=progress, background=background)

@@ -31,10 +31,14 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-6, 1e-6
 
 def recipe(llama, data, batch_size, quant=None):
     return lora_nb.Recipe.from_dict({
-        "model": {"name": llama, "quant": quant},
+        # float32: the tolerances are float32's (bf16, dtype auto on a CPU with bf16 instructions, rounds apart)
+        "model": {"name": llama, "quant": quant, "dtype": "fp32"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},  # no dropout: no per-process randomness
         "data": {"path": data},
-        "train": {"steps": STEPS, "batch_size": batch_size, "max_length": 64, "lr": 1e-3, "sft": {"save_steps": STEPS}},
+        # random batches: a length-grouped order depends on the per-process batch size, so only random
+        # batches are the same global batches at any process count
+        "train": {"steps": STEPS, "batch_size": batch_size, "max_length": 64, "lr": 1e-3, "group_by_length": False,
+                  "sft": {"save_steps": STEPS}},
     })
 
 

@@ -10,12 +10,37 @@ from lora_nb.errors import ConfigError
 
 
 def test_full_precision_on_cpu(llama):
-    model, tok = lora_nb.load(llama)
+    model, tok = lora_nb.load(llama, dtype="fp32")
     assert model.dtype == torch.float32
     assert tok.pad_token is not None and tok.chat_template
     from lora_nb.provenance import model_section
 
     assert model_section(model).quant is None and model_section(model).name == llama
+
+
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without"])
+def test_auto_is_bf16_only_on_a_cpu_that_computes_it(llama, parity, tmp_path, monkeypatch, native_bf16):
+    # the branch is the CPU's (AVX512-BF16 / AMX): force each, so both are checked on any machine
+    from transformers import TrainerCallback
+
+    from lora_nb import portable
+
+    monkeypatch.setattr(portable, "cpu_computes_bf16", lambda: native_bf16)
+    model, tok = lora_nb.load(llama)
+    assert model.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert lora_nb.estimate(model, device="cpu").dtype == ("bf16" if native_bf16 else "fp32")
+    model = lora_nb.inject(model, r=4, verbose=False)
+    seen = {}
+
+    class Settings(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            seen.update(bf16=args.bf16, use_cpu=args.use_cpu, sampler=kw["train_dataloader"].batch_sampler.sampler)
+
+    run = lora_nb.train(model, tok, parity[0], steps=3, output_dir=str(tmp_path / "run"), callbacks=[Settings()],
+                        progress=False)
+    assert run.status == "finished" and all(torch.isfinite(torch.tensor(h["loss"])) for h in run.history if "loss" in h)
+    assert seen["bf16"] is native_bf16 and seen["use_cpu"] is native_bf16  # mixed precision follows the weights
+    assert type(seen["sampler"]).__name__ == "LengthGroupedSampler"  # group_by_length, on by default
 
 
 def test_4bit_is_qlora_nf4_double_quant(llama):

@@ -146,7 +146,7 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
     model, tok = lora_llama
     out = tmp_path / "run"
     cases = [(dict(weight_decya=0.1), r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
-             (dict(group_by_length=True), r"group_by_length: was renamed: use train_sampling_strategy='group_by_length'"),
+             (dict(max_seq_length=512), r"max_seq_length: was renamed: use max_length"),
              (dict(learning_rate=1e-3), r"train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead"),
              (dict(resume_from_checkpoint="x"), r"set resume= instead"),
              (dict(activation_checkpointing=True), r"set gradient_checkpointing= instead"),

@@ -1,5 +1,6 @@
 """qlora_vs_lora: QLoRA (``load(quant="4bit")``: NF4 weights, double quantisation) against LoRA
-on the full-precision model, on this machine's CPU: step time and peak memory.
+on the model as ``load()`` gives it (dtype auto: bf16 on a CPU with bf16 instructions, else fp32),
+on this machine's CPU: step time and peak memory.
 
 Each run is a fresh process (forked from one that only imported the libraries), so its peak
 resident memory — loading and training together, over what the process held at its start — is
@@ -21,7 +22,9 @@ SIZES = {True: dict(shape="tiny", rows=16, steps=3, skip=1, max_length=128, pair
 def run(quick: bool, fresh: Fresh) -> CaseResult:
     size = SIZES[quick]
     results = alternate(lambda: fresh(one_run, size, "4bit"), lambda: fresh(one_run, size, None), size["pairs"])
-    kw = dict(subject="QLoRA (4-bit)", baseline="LoRA (fp32 base)")
+    from lora_nb.portable import cpu_computes_bf16
+
+    kw = dict(subject="QLoRA (4-bit)", baseline=f"LoRA ({'bf16' if cpu_computes_bf16() else 'fp32'} base)")
     return CaseResult("qlora_vs_lora", [
         compare("qlora_vs_lora", "time per step (steady steps)", "step_s", results, unit="s", higher_is_better=False,
                 **kw),
