@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -32,11 +33,47 @@ def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwri
     model.save_pretrained(folder, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    _write_meta(model, folder)
+    return folder
+
+
+# PEFT's files for the default adapter, as save_pretrained writes them (the trainer's checkpoints too).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+def save_from_checkpoint(model: Any, folder: Path, checkpoint: Union[str, Path], tokenizer: Any = None) -> bool:
+    """Fill the new ``folder`` as :func:`save` would, taking the adapter files the trainer has just
+    written into ``checkpoint`` (hard links, copies where the file system has none) rather than
+    serialising the weights a second time: during training this is most of a save's cost. Returns
+    False, having written nothing, when the checkpoint lacks them (then call :func:`save`).
+
+    Example:
+        >>> save_from_checkpoint(model, Path("runs/x/.adapter.tmp"), "runs/x/checkpoints/checkpoint-20")   # doctest: +SKIP
+        True
+    """
+    import shutil
+
+    checkpoint = Path(checkpoint)
+    present = [name for name in ADAPTER_FILES if (checkpoint / name).is_file()]
+    if not {"adapter_config.json", "adapter_model.safetensors"} <= set(present):
+        return False
+    folder.mkdir(parents=True)
+    for name in present:  # the trainer writes each checkpoint's files new and never rewrites them
+        try:
+            os.link(checkpoint / name, folder / name)
+        except OSError:
+            shutil.copyfile(checkpoint / name, folder / name)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    _write_meta(model, folder)
+    return True
+
+
+def _write_meta(model: Any, folder: Path) -> None:
     section = model_section(model)
     meta = {"base": section.name, "quant": section.quant, "dtype": section.dtype,
             "lora": dataclasses.asdict(lora_section(model))}  # as asked, with the init seed
     (folder / META_FILE).write_text(json.dumps(meta, indent=1))
-    return folder
 
 
 def adapter_meta(folder: Union[str, Path]) -> dict:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .runs import METRICS, Run, memory_mb
 
@@ -78,7 +80,8 @@ class Recorder(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         self.last_save = time.time()
-        self.run.save_adapter(self.model, self.tokenizer)
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"  # written just before
+        self.run.save_adapter(self.model, self.tokenizer, checkpoint=checkpoint)
         self.run.saved_step = state.global_step
         self.run.write_status()
 

@@ -148,11 +148,16 @@ class Run:
         for fn in self._on_done:
             fn(self)
 
-    def save_adapter(self, model: Any, tokenizer: Any) -> None:
-        """Save the adapter into :attr:`adapter_dir`, swapped in whole: a kill mid-save keeps the previous one."""
-        from .adapters import save
+    def save_adapter(self, model: Any, tokenizer: Any, checkpoint: Optional[Path] = None) -> None:
+        """Save the adapter into :attr:`adapter_dir`, swapped in whole: a kill mid-save keeps the
+        previous one. With ``checkpoint`` (the trainer's, just written) its adapter files are linked in."""
+        from .adapters import save, save_from_checkpoint
 
-        replace_folder(self.adapter_dir, lambda tmp: save(model, tmp, tokenizer=tokenizer, overwrite=True))
+        def fill(tmp: Path) -> None:
+            if checkpoint is None or not save_from_checkpoint(model, tmp, checkpoint, tokenizer):
+                save(model, tmp, tokenizer=tokenizer, overwrite=True)
+
+        replace_folder(self.adapter_dir, fill)
 
     def write_status(self) -> None:
         """Write ``run.json`` (status, steps, last saved step, why, and which process) atomically."""

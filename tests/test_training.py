@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -359,3 +360,25 @@ def test_one_model_trains_one_run_at_a_time_and_generate_waits(lora_llama, parit
         run.wait(timeout=120)
     assert run.status == "stopped"
     assert isinstance(lora_nb.generate(model, tok, "Is 7 even or odd?", max_new_tokens=2), str)
+
+
+def test_a_save_during_training_links_the_checkpoints_adapter(lora_llama, parity, tmp_path):
+    # the trainer has just written the adapter into its checkpoint: the run's adapter takes those
+    # files (hard links) instead of serialising the weights again, and stays a loadable adapter
+    from transformers import TrainerCallback
+
+    model, tok = lora_llama
+    seen = []
+
+    class AfterSave(TrainerCallback):  # runs after lora_nb's own on_save
+        def on_save(self, args, state, control, **kw):
+            ours = tmp_path / "run" / "adapter"
+            theirs = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            seen.append((state.global_step, (ours / "adapter_model.safetensors").samefile(theirs / "adapter_model.safetensors"),
+                         json.loads((ours / "lora_nb.json").read_text())["lora"]["r"], (ours / "tokenizer.json").is_file()))
+
+    lora_nb.train(model, tok, parity[0], steps=2, output_dir=str(tmp_path / "run"), callbacks=[AfterSave()],
+                  progress=False, save_steps=1)
+    assert seen == [(1, True, model.peft_config["default"].r, True), (2, True, model.peft_config["default"].r, True)]
+    reloaded = lora_nb.load_adapter(model.base_model.model.config._name_or_path, tmp_path / "run" / "adapter")
+    assert set(reloaded.state_dict()) == set(model.state_dict())
