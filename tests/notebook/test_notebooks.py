@@ -18,12 +18,6 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-@pytest.fixture
-def kernel_env(monkeypatch):
-    """Kernels start with this interpreter (the kernelspec says plain "python")."""
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-
-
 def outputs_of(nb, mime):
     return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if mime in o.get("data", {})]
 
