@@ -158,7 +158,7 @@ def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, 
            batch_size: int, max_length: int, gradient_checkpointing: Optional[bool], device: str) -> MemoryEstimate:
     """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes."""
     from .injection import resolve_targets
-    from .portable import activation_bytes, cpu_computes_bf16, model_dims
+    from .portable import activation_bytes, activation_kind, cpu_computes_bf16, model_dims
 
     names = resolve_targets(report, targets, [n for n, _ in meta.named_modules()])
     picked = set(report.all_linear) if names == "all-linear" else {
@@ -179,7 +179,7 @@ def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, 
     lora = report.lora_params(sorted(picked), r)
     return MemoryEstimate(source=report.source, device=device, quant=quant, dtype=dtype_name, batch_size=batch_size,
                           max_length=max_length, params=report.total_params, lora_params=lora, weights=int(weights),
-                          adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[device if device == "gpu" or act_bytes == 4 else "cpu-bf16"],
+                          adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[activation_kind(device == "gpu", act_bytes)],
                           gradient_checkpointing=gradient_checkpointing)
 
 

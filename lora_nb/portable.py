@@ -138,6 +138,17 @@ def model_dims(config):
     return dict(hidden=hidden, layers=text.num_hidden_layers, heads=heads, kv=kv, mlp=mlp, vocab=text.vocab_size)
 
 
+def activation_kind(gpu, dtype_bytes):
+    """The key of :data:`ACTIVATIONS` (and of lora_nb.memory's reserve) for a step on a GPU, or on a
+    CPU in fp32 or in a half dtype, where autocast keeps copies in both.
+
+    Example:
+        >>> activation_kind(False, 2)
+        'cpu-bf16'
+    """
+    return "gpu" if gpu else "cpu" if dtype_bytes == 4 else "cpu-bf16"
+
+
 def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes, gpu):
     """(decoder layers, LM head and loss) bytes a training step of ``batch_size`` examples of
     ``max_length`` tokens holds at its peak, for ``dims`` from :func:`model_dims`.
@@ -152,7 +163,7 @@ def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes
         (2.68, 1.22)
     """
     tokens = batch_size * max_length
-    c = ACTIVATIONS["gpu" if gpu else "cpu" if dtype_bytes == 4 else "cpu-bf16"]
+    c = ACTIVATIONS[activation_kind(gpu, dtype_bytes)]
     per_layer = tokens * (c["hidden"] * dims["hidden"] + c["kv"] * dims["kv"] + c["mlp"] * dims["mlp"]) * dtype_bytes
     if checkpointing:
         layers = dims["layers"] * tokens * c["checkpointed"] * dims["hidden"] * dtype_bytes + per_layer
