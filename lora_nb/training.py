@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigError
 from .files import atomic_write, check_free, expand_user, user_path
+from .lints import adapted_shapes, lints, warn_once
 from .loading import device_kwargs
 from .portable import choose_checkpointing, last_checkpoint
 from .provenance import lora_section, model_section
@@ -264,6 +265,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         raise
     if not resume:
         atomic_write(run.dir / "recipe.yaml", run.recipe.to_yaml())
+    warn_once(_lints(model, section, trainer, len(train_rows), eval_rows is not None))
     if progress is None:  # a live view shows progress itself; otherwise one bar
         progress = not any(getattr(c, "shows_progress", False) for c in callbacks)
     _tune_progress(trainer, progress)
@@ -282,6 +284,17 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     if run.error is not None:
         raise run.error
     return run
+
+
+def _lints(model: Any, section: TrainSection, trainer: Any, rows: int, has_eval: bool) -> list[str]:
+    """The run's likely mistakes (:mod:`lora_nb.lints`), read off the model and TRL's prepared data."""
+    cut = 0
+    if not section.packing:  # TRL truncated to max_length and dropped the rows left with nothing to learn
+        sample = trainer.train_dataset.select(range(min(len(trainer.train_dataset), 2000)))
+        at_limit = sum(len(ids) >= section.max_length for ids in sample["input_ids"])
+        cut = rows - len(trainer.train_dataset) + round(at_limit * len(trainer.train_dataset) / max(1, len(sample)))
+    return lints(lora=lora_section(model), lr=section.lr, has_eval=has_eval, adapted=adapted_shapes(model),
+                 max_length=section.max_length, cut=cut, rows=rows)
 
 
 def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:

@@ -333,3 +333,14 @@ def test_sweep_magic_trains_each_point_on_the_loaded_base(ip, llama, data_file, 
     assert sess.runs[-1] is s.points[-1].run and sess.model is s.model  # the session carries the last adapter
     again = ip.run_line_magic("lora", f"sweep lr=1e-3,2e-3 steps=2 output_dir={tmp_path / 'sweep2'}")  # the last run's recipe
     assert [p.recipe.train.lr for p in again.points] == [1e-3, 2e-3] and again.points[0].recipe.lora.r == 4
+
+
+def test_train_says_its_lints_as_lines(ip, llama, data_file, tmp_path, capsys):
+    from lora_nb import lints
+
+    lints._shown.clear()
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 alpha=2")
+    ip.run_line_magic("lora", f"train data={data_file} steps=1 batch_size=4 max_length=64 output_dir={tmp_path / 'run'}")
+    out, err = capsys.readouterr()
+    assert "note: lora.alpha 2 is below lora.r 4" in out and "note: data.eval is not set" in out and "note:" not in err
