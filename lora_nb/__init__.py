@@ -5,6 +5,7 @@ The pipeline, one call per step (heavy libraries load on first use, so importing
     import lora_nb
     lora_nb.estimate("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")  # memory, before loading
     model, tok = lora_nb.load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")
+    lora_nb.suggest("Qwen/Qwen2.5-0.5B-Instruct", rows=5000, gpu_gb=16)  # a recipe, each choice explained
     lora_nb.discover(model)                              # targets by role, with LoRA costs
     model = lora_nb.inject(model, r=16, targets="attention")
     run = lora_nb.train(model, tok, "data.jsonl", steps=200)
@@ -39,6 +40,7 @@ _EXPORTS = {
     "load_adapter": "adapters",
     "merge": "merging",
     "Recipe": "recipe",
+    "suggest": "heuristics",
     "run": "pipeline",
     "sweep": "sweeps",
     "Sweep": "sweeps",

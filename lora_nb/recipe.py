@@ -159,6 +159,10 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     output_dir: Optional[str] = setting(None, "The run's folder: new or empty (default: a new runs/<date-time>-<label> folder, e.g. runs/20261128-101500-r16-attention-lr2e-4).")
 
+    def __post_init__(self) -> None:
+        # why each setting has its value ({"lora.r": "..."}), from lora_nb.suggest; written as YAML comments
+        self.reasons: dict[str, str] = {}
+
     @classmethod
     def from_dict(cls, raw: dict) -> "Recipe":
         """Validate a plain dict (as read from YAML). Unknown keys suggest the nearest valid one.
@@ -213,6 +217,8 @@ class Recipe:
         import yaml
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if self.reasons:
+            text = _commented(text, self.reasons)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -236,6 +242,23 @@ class Recipe:
                 choices = ", ".join(null + [str(c) for c in f.metadata["choices"] or ()])
                 rows.append(f"| `{prefix}{f.name}` | `{default!r}` | {choices} | {f.metadata['help']} |")
         return "\n".join(rows)
+
+
+def _commented(text: str, reasons: dict[str, str]) -> str:
+    """YAML ``text`` with each setting's reason as a comment on its line; the text itself when a
+    comment would change what the YAML reads as (it never should: checked by reading it back)."""
+    import yaml
+
+    lines, section = [], ""
+    for line in text.splitlines():
+        key = line.split(":", 1)[0]
+        if not line.startswith(" "):
+            section = key
+        dotted = key if not line.startswith(" ") else f"{section}.{key.strip()}" if line.startswith("  ") and line[2] not in " -" else ""
+        reason = reasons.get(dotted)
+        lines.append(f"{line}  # {' '.join(reason.split())}" if reason else line)
+    commented = "\n".join(lines) + "\n"
+    return commented if yaml.safe_load(commented) == yaml.safe_load(text) else text
 
 
 def model_kwargs(section: ModelSection) -> dict:
