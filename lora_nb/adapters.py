@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 from .errors import ConfigError
 from .files import check_free, user_path
 from .provenance import lora_section, model_section
-from .quiet import quietly
+from .quiet import quietly, worth_a_bar
 
 META_FILE = "lora_nb.json"
 
@@ -89,7 +89,7 @@ def adapter_meta(folder: Union[str, Path]) -> dict:
     return meta
 
 
-@quietly(progress=True)
+@quietly(progress=worth_a_bar)
 def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
     """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
 

@@ -13,7 +13,7 @@ from . import portable
 from .errors import ConfigError
 from .files import expand_user
 from .provenance import record
-from .quiet import quietly
+from .quiet import quietly, worth_a_bar
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
 
 
@@ -78,7 +78,7 @@ def device_kwargs(model: Any) -> dict:
     return trainer_device_kwargs(compute_dtype(model))
 
 
-@quietly(progress=True)
+@quietly(progress=worth_a_bar)
 def load(
     model: str,
     *,

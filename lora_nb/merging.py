@@ -17,13 +17,13 @@ from typing import Any, Optional, Union
 from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
 from .files import check_free, user_path
-from .quiet import quietly
+from .quiet import quietly, worth_a_bar
 from .recipe import DTYPES
 
 MERGE_INTO = ("dequantized", "original")
 
 
-@quietly(progress=True)
+@quietly(progress=worth_a_bar)
 def merge(
     model: Any,
     out_dir: Union[str, Path],

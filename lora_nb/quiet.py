@@ -26,7 +26,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
 
@@ -165,9 +165,30 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
             _last = capture
 
 
-def quietly(progress: bool = False):
+SMALL_BYTES = 256 * 2 ** 20  # weights that load in well under a second: a progress bar there is noise
+
+
+def worth_a_bar(source: Any) -> bool:
+    """Whether loading ``source`` deserves a progress bar: not for a local folder or a loaded model
+    holding under :data:`SMALL_BYTES` of weights; yes for anything else (a Hub name may download).
+
+    Example:
+        >>> import torch
+        >>> worth_a_bar(torch.nn.Linear(4, 4)), worth_a_bar("Qwen/Qwen2.5-0.5B-Instruct")
+        (False, True)
+    """
+    if hasattr(source, "parameters"):
+        return sum(p.numel() * p.element_size() for p in source.parameters()) >= SMALL_BYTES
+    folder = Path(os.path.expandvars(os.path.expanduser(os.fspath(source)))) if isinstance(source, (str, os.PathLike)) else None
+    if folder is None or not folder.is_dir() or (folder / "adapter_config.json").is_file():
+        return True  # a Hub name, or an adapter whose base is loaded from elsewhere
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")) >= SMALL_BYTES
+
+
+def quietly(progress: Union[bool, Callable[[Any], bool]] = False):
     """Decorate an API function so the library noise of its call is captured (into the caller's
-    open capture, else a new one logging to :func:`default_log`).
+    open capture, else a new one logging to :func:`default_log`). ``progress``: keep the libraries'
+    progress bars, or a function of the call's first argument saying whether to (:func:`worth_a_bar`).
 
     Example:
         >>> @quietly()
@@ -179,7 +200,8 @@ def quietly(progress: bool = False):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with captured(progress=progress):
+            shown = progress(args[0] if args else None) if callable(progress) else progress
+            with captured(progress=shown):
                 return fn(*args, **kwargs)
         return wrapper
     return decorate

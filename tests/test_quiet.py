@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import lora_nb
 from lora_nb.errors import LoraNbWarning
 from lora_nb.quiet import captured, quietly
 
@@ -138,3 +139,16 @@ def test_a_library_installed_outside_site_packages_is_still_a_library(tmp_path, 
                                    registry={})
             warnings.warn_explicit("the user's", UserWarning, str(tmp_path / "notebook.py"), 1, registry={})
     assert log.count == 1 and [str(w.message) for w in shown] == ["the user's"]
+
+
+def test_a_small_model_loads_without_a_progress_bar(llama, capsys, monkeypatch):
+    """A bar is for a load that takes a while: the tiny model's would be noise in every notebook cell."""
+    from lora_nb import quiet
+
+    lora_nb.load(llama)
+    assert "Loading weights" not in capsys.readouterr().err
+    assert quiet.worth_a_bar("Qwen/Qwen2.5-0.5B-Instruct")  # a Hub name may download
+    monkeypatch.setattr(quiet, "SMALL_BYTES", 1)
+    assert quiet.worth_a_bar(llama)
+    lora_nb.load(llama)
+    assert "Loading weights" in capsys.readouterr().err
