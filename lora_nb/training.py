@@ -254,8 +254,14 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                               "assistant_only_loss": "messages" in train_rows.column_names,
                               **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
                                                   len(train_rows), report_to)})
+        use_cache = getattr(model.config, "use_cache", None)
         trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
                              processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
+        # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
+        # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
+        # each training forward itself.
+        if use_cache is not None:
+            model.config.use_cache = use_cache
         if len(trainer.train_dataset) == 0:
             raise ConfigError("train.max_length", section.max_length, problem="leaves no example with a token to "
                               "learn from (every response was cut off); raise max_length")

@@ -38,6 +38,7 @@ def rel_err(a, b):
 def assert_plain(folder):
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config
+    assert config.get("use_cache", True) is True, "a merged model generates with its KV cache (training turns it off)"
     with safe_open(folder / "model.safetensors", "pt") as f:
         assert not [k for k in f.keys() if "lora" in k or "base_layer" in k]
 

@@ -25,8 +25,10 @@ def lora_llama(llama):
 
 def test_run_records_history_and_folder(lora_llama, parity, in_tmp):
     model, tok = lora_llama
+    assert model.config.use_cache is True
     run = lora_nb.train(model, tok, parity[0], steps=3, batch_size=4, max_length=64, eval=0.25, eval_steps=1)
     assert run.status == "finished" and run.step == 3 and run.max_steps == 3
+    assert model.config.use_cache is True, "generating after training (and a merged model) keeps its KV cache"
     losses = [h for h in run.history if "loss" in h]
     evals = [h for h in run.history if "eval_loss" in h]
     assert [h["step"] for h in losses] == [1, 2, 3] and [h["step"] for h in evals] == [1, 2, 3]
