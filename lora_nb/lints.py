@@ -7,7 +7,7 @@ notebooks measure (``notebooks/learn/``).
 
 Example:
     >>> lints(lora=LoraSection(r=64, alpha=16), lr=2e-4, has_eval=True)
-    ['lora.alpha 16 is below lora.r 64: the update is scaled by alpha/r = 0.25, so the adapter learns 4x slower than at alpha = 2·r; set alpha=128 (or variant=rslora)']
+    ['lora.alpha 16 is below lora.r 64: the update is scaled by alpha/r = 0.25, so each step moves the adapter 8x less than at alpha = 2·r; set alpha=128 (or variant=rslora)']
 """
 
 from __future__ import annotations
@@ -35,21 +35,22 @@ def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dic
         >>> lints(lora=LoraSection(r=16, alpha=32), lr=2e-4, has_eval=True)
         []
         >>> print(lints(lora=LoraSection(), lr=0.05, has_eval=True)[0].split(":")[0])
-        train.lr 0.05 is above LoRA's usual range (1e-05–0.002)
+        train.lr 0.05 is above LoRA's usual range for pretrained models (1e-05–0.002)
     """
     found = []
     if lora.variant != "rslora" and lora.alpha < lora.r:
         scale = lora.alpha / lora.r
         found.append(f"lora.alpha {lora.alpha:g} is below lora.r {lora.r}: the update is scaled by alpha/r = {scale:.3g}, "
-                     f"so the adapter learns {1 / scale:.3g}x slower than at alpha = 2·r; set alpha={2 * lora.r} "
+                     f"so each step moves the adapter {2 / scale:.3g}x less than at alpha = 2·r; set alpha={2 * lora.r} "
                      "(or variant=rslora)")
     low, high = LR_RANGE
     if lr > high:
-        found.append(f"train.lr {lr:g} is above LoRA's usual range ({low:g}–{high:g}): such steps tend to diverge or "
-                     "overwrite what the base model knows; 2e-4 is the usual start (small models take up to 2e-3)")
+        found.append(f"train.lr {lr:g} is above LoRA's usual range for pretrained models ({low:g}–{high:g}): such steps "
+                     "tend to diverge or overwrite what the base model knows; 2e-4 is the usual start (small models take "
+                     "up to 2e-3; only a randomly initialised toy model wants more)")
     elif lr < low:
-        found.append(f"train.lr {lr:g} is below LoRA's usual range ({low:g}–{high:g}): the adapter starts at zero and "
-                     "barely moves in a short run; 2e-4 is the usual start")
+        found.append(f"train.lr {lr:g} is below LoRA's usual range for pretrained models ({low:g}–{high:g}): the adapter "
+                     "starts at zero and barely moves in a short run; 2e-4 is the usual start")
     if adapted:
         name, (d_in, d_out) = min(adapted.items(), key=lambda item: min(item[1]))
         if lora.r >= min(d_in, d_out):

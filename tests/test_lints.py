@@ -31,7 +31,7 @@ def test_each_mistake_is_named_once_in_stdout_not_stderr(llama, parity, tmp_path
         notes = [line for line in out.splitlines() if line.startswith("note: ")]
         if attempt == 0:
             assert [n.split()[1] for n in notes] == ["lora.alpha", "train.lr", "lora.r", "data.eval", "train.max_length"], out
-            assert "alpha/r = 0.25" in out and "set alpha=32" in out
+            assert "alpha/r = 0.25, so each step moves the adapter 8x less" in out and "set alpha=32" in out
             assert "k_proj: 32→16" in out and "use r < 16" in out
             assert "cuts 12 of 16 examples (75%)" in out
         else:
