@@ -129,9 +129,12 @@ def _cached(folder: Path, build: Callable[[Path], None]) -> Path:
     """Build into a temporary sibling and rename, so an interrupted build never leaves half a folder."""
     if (folder / "config.json").exists() or (folder / "tokenizer.json").exists():
         return folder
+    from .quiet import captured
+
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    build(tmp)
+    with captured(progress=False):  # a second's work: no "Writing model shards" bar
+        build(tmp)
     try:
         tmp.rename(folder)
     except OSError:  # another process finished first

@@ -152,3 +152,11 @@ def test_a_small_model_loads_without_a_progress_bar(llama, capsys, monkeypatch):
     assert quiet.worth_a_bar(llama)
     lora_nb.load(llama)
     assert "Loading weights" in capsys.readouterr().err
+
+
+def test_building_a_tiny_model_shows_no_bar(tmp_path, monkeypatch, capsys):
+    from lora_nb.tiny import tiny_model
+
+    monkeypatch.setenv("LORA_NB_CACHE", str(tmp_path))
+    tiny_model("gpt2")
+    assert "Writing model shards" not in capsys.readouterr().err

@@ -19,6 +19,7 @@ from nbclient import NotebookClient
 
 LEARN = Path(__file__).resolve().parents[2] / "notebooks" / "learn"
 NOTEBOOKS = sorted(p.stem for p in LEARN.glob("*.ipynb"))
+PROGRESS_BAR = re.compile(r"\d+/\d+ \[|it/s\]|examples/s\]")  # a tqdm bar's text, as test_notebooks reads it
 LONGEST_FIRST = ("04_alpha", "02_rank", "05_qlora", "03_targets", "06_merge")  # so the two slots end together
 
 
@@ -69,6 +70,8 @@ def test_runs_quietly_and_states_its_results_from_the_run(name, executed):
         raise nb
     stderr = [o.text for o in outputs(nb) if o.output_type == "stream" and o.name == "stderr"]
     assert not stderr, f"a red stderr box: {stderr}"
+    bars = [o["data"]["text/plain"][:60] for o in outputs(nb) if PROGRESS_BAR.search(o.get("data", {}).get("text/plain", ""))]
+    assert not bars, f"progress bars: {bars}"
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     markdown = [o for o in last.outputs if "text/markdown" in o.get("data", {})]
     assert markdown, "the last cell computes the results sentence (a Markdown output), not typed-in numbers"
