@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from . import demo_data
 from .files import check_free, replace_folder
-from .quiet import quietly
+from .quiet import captured, quietly
 
 ANSWER_TOKENS = 6  # "even" / "odd" and the end of the turn, with room to show an answer that runs on
 
@@ -222,8 +222,9 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
 
     print("\n== 4. Merge and generate from the merged model")
     merged_dir = merge(lora_model, out / "merged", tokenizer=tok, overwrite=overwrite)
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
-    merged_tok = AutoTokenizer.from_pretrained(merged_dir)
+    with captured(progress=not embedded):  # the embedded model loads in milliseconds: no loading bar
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+        merged_tok = AutoTokenizer.from_pretrained(merged_dir)
     merged_acc = accuracy(merged, merged_tok)
     for row in test_rows[:3]:
         prompt = f"{row['instruction']}\n\n{row['input']}"
