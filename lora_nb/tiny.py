@@ -129,12 +129,17 @@ def _cached(folder: Path, build: Callable[[Path], None]) -> Path:
     """Build into a temporary sibling and rename, so an interrupted build never leaves half a folder."""
     if (folder / "config.json").exists() or (folder / "tokenizer.json").exists():
         return folder
-    from .quiet import captured
+    from transformers.utils import logging as tlog  # not lora_nb.quiet: it reads this module's cache_dir
 
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    with captured(progress=False):  # a second's work: no "Writing model shards" bar
+    bars = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()  # a second's work: no "Writing model shards" bar
+    try:
         build(tmp)
+    finally:
+        if bars:
+            tlog.enable_progress_bar()
     try:
         tmp.rename(folder)
     except OSError:  # another process finished first
