@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from . import demo_data
 from .files import check_free, replace_folder
-from .quiet import captured, quietly
+from .quiet import captured, quietly, worth_a_bar
 
 ANSWER_TOKENS = 6  # "even" / "odd" and the end of the turn, with room to show an answer that runs on
 
@@ -222,7 +222,7 @@ def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, step
 
     print("\n== 4. Merge and generate from the merged model")
     merged_dir = merge(lora_model, out / "merged", tokenizer=tok, overwrite=overwrite)
-    with captured(progress=not embedded):  # the embedded model loads in milliseconds: no loading bar
+    with captured(progress=worth_a_bar(merged_dir)):  # the embedded model loads in milliseconds: no bar
         merged = AutoModelForCausalLM.from_pretrained(merged_dir)
         merged_tok = AutoTokenizer.from_pretrained(merged_dir)
     merged_acc = accuracy(merged, merged_tok)

@@ -128,8 +128,8 @@ def _fit(recipe: Recipe, meta: Any, report: Any, gpu_gb: Optional[float], reason
                 need = _count(report, meta, quant=quant, dtype="auto", r=recipe.lora.r, targets=recipe.lora.targets,
                               batch_size=batch, max_length=recipe.train.max_length, gradient_checkpointing=None,
                               device="gpu").total(checkpointing)
+                what = "4-bit (QLoRA)" if quant else "LoRA in bf16"
                 if need <= memory:
-                    what = "4-bit (QLoRA)" if quant else "LoRA in bf16"
                     setting = f"{what} needs {need / GIB:.1f} GiB at batch {batch}" + (" with gradient checkpointing" if checkpointing else "")
                     recipe.model.quant = quant
                     recipe.train.batch_size, recipe.train.grad_accum = batch, max(1, EFFECTIVE_BATCH // batch)
@@ -141,7 +141,6 @@ def _fit(recipe: Recipe, meta: Any, report: Any, gpu_gb: Optional[float], reason
                                                                else "not needed: it fits without, at full speed")
                     return
             if checkpointing:
-                what = "4-bit (QLoRA)" if quant else "LoRA in bf16"
                 tried.append(f"{what} needs {need / GIB:.1f} GiB even at batch 1 with checkpointing > {gpu_gb:g} GiB")
     raise ConfigError("gpu_gb", gpu_gb, problem=f"is too small for {recipe.model.name} at max_length {recipe.train.max_length}: "
                       f"{tried[-1]}; a larger GPU, a shorter max_length or a smaller model")
