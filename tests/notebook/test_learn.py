@@ -6,16 +6,11 @@ nothing, and the pair takes about half the time of running them one after anothe
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import shutil
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 LEARN = Path(__file__).resolve().parents[2] / "notebooks" / "learn"
 NOTEBOOKS = sorted(p.stem for p in LEARN.glob("*.ipynb"))
@@ -24,29 +19,11 @@ LONGEST_FIRST = ("04_alpha", "02_rank", "05_qlora", "03_targets", "06_merge")  #
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def executed(tmp_path_factory, together):
     """{name: the executed notebook, or the exception that stopped it}, two kernels at a time."""
-    async def one(name: str, slots: asyncio.Semaphore):
-        async with slots:
-            folder = tmp_path_factory.mktemp(name)
-            shutil.copy(LEARN / f"{name}.ipynb", folder)
-            nb = nbformat.read(folder / f"{name}.ipynb", as_version=4)
-            client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
-            try:
-                await client.async_execute()
-            except Exception as e:  # noqa: BLE001 - reported by that notebook's test
-                return name, e
-            return name, nb
-
-    async def every():
-        slots = asyncio.Semaphore(2)
-        order = [n for n in LONGEST_FIRST if n in NOTEBOOKS] + [n for n in NOTEBOOKS if n not in LONGEST_FIRST]
-        return dict(await asyncio.gather(*(one(name, slots) for name in order)))
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])  # kernels run this python
-        env.setenv("OMP_NUM_THREADS", "1")
-        return asyncio.run(every())
+    order = [n for n in LONGEST_FIRST if n in NOTEBOOKS] + [n for n in NOTEBOOKS if n not in LONGEST_FIRST]
+    done = together({name: LEARN / f"{name}.ipynb" for name in order}, tmp_path_factory.mktemp, timeout=300)
+    return {name: nb for name, (_, nb) in done.items()}
 
 
 def outputs(nb):
