@@ -109,20 +109,7 @@ def test_pretrained_base_names_the_hub_model_where_the_hub_answers(nothing_at_ha
     assert asked == [f"/{SMALL_INSTRUCT}/resolve/main/config.json"]
 
 
-def test_pretrained_base_uses_the_hugging_face_cache(nothing_at_hand, tmp_path):
-    """The cache's layout: refs/main names the commit whose snapshot holds the files."""
-    repo = tmp_path / "hf" / f"models--{SMALL_INSTRUCT.replace('/', '--')}"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    (snapshot / "config.json").write_text("{}")
-    assert pretrained_base() is None  # a config without weights is not a model
-    (snapshot / "model.safetensors").write_bytes(b"")
-    assert pretrained_base() == str(snapshot)
-
-
-def hf_cached_copy(hf_cache: Path) -> Path:
+def hf_cached_copy(hf_cache: Path, weights: bool = True) -> Path:
     """SmolLM2's snapshot folder in a Hugging Face cache, in the cache's layout (refs/main names the commit)."""
     repo = hf_cache / f"models--{SMALL_INSTRUCT.replace('/', '--')}"
     snapshot = repo / "snapshots" / ("0" * 40)
@@ -130,8 +117,16 @@ def hf_cached_copy(hf_cache: Path) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     (snapshot / "config.json").write_text("{}")
-    (snapshot / "model.safetensors").write_bytes(b"")
+    if weights:
+        (snapshot / "model.safetensors").write_bytes(b"")
     return snapshot
+
+
+def test_pretrained_base_uses_the_hugging_face_cache(nothing_at_hand, tmp_path):
+    snapshot = hf_cached_copy(tmp_path / "hf", weights=False)
+    assert pretrained_base() is None  # a config without weights is not a model
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert pretrained_base() == str(snapshot)
 
 
 def test_notebook_base_is_the_embedded_model_unless_a_pretrained_one_is_asked_for(monkeypatch, tmp_path):

@@ -159,12 +159,6 @@ def check_05(text: str) -> None:
     assert float(re.search(r"match bitsandbytes' to ([0-9.e+-]+)", text).group(1)) < 1e-6, text
 
 
-if __name__ == "__main__":
-    check_03(open("/tmp/learn/result_03.md").read())
-    check_05(open("/tmp/learn/result_05.md").read())
-    print("checks pass")
-
-
 CLAIMS = {"01_principle": check_01, "02_rank": check_02, "03_targets": check_03, "04_alpha": check_04,
           "05_qlora": check_05, "06_merge": check_06, "07_heuristics": check_07, "08_interview": check_08}
 

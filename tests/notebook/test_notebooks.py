@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
