@@ -75,7 +75,7 @@ def pretrained_base() -> Optional[str]:
         'HuggingFaceTB/SmolLM2-360M-Instruct'
         >>> os.environ["LORA_NB_BASE"] = saved
     """
-    from .tiny import cache_dir
+    from .files import cache_dir
 
     chosen = os.environ.get("LORA_NB_BASE", "").strip()
     if chosen and chosen != PRETRAINED:

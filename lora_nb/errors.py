@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 
 class LoraNbWarning(UserWarning):
-    """A warning from lora_nb itself: always shown, also while library warnings are captured
+    """A warning from lora_nb itself: always shown, also while library messages are captured
     (:mod:`lora_nb.quiet`).
 
     Example:

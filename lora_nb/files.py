@@ -91,3 +91,20 @@ def replace_folder(folder: Path, fill) -> Path:
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def cache_dir() -> Path:
+    """Where lora_nb keeps the tiny models, tokenizers and demo data it builds.
+
+    ``$LORA_NB_CACHE`` if set, else ``~/.cache/lora_nb``.
+
+    Example:
+        >>> import os
+        >>> saved = os.environ.pop("LORA_NB_CACHE", None)
+        >>> cache_dir() == Path.home() / ".cache" / "lora_nb"
+        True
+        >>> os.environ["LORA_NB_CACHE"] = saved or "/tmp/lora_nb-example"
+        >>> cache_dir() == Path(os.environ["LORA_NB_CACHE"])
+        True
+    """
+    return Path(os.environ.get("LORA_NB_CACHE", Path.home() / ".cache" / "lora_nb"))

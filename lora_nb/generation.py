@@ -130,7 +130,7 @@ def is_embedded(model: Any) -> bool:
     from pathlib import Path
 
     from .provenance import unwrap
-    from .tiny import cache_dir
+    from .files import cache_dir
 
     folder = getattr(unwrap(model), "name_or_path", "") or ""
     return bool(folder) and Path(folder).resolve().parent == cache_dir().resolve()

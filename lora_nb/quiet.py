@@ -1,12 +1,15 @@
-"""Library noise kept out of the notebook, and kept: warnings, log lines and data-preparation
-progress bars that transformers, datasets, bitsandbytes, peft, trl, accelerate and torch emit
-during a lora_nb call go to a log file and are counted, not shown.
+"""Library noise kept out of the notebook, and kept: whatever an installed library warns, logs or
+writes to stderr during a lora_nb call (and while the call imports it) goes to a log file and is
+counted, not shown — known messages or not, any library, any log level, so that a new release's
+new message stays out too.
 
-A training run logs into its folder (``runs/<name>/log.txt``, named in its result line: ``finished
-150 steps, … (7 library warnings in runs/…/log.txt)``); other calls into ``log.txt`` in lora_nb's
-cache folder. lora_nb's own warnings, errors, and what a user's code prints still show, and so
-does anything another thread logs while a call runs (a capture belongs to the thread that opened
-it; a training thread joins its run's capture with :meth:`Capture.joined`).
+A library is told apart by where the code sits: an installed package (site-packages, or the
+folder of transformers, peft, trl… wherever imported from), or a logger named after one. A
+training run logs into its folder (``runs/<name>/log.txt``, named in its result line: ``finished
+150 steps, … (7 library messages in runs/…/log.txt)``); other calls into ``log.txt`` in lora_nb's
+cache folder. lora_nb's own warnings, errors, and what a user's code prints or warns still show,
+and so does anything another thread writes while a call runs (a capture belongs to the thread
+that opened it; a training thread joins its run's capture with :meth:`Capture.joined`).
 
 Example:
     >>> with captured() as log:
@@ -21,12 +24,16 @@ import functools
 import logging
 import os
 import re
+import sys
+import sysconfig
 import threading
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
+
+from .files import cache_dir
 
 LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
 
@@ -47,7 +54,7 @@ class Capture:
         >>> cap = Capture()
         >>> cap.add("UserWarning: x")
         >>> cap.count, cap.summary()
-        (1, '1 library warning hidden: lora_nb.quiet.last().lines')
+        (1, '1 library message hidden: lora_nb.quiet.last().lines')
     """
 
     def __init__(self, path: Optional[Path] = None) -> None:
@@ -86,11 +93,11 @@ class Capture:
             pass
 
     def summary(self) -> str:
-        """``"3 library warnings in runs/x/log.txt"``; empty when nothing was captured."""
+        """``"3 library messages in runs/x/log.txt"``; empty when nothing was captured."""
         if not self.lines:
             return ""
         where = f"in {self.path}" if self.path is not None else "hidden: lora_nb.quiet.last().lines"
-        return f"{self.count} library warning{'s' if self.count != 1 else ''} {where}"
+        return f"{self.count} library message{'s' if self.count != 1 else ''} {where}"
 
     @contextmanager
     def joined(self) -> Iterator["Capture"]:
@@ -101,8 +108,6 @@ class Capture:
 
 def default_log() -> Path:
     """Where calls without a run folder log: ``log.txt`` in lora_nb's cache folder."""
-    from .tiny import cache_dir
-
     return cache_dir() / "log.txt"
 
 
@@ -146,21 +151,26 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
     stack = _local.__dict__.setdefault("stack", [])
     outer = stack[-1] if stack else None
     capture = capture or outer or Capture(default_log())
-    bars = _hide_bars(progress)
     stack.append(capture)
+    kept = _local.__dict__.setdefault("bars", [False])
+    kept.append(progress)
     with _lock:
         if _users == 0:
             _install()
         _users += 1
     try:
-        yield capture
+        bars = _hide_bars(progress)  # imports datasets and transformers: what they say doing so is captured
+        try:
+            yield capture
+        finally:
+            bars()
     finally:
         stack.pop()
+        kept.pop()
         with _lock:
             _users -= 1
             if _users == 0:
                 _uninstall()
-        bars()
         if outer is None:
             _last = capture
 
@@ -228,6 +238,19 @@ def _hide_bars(progress: bool):
 
 
 _PACKAGE = Path(__file__).resolve().parent
+_STDLIB = tuple(Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib"))
+
+
+def _library_file(filename: str) -> bool:
+    """Whether ``filename`` is an installed package's file (site-packages, dist-packages, or the
+    folder of a library imported from elsewhere), not a user's code, the standard library or lora_nb."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    if _PACKAGE in path.parents:
+        return False
+    return ("site-packages" in path.parts or "dist-packages" in path.parts
+            or any(root in path.parents for root in _library_roots()))
 
 
 def _from_library(category: type, filename: str) -> bool:
@@ -237,18 +260,24 @@ def _from_library(category: type, filename: str) -> bool:
 
     if issubclass(category, LoraNbWarning):
         return False
-    path = Path(filename).resolve() if filename else Path()
-    return ("site-packages" in path.parts or "dist-packages" in path.parts or _PACKAGE in path.parents
-            or any(root in path.parents for root in _library_roots()))
+    return _library_file(filename) or (bool(filename) and _PACKAGE in Path(filename).resolve().parents)
 
 
 def _library_roots() -> list[Path]:
     """The folders of the libraries already imported, wherever they are installed (a --target
     folder on PYTHONPATH has no site-packages in its path)."""
-    import sys
-
     files = (getattr(sys.modules.get(name), "__file__", None) for name in LIBRARIES)
     return [Path(f).resolve().parent for f in files if f]
+
+
+def _library_logger(record: logging.LogRecord) -> bool:
+    """A record logged by a library: under a library's logger name (``transformers.trainer``,
+    ``kernels``: the top-level module is a library's), or logged from a library's file."""
+    top = record.name.split(".")[0]
+    if top == "lora_nb":
+        return False
+    module = sys.modules.get(top)
+    return top in LIBRARIES or _library_file(getattr(module, "__file__", None) or "") or _library_file(record.pathname)
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):
@@ -261,49 +290,84 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
     _saved["showwarning"](message, category, filename, lineno, file, line)
 
 
-class _Router(logging.Handler):
-    """Stands in for a library logger's handlers while captures are open: a record logged in a
-    capturing thread goes to its capture, any other goes where it would have gone."""
+def _call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
+    """``Logger.callHandlers`` while captures are open: a library's record logged in a capturing
+    thread goes to its capture, whatever the logger and its level; any other goes where it would."""
+    capture = current()
+    if capture is not None and _library_logger(record):
+        if not ALWAYS_QUIET.search(record.getMessage()):
+            capture.add(f"{record.name} {record.levelname}: {record.getMessage()}")
+        return
+    _saved["callHandlers"](logger, record)
 
-    def __init__(self, logger: logging.Logger, handlers: list, propagate: bool) -> None:
-        super().__init__(logging.NOTSET)
-        self.logger, self.handlers, self.propagate = logger, handlers, propagate
 
-    def emit(self, record: logging.LogRecord) -> None:
+class _Stderr:
+    """Stands in for ``sys.stderr`` while captures are open: what a library writes in a capturing
+    thread (a print, a traceback, a progress bar the call does not keep) goes to the capture, line
+    by line; the user's code, lora_nb and other threads write through."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
         capture = current()
-        if capture is not None:
-            if record.levelno >= logging.WARNING and not ALWAYS_QUIET.search(record.getMessage()):
-                capture.add(f"{record.name} {record.levelname}: {record.getMessage()}")
-            return
-        for handler in self.handlers:
-            if record.levelno >= handler.level:
-                handler.handle(record)
-        if self.propagate and self.logger.parent is not None:
-            parent = self.logger.parent
-            if parent.hasHandlers():
-                parent.handle(record)
-            elif not self.handlers and record.levelno >= logging.lastResort.level:
-                logging.lastResort.handle(record)
-        elif not self.handlers and not self.propagate and record.levelno >= logging.lastResort.level:
-            logging.lastResort.handle(record)
+        if capture is None or not _writer_is_library(sys._getframe(1)):
+            return self._stream.write(text)
+        pending = getattr(self._pending, "text", "") + text
+        *lines, self._pending.text = pending.split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1].strip()  # a bar redrawn in place: its last state
+            if line and not ALWAYS_QUIET.search(line):
+                capture.add(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _writer_is_library(frame: Any) -> bool:
+    """Whether the code writing to stderr is a library's: the first frame outside the standard
+    library and tqdm decides, so ``traceback.print_exc()`` counts as its caller and a tqdm bar as
+    whoever drives it. A library's bar writes through when the call keeps its bars."""
+    through_tqdm = False
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name == "tqdm" or name.startswith("tqdm."):
+            through_tqdm = True
+        elif not _stdlib_file(frame.f_code.co_filename):
+            bars_kept = getattr(_local, "bars", [False])[-1]
+            return _library_file(frame.f_code.co_filename) and not (through_tqdm and bars_kept)
+        frame = frame.f_back
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _stdlib_file(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return (not ("site-packages" in path.parts or "dist-packages" in path.parts)
+            and any(root in path.parents for root in _STDLIB))
 
 
 def _install() -> None:
     _saved["showwarning"] = warnings.showwarning
     warnings.showwarning = _showwarning
-    _saved["loggers"] = []
-    for name in LIBRARIES:
-        logger = logging.getLogger(name)
-        _saved["loggers"].append((logger, logger.handlers[:], logger.propagate))
-        logger.handlers = [_Router(logger, logger.handlers[:], logger.propagate)]
-        logger.propagate = False
+    _saved["callHandlers"] = logging.Logger.callHandlers
+    logging.Logger.callHandlers = _call_handlers
+    _saved["stderr"] = sys.stderr
+    sys.stderr = _Stderr(sys.stderr)
 
 
 def _uninstall() -> None:
     if warnings.showwarning is _showwarning:
         warnings.showwarning = _saved["showwarning"]
-    for logger, handlers, propagate in _saved.pop("loggers", []):
-        logger.handlers, logger.propagate = handlers, propagate
+    logging.Logger.callHandlers = _saved.pop("callHandlers")
+    stderr = _saved.pop("stderr")
+    if isinstance(sys.stderr, _Stderr):  # unless something replaced it since (IPython's capture_output)
+        sys.stderr = stderr
 
 
 class _DropKnownNoise(logging.Filter):

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .files import cache_dir
+from .quiet import captured
+
 # A minimal chat template. The assistant turn sits inside {% generation %} so TRL can mask the
 # loss to the answer, and <|end|> closes every turn so the model learns to stop.
 CHAT_TEMPLATE = (
@@ -32,22 +35,6 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<|user|>", "<|assistant|>", "<|sys
 
 FAMILIES = ("llama", "gpt2", "phi3", "qwen3_moe", "bert")
 
-
-def cache_dir() -> Path:
-    """Where lora_nb keeps the tiny models, tokenizers and demo data it builds.
-
-    ``$LORA_NB_CACHE`` if set, else ``~/.cache/lora_nb``.
-
-    Example:
-        >>> import os
-        >>> saved = os.environ.pop("LORA_NB_CACHE", None)
-        >>> cache_dir() == Path.home() / ".cache" / "lora_nb"
-        True
-        >>> os.environ["LORA_NB_CACHE"] = saved or "/tmp/lora_nb-example"
-        >>> cache_dir() == Path(os.environ["LORA_NB_CACHE"])
-        True
-    """
-    return Path(os.environ.get("LORA_NB_CACHE", Path.home() / ".cache" / "lora_nb"))
 
 
 def _corpus() -> Iterable[str]:
@@ -129,17 +116,10 @@ def _cached(folder: Path, build: Callable[[Path], None]) -> Path:
     """Build into a temporary sibling and rename, so an interrupted build never leaves half a folder."""
     if (folder / "config.json").exists() or (folder / "tokenizer.json").exists():
         return folder
-    from transformers.utils import logging as tlog  # not lora_nb.quiet: it reads this module's cache_dir
-
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    bars = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()  # a second's work: no "Writing model shards" bar
-    try:
+    with captured():  # a second's work: no "Writing model shards" bar, no "saved in" lines
         build(tmp)
-    finally:
-        if bars:
-            tlog.enable_progress_bar()
     try:
         tmp.rename(folder)
     except OSError:  # another process finished first

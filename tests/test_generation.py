@@ -62,7 +62,7 @@ def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_p
     model, tok = lora_nb.load(str(copy))
     assert lora_nb.compare(lora_nb.inject(model, r=4, verbose=False), tok, "hi", max_new_tokens=2).note == ""
     from lora_nb.generation import is_embedded
-    from lora_nb.tiny import cache_dir
+    from lora_nb.files import cache_dir
 
     converted = shutil.copytree(llama, cache_dir() / "pretrained" / f"copy-{tmp_path.name}")  # pretrained_base()'s place
     try:

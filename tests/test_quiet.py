@@ -4,6 +4,7 @@ lora_nb's own warnings, a user's warnings and other threads' messages still show
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -33,7 +34,7 @@ def test_library_warnings_and_logs_are_captured_not_shown(capsys, tmp_path):
     assert log.count == 3
     text = (tmp_path / "log.txt").read_text()
     assert "is_gradient_checkpointing" in text and "mtime may not" in text and "bitsandbytes note" in text
-    assert log.summary() == f"3 library warnings in {tmp_path / 'log.txt'}"
+    assert log.summary() == f"3 library messages in {tmp_path / 'log.txt'}"
 
 
 def test_lora_nb_and_user_warnings_and_errors_still_show():
@@ -48,14 +49,85 @@ def test_lora_nb_and_user_warnings_and_errors_still_show():
 
 
 def test_hooks_are_removed_after_the_call(caplog):
-    before = warnings.showwarning
+    before = warnings.showwarning, logging.Logger.callHandlers, sys.stderr
     with captured():
-        pass
-    assert warnings.showwarning is before
-    logger = logging.getLogger("peft")
-    assert not any(type(h).__name__ == "_Router" for h in logger.handlers)
-    logger.warning("after the call it shows")
+        assert sys.stderr is not before[2]
+    assert (warnings.showwarning, logging.Logger.callHandlers, sys.stderr) == before
+    logging.getLogger("peft").warning("after the call it shows")
     assert "after the call it shows" in caplog.text  # pytest's handler on the root logger got it
+
+
+NOISY = '''
+import logging, sys, warnings
+print("noisy_lib: a message at import", file=sys.stderr)
+warnings.warn("noisy_lib: a warning at import", RuntimeWarning)
+logging.getLogger("noisy_lib.loader").warning("noisy_lib: a log line at import")
+
+def act():
+    print("noisy_lib: a message at call time", file=sys.stderr)
+    sys.stderr.write("noisy_lib: 10%\\rnoisy_lib: 100%\\n")
+    logging.getLogger("noisy_lib").info("noisy_lib: an info line (its logger says INFO)")
+    logging.warning("noisy_lib: a root-logger line from the library's file")
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        import traceback; traceback.print_exc()
+'''
+
+
+@pytest.fixture
+def noisy_lib(tmp_path, monkeypatch):
+    """A package no lora_nb release has heard of, installed as packages are (in a site-packages
+    folder), that writes to stderr, warns and logs at import and when called."""
+    site = tmp_path / "site-packages"
+    (site / "noisy_lib").mkdir(parents=True)
+    (site / "noisy_lib" / "__init__.py").write_text(NOISY)
+    monkeypatch.syspath_prepend(str(site))
+    logging.getLogger("noisy_lib").setLevel(logging.INFO)
+    yield
+    sys.modules.pop("noisy_lib", None)
+    logging.getLogger("noisy_lib").setLevel(logging.NOTSET)
+
+
+def test_an_unknown_librarys_stderr_warnings_and_logs_are_captured_at_import_and_call(noisy_lib, capsys, caplog):
+    with pytest.warns(UserWarning) as shown:  # what reaches the warnings machinery's display
+        with captured() as log:
+            import noisy_lib
+
+            noisy_lib.act()
+            print("the user's own line", file=sys.stderr)
+            warnings.warn_explicit("the user's own warning", UserWarning, "/tmp/ipykernel_1/123.py", 1, registry={})
+    out = capsys.readouterr()
+    assert "noisy_lib" not in out.err + caplog.text
+    assert out.err == "the user's own line\n" and [str(w.message) for w in shown] == ["the user's own warning"]
+    text = "\n".join(log.lines)
+    for said in ("a message at import", "a warning at import", "a log line at import", "a message at call time",
+                 "noisy_lib: 100%", "an info line", "a root-logger line", "ZeroDivisionError"):
+        assert said in text, said
+    assert "10%" not in text  # a line redrawn in place is kept in its last state
+    noisy_lib.act()  # outside a lora_nb call the library speaks as it always did
+    assert "a message at call time" in capsys.readouterr().err
+
+
+def test_a_lora_nb_call_says_nothing_on_stderr_with_verbose_libraries(tmp_path, model_cache):
+    """A real 4-bit load, injection, 2 training steps and a merge in a fresh process, with the
+    libraries at their most talkative and the Hub offline (transformers then warns about kernels'
+    publisher check): stderr stays empty, and the result line counts what was kept in log.txt."""
+    import subprocess
+
+    code = ("import lora_nb\n"
+            "from lora_nb import demo_data\n"
+            "from lora_nb.tiny import tiny_model\n"
+            "model, tok = lora_nb.load(str(tiny_model('llama')), quant='4bit')\n"
+            "model = lora_nb.inject(model, r=4)\n"
+            f"lora_nb.train(model, tok, demo_data.split(16, 2)[0], steps=2, batch_size=4, output_dir={str(tmp_path / 'run')!r})\n"
+            f"lora_nb.merge(model, {str(tmp_path / 'merged')!r})\n")
+    env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_VERBOSITY="info", DATASETS_VERBOSITY="info", TQDM_DISABLE="")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "library messages in" in done.stdout and (tmp_path / "run" / "log.txt").stat().st_size > 0
 
 
 def test_another_threads_messages_are_not_swallowed(capsys):
