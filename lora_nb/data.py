@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from .errors import ConfigError
 from .files import expand_user
@@ -287,47 +288,68 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
         format: prompt_completion; [[…]] carries loss
         2+2=[[4</s>]]
     """
-    from trl import SFTConfig
-
-    from .portable import masks_assistant_turns
+    from .compat import sft_config
 
     rows = read(data, split)
     rows = rows.select(range(min(n, len(rows))))
     train, _, fmt = prepare(rows, tokenizer, format=format)
-    assistant_only = "messages" in train.column_names
-    config = SFTConfig(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
-                       assistant_only_loss=assistant_only, dataset_num_proc=None)
-    chat_template = None
-    if assistant_only and masks_assistant_turns(tokenizer):
-        from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
-        chat_template = None if has_generation_markers(tokenizer.chat_template) else get_training_chat_template(tokenizer)
-    done = trl_prepare(train, tokenizer, config, chat_template=chat_template,
-                       completion_only_loss="prompt" in train.column_names)
-    out = []
-    for example in done:
-        ids, labels = example["input_ids"], example.get("labels") or example["input_ids"]
-        out.append([(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)])
+    config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
+                             assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
+    out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
+           for ids, labels in trl_prepare(train, tokenizer, config)]
     return Preview(out, fmt)
 
 
-# What TRL's SFTTrainer._prepare_dataset reads from ``self`` and takes as arguments (TRL 1.16).
-# tests/test_data.py checks both against the installed TRL, so a TRL change fails there, loudly.
-TRL_PREPARE_ATTRIBUTES = ("_tokenizer", "chat_template", "completion_only_loss")
-TRL_PREPARE_PARAMETERS = ("self", "dataset", "processing_class", "args", "packing", "formatting_func", "dataset_name")
+def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example, as a trainer built with ``config`` sees them: TRL's own
+    tokenisation, chat template and loss mask, with -100 where a token carries no loss.
 
+    Through TRL's public interface only: a real ``SFTTrainer`` prepares ``dataset`` for a stand-in
+    model (one layer of width 8 with the tokenizer's vocabulary: no model of the user's is touched),
+    and its own data collator turns each prepared example into labels — whichever of the two builds
+    them in the installed release (the collator from TRL 1.0, the dataset since). The random state
+    is left as it was (a trainer seeds it).
 
-def trl_prepare(dataset: Any, tokenizer: Any, config: Any, *, chat_template: Any, completion_only_loss: bool):
-    """TRL's own tokenisation and loss masking, without building a trainer (no model needed).
-
-    It calls the private ``SFTTrainer._prepare_dataset`` with a stand-in for ``self`` holding only
-    the attributes that method reads, so :func:`preview` shows exactly what training will see. The
-    one place lora_nb reaches into TRL's internals.
+    Example:
+        >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))   # doctest: +SKIP
+        >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]), tok, config)  # doctest: +SKIP
+        >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]   # doctest: +SKIP
+        True
     """
-    from types import SimpleNamespace
-
     from trl import SFTTrainer
 
-    trainer = SimpleNamespace(_tokenizer=tokenizer, chat_template=chat_template, completion_only_loss=completion_only_loss)
-    return SFTTrainer._prepare_dataset(trainer, dataset, processing_class=tokenizer, args=config, packing=False,
-                                       formatting_func=None, dataset_name="preview")
+    with _random_state_kept():
+        trainer = SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset, processing_class=tokenizer)
+    prepared = []
+    for example in trainer.train_dataset:
+        labels = trainer.data_collator([example])["labels"][0]
+        prepared.append((list(example["input_ids"]), labels[:len(example["input_ids"])].tolist()))
+    return prepared
+
+
+_STAND_INS: dict = {}
+
+
+def _stand_in(vocab_size: int) -> Any:
+    """The smallest causal LM with ``vocab_size`` tokens, built once per size (about a second)."""
+    if vocab_size not in _STAND_INS:
+        import transformers as tf
+
+        config = tf.LlamaConfig(vocab_size=vocab_size, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                num_attention_heads=1, num_key_value_heads=1)
+        _STAND_INS[vocab_size] = tf.LlamaForCausalLM(config)
+    return _STAND_INS[vocab_size]
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    import random
+
+    import numpy as np
+    import torch
+
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)

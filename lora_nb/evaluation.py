@@ -277,14 +277,14 @@ def _token_accuracy(model: Any, tokenizer: Any, cases: list[tuple[Any, Any]], ba
     import torch
     from datasets import Dataset
     from torch.nn.utils.rnn import pad_sequence
-    from trl import SFTConfig
-
+    from .compat import sft_config
     from .data import trl_prepare
     from .portable import pin_4bit_layout
 
-    config = SFTConfig(output_dir="lora_nb-evaluate", report_to="none", max_length=None, bf16=False, dataset_num_proc=None)
+    config = sft_config(dict(output_dir="lora_nb-evaluate", report_to="none", max_length=None, bf16=False,
+                             completion_only_loss=True, dataset_num_proc=None))
     rows = Dataset.from_list([{"prompt": p, "completion": c} for p, c in cases])
-    tokenized = trl_prepare(rows, tokenizer, config, chat_template=None, completion_only_loss=True)
+    tokenized = trl_prepare(rows, tokenizer, config)
     pin_4bit_layout(model)  # inference must not repack 4-bit weights on AVX512-BF16 CPUs (see there)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
@@ -293,9 +293,9 @@ def _token_accuracy(model: Any, tokenizer: Any, cases: list[tuple[Any, Any]], ba
         model.eval()
         for start in range(0, len(tokenized), batch_size):
             chunk = tokenized[start:start + batch_size]
-            ids = pad_sequence([torch.tensor(x) for x in chunk["input_ids"]], batch_first=True, padding_value=pad)
-            mask = pad_sequence([torch.ones(len(x), dtype=torch.long) for x in chunk["input_ids"]], batch_first=True)
-            labels = pad_sequence([torch.tensor(x) for x in chunk["labels"]], batch_first=True, padding_value=-100)
+            ids = pad_sequence([torch.tensor(x) for x, _ in chunk], batch_first=True, padding_value=pad)
+            mask = pad_sequence([torch.ones(len(x), dtype=torch.long) for x, _ in chunk], batch_first=True)
+            labels = pad_sequence([torch.tensor(y) for _, y in chunk], batch_first=True, padding_value=-100)
             first = max(0, int((labels != -100).int().argmax(dim=1).min()) - 1)  # the first logit that predicts a label
             with torch.no_grad():
                 logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),

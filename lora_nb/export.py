@@ -3,8 +3,8 @@
 The script repeats what :func:`lora_nb.run` does, call for call: the same load, the same
 ``LoraConfig`` and ``SFTConfig`` keywords (built by the same functions), the same seed before the
 adapter is initialised, and :mod:`lora_nb.portable` (model loading, dtype, data formats, eval
-split, checkpoints) copied in whole. Run with the same seed it logs the same losses, and it runs
-unchanged under ``accelerate launch``.
+split, checkpoints) copied in whole, with the version branches it needs from :mod:`lora_nb.compat`.
+Run with the same seed it logs the same losses, and it runs unchanged under ``accelerate launch``.
 
 The script's code is fixed text (``script_main.py`` and ``portable.py`` of this package); the recipe
 reaches it only as ``NAME = repr(value)`` lines, each checked to read back as the same literal, so
@@ -33,7 +33,7 @@ def render_script(recipe: Recipe) -> str:
     """
     settings = "".join(_assignment(name, value) for name, value in script_settings(recipe).items())
     head, main = _split(_source("script_main.py"))
-    _, helpers = _split(_source("portable.py"))  # portable's docstring and __future__ line stay behind
+    helpers = _helpers(main)
     head = head.format(version=__version__)  # lora_nb's own version: the one placeholder, never a recipe value
     return f"{head}\n{settings}{helpers}{main}"
 
@@ -57,7 +57,7 @@ def render_sweep_script(points: list[tuple[str, Recipe]], folder: str) -> str:
     lines = "".join(_assignment(name, value) for name, value in constants.items()) + _assignment("POINTS", table, pretty=True)
     sweep_doc, sweep_imports, sweep_code = _parts(_source("sweep_main.py"))
     _, run_imports, run_code = _parts(_source("script_main.py"))
-    _, helpers = _split(_source("portable.py"))
+    helpers = _helpers(run_code)
     extra = [line for line in sweep_imports.splitlines(keepends=True) if line not in run_imports.splitlines(keepends=True)]
     head = sweep_doc.format(version=__version__) + run_imports + "".join(extra)  # the version: the one placeholder
     return f"{head}\n{lines}{helpers}{_without_entry_point(run_code)}\n\n{sweep_code}"
@@ -116,6 +116,44 @@ def _train_rows(recipe: Recipe) -> int:
 def _source(name: str) -> str:
     """The text of one of this package's source files: a script takes their text, lora_nb never runs script_main."""
     return Path(__file__).with_name(name).read_text(encoding="utf-8")
+
+
+def _helpers(main: str) -> str:
+    """What a script copies below its settings: portable.py's code (its docstring and ``__future__``
+    line stay behind), then those of compat.py's definitions that the script's code uses, with what
+    they use in turn."""
+    _, portable = _split(_source("portable.py"))
+    _, compat = _split(_source("compat.py"))
+    nodes = [(node, _defined(node)) for node in ast.parse(compat).body]
+    used, kept = _names(main + portable), set()
+    while True:
+        more = {i for i, (node, names) in enumerate(nodes) if i not in kept and names & used}
+        if not more:
+            break
+        kept |= more
+        used |= set().union(*(_names(ast.unparse(nodes[i][0])) for i in more))
+    lines = compat.splitlines(keepends=True)
+    # each kept definition with the comment lines just above it, as written
+    blocks = []
+    for i in sorted(kept):
+        node = nodes[i][0]
+        start = node.lineno - 1
+        while start > 0 and lines[start - 1].startswith("#"):
+            start -= 1
+        blocks.append("".join(lines[start:node.end_lineno]))
+    return portable.rstrip("\n") + "\n\n\n" + "\n\n".join(blocks) if blocks else portable
+
+
+def _defined(node: ast.stmt) -> set:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
+def _names(code: str) -> set:
+    return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
 
 
 def _split(source: str) -> tuple[str, str]:

@@ -377,7 +377,8 @@ def load_rows(source, split="train"):
     ext = os.path.splitext(source)[1].lower()
     if os.path.isfile(source) and ext in DATA_FILES:
         return load_dataset(DATA_FILES[ext], data_files=source, split="train")
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_info.json")):
+    saved = ("dataset_info.json", "dataset_dict.json")  # save_to_disk's folder of a Dataset, of a DatasetDict
+    if os.path.isdir(source) and any(os.path.exists(os.path.join(source, name)) for name in saved):
         data = load_from_disk(source)
         return data[split] if hasattr(data, "keys") else data
     return load_dataset(source, split=split)

@@ -1,7 +1,8 @@
 # The fixed code of every script lora_nb.export renders (these comment lines are left out).
 # It is read as text, never imported by lora_nb: the script is this docstring and these imports,
 # then the recipe's settings as NAME = <literal> lines (MODEL, DATA, SEED, ...), then lora_nb.portable
-# copied whole, then the code below. So the names it uses come from those two; tests/test_portable.py
+# copied whole and the lora_nb.compat functions this code uses, then the code below. So the names it
+# uses come from those; tests/test_portable.py
 # checks that a rendered script defines every name it uses. No recipe value is ever written here.
 """LoRA fine-tuning exported by lora_nb {version}: the recipe's settings are the constants below.
 
@@ -26,7 +27,7 @@ import sys
 import torch
 from accelerate import PartialState
 from peft import LoraConfig, get_peft_model
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 
 def output_folder():
@@ -98,7 +99,7 @@ def main():
     checkpointing = choose_checkpointing(model, SFT_CONFIG.get("activation_checkpointing"),
                                          batch_size=SFT_CONFIG["per_device_train_batch_size"],
                                          max_length=SFT_CONFIG["max_length"])
-    args = SFTConfig(**{
+    args = sft_config({
         **trainer_device_kwargs(dtype),  # mixed precision as the dtype, pinned memory only on a GPU
         "activation_checkpointing": checkpointing,
         "assistant_only_loss": "messages" in train_dataset.column_names,

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .compat import RENAMED_TRAINING_FIELDS, sft_config, sft_config_fields
 from .errors import ConfigError
 from .files import atomic_write, check_free, expand_user, user_path
 from .lints import adapted_shapes, lints, warn_once
@@ -95,11 +96,7 @@ def check_sft_overrides(sft: dict) -> dict:
         ...
         lora_nb.errors.ConfigError: train.sft.max_seq_length: was renamed: use max_length (transformers 5 / TRL 1).
     """
-    import dataclasses
-
-    from trl import SFTConfig
-
-    fields = [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+    fields = sorted(sft_config_fields() | set(RENAMED_TRAINING_FIELDS))  # the newest names work on any release
     for key in sft:
         if key in OWNED:
             raise ConfigError(f"train.sft.{key}", problem=f"is set by lora_nb from {OWNED[key]!r}; set {OWNED[key]}= instead")
@@ -216,7 +213,7 @@ def train(
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
            split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any], report_to: Any,
            recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from .callbacks import Recorder, RunCallback
     from .data import prepare
@@ -250,7 +247,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
-        config = SFTConfig(**{**device_kwargs(model), "activation_checkpointing": checkpointing,
+        config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
                               "assistant_only_loss": "messages" in train_rows.column_names,
                               **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
                                                   len(train_rows), report_to)})

@@ -570,16 +570,35 @@ def test_a_conversation_without_an_answer_is_refused(tok):
         prepare(rows, tok)
 
 
-def test_trl_internals_preview_relies_on_are_still_there():
-    """preview() calls TRL's private SFTTrainer._prepare_dataset: fail here, loudly, when TRL changes it."""
-    import inspect
-    import re
+def test_preview_masks_are_the_labels_the_trainer_computes_its_loss_on(tok, llama, tmp_path, monkeypatch):
+    """preview() goes through TRL's public interface (a trainer on a stand-in model): its loss mask
+    must be the one a real training run's batches carry, and it must leave the random state alone."""
+    import random
 
+    import torch
+
+    import lora_nb
+
+    rows = [{"prompt": f"{a}+{a}=", "completion": str(2 * a)} for a in range(10, 14)]
+    shown = lora_nb.preview(rows, tok, n=4).rows
+    state = torch.random.get_rng_state(), random.getstate()
+    lora_nb.preview(rows, tok, n=4)
+    assert torch.equal(torch.random.get_rng_state(), state[0]) and random.getstate() == state[1]
+
+    seen = []
     from trl import SFTTrainer
 
-    from lora_nb.data import TRL_PREPARE_ATTRIBUTES, TRL_PREPARE_PARAMETERS
+    original = SFTTrainer.compute_loss
 
-    method = SFTTrainer._prepare_dataset
-    assert tuple(inspect.signature(method).parameters) == TRL_PREPARE_PARAMETERS
-    read = set(re.findall(r"self\.(\w+)", inspect.getsource(method)))
-    assert read <= set(TRL_PREPARE_ATTRIBUTES), f"_prepare_dataset now also reads self.{sorted(read - set(TRL_PREPARE_ATTRIBUTES))}"
+    def spy(self, model, inputs, *a, **kw):
+        seen.extend(zip(inputs["input_ids"].tolist(), inputs["labels"].tolist()))
+        return original(self, model, inputs, *a, **kw)
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", spy)
+    model, _ = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=2, verbose=False)
+    lora_nb.train(model, tok, rows, steps=1, batch_size=4, group_by_length=False, output_dir=str(tmp_path / "run"),
+                  progress=False)
+    trained = sorted([tok.decode([i]) for i, label in zip(ids, labels) if label != -100] for ids, labels in seen)
+    previewed = sorted([t for t, loss in row if loss] for row in shown)
+    assert trained == previewed and all(previewed)

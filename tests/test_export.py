@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import lora_nb
-from lora_nb import portable
+from lora_nb import compat, portable
 from lora_nb.errors import ConfigError
 from lora_nb.export import script_settings
 
@@ -199,7 +199,8 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     without_strings = ast.unparse(StripStrings().visit(tree))
     assert "PWNED" not in without_strings and "__import__" not in without_strings
     settings = constants(script)
-    assert settings == {**constants(inspect.getsource(portable)), **script_settings(recipe)}  # portable's own constants too
+    fixed = {**constants(inspect.getsource(portable)), **constants(inspect.getsource(compat))}
+    assert settings == {**fixed, **script_settings(recipe)}  # portable's and compat's own constants too
     assert (settings["MODEL"], settings["DEVICE_MAP"]) == (recipe.model.name, HOSTILE)
     assert (settings["DATA"], settings["DATA_SPLIT"], settings["EVAL"]) == (HOSTILE, HOSTILE, HOSTILE)
     assert (settings["RESUME"], settings["OUTPUT_DIR"]) == (HOSTILE, HOSTILE + "-script")

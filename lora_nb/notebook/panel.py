@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import ipywidgets as w
 
+from ..compat import tooltip_keyword
 from ..errors import ConfigError
 from ..files import atomic_write, check_free
 from ..provenance import unwrap
@@ -75,8 +76,7 @@ COPY_JS = ("const box = this.parentElement.querySelector('textarea'), said = thi
            "navigator.clipboard.writeText(box.value).then(() => done(true), () => done(document.execCommand('copy')));"
            "} else { done(document.execCommand('copy')); }")
 
-# ipywidgets 8 calls a control's hover text ``tooltip``; 7.7 (Colab) ``description_tooltip``.
-_TOOLTIP = "tooltip" if int(w.__version__.split(".")[0]) >= 8 else "description_tooltip"
+_TOOLTIP = tooltip_keyword(w.__version__)
 
 
 def _help(section: type, name: str) -> dict:

@@ -43,7 +43,9 @@ def test_one_chart_grows_with_each_point_and_the_table_follows(shell, llama, par
     assert images and base64.b64decode(images[-1]) == chart.last_png and chart.last_png[:4] == b"\x89PNG"
     assert sorted(chart._chart.lines) == ["r2-s0", "r4-s0"]  # one chart, a curve per point
     assert [len(line.get_xdata()) for line, _, _ in chart._chart.lines.values()] == [12, 12]
-    assert any("point 2/2 r4-s0 · running · step 12/12" in h for h in html)
+    # the status follows each point while it runs (which steps get a line depends on the machine's pace:
+    # a redraw waits `every` seconds), and every step reaches the chart, as the line lengths above say
+    assert any("point 2/2 r4-s0 · running · step " in h for h in html)
     assert any("point 1/2 r2-s0: finished" in h for h in html)
     assert "<td>pending</td>" in next(h for h in html if "<table" in h)  # the table of points shows from the start
     assert "sweep " in html[-2] and "(finished, 2/2 points finished)" in html[-2] and "best: r" in html[-2]
