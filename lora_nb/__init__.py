@@ -48,6 +48,7 @@ _EXPORTS = {
     "ConfigError": "errors",
     "preview": "data",
     "Panel": "notebook.panel",
+    "doctor": "support",
 }
 
 __all__ = sorted(_EXPORTS)

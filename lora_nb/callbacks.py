@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .quiet import progress_bar
 from .runs import METRICS, Run, memory_mb
 
 
@@ -30,6 +30,11 @@ class RunCallback(TrainerCallback):
     """
 
     run: Optional[Run] = None
+
+    def on_ready(self) -> None:
+        """Called by ``train()`` in the caller's thread once every setting is checked and the run's
+        notes are printed, just before training starts (in the background or not): a view that
+        shows itself here comes below those notes, and never above an error."""
 
 
 # A checkpoint at least this often (seconds), besides every 10% of the steps: a killed kernel
@@ -114,9 +119,26 @@ class Recorder(TrainerCallback):
         control.should_training_stop = True
 
 
-class LossProgress(ProgressCallback):
-    """Trainer's tqdm bar, with the latest loss in the bar instead of a printed dict per log."""
+class LossProgress(TrainerCallback):
+    """One bar for a run, with the latest loss in it (Trainer's own prints a dict per log and nests
+    a bar per evaluation): :func:`lora_nb.quiet.progress_bar`, so a terminal or a notebook shows it
+    and a log file gets no wall of redraws."""
+
+    bar: Any = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self.bar = progress_bar(total=state.max_steps, initial=state.global_step, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if self.training_bar is not None and logs and "loss" in logs:
-            self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

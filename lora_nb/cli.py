@@ -1,4 +1,4 @@
-"""The ``lora-nb`` command: demo, run a recipe, show targets, export a script."""
+"""The ``lora-nb`` command: demo, run a recipe, show targets, export a script, check the install."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def _targets(args: argparse.Namespace) -> int:
 
     print(targets_with_memory(args.model, r=args.r, trust_remote_code=args.trust_remote_code))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .support import doctor
+
+    report = doctor()
+    print(report)
+    return 1 if any(" older than " in line or " not installed" in line for line in report.advice) else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -114,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fsdp", action="store_true", help="with --launcher: shard the weights with FSDP (LoRA and QLoRA)")
     e.add_argument("--deepspeed", metavar="zero2|zero3", help="with --launcher: DeepSpeed ZeRO stage 2 or 3")
     e.set_defaults(fn=_export)
+    sub.add_parser("doctor", help="versions against the tested matrix, device, dtype, 4-bit path, caches").set_defaults(fn=_doctor)
     return p
 
 

@@ -10,6 +10,23 @@ imports nothing from lora_nb, and its imports sit inside the functions.
 
 from __future__ import annotations
 
+# The versions CI runs (.ci/run): the oldest in the lowest and colab jobs, the newest in the latest
+# job (colab's Python). pyproject's lower bounds are the oldest (tests/test_compat.py checks), and the
+# README's support matrix is this table. lora-nb doctor says what is installed outside it.
+TESTED = {
+    "python": ("3.10", "3.13"),
+    "torch": ("2.6.0", "2.13.0"),
+    "transformers": ("5.15.0", "5.25.0"),
+    "peft": ("0.20.0", "0.21.2"),
+    "trl": ("1.0.0", "1.16.0"),
+    "accelerate": ("1.14.0", "1.16.0"),
+    "datasets": ("4.7.0", "5.2.0"),
+    "bitsandbytes": ("0.49.0", "0.50.2"),
+    "ipython": ("7.34.0", "9.19.1"),
+    "ipykernel": ("6.17.0", "7.4.0"),
+    "ipywidgets": ("7.7.1", "8.1.9"),
+}
+
 # TrainingArguments fields that transformers renamed, newest name -> the name older releases take.
 # lora_nb writes the newest; an older transformers gets the one it knows.
 # activation_checkpointing: transformers 5.23 (5.15, Colab's, has gradient_checkpointing only).

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .errors import ConfigError
 from .files import user_path
-from .quiet import quietly
+from .quiet import progress_bar, quietly
 from .render import html_table, text_table
 
 if TYPE_CHECKING:
@@ -130,8 +130,6 @@ def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_m
         >>> result = evaluate(model, tok, "test.jsonl", metric="contains", run=run)   # doctest: +SKIP
         >>> result.score, result.worst(3)                                          # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     from .runs import Run, training_run
 
     name, score_of = _metric(metric)
@@ -148,7 +146,7 @@ def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_m
     source = _describe(data)
     cases = _cases(data, tokenizer, limit, source)
     references = [_text(completion) for _, completion in cases]
-    with tqdm(total=len(cases), desc=f"evaluate ({name})", unit="row", disable=not progress) as bar:
+    with progress_bar(total=len(cases), desc=f"evaluate ({name})", unit="row", disable=not progress) as bar:
         if name == "token_accuracy":
             counts = _token_accuracy(model, tokenizer, cases, batch_size, bar)
             predictions = [text for _, _, text in counts]

@@ -124,12 +124,12 @@ def inject(
     ``train.seed``, 42); it is recorded with the adapter, so a run's recipe and exported script
     initialise the same adapter. A model
     that already carries an adapter has it removed first, so rerunning a notebook cell starts
-    fresh; a call that fails (a bad setting or target) leaves that adapter in place. Prints
-    PEFT's trainable-parameter summary.
+    fresh; a call that fails (a bad setting or target) leaves that adapter in place. Prints one
+    line: the adapter's parameters and their share of the base model, as :func:`discover` counts.
 
     Example:
         >>> model = inject(model, r=8, alpha=16, targets="attention")   # doctest: +SKIP
-        trainable params: 73,728 || all params: 124,513,536 || trainable%: 0.0592
+        LoRA adapter: 73,728 trainable parameters, 0.059% of the model's 124,439,808 (attention, r=8)
     """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -159,5 +159,19 @@ def inject(
                                                    bias=bias, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
                                                    modules_to_save=modules_to_save, seed=seed))
     if verbose:
-        peft_model.print_trainable_parameters()
+        print(trainable_line(peft_model, targets, r))
     return peft_model
+
+
+def trainable_line(peft_model: Any, targets: Union[str, list], r: int) -> str:
+    """What an adapter trains, as a share of the base model: the figure :func:`lora_nb.discover`'s
+    table gives (PEFT's own summary divides by base + adapter instead, a second, smaller figure).
+
+    Example:
+        >>> trainable_line(inject(model, r=4, verbose=False), "attention", 4)   # doctest: +SKIP
+        'LoRA adapter: 4,096 trainable parameters, 8.750% of the model's 46,816 (attention, r=4)'
+    """
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    base = total - trainable
+    return (f"LoRA adapter: {trainable:,} trainable parameters, {100 * trainable / base:.3f}% of the model's "
+            f"{base:,} ({targets if isinstance(targets, str) else ', '.join(map(str, targets))}, r={r})")

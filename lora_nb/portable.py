@@ -376,7 +376,9 @@ def load_rows(source, split="train"):
     source = expand_user(str(source))  # ~/data/train.jsonl, $DATA/train.jsonl; a Hub name stays as it is
     ext = os.path.splitext(source)[1].lower()
     if os.path.isfile(source) and ext in DATA_FILES:
-        return load_dataset(DATA_FILES[ext], data_files=source, split="train")
+        with open(source, "rb") as f:  # a byte order mark: datasets 5 reads past it, 4.x fails on it unless told
+            bom = DATA_FILES[ext] == "json" and f.read(3) == b"\xef\xbb\xbf"
+        return load_dataset(DATA_FILES[ext], data_files=source, split="train", **({"encoding": "utf-8-sig"} if bom else {}))
     saved = ("dataset_info.json", "dataset_dict.json")  # save_to_disk's folder of a Dataset, of a DatasetDict
     if os.path.isdir(source) and any(os.path.exists(os.path.join(source, name)) for name in saved):
         data = load_from_disk(source)

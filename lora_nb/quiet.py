@@ -175,6 +175,30 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
             _last = capture
 
 
+def progress_bar(*, disable: bool = False, **kwargs: Any) -> Any:
+    """lora_nb's own progress display (a run's bar, an evaluation's): tqdm.auto — a widget in a
+    notebook kernel — on the stderr under the capture, so it shows while the libraries' output is
+    captured; off where stderr is neither a terminal nor a notebook's (a log file, CI), where a bar
+    would be a wall of redraws. ``kwargs`` go to tqdm.
+
+    Example:
+        >>> with progress_bar(total=3, desc="rows") as bar:
+        ...     _ = bar.update(3)
+    """
+    from tqdm.auto import tqdm
+
+    stream = _saved.get("stderr", sys.stderr)
+    shown = _in_kernel() or bool(getattr(stream, "isatty", lambda: False)())
+    return tqdm(file=stream, disable=disable or not shown, **kwargs)
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (tqdm.auto's own test: a notebook front end draws its bars)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 SMALL_BYTES = 2 ** 30  # a local folder under 1 GiB loads in about a second (SmolLM2-135M, 513 MiB: 0.3 s): a bar there is noise
 
 

@@ -275,6 +275,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     for callback in callbacks:
         if isinstance(callback, RunCallback):
             callback.run = run
+            callback.on_ready()
     checkpoint = last_checkpoint(run.dir) if resume else None
     training(model, run)
     if background:

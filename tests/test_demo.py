@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_nb.demo import GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, notebook_base, pretrained_base, run_demo
+from lora_nb.demo import (GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, notebook_base, pretrained_base, quickstart,
+                          run_demo)
 from lora_nb.errors import ConfigError
 
 
@@ -127,6 +128,24 @@ def test_pretrained_base_uses_the_hugging_face_cache(nothing_at_hand, tmp_path):
     assert pretrained_base() is None  # a config without weights is not a model
     (snapshot / "model.safetensors").write_bytes(b"")
     assert pretrained_base() == str(snapshot)
+
+
+def test_quickstart_names_its_base_and_the_value_that_switches(monkeypatch, tmp_path, capsys, llama):
+    """On a CPU the embedded model, saying the word that switches to a pretrained one (and its
+    cost); asked for one, that one, saying the word that switches back."""
+    monkeypatch.setenv("LORA_NB_BASE", "embedded")
+    start = quickstart(tmp_path / "data")
+    said = capsys.readouterr().out
+    assert Path(start.model_path).name == "llama-demo-0" and start.quant == "--4bit" and start.steps == 150
+    assert start.train_path.read_text().count("\n") == 2000 and start.test_path.read_text().count("\n") == 100
+    assert said.count("\n") == 1 and "(embedded, untrained" in said and "%env LORA_NB_BASE=pretrained," in said
+    assert "about 6 s a step on 2 CPU cores, 15 min for the 150 steps" in said
+
+    monkeypatch.setenv("LORA_NB_BASE", llama)  # a folder stands for the pretrained model here
+    start = quickstart(tmp_path / "data")
+    said = capsys.readouterr().out
+    assert start.model_path == llama and start.quant == "" and start.lr == 1e-3
+    assert said.count("\n") == 1 and "(pretrained)" in said and "%env LORA_NB_BASE=embedded," in said
 
 
 def test_notebook_base_is_the_embedded_model_unless_a_pretrained_one_is_asked_for(monkeypatch, tmp_path):

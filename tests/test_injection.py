@@ -77,11 +77,17 @@ def test_same_seed_same_initialisation(llama):
     assert (wa == wb).all() and not (wa == wc).all()
 
 
-def test_trainable_summary_is_printed(llama, capsys):
-    model, _ = lora_nb.load(llama)
+@pytest.mark.parametrize("quant", [None, "4bit"])
+def test_inject_says_the_share_discover_gives(llama, capsys, quant):
+    """One figure for 'how much of the model trains': inject's line repeats discover's % of model
+    (PEFT's summary, which divides by base + adapter, is not printed)."""
+    model, _ = lora_nb.load(llama, quant=quant)
+    table = discover(model, r=4)
     lora_nb.inject(model, r=4, targets="attention")
-    expected = discover(llama, r=4).lora_params("attention")
-    assert f"trainable params: {expected:,}" in capsys.readouterr().out
+    expected = next(row for row in table.summary_rows() if row[0] == "attention")
+    out = capsys.readouterr().out
+    assert out == (f"LoRA adapter: {expected[2]:,} trainable parameters, {expected[3]} of the model's "
+                   f"{table.total_params:,} (attention, r=4)\n")
 
 
 def lora_weights(peft_model) -> dict:

@@ -9,10 +9,17 @@ from typing import Any
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext lora_nb``: register ``%lora`` / ``%%lora``. Imports no torch (that waits for first use)."""
+    """``%load_ext lora_nb``: register ``%lora`` / ``%%lora``, and say in one line when an installed
+    library is outside the tested matrix (``%lora doctor`` has the rest). Imports no torch (that
+    waits for first use)."""
+    from ..support import outside
     from .magics import LoraMagics
 
     ipython.register_magics(LoraMagics)
+    found = outside()
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        print(f"lora_nb: {found[0]}{more}. %lora doctor for details.")
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -156,10 +156,8 @@ class LiveChart(BudgetedChart):
         if self.view is None:
             self.view = DisplayView()
 
-    def on_init_end(self, args, state, control, **kw):
-        # The trainer is built once every setting has been checked, in the cell's own thread (also
-        # for background runs): showing the view here leaves no empty chart above a usage error.
-        self.show()
+    def on_ready(self) -> None:
+        self.show()  # in the cell's own thread, under the run's notes, and only once nothing can fail a setting
 
     def on_train_begin(self, args, state, control, **kw):
         self._started = time.perf_counter()
@@ -201,10 +199,10 @@ class LiveChart(BudgetedChart):
         if self.run.status == "running":
             hint = (" — Stop / Save now work while it trains" if self.run.background else
                     " — to stop, interrupt the kernel (■ / I,I): the adapter and history are kept")
-        done = ""
-        if self.run.status in ("failed", "diverged"):
+        done = ""  # a cell that trains in the foreground prints the run's one result line itself, below the chart
+        if self.run.background and self.run.status in ("failed", "diverged"):
             done = f"<br><b>{html.escape(f'{self.run.status} at step {self.run.step}: {self.run.message}')}</b>"
-        elif self.run.status != "running":
+        elif self.run.background and self.run.status != "running":
             how = {"interrupted": "stopped at step {} (interrupted)", "failed": "failed at step {}"}.get(
                 self.run.status, self.run.status + " at step {}").format(self.run.step)
             done = f"<br><b>{html.escape(how)}, adapter saved in {html.escape(str(self.run.adapter_dir))}</b>"

@@ -428,6 +428,14 @@ def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     return RunTable(runs[:args.limit])
 
 
+@verb("doctor", "library versions against the tested matrix, device, dtype auto picks, 4-bit path, caches, offline",
+      "%lora doctor")
+def _doctor(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
+    from ..support import doctor
+
+    return doctor()
+
+
 @verb("panel", "the widget panel: model, targets, data preview, train / stop / compare / export", "%lora panel")
 def _panel(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     from .panel import Panel

@@ -120,7 +120,7 @@ def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, in_tmp, caps
     with pytest.raises(UsageError, match=r"rnak: unknown setting.*Did you mean 'r'"):
         ip.run_line_magic("lora", "inject rnak=8")
     ip.run_line_magic("lora", "inject r=4 alpha=8 targets=attention")
-    assert "trainable params" in capsys.readouterr().out
+    assert "LoRA adapter: " in capsys.readouterr().out
     run = ip.run_line_magic("lora", f"train data={data_file} steps=3 lr=2e-3 batch_size=8 output_dir={tmp_path / 'run'}")
     assert run.status == "finished" and run.step == 3 and run.recipe.train.lr == 0.002
     result = ip.run_line_magic("lora", f"eval data={data_file} limit=8 metric=contains")
