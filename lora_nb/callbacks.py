@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from .quiet import captured, progress_bar
 
-from .quiet import progress_bar
+with captured():  # the one module importing the libraries at its top (a live chart's): what they say goes to the log
+    import torch
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
 from .runs import METRICS, Run, memory_mb
 
 

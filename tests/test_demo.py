@@ -22,7 +22,7 @@ from lora_nb.errors import ConfigError
 def test_demo_end_to_end(tmp_path, capsys):
     figures = run_demo(tmp_path / "demo")
     out, err = capsys.readouterr()
-    assert "Loading weights" not in err  # the embedded model loads in milliseconds: no bar
+    assert err == ""  # stderr is no terminal here (a log file, CI): no wall of bars, no library noise
     assert f"accuracy before: {figures['accuracy_before']:.2f}" in out
     assert f"accuracy after: {figures['accuracy_after']:.2f}" in out
     assert figures["accuracy_before"] <= 0.2 and figures["accuracy_after"] >= 0.9

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import warnings
@@ -232,3 +233,58 @@ def test_building_a_tiny_model_shows_no_bar(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LORA_NB_CACHE", str(tmp_path))
     tiny_model("gpt2")
     assert "Writing model shards" not in capsys.readouterr().err
+
+
+def test_a_terminal_shows_one_bar_for_the_run_and_a_log_file_none(tmp_path, model_cache):
+    """lora_nb's own progress display: on a terminal (a pty here) one bar with the loss in it and no
+    other bar (no nested evaluation bar, no library's); with stderr a file, nothing at all."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    code = ("import lora_nb\n"
+            "from lora_nb import demo_data\n"
+            "from lora_nb.tiny import tiny_model\n"
+            "model, tok = lora_nb.load(str(tiny_model('llama')))\n"
+            "model = lora_nb.inject(model, r=4, verbose=False)\n"
+            "rows = demo_data.split(32, 8)\n"
+            "lora_nb.train(model, tok, rows[0], eval=rows[1], eval_steps=3, steps=6, batch_size=4, "
+            "output_dir=__import__('sys').argv[1])\n")
+    env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tty")], stdout=subprocess.DEVNULL,
+                            stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=600) == 0
+    os.close(leader)
+    screen = seen.decode(errors="replace").replace("\r", "\n")
+    assert "6/6 [" in screen and "loss=" in screen, screen
+    assert set(re.findall(r"\|\s*\d+/(\d+) \[", screen)) == {"6"}, screen  # one bar: no evaluation's, no library's
+
+    with open(tmp_path / "stderr.txt", "w") as log:
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "file")], stdout=subprocess.DEVNULL,
+                              stderr=log, env=env, timeout=600)
+    assert done.returncode == 0 and (tmp_path / "stderr.txt").read_text() == ""
+
+
+def test_importing_lora_nbs_notebook_layer_says_nothing_on_stderr(model_cache):
+    """The live chart's module imports transformers (and through it bitsandbytes, which with the Hub
+    offline has transformers 5.25's kernels package warn): a lora_nb import keeps that out too."""
+    import subprocess
+
+    env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="info")
+    done = subprocess.run([sys.executable, "-c", "import lora_nb\nfrom lora_nb.notebook.live import LiveChart\n"
+                           "import bitsandbytes, peft, trl"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

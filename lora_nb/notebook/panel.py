@@ -158,7 +158,6 @@ class Panel(w.VBox):
     def __init__(self, session: Optional[Session] = None, model: str = "", data: str = "") -> None:
         self.session = s = session or Session()
         self.report: Any = None
-        self.memory: Any = None  # the loaded model's training memory (lora_nb.estimate), shown under its targets
         self.adapter_params = 0  # parameters of an adapter already on the model (not the base's)
         self.warned: list[str] = []
         wide, auto = w.Layout(width="60%"), w.Layout(width="auto", flex="0 0 auto")  # auto: never squeezed
@@ -217,7 +216,8 @@ class Panel(w.VBox):
                    "Export code": self.export, "Save to file": self.save_script}
         for name, fn in actions.items():
             self.buttons[name].on_click(self._guarded(fn))
-        self.r.observe(lambda _: self.update_params(), names="value")
+        for control in (self.r, self.batch_size, self.max_length):  # the count and the memory line follow them
+            control.observe(lambda _: self.update_params(), names="value")
         b = self.buttons
         pages = [
             w.HBox([self.model_name, self.quant, b["Load"]]),
@@ -286,7 +286,7 @@ class Panel(w.VBox):
     def show_targets(self) -> None:
         model = self.session.model
         planned = self.session.targets(unwrap(model), r=self.r.value)
-        self.report, self.memory = planned.discovery, planned.memory[0]
+        self.report = planned.discovery
         # discover() counts an adapter already on the model as part of it: the share is of the base
         self.adapter_params = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
         boxes = []
@@ -315,8 +315,21 @@ class Panel(w.VBox):
             dim, where = min(smallest.in_features, smallest.out_features), smallest.name.rsplit(".", 1)[-1]
             line += (f"<br><span style='color:{WARN}'>⚠ r={r} is not below the smallest adapted dimension "
                      f"({dim} in {html.escape(where)}): LoRA stops being low-rank</span>")
-        line += f"<br>memory (all-linear, r={self.report.r}): {html.escape(self.memory.summary())}"
+        line += self._memory_line(r)
         self.params.value = line
+
+    def _memory_line(self, r: int) -> str:
+        """Training memory for the roles ticked, r and the Train tab's batch (lora_nb.estimate on the loaded model)."""
+        from ..memory import estimate
+
+        roles, batch, length = self.targets(), self.batch_size.value, self.max_length.value
+        if not roles:
+            return ""
+        try:
+            memory = estimate(unwrap(self.session.model), r=r, targets=roles, batch_size=batch, max_length=length)
+        except ConfigError:  # a batch size or length being typed in: no line until it is a valid one
+            return ""
+        return f"<br>memory ({html.escape(', '.join(roles))}, r={r}, batch {batch} × {length}): {html.escape(memory.summary())}"
 
     def preview(self) -> None:
         from ..data import preview

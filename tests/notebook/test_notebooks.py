@@ -79,6 +79,10 @@ def assert_quiet(nb) -> None:
         assert len(pngs) <= 1, f"{where} shows {len(pngs)} charts"
         bars = [o for o in cell.outputs if PROGRESS_BAR.search(str(o.get("data", {}).get("text/plain", "")))]
         assert len(bars) <= 1, f"{where} shows {len(bars)} progress bars: " + "; ".join(o.data["text/plain"][:40] for o in bars)
+        said = [json.dumps(o.get("data", o.get("text"))) for o in cell.outputs]
+        assert sum(text.count("adapter saved in") for text in said) <= 1, f"{where} says twice where the adapter is"
+        notes = [k for k, o in enumerate(cell.outputs) if "note: " in str(o.get("text", ""))]
+        assert not (notes and pngs) or max(notes) < cell.outputs.index(pngs[0]), f"{where} prints a note under its chart"
     text = text_of(nb)
     assert text.count("finished 150 steps") == 1, "one result line per train cell"
 
@@ -106,15 +110,18 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=120)
         assert reply["content"]["status"] == "ok", reply["content"]  # the cell ends normally, no traceback
-        printed = []
-        while True:  # everything the cell printed: its output ends with the kernel's idle status for it
+        printed, shown = [], []
+        while True:  # everything the cell printed and displayed: it ends with the kernel's idle status for it
             msg = kc.get_iopub_msg(timeout=60)
             if msg["msg_type"] == "stream":
                 printed.append(msg["content"]["text"])
+            if msg["msg_type"] in ("display_data", "update_display_data"):
+                shown.append(msg["content"]["data"].get("text/html", ""))
             if (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
                     and msg["parent_header"].get("msg_id") == train_id):
                 break
         assert any("stopped at step" in t and "(interrupted), adapter saved in" in t for t in printed), printed
+        assert not any("adapter saved in" in html for html in shown), "the live view repeats the result line"
         status = json.loads((tmp_path / "run" / "run.json").read_text())
         assert status["status"] == "interrupted" and status["step"] >= 3
         assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()

@@ -41,9 +41,14 @@ def test_parameter_count_follows_r_and_roles(tiny):
     assert f"<b>{expected:,}</b> = {100 * expected / report.total_params:.3g}% of the model's {report.total_params:,}" \
         in panel.params.value
     assert "⚠" not in panel.params.value
+    assert "memory (attention, mlp, r=16, batch 4 × 1024): training needs about" in panel.params.value
     panel.r.value = 4
     panel.roles.children[1].value = False  # untick mlp
     assert f"<b>{report.lora_params('attention', r=4):,}</b>" in panel.params.value
+    memory = lora_nb.estimate(session.model, r=4, targets=["attention"], batch_size=4, max_length=1024)
+    assert f"memory (attention, r=4, batch 4 × 1024): {memory.summary()}" in panel.params.value  # follows r and roles
+    panel.batch_size.value = 8
+    assert "memory (attention, r=4, batch 8 × 1024)" in panel.params.value
     panel.r.value = 32  # k_proj and v_proj are 32 wide in the tiny Llama (grouped-query attention)
     assert "r=32 is not below the smallest adapted dimension (32 in k_proj): LoRA stops being low-rank" in panel.params.value
     panel.r.value = 128
