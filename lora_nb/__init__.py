@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import quiet as _quiet  # noqa: F401 - first, so a known bitsandbytes import-time note is dropped (see there)
+from . import quiet as _quiet  # noqa: F401 - first: from here on the training stack's import-time notes go to the log
 
 __version__ = "0.1.0"
 

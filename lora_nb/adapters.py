@@ -13,7 +13,8 @@ from typing import Any, Optional, Union
 from .errors import ConfigError
 from .files import check_free, user_path
 from .provenance import lora_section, model_section
-from .quiet import quietly, worth_a_bar
+from .progress import worth_a_bar
+from .quiet import quietly
 
 META_FILE = "lora_nb.json"
 

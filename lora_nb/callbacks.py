@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .quiet import captured, progress_bar
+from .progress import progress_bar
+from .quiet import captured
 
 with captured():  # the one module importing the libraries at its top (a live chart's): what they say goes to the log
     import torch
@@ -123,7 +124,7 @@ class Recorder(TrainerCallback):
 
 class LossProgress(TrainerCallback):
     """One bar for a run, with the latest loss in it (Trainer's own prints a dict per log and nests
-    a bar per evaluation): :func:`lora_nb.quiet.progress_bar`, so a terminal or a notebook shows it
+    a bar per evaluation): :func:`lora_nb.progress.progress_bar`, so a terminal or a notebook shows it
     and a log file gets no wall of redraws."""
 
     bar: Any = None

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple, Optional
 
 from . import demo_data
 from .files import check_free, replace_folder
-from .quiet import captured, quietly, worth_a_bar
+from .progress import worth_a_bar
+from .quiet import captured, quietly
 
 ANSWER_TOKENS = 6  # "even" / "odd" and the end of the turn, with room to show an answer that runs on
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .errors import ConfigError
 from .files import user_path
-from .quiet import progress_bar, quietly
+from .progress import progress_bar
+from .quiet import quietly
 from .render import html_table, text_table
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from . import portable
 from .errors import ConfigError
 from .files import expand_user
 from .provenance import record
-from .quiet import quietly, worth_a_bar
+from .progress import worth_a_bar
+from .quiet import quietly
 from .recipe import DTYPES, QUANTS, ModelSection, coerce
 
 

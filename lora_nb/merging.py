@@ -17,7 +17,8 @@ from typing import Any, Optional, Union
 from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
 from .files import check_free, user_path
-from .quiet import quietly, worth_a_bar
+from .progress import worth_a_bar
+from .quiet import quietly
 from .recipe import DTYPES
 
 MERGE_INTO = ("dequantized", "original")

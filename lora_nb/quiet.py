@@ -1,7 +1,7 @@
 """Library noise kept out of the notebook, and kept: whatever an installed library warns, logs or
-writes to stderr during a lora_nb call (and while the call imports it) goes to a log file and is
-counted, not shown — known messages or not, any library, any log level, so that a new release's
-new message stays out too.
+writes to stderr during a lora_nb call (and while the call imports it, or, once lora_nb is
+imported, while anyone first imports the training stack) goes to a log file and is counted, not
+shown — known messages or not, any library, any log level: a new release's new message stays out.
 
 A library is told apart by where the code sits: an installed package (site-packages, or the
 folder of transformers, peft, trl… wherever imported from), or a logger named after one. A
@@ -21,9 +21,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import logging
 import os
-import re
 import sys
 import sysconfig
 import threading
@@ -36,10 +36,6 @@ from typing import Any, Callable, Iterator, Optional, Union
 from .files import cache_dir
 
 LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
-
-# Said by bitsandbytes at import on AVX512-BF16 CPUs about an optional speed kernel ("pip install
-# kernels"): never a problem for lora_nb's users, so it is dropped even outside a lora_nb call.
-ALWAYS_QUIET = re.compile(r"Failed to load CPU gemm_4bit_forward")
 
 _local = threading.local()
 _lock = threading.RLock()
@@ -147,10 +143,24 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
         >>> log.lines[-1].endswith("transformers.trainer WARNING: noise")
         True
     """
-    global _users, _last
+    global _last
+    outer = current()
+    with _open(capture, progress) as capture:
+        bars = _hide_bars(progress)  # imports datasets and transformers: what they say doing so is captured
+        try:
+            yield capture
+        finally:
+            bars()
+    if outer is None:
+        _last = capture
+
+
+@contextmanager
+def _open(capture: Optional[Capture], progress: bool) -> Iterator[Capture]:
+    """The hooks of :func:`captured`, without touching the libraries' bars (which imports them)."""
+    global _users
     stack = _local.__dict__.setdefault("stack", [])
-    outer = stack[-1] if stack else None
-    capture = capture or outer or Capture(default_log())
+    capture = capture or (stack[-1] if stack else None) or Capture(default_log())
     stack.append(capture)
     kept = _local.__dict__.setdefault("bars", [False])
     kept.append(progress)
@@ -159,11 +169,7 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
             _install()
         _users += 1
     try:
-        bars = _hide_bars(progress)  # imports datasets and transformers: what they say doing so is captured
-        try:
-            yield capture
-        finally:
-            bars()
+        yield capture
     finally:
         stack.pop()
         kept.pop()
@@ -171,52 +177,49 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
             _users -= 1
             if _users == 0:
                 _uninstall()
-        if outer is None:
-            _last = capture
 
 
-def progress_bar(*, disable: bool = False, **kwargs: Any) -> Any:
-    """lora_nb's own progress display (a run's bar, an evaluation's): tqdm.auto — a widget in a
-    notebook kernel — on the stderr under the capture, so it shows while the libraries' output is
-    captured; off where stderr is neither a terminal nor a notebook's (a log file, CI), where a bar
-    would be a wall of redraws. ``kwargs`` go to tqdm.
-
-    Example:
-        >>> with progress_bar(total=3, desc="rows") as bar:
-        ...     _ = bar.update(3)
-    """
-    from tqdm.auto import tqdm
-
-    stream = _saved.get("stderr", sys.stderr)
-    shown = _in_kernel() or bool(getattr(stream, "isatty", lambda: False)())
-    return tqdm(file=stream, disable=disable or not shown, **kwargs)
+def stream_under_capture() -> Any:
+    """The stderr a capture stands in for (``sys.stderr`` when none is open): where lora_nb's own
+    progress display writes."""
+    return _saved.get("stderr", sys.stderr)
 
 
-def _in_kernel() -> bool:
-    """Whether this process is a Jupyter kernel (tqdm.auto's own test: a notebook front end draws its bars)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+class _QuietImports(importlib.abc.MetaPathFinder):
+    """Captures what the training stack's packages say while they are first imported, whoever
+    imports them once lora_nb is (bitsandbytes' CPU kernel hints, a Hub-offline note, a deprecation
+    printed at import): their top-level module runs under a capture, logging to :func:`default_log`."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in LIBRARIES:
+            return None
+        for finder in sys.meta_path:
+            found = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            if found is not None:
+                if hasattr(found.loader, "exec_module"):
+                    found.loader = _QuietLoader(found.loader)
+                return found
+        return None
 
 
-SMALL_BYTES = 2 ** 30  # a local folder under 1 GiB loads in about a second (SmolLM2-135M, 513 MiB: 0.3 s): a bar there is noise
+class _QuietLoader(importlib.abc.Loader):
+    """A package's own loader, run under a capture; everything else is the wrapped loader's."""
 
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
 
-def worth_a_bar(source: Any) -> bool:
-    """Whether loading ``source`` deserves a progress bar: not for a local folder or a loaded model
-    holding under :data:`SMALL_BYTES` of weights; yes for anything else (a Hub name may download).
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
 
-    Example:
-        >>> import torch
-        >>> worth_a_bar(torch.nn.Linear(4, 4)), worth_a_bar("Qwen/Qwen2.5-0.5B-Instruct")
-        (False, True)
-    """
-    if hasattr(source, "parameters"):
-        return sum(p.numel() * p.element_size() for p in source.parameters()) >= SMALL_BYTES
-    folder = Path(os.path.expandvars(os.path.expanduser(os.fspath(source)))) if isinstance(source, (str, os.PathLike)) else None
-    if folder is None or not folder.is_dir() or (folder / "adapter_config.json").is_file():
-        return True  # a Hub name, or an adapter whose base is loaded from elsewhere
-    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")) >= SMALL_BYTES
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = self._loader  # the package sees its own loader (resources, source)
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        with _open(None, False):
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
 
 
 def quietly(progress: Union[bool, Callable[[Any], bool]] = False):
@@ -307,9 +310,7 @@ def _library_logger(record: logging.LogRecord) -> bool:
 def _showwarning(message, category, filename, lineno, file=None, line=None):
     capture = current()
     if capture is not None and _from_library(category, filename):
-        text = f"{category.__name__}: {message} ({filename}:{lineno})"
-        if not ALWAYS_QUIET.search(text):
-            capture.add(text)
+        capture.add(f"{category.__name__}: {message} ({filename}:{lineno})")
         return
     _saved["showwarning"](message, category, filename, lineno, file, line)
 
@@ -319,8 +320,7 @@ def _call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
     thread goes to its capture, whatever the logger and its level; any other goes where it would."""
     capture = current()
     if capture is not None and _library_logger(record):
-        if not ALWAYS_QUIET.search(record.getMessage()):
-            capture.add(f"{record.name} {record.levelname}: {record.getMessage()}")
+        capture.add(f"{record.name} {record.levelname}: {record.getMessage()}")
         return
     _saved["callHandlers"](logger, record)
 
@@ -342,7 +342,7 @@ class _Stderr:
         *lines, self._pending.text = pending.split("\n")
         for line in lines:
             line = line.rsplit("\r", 1)[-1].strip()  # a bar redrawn in place: its last state
-            if line and not ALWAYS_QUIET.search(line):
+            if line:
                 capture.add(line)
         return len(text)
 
@@ -394,9 +394,6 @@ def _uninstall() -> None:
         sys.stderr = stderr
 
 
-class _DropKnownNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not ALWAYS_QUIET.search(record.getMessage())
-
-
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKnownNoise())
+# From lora_nb's import on, the training stack's own imports are captured too (see _QuietImports).
+if not any(isinstance(finder, _QuietImports) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _QuietImports())

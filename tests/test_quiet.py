@@ -178,13 +178,22 @@ def test_a_background_thread_joins_its_runs_capture():
     assert log.count == 1
 
 
-def test_the_bitsandbytes_kernel_hint_never_shows(caplog):
-    import lora_nb  # noqa: F401 - importing lora_nb is enough, no call needed
+def test_the_stacks_import_time_notes_never_show_once_lora_nb_is_imported(noisy_lib, capsys, monkeypatch):
+    """Whoever imports a library of the training stack after lora_nb (a notebook's own
+    ``from peft import ...``), what it says at import goes to the log: bitsandbytes' CPU kernel
+    hint, transformers 5.25's kernels-publisher note. Its modules still see their own loader."""
+    import importlib.machinery
 
-    ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'.")
-    ops.warning("a different bitsandbytes warning")
-    assert "gemm_4bit_forward" not in caplog.text and "a different bitsandbytes warning" in caplog.text
+    from lora_nb import quiet
+
+    monkeypatch.setattr(quiet, "LIBRARIES", (*quiet.LIBRARIES, "noisy_lib"))
+    import noisy_lib
+
+    assert capsys.readouterr().err == ""
+    assert any("noisy_lib: a message at import" in line for line in open(quiet.default_log()))
+    assert isinstance(noisy_lib.__loader__, importlib.machinery.SourceFileLoader)
+    noisy_lib.act()  # at call time, outside a lora_nb call, the library speaks as it always did
+    assert "a message at call time" in capsys.readouterr().err
 
 
 def test_datasets_and_transformers_bars_are_off_inside_and_back_after():
@@ -216,13 +225,13 @@ def test_a_library_installed_outside_site_packages_is_still_a_library(tmp_path, 
 
 def test_a_small_model_loads_without_a_progress_bar(llama, capsys, monkeypatch):
     """A bar is for a load that takes a while: the tiny model's would be noise in every notebook cell."""
-    from lora_nb import quiet
+    from lora_nb import progress
 
     lora_nb.load(llama)
     assert "Loading weights" not in capsys.readouterr().err
-    assert quiet.worth_a_bar("Qwen/Qwen2.5-0.5B-Instruct")  # a Hub name may download
-    monkeypatch.setattr(quiet, "SMALL_BYTES", 1)
-    assert quiet.worth_a_bar(llama)
+    assert progress.worth_a_bar("Qwen/Qwen2.5-0.5B-Instruct")  # a Hub name may download
+    monkeypatch.setattr(progress, "SMALL_BYTES", 1)
+    assert progress.worth_a_bar(llama)
     lora_nb.load(llama)
     assert "Loading weights" in capsys.readouterr().err
 
