@@ -51,3 +51,16 @@ def in_tmp(tmp_path, monkeypatch):
     """Run the test from an empty folder, so default run folders land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def shell():
+    """A fresh InteractiveShell (history off): IPython's display() publishes through it."""
+    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    yield InteractiveShell.instance(config=config)
+    InteractiveShell.clear_instance()

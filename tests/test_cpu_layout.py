@@ -114,4 +114,6 @@ def test_merge_after_a_repack_matches_the_adapter(wide, parity, tmp_path):
     repack(model)  # a generate/compare on an AVX512-BF16 CPU before the merge
     out = lora_nb.merge(model, tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(out)
-    assert rel_err(adapter, logits(merged, tok)) < 2e-2  # 1.29 when the packed layout is read as NF4
+    # 1.29 when the packed layout is read as NF4; bf16 rounding alone gave up to 0.024 (torch 2.6 with
+    # bitsandbytes 0.49, the lowest CI job)
+    assert rel_err(adapter, logits(merged, tok)) < 5e-2

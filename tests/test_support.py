@@ -29,7 +29,7 @@ def test_each_verdict_and_what_it_tells_to_run():
         "transformers 5.14.1 is older than lora_nb is tested with (5.15.0–5.25.0): pip install -U 'transformers>=5.15.0'",
         f"peft 9.0.0 is newer than lora_nb is tested with (0.20.0–{TESTED['peft'][1]}); "
         f"if something breaks: pip install 'peft=={TESTED['peft'][1]}'",
-        "trl is not installed: pip install 'trl>=1.0.0'",
+        "trl is not installed: pip install 'trl>=1.9.0'",
         "Python 3.9.18 is older than lora_nb supports (3.10–3.13): use Python 3.10 or newer",
     ]
     assert support.outside(dict(OLDEST)) == []
@@ -60,18 +60,6 @@ def test_lora_nb_doctor_prints_the_table(tmp_path):
     versions = support.installed()
     assert f"transformers        {versions['transformers']}" in done.stdout
     assert ("all versions inside the tested matrix" in done.stdout) == (support.outside() == [])
-
-
-@pytest.fixture
-def shell():
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    InteractiveShell.clear_instance()
-    config = Config()
-    config.HistoryManager.enabled = False
-    yield InteractiveShell.instance(config=config)
-    InteractiveShell.clear_instance()
 
 
 @pytest.mark.parametrize("versions, said", [

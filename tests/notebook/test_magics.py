@@ -13,18 +13,10 @@ from IPython.core.error import UsageError
 
 
 @pytest.fixture
-def ip():
+def ip(shell):
     """A fresh InteractiveShell, history off, with the extension loaded."""
-    from traitlets.config import Config
-    from IPython.core.interactiveshell import InteractiveShell
-
-    InteractiveShell.clear_instance()
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=config)
     shell.run_line_magic("load_ext", "lora_nb")
-    yield shell
-    InteractiveShell.clear_instance()
+    return shell
 
 
 @pytest.fixture

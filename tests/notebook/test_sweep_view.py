@@ -12,19 +12,6 @@ from lora_nb.notebook.sweep_view import SweepChart
 from lora_nb.sweeps import sweep
 
 
-@pytest.fixture
-def shell():
-    """A fresh InteractiveShell (history off): IPython's display() publishes through it."""
-    from traitlets.config import Config
-    from IPython.core.interactiveshell import InteractiveShell
-
-    InteractiveShell.clear_instance()
-    config = Config()
-    config.HistoryManager.enabled = False
-    yield InteractiveShell.instance(config=config)
-    InteractiveShell.clear_instance()
-
-
 def test_one_chart_grows_with_each_point_and_the_table_follows(shell, llama, parity, tmp_path):
     from IPython.utils.capture import capture_output
 
