@@ -151,8 +151,8 @@ def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> It
             yield capture
         finally:
             bars()
-    if outer is None:
-        _last = capture
+            if outer is None:  # also when the call failed: last() tells what it hid
+                _last = capture
 
 
 @contextmanager
