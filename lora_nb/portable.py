@@ -47,11 +47,22 @@ def cpu_computes_bf16():
         >>> cpu_computes_bf16() in (True, False)
         True
     """
+    return bool(cpu_bf16_features())
+
+
+def cpu_bf16_features():
+    """The bf16 matrix instruction sets this CPU has, by name ("AVX512-BF16", "AMX"), from torch's
+    own probes (torch.cpu).
+
+    Example:
+        >>> set(cpu_bf16_features()) <= {"AVX512-BF16", "AMX"}
+        True
+    """
     import torch
 
     cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own probes (torch.cpu)
-    return any(getattr(cpu, check, lambda: False)() for check in checks)
+    probes = (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+    return [name for name, probe in probes if getattr(cpu, probe, lambda: False)()]
 
 
 def compute_dtype(model):

@@ -152,7 +152,7 @@ def _device_rows(versions: dict[str, Optional[str]]) -> list[tuple[str, str, str
         return []
     import torch
 
-    from .portable import resolve_dtype
+    from .portable import cpu_bf16_features, resolve_dtype
 
     dtype = str(resolve_dtype("auto")).replace("torch.", "")
     if torch.cuda.is_available():
@@ -160,9 +160,7 @@ def _device_rows(versions: dict[str, Optional[str]]) -> list[tuple[str, str, str
         device = f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
         four_bit = "CUDA kernels"
     else:
-        cpu = getattr(torch, "cpu", None)
-        flags = [name for name, probe in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-                 if getattr(cpu, probe, lambda: False)()]
+        flags = cpu_bf16_features()
         device = f"CPU, {os.cpu_count()} cores" + (f", {' and '.join(flags)}" if flags else ", no bf16 matrix instructions")
         four_bit = ("CPU (AVX512-BF16 repack kept off: pin_4bit_layout)" if "AVX512-BF16" in flags
                     else "CPU, generic kernel")
