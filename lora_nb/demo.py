@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
+from .errors import strict_flags
 from . import demo_data
 from .files import check_free, replace_folder
 from .progress import worth_a_bar
@@ -243,6 +244,7 @@ def write_data(folder: Path, train_rows: int = 2000, test_rows: int = 100) -> tu
     return paths
 
 
+@strict_flags
 def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, steps: Optional[int] = None,
              quant: Optional[str] = "auto", overwrite: bool = False) -> dict:
     """Run the demo and return its figures: accuracy before/after, merged accuracy, seconds, paths.

@@ -19,8 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import ConfigError
-from .files import expand_user
+from .errors import ConfigError, strict_flags
 from .provenance import unwrap
 from .quiet import quietly
 from .render import html_table, text_table
@@ -132,6 +131,7 @@ def _pct(n: int, total: int) -> Optional[str]:
     return f"{100 * n / total:.3f}%" if total else None
 
 
+@strict_flags
 @quietly()
 def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Discovery:
     """Find the modules LoRA can adapt, grouped by role, with shapes and parameter counts at rank ``r``.
@@ -158,6 +158,7 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
                      total_params=_param_count(base), r=r)
 
 
+@strict_flags
 def meta_model(source: Any, trust_remote_code: bool = False):
     """Build the model for a name, folder or config on the meta device: no weights, no memory.
 
@@ -167,7 +168,7 @@ def meta_model(source: Any, trust_remote_code: bool = False):
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from .loading import model_class
+    from .loading import model_class, read_config
 
     config = source if not isinstance(source, str) else read_config(source, trust_remote_code)
     cls = model_class(config)
@@ -180,31 +181,6 @@ def meta_model(source: Any, trust_remote_code: bool = False):
     # do the same, or the shared matrix is counted twice.
     model.tie_weights()
     return model
-
-
-def read_config(source: str, trust_remote_code: bool = False):
-    """The transformers config of a local folder or Hub name; a ConfigError naming ``model`` if there is none.
-
-    Example:
-        >>> read_config("/nope")
-        Traceback (most recent call last):
-        ...
-        lora_nb.errors.ConfigError: model: is not a local folder with config.json, nor a reachable Hub model; check the path (got '/nope').
-    """
-    from transformers import AutoConfig
-
-    source = expand_user(source)  # ~/models/x, $MODELS/x; a Hub name stays as it is
-    try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:  # transformers' own: a repo-id rule, a connection error, an unknown model_type
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if os.path.isfile(os.path.join(source, "config.json")):
-            problem = f"has a config.json that transformers cannot read ({reason})"
-        elif os.path.isdir(source) or source.startswith((os.sep, ".", "~")):  # a path: a Hub reason would mislead
-            problem = "is not a local folder with config.json, nor a reachable Hub model; check the path"
-        else:
-            problem = f"is not a local folder with config.json, nor a reachable Hub model ({reason}); check the name and the network (HF_HUB_OFFLINE)"
-        raise ConfigError("model", source, problem=problem) from None
 
 
 def task_type(model: Any) -> Optional[str]:

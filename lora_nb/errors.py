@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable
+import functools
+import inspect
+import typing
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class LoraNbWarning(UserWarning):
@@ -64,3 +69,76 @@ def nearest(word: str, choices: Iterable[str]) -> str | None:
         if prefixed:
             return lowered[max(prefixed, key=len)]
     return None
+
+
+def strict_flags(fn: F) -> F:
+    """Refuse anything but ``True``/``False`` for ``fn``'s parameters annotated ``bool``
+    (``Optional[bool]`` also takes None), before ``fn`` runs.
+
+    A flag is what it says: ``trust_remote_code="false"`` is a non-empty string, which Python
+    reads as true, so it is refused rather than obeyed. The annotations are read on the first
+    call (they may name types imported later).
+
+    Example:
+        >>> @strict_flags
+        ... def load(name: str, *, trust_remote_code: bool = False): ...
+        >>> load("x", trust_remote_code="false")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: trust_remote_code: must be True or False, not text (got 'false').
+    """
+    flags: dict[str, bool] = {}  # parameter -> whether it also takes None
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not flags:
+            flags.update(_flag_parameters(fn)) or flags.setdefault("", False)
+        bound = _signature(fn).bind_partial(*args, **kwargs).arguments
+        for name, optional in flags.items():
+            if name in bound:
+                check_flag(name, bound[name], optional=optional)
+        return fn(*args, **kwargs)
+
+    checked.__lora_nb_flags__ = True  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]
+
+
+def check_flag(key: str, value: Any, *, optional: bool = False) -> None:
+    """Refuse ``value`` unless it is a real bool (or None when ``optional``), naming ``key``.
+
+    Example:
+        >>> check_flag("packing", "no")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: packing: must be True or False, not text (got 'no').
+    """
+    if isinstance(value, bool) or (optional and value is None):
+        return
+    kind = "text" if isinstance(value, str) else type(value).__name__
+    raise ConfigError(key, value, problem=f"must be True or False{' (or None)' if optional else ''}, not {kind}")
+
+
+def flag_kind(hint: Any) -> Optional[bool]:
+    """Whether annotation ``hint`` is a flag: None if not, False for ``bool``, True for
+    ``Optional[bool]`` (None allowed). Postponed annotations (plain text) count too.
+
+    Example:
+        >>> flag_kind("Optional[bool]"), flag_kind(bool), flag_kind(int)
+        (True, False, None)
+    """
+    if isinstance(hint, str):
+        spelled = hint.replace(" ", "").replace("typing.", "")
+        return {"bool": False, "Optional[bool]": True, "bool|None": True, "None|bool": True}.get(spelled)
+    if hint is bool:
+        return False
+    return True if hint == Optional[bool] else None
+
+
+def _flag_parameters(fn: Callable) -> dict[str, bool]:
+    kinds = {name: flag_kind(p.annotation) for name, p in _signature(fn).parameters.items()}
+    return {name: optional for name, optional in kinds.items() if optional is not None}
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(fn: Callable) -> inspect.Signature:
+    return inspect.signature(fn)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import user_path
 from .progress import progress_bar
 from .quiet import quietly
@@ -102,6 +102,7 @@ class Evaluation:
                 "rows": [dict(zip(("prompt", "reference", "prediction", "score"), row)) for row in self.rows]}
 
 
+@strict_flags
 @quietly()
 def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_match", limit: Optional[int] = None,
              max_new_tokens: Optional[int] = None, batch_size: int = 16, run: Optional["Run"] = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .discovery import task_type
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .memory import GIB, _count, _described
 from .recipe import Recipe
 
@@ -26,6 +26,7 @@ EFFECTIVE_BATCH = 16
 BATCHES = (8, 4, 2, 1)
 
 
+@strict_flags
 def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None, gpu_gb: Optional[float] = None,
             max_length: int = 1024, trust_remote_code: bool = False) -> Recipe:
     """A recipe to start from for fine-tuning ``model`` (a Hub name, folder, config or loaded model).

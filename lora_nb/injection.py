@@ -10,7 +10,7 @@ import re
 from typing import Any, Optional, Union
 
 from .discovery import Discovery, _is_peft_internal, discover, task_type
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .provenance import record, unwrap
 from .quiet import quietly
 from .recipe import LoraSection, TrainSection, build_section
@@ -100,6 +100,7 @@ def lora_config_kwargs(model: Any, **settings: Any) -> dict:
     return kwargs
 
 
+@strict_flags
 @quietly()
 def inject(
     model: Any,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .errors import strict_flags
 from .recipe import LoraSection
 
 # LoRA's usual learning rates: 2e-4 is the common start for 1B–70B models (QLoRA used 1e-4–2e-4);
@@ -24,6 +25,7 @@ TRUNCATED_SHARE = 0.5  # max_length cutting more than this share of the examples
 _shown: set[str] = set()
 
 
+@strict_flags
 def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dict[str, tuple[int, int]]] = None,
           max_length: Optional[int] = None, cut: int = 0, rows: int = 0) -> list[str]:
     """The settings' likely mistakes, one sentence each (empty when none).

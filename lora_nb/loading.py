@@ -7,10 +7,13 @@ bf16; the point is fitting a model that would not fit otherwise.
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any, Optional
 
 from . import portable
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import expand_user
 from .provenance import record
 from .progress import worth_a_bar
@@ -79,6 +82,78 @@ def device_kwargs(model: Any) -> dict:
     return trainer_device_kwargs(compute_dtype(model))
 
 
+@strict_flags
+def read_config(source: str, trust_remote_code: bool = False):
+    """The transformers config of a local folder or Hub name; a ConfigError naming ``model`` if there is none.
+
+    A repository that ships its own model code (``auto_map``) is refused unless
+    ``trust_remote_code=True``: that code would run on this machine.
+
+    Example:
+        >>> read_config("/nope")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: model: is not a local folder with config.json, nor a reachable Hub model; check the path (got '/nope').
+    """
+    from transformers import AutoConfig
+
+    source = expand_user(source)  # ~/models/x, $MODELS/x; a Hub name stays as it is
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:  # transformers' own: a repo-id rule, a connection error, an unknown model_type
+        reason = _first_line(error)
+        if "trust_remote_code" in str(error):
+            problem = ("ships its own model code (auto_map in config.json), which runs only with trust_remote_code=True: "
+                       "read that code first, then pass trust_remote_code=True if you trust it")
+        elif os.path.isfile(os.path.join(source, "config.json")):
+            problem = f"has a config.json that transformers cannot read ({reason})"
+        elif os.path.isdir(source) or source.startswith((os.sep, ".", "~")):  # a path: a Hub reason would mislead
+            problem = "is not a local folder with config.json, nor a reachable Hub model; check the path"
+        else:
+            problem = f"is not a local folder with config.json, nor a reachable Hub model ({reason}); check the name and the network (HF_HUB_OFFLINE)"
+        raise ConfigError("model", source, problem=problem) from None
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "cuda", "cuda:N", "mps", "a {module: device} dict")
+
+
+def check_device_map(device_map: Any) -> None:
+    """Refuse a ``device_map`` that ``from_pretrained`` would not take, or a GPU this machine lacks.
+
+    Example:
+        >>> check_device_map("gpu")
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: model.device_map: not a device map (got 'gpu'). Allowed: auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N, mps, a {module: device} dict.
+    """
+    import torch
+
+    key = "model.device_map"
+    devices = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    for device in devices:
+        if device is None and not isinstance(device_map, dict) or device in DEVICE_MAPS[:5] + ("disk",):
+            continue
+        if isinstance(device, int) and not isinstance(device, bool) and device >= 0 or (
+                isinstance(device, str) and re.fullmatch(r"cuda(:\d+)?", device)):
+            if not torch.cuda.is_available():
+                raise ConfigError(key, device_map, problem="asks for a CUDA GPU, and torch sees none here "
+                                  "(a CPU-only torch, or no GPU): leave device_map unset to load on the CPU")
+            continue
+        if device == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            continue
+        raise ConfigError(key, device_map, problem="not a device map" if device != "mps" else "asks for Apple's MPS, "
+                          "which torch does not have here", allowed=None if device == "mps" else DEVICE_MAPS)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _only_pickles(folder: str) -> bool:
+    return os.path.isdir(folder) and not any(Path(folder).glob("*.safetensors")) and any(Path(folder).glob("*.bin"))
+
+
+@strict_flags
 @quietly(progress=worth_a_bar)
 def load(
     model: str,
@@ -100,19 +175,29 @@ def load(
     Example:
         >>> model, tok = load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")   # doctest: +SKIP
     """
-    from transformers import AutoConfig
-
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+        raise ConfigError("model", problem=f"must be a Hub model name or a local folder, not {model!r}")
     model = expand_user(model)  # ~/models/x, $MODELS/x; a Hub name stays as it is
     torch_dtype = resolve_dtype(dtype)
     quantization = quant_kwargs(quant)
+    check_device_map(device_map)
+    config = read_config(model, trust_remote_code)
+    from safetensors import SafetensorError
+
     try:
-        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ConfigError("model", model, problem=f"cannot be loaded: not a local folder with config.json, nor a reachable Hub model ({e.__class__.__name__})") from None
-    loaded, tokenizer = portable.load_model_and_tokenizer(
-        model, dtype=torch_dtype, quantization=quantization, device_map=device_map,
-        trust_remote_code=trust_remote_code, model_class=model_class(config).__name__,
-    )
+        loaded, tokenizer = portable.load_model_and_tokenizer(
+            model, dtype=torch_dtype, quantization=quantization, device_map=device_map,
+            trust_remote_code=trust_remote_code, model_class=model_class(config).__name__,
+        )
+    except (OSError, ValueError, SafetensorError) as error:  # no safetensors weights, a torn file, a bad shape
+        if isinstance(error, SafetensorError):
+            problem = f"its safetensors weights are damaged or cut short ({_first_line(error)}): download or save them again"
+        elif "safetensors" in str(error).lower() or _only_pickles(model):
+            problem = (f"cannot be loaded: {_first_line(error)}; lora_nb loads safetensors weights only "
+                       "(model.safetensors), never pickle .bin files")
+        else:
+            problem = f"cannot be loaded: {_first_line(error)}"
+        raise ConfigError("model", model, problem=problem) from None
     # Remembered so a run's recipe and exported script load the model the same way.
     record(loaded, model=ModelSection(name=str(model), quant=quant, dtype=dtype, device_map=device_map,
                                       trust_remote_code=trust_remote_code))

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .recipe import QUANTS, coerce
 
 GIB = 2 ** 30
@@ -61,6 +61,7 @@ class MemoryEstimate:
     reserve: int = 0
     gradient_checkpointing: Optional[bool] = None  # None: decided by the memory at hand (train())
 
+    @strict_flags
     def total(self, gradient_checkpointing: Optional[bool] = None) -> int:
         """Bytes in all, with or without gradient checkpointing (default: as estimated; auto counts as off)."""
         on = self.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
@@ -107,6 +108,7 @@ class MemoryEstimate:
         return html_table(["part", "GiB", "what"], self.rows(), self._title()) + f"<p>{html.escape(self.summary())}</p>"
 
 
+@strict_flags
 def estimate(
     model: Any,
     *,
@@ -219,6 +221,7 @@ class Targets:
         return self.discovery._repr_html_() + f"<p><b>Training memory</b> (lora_nb.estimate):</p><ul>{items}</ul>"
 
 
+@strict_flags
 def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Targets:
     """:func:`lora_nb.discover`'s table for ``model`` with the training memory at the default
     settings (r, all-linear, batch 4 × 1024): for a name, folder or config, LoRA (bf16) and QLoRA

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
+from .errors import strict_flags
 from .recipe import Recipe, adapter_seed, lora_kwargs, model_kwargs, train_kwargs
 
 
@@ -32,6 +33,7 @@ def build(recipe: Recipe, base: Optional[tuple] = None):
     return inject(model, **settings, verbose=base is None), tokenizer
 
 
+@strict_flags
 def run(recipe: Recipe, *, base: Optional[tuple] = None, callbacks: Sequence[Any] = (), background: bool = False,
         progress: Optional[bool] = None, on_model: Optional[Callable[[Any, Any], None]] = None):
     """Load, inject and train as ``recipe`` says: the whole experiment. Returns the training Run.

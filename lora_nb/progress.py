@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import strict_flags
 from .quiet import stream_under_capture
 
 
+@strict_flags
 def progress_bar(*, disable: bool = False, **kwargs: Any) -> Any:
     """lora_nb's own progress display (a run's bar, an evaluation's): tqdm.auto — a widget in a
     notebook kernel — on the stderr under the capture, so it shows while the libraries' output is

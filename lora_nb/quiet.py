@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
+from .errors import strict_flags
 from .files import cache_dir
 
 LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
@@ -128,6 +129,7 @@ def current() -> Optional[Capture]:
     return stack[-1] if stack else None
 
 
+@strict_flags
 @contextmanager
 def captured(capture: Optional[Capture] = None, *, progress: bool = False) -> Iterator[Capture]:
     """Capture library messages in this thread until the block ends; returns the :class:`Capture`

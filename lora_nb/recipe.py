@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, check_flag, flag_kind
 from .portable import TORCH_DTYPES
 
 QUANTS = ("8bit", "4bit")  # or null: full precision
@@ -319,6 +319,9 @@ def _check_fields(section: Any, prefix: str) -> None:
     """Check that every setting of ``section`` is plain data (see :func:`check_plain`)."""
     for f in dataclasses.fields(section):
         check_plain(f"{prefix}.{f.name}", getattr(section, f.name))
+        optional = flag_kind(f.type)
+        if optional is not None:  # trust_remote_code="false" is a non-empty string: true to Python
+            check_flag(f"{prefix}.{f.name}", getattr(section, f.name), optional=optional)
 
 
 def check_plain(key: str, value: Any) -> None:
@@ -394,6 +397,10 @@ def coerce(key: str, value: Any, hint: Any, choices: tuple | None = None) -> Any
 
     ``choices`` are the allowed values; an Optional setting also takes null.
     """
+    flag = flag_kind(hint)
+    if flag is not None:  # one message for every flag, wherever it is given
+        check_flag(key, value, optional=flag)
+        return value
     optional = type(None) in typing.get_args(hint)
     if choices is not None and value not in choices and not (optional and value is None):
         raise ConfigError(key, value, allowed=(["null"] if optional else []) + list(choices))
@@ -408,10 +415,7 @@ def coerce(key: str, value: Any, hint: Any, choices: tuple | None = None) -> Any
                 continue
         names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
         raise ConfigError(key, value, problem=f"must be {names}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
+    if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import atomic_write, is_taken, user_path
 from .recipe import SECTIONS, Recipe
 from .render import fmt, html_table, text_table
@@ -156,6 +156,7 @@ class Sweep:
 
     # --- running -------------------------------------------------------------------------------
 
+    @strict_flags
     def run(self, base: Optional[tuple] = None, *, eval_data: Any = None, metric: Any = "exact_match",
             callbacks: Sequence[Any] = (), progress: Optional[bool] = None, background: bool = False) -> "Sweep":
         """Train every point in turn (see :func:`sweep` for the arguments). Returns the sweep.
@@ -457,6 +458,7 @@ class Sweep:
         return f"{table}<img src='data:image/png;base64,{img}'/>"
 
 
+@strict_flags
 def sweep(recipe: Recipe, *, base: Optional[tuple] = None, seeds: int = 1, eval_data: Any = None,
           metric: Any = "exact_match", callbacks: Sequence[Any] = (), progress: Optional[bool] = None,
           background: bool = False, output_dir: Optional[str] = None, **grid: Any) -> Sweep:

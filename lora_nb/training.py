@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .compat import RENAMED_TRAINING_FIELDS, sft_config, sft_config_fields
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import atomic_write, check_free, expand_user, user_path
 from .lints import adapted_shapes, lints, warn_once
 from .loading import device_kwargs
@@ -31,6 +31,7 @@ from .recipe import DataSection, Recipe, TrainSection, build_section
 from .runs import Run, read_jsonl, run_label, training, training_run
 
 
+@strict_flags
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
     """``trl.SFTConfig`` keywords for a train section: one function for :func:`train` and the exported script.
 
@@ -112,6 +113,7 @@ def check_sft_overrides(sft: dict) -> dict:
     return sft
 
 
+@strict_flags
 def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: Optional[str] = None,
                 label: str = "") -> Path:
     """The folder a run writes to, checked before anything is written.
@@ -142,6 +144,7 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
     return folder
 
 
+@strict_flags
 def train(
     model: Any,
     tokenizer: Any,

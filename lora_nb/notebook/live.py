@@ -15,6 +15,7 @@ import html
 import time
 from typing import Any, Optional
 
+from ..errors import strict_flags
 from ..callbacks import RunCallback
 from ..charts import Dashboard
 
@@ -72,6 +73,7 @@ class BudgetedChart(RunCallback):
 
     shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
 
+    @strict_flags
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
         self.every = every
         self.budget = budget
@@ -139,6 +141,7 @@ class LiveChart(BudgetedChart):
         0.004
     """
 
+    @strict_flags
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
         super().__init__(every, controls, view, budget)
         self._board: Optional[Dashboard] = None
@@ -180,6 +183,7 @@ class LiveChart(BudgetedChart):
         if self.last_png:
             (self.run.dir / "dashboard.png").write_bytes(self.last_png)
 
+    @strict_flags
     def redraw(self, image: bool = True, count: bool = True) -> None:
         """Update the view in place: the status line, and the dashboard image unless ``image=False``."""
         if self.run is None or self.view is None:

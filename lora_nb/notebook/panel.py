@@ -33,7 +33,7 @@ from typing import Any, Optional
 import ipywidgets as w
 
 from ..compat import tooltip_keyword
-from ..errors import ConfigError
+from ..errors import ConfigError, strict_flags
 from ..files import atomic_write, check_free
 from ..provenance import unwrap
 from ..recipe import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
@@ -261,6 +261,7 @@ class Panel(w.VBox):
         self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
         self.eval_steps.value = train.eval_steps or 0
 
+    @strict_flags
     def recipe(self, fresh: bool = True) -> Recipe:
         """The controls as a recipe: validated, recorded and exported like any other (0 and empty: the default)."""
         raw = {"model": dataclasses.asdict(self.session.model_section),
@@ -470,6 +471,7 @@ class Panel(w.VBox):
         self.runs.value = (f"<div class='lora-nb-scroll'>{html_table(table.HEADERS, table.rows())}</div>"
                            f"<img src='data:image/png;base64,{png}' style='width:560px'/>")
 
+    @strict_flags
     def say(self, message: str, error: bool = False) -> None:
         color = "#b00" if error else "#333"
         self.status.value = f"<span style='color:{color}'>{message}</span>"

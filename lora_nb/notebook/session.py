@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from ..errors import ConfigError
+from ..errors import ConfigError, strict_flags
 from ..files import expand_user
 from ..recipe import LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs, model_kwargs
 
@@ -34,6 +34,7 @@ class Session:
         self.active: Any = None  # the Run training in the background, if any
         self.trained_by: Any = None  # the Run that last trained the current adapter (None: untrained so far)
 
+    @strict_flags
     def require_model(self, adapter: bool = False) -> None:
         if self.model is None:
             raise ConfigError("model", problem="no model loaded yet: run %lora load MODEL (or lora_nb.load) first")
@@ -73,6 +74,7 @@ class Session:
         self.lora_section, self.trained_by = section, None
         return self.model
 
+    @strict_flags
     def train(self, data: Any, *, fresh: bool = False, live: bool = True, background: bool = False,
               say: Optional[Callable[[str], None]] = print, **settings: Any):
         """Train the adapter; with ``live`` a dashboard updates in place. Returns the Run.
@@ -108,6 +110,7 @@ class Session:
                     progress=progress, **settings)
         return self._started(run, background)
 
+    @strict_flags
     def adapter_note(self, fresh: bool = False, resume: Optional[str] = None) -> str:
         """One line saying what training starts from: a fresh adapter, the adapter as the last run
         left it, the adapter as injected, or a run resumed from its checkpoint.
@@ -158,6 +161,7 @@ class Session:
         self.require_idle()
         return compare(self.model, self.tokenizer, prompts, **kwargs)
 
+    @strict_flags
     def sweep(self, *, data: Any = None, live: bool = True, background: bool = False, **options: Any):
         """A sweep (lora_nb.sweep) on the loaded base: the last run's recipe (or the loaded model, the
         last inject's settings and ``data``) over the grid in ``options``; each point a fresh
@@ -212,6 +216,7 @@ class Session:
         self.require_idle()
         return evaluate(self.model, self.tokenizer, data, run=self.trained_by, **kwargs)
 
+    @strict_flags
     def save(self, folder: str, overwrite: bool = False) -> Path:
         from ..adapters import save
 
@@ -225,6 +230,7 @@ class Session:
         self.require_idle()
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
+    @strict_flags
     def run_recipe(self, recipe: Recipe, live: bool = True, *, on_loaded_base: bool = False, background: bool = False,
                    callbacks: Any = (), progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = print):
         """Load, inject and train as ``recipe`` says (lora_nb.run, the one orchestrator), keeping

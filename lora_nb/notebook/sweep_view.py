@@ -13,6 +13,7 @@ import html
 import time
 from typing import Any, Optional
 
+from ..errors import strict_flags
 from ..charts import Overlay
 from ..render import html_table
 from .live import BudgetedChart, png_bundle, status_line
@@ -57,6 +58,7 @@ class SweepChart(BudgetedChart):
         0.006
     """
 
+    @strict_flags
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
         super().__init__(every, controls, view, budget)
         self.sweep: Any = None
@@ -97,6 +99,7 @@ class SweepChart(BudgetedChart):
             for child in self._buttons.children:
                 child.disabled = True
 
+    @strict_flags
     def redraw(self, image: bool = True, count: bool = True, table: bool = False) -> None:
         """Update the view in place: the status line; the chart unless ``image=False``; the table with ``table``."""
         if self.view is None:
