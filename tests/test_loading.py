@@ -69,7 +69,7 @@ def test_bad_settings_name_the_key(llama):
         lora_nb.load(llama, quant="4bits")
     with pytest.raises(ConfigError, match=r"model.dtype.*Allowed: auto, bf16, fp16, fp32"):
         lora_nb.load(llama, dtype="float64")
-    with pytest.raises(ConfigError, match="cannot be loaded"):
+    with pytest.raises(ConfigError, match="is not a local folder with config.json"):
         lora_nb.load("/no/such/model-folder")
 
 
@@ -77,3 +77,55 @@ def test_remote_code_is_off_by_default():
     import inspect
 
     assert inspect.signature(lora_nb.load).parameters["trust_remote_code"].default is False
+
+
+def _broken_copy(llama, tmp_path, change):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(llama, folder)
+    change(folder)
+    return str(folder)
+
+
+def _truncate(path):
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: (f / "config.json").unlink(), r"^model: is not a local folder with config\.json"),
+    (lambda f: (f / "config.json").write_text('{"model_type": "no_such_family"}'),
+     r"^model: has a config\.json that transformers cannot read \(.*no_such_family"),
+    (lambda f: (f / "config.json").write_text("{not json"), r"^model: has a config\.json that transformers cannot read"),
+    (lambda f: (f / "model.safetensors").rename(f / "pytorch_model.bin"), r"safetensors weights only.*never pickle \.bin"),
+    (lambda f: _truncate(f / "model.safetensors"), r"^model: its safetensors weights are damaged or cut short"),
+], ids=["no-config", "unknown-model-type", "garbage-config", "pickle-only", "truncated-weights"])
+def test_a_broken_model_folder_is_one_line(llama, tmp_path, change, message):
+    folder = _broken_copy(llama, tmp_path, change)
+    with pytest.raises(ConfigError, match=message) as error:
+        lora_nb.load(folder)
+    assert "\n" not in str(error.value) and error.value.__cause__ is None
+
+
+@pytest.mark.parametrize("model", [None, 3, "", ["a"]])
+def test_load_needs_a_name_or_folder(model):
+    with pytest.raises(ConfigError, match=r"^model: must be a Hub model name or a local folder"):
+        lora_nb.load(model)
+
+
+@pytest.mark.parametrize("device_map, message", [
+    ("gpu", r"not a device map.*Allowed: auto"), (3.5, "not a device map"), ({"": "tpu"}, "not a device map"),
+    ("cuda", "asks for a CUDA GPU, and torch sees none"), ("cuda:1", "asks for a CUDA GPU"), (0, "asks for a CUDA GPU"),
+    ({"": 0}, "asks for a CUDA GPU")])
+def test_device_maps_this_machine_cannot_take_are_refused_before_loading(llama, monkeypatch, device_map, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the branch is the machine's: force the no-GPU side
+    with pytest.raises(ConfigError, match=rf"^model.device_map: {message}"):
+        lora_nb.load(llama, device_map=device_map)
+
+
+@pytest.mark.parametrize("device_map", [None, "cpu", "auto", {"": "cpu"}])
+def test_device_maps_for_the_cpu_load(llama, device_map):
+    model, _ = lora_nb.load(llama, dtype="fp32", device_map=device_map)
+    assert model.device.type == "cpu"
