@@ -7,6 +7,7 @@ a magnitude vector per module and is noticeably slower to train (it recomputes t
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Optional, Union
 
 from .discovery import Discovery, _is_peft_internal, discover, task_type
@@ -36,11 +37,7 @@ def resolve_targets(report: Discovery, targets: Union[str, list], all_names: lis
     if isinstance(targets, str) and targets in roles:
         return compact(roles[targets], all_names)
     if isinstance(targets, str) and _REGEX_CHARS & set(targets):
-        try:
-            pattern = re.compile(targets)
-        except re.error as e:
-            raise ConfigError("lora.targets", targets, problem=f"is not a valid regex ({e})") from None
-        matched = [n for n in linear if pattern.fullmatch(n)]  # linear ones only: PEFT rejects activations etc.
+        matched = matching("lora.targets", targets, linear)  # linear ones only: PEFT rejects activations etc.
         if not matched:
             raise ConfigError("lora.targets", targets, problem="regex matches no linear module", allowed=allowed)
         return compact(matched, all_names)
@@ -94,10 +91,63 @@ def lora_config_kwargs(model: Any, **settings: Any) -> dict:
         r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=resolve_targets(report, s.targets, all_names),
         bias=s.bias, use_rslora=s.variant == "rslora", use_dora=s.variant == "dora", task_type=task_type(model),
     )
-    for key, value in (("rank_pattern", s.rank_pattern), ("alpha_pattern", s.alpha_pattern), ("modules_to_save", s.modules_to_save)):
-        if value:
-            kwargs[key] = value
+    for key in ("rank_pattern", "alpha_pattern"):
+        if getattr(s, key):
+            kwargs[key] = peft_patterns(f"lora.{key}", getattr(s, key), all_names)
+    if s.modules_to_save:
+        kwargs["modules_to_save"] = s.modules_to_save
     return kwargs
+
+
+MATCH_SECONDS = 2.0  # for one pattern against all of a model's module names
+
+
+def matching(key: str, pattern: str, names: list[str], *, suffix: bool = False) -> list[str]:
+    """The ``names`` that regex ``pattern`` matches in full (with ``suffix``: in full or as a dotted
+    suffix, PEFT's rule for ``rank_pattern`` keys), refused if that takes over ``MATCH_SECONDS``.
+
+    Nested repeats such as ``(\\w+\\.?)+x`` backtrack exponentially in Python's ``re`` and would
+    never return; the ``regex`` package (a transformers dependency) matches with a time limit.
+
+    Example:
+        >>> matching("lora.targets", r".*\\.(q|v)_proj", ["l.0.q_proj", "l.0.k_proj", "l.0.v_proj"])
+        ['l.0.q_proj', 'l.0.v_proj']
+    """
+    import regex
+
+    try:
+        compiled = regex.compile(rf"(?:.*\.)?(?:{pattern})" if suffix else pattern)
+    except regex.error as e:
+        raise ConfigError(key, pattern, problem=f"is not a valid regex ({e})") from None
+    deadline, matched = time.monotonic() + MATCH_SECONDS, []
+    for name in names:
+        try:
+            if compiled.fullmatch(name, timeout=max(0.0, deadline - time.monotonic())):
+                matched.append(name)
+        except TimeoutError:
+            raise ConfigError(key, pattern, problem=f"takes over {MATCH_SECONDS:g} s to match {len(names)} module names "
+                              "(a repeated group that itself repeats, such as (\\w+\\.?)+, backtracks without end): "
+                              "write it without nested repeats") from None
+    return matched
+
+
+def peft_patterns(key: str, patterns: dict, all_names: list[str]) -> dict:
+    """``rank_pattern``/``alpha_pattern`` as PEFT gets them: a key with no repeat (``q_proj``,
+    ``layers\\.0\\.``) as written, any other as the module names it matches, escaped, so PEFT's own
+    ``re`` matching cannot backtrack without end. A key that matches no module is refused.
+
+    Example:
+        >>> peft_patterns("lora.rank_pattern", {r"l\\.\\d+\\.q_proj": 4}, ["l.0.q_proj", "l.0.v_proj"])
+        {'l\\\\.0\\\\.q_proj': 4}
+    """
+    out = {}
+    for pattern, value in patterns.items():
+        names = matching(f"{key}.{pattern}", pattern, all_names, suffix=True)
+        if not names:
+            raise ConfigError(f"{key}.{pattern}", problem="matches no module (PEFT matches the whole name or a "
+                              "dotted suffix, such as q_proj or layers.0.self_attn.q_proj)")
+        out[pattern if not set("*+?{") & set(pattern) else "|".join(map(re.escape, names))] = value
+    return out
 
 
 @strict_flags

@@ -137,3 +137,64 @@ def test_invalid_regex_in_a_pattern(llama, setting):
         lora_nb.inject(model, verbose=False, **{setting: {"q_proj[": 8}})
     assert str(err.value).startswith(f"lora.{setting}: key is not a valid regex")
     assert "'q_proj['" in str(err.value)
+
+
+@pytest.fixture
+def within_a_minute():
+    """A hang fails the test instead of the CI job (the calls below take well under a second)."""
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("did not return within 60 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+# nested repeats: Python's re takes 2^len(name) steps on a name they do not match
+BACKTRACKING = [r"(\w+\.?)+\d\d\d", r"((\w|\.)+)+!", r"(.*)*z_proj"]
+
+
+@pytest.mark.parametrize("pattern", BACKTRACKING)
+def test_a_backtracking_targets_regex_returns(llama, within_a_minute, pattern):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(ConfigError, match=r"^lora.targets: regex matches no linear module"):
+        lora_nb.inject(model, targets=pattern, verbose=False)
+    adapted = lora_nb.inject(model, targets=r"(\w+\.?)+q_proj", verbose=False)  # matches some: still exact
+    assert {n.rsplit(".", 1)[-1] for n in wrapped(adapted)} == {"q_proj"}
+
+
+@pytest.mark.parametrize("setting", ["rank_pattern", "alpha_pattern"])
+def test_a_backtracking_pattern_key_reaches_peft_as_the_names_it_matches(llama, within_a_minute, setting):
+    model, _ = lora_nb.load(llama)
+    adapted = lora_nb.inject(model, r=8, verbose=False, **{setting: {r"(\w+\.?)+q_proj": 2}})
+    q = adapted.get_submodule("base_model.model.model.layers.0.self_attn.q_proj")
+    v = adapted.get_submodule("base_model.model.model.layers.0.self_attn.v_proj")
+    if setting == "rank_pattern":
+        assert q.lora_A["default"].weight.shape[0] == 2 and v.lora_A["default"].weight.shape[0] == 8
+    else:
+        assert q.scaling["default"] == 2 / 8 and v.scaling["default"] != 2 / 8
+    keys = list(getattr(adapted.peft_config["default"], setting))
+    assert keys == [r"model\.layers\.0\.self_attn\.q_proj|model\.layers\.1\.self_attn\.q_proj"]
+    # the recipe keeps what the user wrote
+    from lora_nb.provenance import lora_section
+
+    assert list(getattr(lora_section(adapted), setting)) == [r"(\w+\.?)+q_proj"]
+
+
+def test_a_pattern_key_that_matches_nothing_is_refused(llama):
+    model, _ = lora_nb.load(llama)
+    with pytest.raises(ConfigError, match=r"^lora.rank_pattern.qproj: matches no module"):
+        lora_nb.inject(model, rank_pattern={"qproj": 2}, verbose=False)
+
+
+def test_matching_past_the_time_limit_is_refused(monkeypatch):
+    from lora_nb import injection
+
+    monkeypatch.setattr(injection, "MATCH_SECONDS", 0.0)
+    names = [f"model.layers.{i}.self_attn.q_proj" for i in range(2000)]
+    with pytest.raises(ConfigError, match=r"^lora.targets: takes over 0 s to match 2000 module names.*nested repeats"):
+        injection.matching("lora.targets", r"(.{1,20}){1,20}z", names)
