@@ -302,6 +302,8 @@ def parse_yaml(text: str, what: str) -> Any:
         Traceback (most recent call last):
         ...
         lora_nb.errors.ConfigError: recipe: uses YAML anchors/aliases (&name / *name), which lora_nb does not accept in recipes: write the values out.
+
+    A key given twice in one mapping is refused too (YAML would silently keep the last).
     """
     import yaml
 
@@ -310,9 +312,29 @@ def parse_yaml(text: str, what: str) -> Any:
         if any(getattr(event, "anchor", None) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise ConfigError(what, problem="uses YAML anchors/aliases (&name / *name), which lora_nb does not accept "
                                             "in recipes: write the values out")
+        _refuse_repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), what)
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(what, problem=f"is not valid YAML: {e}") from None
+
+
+def _refuse_repeated_keys(node: Any, what: str, path: str = "") -> None:
+    """Walk a composed YAML tree; a mapping that names a key twice is an error naming the key and both lines."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            where = f"{path}.{name}" if path else name
+            if name in seen:
+                raise ConfigError(what, problem=f"gives {where} twice (lines {seen[name]} and {key.start_mark.line + 1}), "
+                                                "and YAML would keep only the last: keep one")
+            seen[name] = key.start_mark.line + 1
+            _refuse_repeated_keys(value, what, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_repeated_keys(item, what, f"{path}[{i}]")
 
 
 def _check_fields(section: Any, prefix: str) -> None:

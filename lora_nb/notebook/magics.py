@@ -52,11 +52,16 @@ def verb(name: str, help: str, example: str, flags: Callable[[argparse.ArgumentP
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors become UsageError instead of exiting the kernel."""
 
+    # prog is "lora train", without the "%": parse_intermixed_args stores the formatted usage back as a
+    # %-template, where "%lora" would read as a format directive. The "%" is put back when shown.
     def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}. Usage: {self.format_usage().strip()[7:]}")
+        raise UsageError(f"%{self.prog}: {message}. Usage: %{self.format_usage().strip()[7:]}")
 
     def exit(self, status: int = 0, message: Optional[str] = None):
         raise UsageError(message or self.format_help())
+
+    def format_help(self) -> str:
+        return super().format_help().replace(f"usage: {self.prog}", f"usage: %{self.prog}", 1)
 
 
 @magics_class
@@ -76,7 +81,7 @@ class LoraMagics(Magics):
         if {"-h", "--help"} & set(tokens[1:]):
             print(verb_help(name))
             return None
-        args = _parser(name).parse_args(tokens[1:])
+        args = _parser(name).parse_intermixed_args(tokens[1:])  # flags before, between or after key=value
         try:
             with captured(progress=True) as log:  # library noise logged and counted; each API call hides its own bars
                 result = spec.fn(self, args, cell)
@@ -95,6 +100,8 @@ class LoraMagics(Magics):
             key, raw = item.split("=", 1)
             if key not in allowed:
                 raise ConfigError(key, problem="unknown setting", allowed=allowed)
+            if key in out:
+                raise ConfigError(key, problem=f"given twice ({key}={out[key]!r} and {item}): keep one")
             out[key] = self.value(raw)
         return out
 
@@ -127,7 +134,7 @@ def _verb(name: str, cell_given: bool = True) -> Verb:
 def _parser(name: str) -> _Parser:
     """The argument parser of verb ``name``: its flags, then its key=value settings or prompt."""
     spec = VERBS[name]
-    parser = _Parser(prog=f"%lora {name}", add_help=False)
+    parser = _Parser(prog=f"lora {name}", add_help=False)
     spec.flags(parser)
     if spec.free == "settings":
         parser.add_argument("settings", nargs="*", metavar="key=value", help="settings, listed below")

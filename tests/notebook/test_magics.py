@@ -11,6 +11,9 @@ import sys
 import pytest
 from IPython.core.error import UsageError
 
+import lora_nb
+from lora_nb.errors import ConfigError
+
 
 @pytest.fixture
 def ip(shell):
@@ -94,6 +97,9 @@ def test_help_for_a_verb_shows_its_flags_settings_and_example(ip, capsys):
     ("load m --5bit", ["unrecognized arguments: --5bit"]),
     ("inject r=8", ["no model loaded yet", "%lora load"]),
     ('generate "unclosed', ["cannot read the arguments"]),
+    ("train data=x.jsonl --resume", ["%lora train: argument --resume: expected one argument", "Usage: %lora train"]),
+    ("inject r=4 r=8", ["r: given twice (r=4 and r=8): keep one"]),
+    ("train data=a.jsonl steps=3 data=b.jsonl", ["data: given twice"]),
 ])
 def test_usage_errors_name_the_problem(ip, line, words):
     with pytest.raises(UsageError) as err:
@@ -336,3 +342,23 @@ def test_train_says_its_lints_as_lines(ip, llama, data_file, tmp_path, capsys):
     ip.run_line_magic("lora", f"train data={data_file} steps=1 batch_size=4 max_length=64 output_dir={tmp_path / 'run'}")
     out, err = capsys.readouterr()
     assert "note: lora.alpha 2 is below lora.r 4" in out and "note: data.eval is not set" in out and "note:" not in err
+
+
+def test_a_key_given_twice_in_a_cell_or_recipe_is_refused(ip, llama, tmp_path):
+    with pytest.raises(UsageError, match=r"gives r twice \(lines 1 and 2\).*keep one"):
+        ip.run_cell_magic("lora", "inject", "r: 4\nr: 8\n")
+    with pytest.raises(UsageError, match=r"gives lora.r twice \(lines 3 and 4\)"):
+        ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\nlora:\n  r: 4\n  r: 8\ndata: {{path: x.jsonl}}\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{name: {llama}}}\ntrain:\n  sft: {{weight_decay: 0.1, weight_decay: 0.0}}\n")
+    with pytest.raises(ConfigError, match=r"gives train.sft.weight_decay twice"):
+        lora_nb.Recipe.from_yaml(recipe)
+
+
+def test_flags_go_anywhere_among_the_settings(ip, llama, data_file, tmp_path):
+    ip.run_line_magic("lora", f"load {llama} --dtype fp32")
+    ip.run_line_magic("lora", "inject r=2")
+    out = tmp_path / "run"
+    ip.run_line_magic("lora", f"train data={data_file} --background steps=2 output_dir={out}")
+    run = ip.run_line_magic("lora", "wait")
+    assert run.status == "finished" and run.dir == out and (out / "run.json").is_file()
