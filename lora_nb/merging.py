@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 from .adapters import adapter_meta, load_adapter_from
 from .errors import ConfigError
-from .files import check_free, user_path
+from .files import check_free, user_path, writing
 from .progress import worth_a_bar
 from .quiet import quietly
 from .recipe import DTYPES
@@ -43,8 +43,10 @@ def merge(
     was trained against; ``into="original"`` reloads the original checkpoint in ``dtype`` and
     merges there. The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)``.
 
-    ``out_dir`` must be new or empty unless ``overwrite=True``; the base model's own folder is
-    refused always (the merge reads those weights while it writes).
+    ``out_dir`` must be new or empty unless ``overwrite=True`` (then the merge's files replace
+    theirs; other files stay); the base model's own folder is refused always. The files are
+    written beside ``out_dir`` and moved in once all are complete: a full disk, a read-only disk or
+    a Ctrl-C leaves ``out_dir`` as it was (absent, or as before), with one line saying why.
 
     Example:
         >>> merge(model, "merged", tokenizer=tok)                       # doctest: +SKIP
@@ -60,9 +62,9 @@ def merge(
     out_dir = check_free(out_dir, "out_dir", overwrite=overwrite)
     if isinstance(model, (str, Path)):
         folder = user_path(model)
-        meta = adapter_meta(folder)
+        meta = adapter_meta(folder, key="model")
         quant = None if into == "original" else meta["quant"]
-        model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"])
+        model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"], key="model")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists() else base or meta["base"])
     if not isinstance(model, PeftModel):
         raise ConfigError("model", type(model).__name__, problem="is not a PeftModel; give one or an adapter folder")
@@ -77,9 +79,10 @@ def merge(
     else:
         standalone = _with_adapter(float_copy(model.get_base_model(), target), model)
     merged = standalone.merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
+    with writing(out_dir, "out_dir") as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return out_dir
 
 

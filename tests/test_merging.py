@@ -123,3 +123,31 @@ def test_merge_never_overwrites(llama, parity, tmp_path):
     assert (out / "model.safetensors").exists() and (taken / "keep.txt").read_text() == "mine"
     with pytest.raises(lora_nb.ConfigError, match=r"folder: the folder is not empty"):
         lora_nb.save(model, taken)
+
+
+def test_an_interrupted_merge_leaves_nothing_and_the_retry_succeeds(llama, tmp_path, monkeypatch):
+    import transformers.modeling_utils as modeling
+
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    real = modeling.safe_save_file
+
+    def torn(tensors, filename, *args, **kwargs):  # Ctrl-C halfway through writing the weights
+        real(tensors, filename, *args, **kwargs)
+        with open(filename, "r+b") as f:
+            f.truncate(f.seek(0, 2) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(modeling, "safe_save_file", torn)
+    with pytest.raises(KeyboardInterrupt, match=r"^out_dir: interrupted while writing .*merged; nothing was left behind"):
+        lora_nb.merge(model, tmp_path / "merged", tokenizer=tok)
+    assert list(tmp_path.iterdir()) == [], "no half-written folder, no temporary sibling"
+    monkeypatch.setattr(modeling, "safe_save_file", real)
+    out = lora_nb.merge(model, tmp_path / "merged", tokenizer=tok)  # the retry is not refused as "not empty"
+    AutoModelForCausalLM.from_pretrained(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(modeling, "safe_save_file", torn)
+    with pytest.raises(KeyboardInterrupt):
+        lora_nb.merge(model, out, tokenizer=tok, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the merge it was replacing is kept whole"
+    assert list(tmp_path.iterdir()) == [out]
