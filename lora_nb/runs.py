@@ -165,7 +165,8 @@ class Run:
 
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
                 "message": self.message, "summary": self.summary, "started": self.started, "pid": os.getpid(),
-                "host": socket.gethostname(), "gradient_checkpointing": self.checkpointing}
+                "pid_started": process_started(os.getpid()), "host": socket.gethostname(),
+                "gradient_checkpointing": self.checkpointing}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
 
     def last(self, key: str) -> Optional[float]:
@@ -297,19 +298,40 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _alive(info: dict) -> bool:
-    """Whether the process that wrote a run.json still runs; True where this machine cannot tell."""
+    """Whether the process that wrote a run.json still runs; True where this machine cannot tell.
+
+    A pid alone is not enough: once that process has ended the OS may give its number to another
+    one, so the process's start time must match the one recorded too."""
     import socket
 
     pid = info.get("pid")
     if not pid or info.get("host") != socket.gethostname():
         return True
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # alive, under another user
-        pass
-    return True
+    except psutil.Error:  # alive, but not ours to inspect
+        return True
+    recorded = info.get("pid_started")
+    return recorded is None or abs(started - recorded) < 1.0
+
+
+def process_started(pid: int) -> Optional[float]:
+    """When process ``pid`` started (seconds since the epoch), or None where that cannot be read.
+
+    Example:
+        >>> process_started(os.getpid()) > 0
+        True
+    """
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 # Models training right now (id of the base model -> its Run): a second run or a generate on the

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 import lora_nb
@@ -75,6 +77,20 @@ def test_table_shows_label_start_time_and_eval_score(two_runs_here):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", rows[older.name]["started"])
     assert re.fullmatch(r"\d+ s", rows[older.name]["time"])
     assert "eval score" in str(table) and "<img" in table._repr_html_()
+
+
+def test_a_pid_the_os_gave_to_another_process_is_not_taken_for_the_run(llama, parity, in_tmp):
+    # the run's process ended and its number now belongs to a live process (here: this one), which
+    # started at another time: the run was killed, not running
+    run = train_one(llama, parity[0], r=4)
+    info = json.loads((run.dir / "run.json").read_text())
+    assert info["pid"] == os.getpid() and abs(info["pid_started"] - psutil.Process().create_time()) < 1
+    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running", "pid_started": info["pid_started"] - 3600}))
+    assert Run.load(run.dir).status == "killed"
+    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running", "host": "elsewhere"}))
+    assert Run.load(run.dir).status == "running"  # another machine's process: cannot tell, so not called killed
+    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    assert Run.load(run.dir).status == "running"  # the very process that wrote it
 
 
 def test_killed_torn_and_unreadable_run_folders_are_listed_not_raised(llama, parity, in_tmp):
