@@ -245,5 +245,5 @@ def _untouched_on_failure(model: Any):
 
 def _first_line(error: BaseException, prefer: str = "") -> str:
     """The line of a library's (often multi-line) message that says what is wrong."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
     return next((line for line in lines if prefer and prefer in line), lines[0] if lines else type(error).__name__)
