@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import check_free, user_path, writing
 from .provenance import lora_section, model_section
 from .progress import worth_a_bar
@@ -21,6 +21,7 @@ from .quiet import quietly
 META_FILE = "lora_nb.json"
 
 
+@strict_flags
 @quietly()
 def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
     """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
@@ -156,6 +157,7 @@ def check_folder(folder: Union[str, Path], *, key: str = "folder"):
                           "save the adapter again") from None
 
 
+@strict_flags
 @quietly(progress=worth_a_bar)
 def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
     """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .portable import expand_user  # noqa: F401 - defined there: exported scripts expand paths the same way
 
 PathLike = Union[str, os.PathLike]
@@ -49,6 +49,7 @@ def is_taken(path: PathLike) -> bool:
     return path.exists()
 
 
+@strict_flags
 def check_free(path: PathLike, key: str, *, overwrite: bool = False, option: str = "overwrite=True") -> Path:
     """``path`` if lora_nb may write there: it does not exist, is an empty folder, or ``overwrite``.
 

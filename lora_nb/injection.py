@@ -102,6 +102,7 @@ def lora_config_kwargs(model: Any, **settings: Any) -> dict:
 MATCH_SECONDS = 2.0  # for one pattern against all of a model's module names
 
 
+@strict_flags
 def matching(key: str, pattern: str, names: list[str], *, suffix: bool = False) -> list[str]:
     """The ``names`` that regex ``pattern`` matches in full (with ``suffix``: in full or as a dotted
     suffix, PEFT's rule for ``rank_pattern`` keys), refused if that takes over ``MATCH_SECONDS``.

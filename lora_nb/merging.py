@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .adapters import adapter_meta, load_adapter_from
-from .errors import ConfigError
+from .errors import ConfigError, strict_flags
 from .files import check_free, user_path, writing
 from .progress import worth_a_bar
 from .quiet import quietly
@@ -24,6 +24,7 @@ from .recipe import DTYPES
 MERGE_INTO = ("dequantized", "original")
 
 
+@strict_flags
 @quietly(progress=worth_a_bar)
 def merge(
     model: Any,
