@@ -27,11 +27,12 @@ _shown: set[str] = set()
 
 @strict_flags
 def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dict[str, tuple[int, int]]] = None,
-          max_length: Optional[int] = None, cut: int = 0, rows: int = 0) -> list[str]:
+          max_length: Optional[int] = None, cut: int = 0, rows: int = 0, warmup: float = 0, steps: int = 0) -> list[str]:
     """The settings' likely mistakes, one sentence each (empty when none).
 
     ``adapted``: {module name: (in_features, out_features)} of the adapted layers; ``cut`` of
-    ``rows`` training examples reach ``max_length`` tokens (they lose their ends).
+    ``rows`` training examples reach ``max_length`` tokens (they lose their ends); ``warmup`` (steps,
+    or a fraction below 1) of a run of ``steps``.
 
     Example:
         >>> lints(lora=LoraSection(r=16, alpha=32), lr=2e-4, has_eval=True)
@@ -65,6 +66,9 @@ def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dic
     if max_length and rows and cut / rows > TRUNCATED_SHARE:
         found.append(f"train.max_length {max_length} cuts {cut} of {rows} examples ({cut / rows:.0%}): their ends, "
                      "usually the answers, are never learned; raise max_length (lora_nb.preview shows the tokens)")
+    if steps and warmup >= 1 and warmup >= steps:
+        found.append(f"train.warmup {warmup:g} steps is not shorter than the run ({steps} steps): the learning rate "
+                     "never reaches train.lr; give a fraction of the run (0.03 is usual) or fewer steps")
     return found
 
 

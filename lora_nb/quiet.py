@@ -71,10 +71,13 @@ class Capture:
             self.lines.append(f"{time.strftime('%H:%M:%S')} {text.rstrip()}")
             self._flush()
 
-    def to(self, path: Path) -> None:
-        """Write what was captured so far to ``path`` (appending), and what follows as it comes."""
+    def to(self, path: Optional[Path]) -> None:
+        """Write what was captured so far to ``path`` (appending), and what follows as it comes;
+        None: keep it in memory only (a run folder that was removed is not made again)."""
         with self._guard:
-            if self.path != Path(path):
+            if path is None:
+                self.path = None
+            elif self.path != Path(path):
                 self.path, self._written = Path(path), 0
             self._flush()
 

@@ -25,6 +25,10 @@ from .render import html_table, text_table
 METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
 
 
+# In a run folder from its creation until training begins (Run.mark_preparing).
+PREPARING = ".lora_nb-preparing.json"
+
+
 class Run:
     """One training run: its settings, its history as it grows, its folder.
 
@@ -168,6 +172,15 @@ class Run:
                 "pid_started": process_started(os.getpid()), "host": socket.gethostname(),
                 "gradient_checkpointing": self.checkpointing}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
+        (self.dir / PREPARING).unlink(missing_ok=True)  # training has begun: the folder is a run now
+
+    def mark_preparing(self) -> None:
+        """Mark the folder as being prepared by this process (until the first :meth:`write_status`),
+        so a folder left by a kill before training is known as one that never trained."""
+        import socket
+
+        atomic_write(self.dir / PREPARING, json.dumps({"pid": os.getpid(), "pid_started": process_started(os.getpid()),
+                                                       "host": socket.gethostname()}))
 
     def last(self, key: str) -> Optional[float]:
         """The latest logged value of ``key`` (e.g. "loss", "eval_loss"), or None.
@@ -225,7 +238,7 @@ class Run:
         run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
         run.summary, run.checkpointing = info.get("summary", {}), info.get("gradient_checkpointing")
         run.started = info.get("started") or _mtime(folder)
-        if run.status == "running" and not _alive(info):
+        if run.status == "running" and not process_alive(info):
             run.status = "killed"
             run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
                            f" (resume='{folder}' continues from there)")
@@ -297,8 +310,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _alive(info: dict) -> bool:
-    """Whether the process that wrote a run.json still runs; True where this machine cannot tell.
+def process_alive(info: dict) -> bool:
+    """Whether the process that wrote ``info`` (run.json's ``pid``, ``pid_started``, ``host``) still
+    runs; True where this machine cannot tell.
 
     A pid alone is not enough: once that process has ended the OS may give its number to another
     one, so the process's start time must match the one recorded too."""

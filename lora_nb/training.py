@@ -28,7 +28,7 @@ from .portable import choose_checkpointing, last_checkpoint
 from .provenance import lora_section, model_section
 from .quiet import Capture, captured
 from .recipe import DataSection, Recipe, TrainSection, build_section
-from .runs import Run, read_jsonl, run_label, training, training_run
+from .runs import PREPARING, Run, process_alive, read_jsonl, run_label, training, training_run
 
 
 @strict_flags
@@ -40,8 +40,7 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
     complete one. Mixed precision is left to the run's dtype (``bf16``/``fp16`` are added there,
     and an explicit ``sft`` value wins).
     """
-    steps_per_epoch = max(1, math.ceil(rows / (t.batch_size * t.grad_accum)))
-    total = t.steps or math.ceil(steps_per_epoch * (t.epochs or 1))
+    total = total_steps(t, rows)
     kwargs = dict(
         output_dir=output_dir,
         max_steps=t.steps or -1,
@@ -69,6 +68,16 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 10))
     kwargs.update(t.sft)
     return kwargs
+
+
+def total_steps(t: TrainSection, rows: int) -> int:
+    """The optimizer steps a train section makes on ``rows`` examples: ``steps``, else its epochs' worth.
+
+    Example:
+        >>> total_steps(TrainSection(steps=None, epochs=2, batch_size=4, grad_accum=2), rows=100)
+        26
+    """
+    return t.steps or math.ceil(max(1, math.ceil(rows / (t.batch_size * t.grad_accum))) * (t.epochs or 1))
 
 
 # SFTConfig keys that lora_nb sets from a train setting: given in ``sft`` they would silently
@@ -105,12 +114,92 @@ def check_sft_overrides(sft: dict) -> dict:
             raise ConfigError(f"train.sft.{key}", problem=f"was renamed: use {RENAMED[key]} (transformers 5 / TRL 1)")
         if key not in fields:
             raise ConfigError(f"train.sft.{key}", problem="is not an SFTConfig setting", allowed=fields)
+    types = sft_field_types()
+    for key, value in sft.items():
+        if key in types and not _fits(value, types[key]):
+            raise ConfigError(f"train.sft.{key}", value, problem=f"must be {_type_name(types[key])}")
+    _check_saving(sft)
     if sft.get("padding_free"):
         raise ConfigError("train.sft.padding_free", True, problem="needs max_length=None in TRL (nothing truncated) "
                           "and pays off only with FlashAttention's variable-length kernels: with SDPA it measured half "
                           "the speed on an H200 (benchmarks/results/gpu-h200-2026-11-28.md). Set packing=true instead: "
                           "TRL's packing is padding-free and keeps max_length")
     return sft
+
+
+# Settings that would switch off what makes a run survive a crash: a complete checkpoint (adapter,
+# optimizer, scheduler, RNG) at least every 10% of the steps, two kept so a kill mid-save leaves one.
+def _check_saving(sft: dict) -> None:
+    why = "would switch off the checkpoints that let a killed run resume where it was"
+    strategy = sft.get("save_strategy", "steps")
+    if str(getattr(strategy, "value", strategy)) != "steps":
+        raise ConfigError("train.sft.save_strategy", strategy, problem=f"{why} (lora_nb saves by steps, at least every "
+                          "10% of the run): leave it out, and set save_steps to save more or less often")
+    steps = sft.get("save_steps")
+    if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps <= 0:
+        raise ConfigError("train.sft.save_steps", steps, problem=f"{why}; give a positive number of steps (or a "
+                          "fraction of the run below 1), or leave it out")
+    limit = sft.get("save_total_limit", 2)
+    if limit is not None and isinstance(limit, int) and limit < 2:
+        raise ConfigError("train.sft.save_total_limit", limit, problem="must keep at least 2 checkpoints: a kill in the "
+                          "middle of a save then still leaves a complete one")
+    if sft.get("save_only_model"):
+        raise ConfigError("train.sft.save_only_model", True, problem="leaves the optimizer, scheduler and RNG out of the "
+                          "checkpoints, so a resumed run would not continue with the same losses")
+
+
+def sft_field_types() -> dict[str, Any]:
+    """The installed ``SFTConfig``'s field types, by name.
+
+    Example:
+        >>> sft_field_types()["weight_decay"]
+        <class 'float'>
+    """
+    import dataclasses
+
+    from trl import SFTConfig
+
+    return {f.name: f.type for f in dataclasses.fields(SFTConfig) if f.init}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has type ``hint`` (a field's annotation); True where the annotation is not understood."""
+    import enum
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    hint = origin or hint
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, hint) or value in {m.value for m in hint}
+    if isinstance(hint, type) and hint.__module__ == "builtins":
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_name(arg) for arg in typing.get_args(hint)))
+    if hint is type(None):
+        return "null"
+    hint = typing.get_origin(hint) or hint
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list",
+            dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 @strict_flags
@@ -135,7 +224,7 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
         return folder
     if output_dir:
         return check_free(output_dir, "output_dir", option="overwrite=True (or resume= to continue that run)",
-                          overwrite=overwrite)
+                          overwrite=overwrite or never_trained(user_path(output_dir)))
     base = Path("runs") / "-".join(filter(None, [datetime.now().strftime("%Y%m%d-%H%M%S"), label]))
     folder, n = base, 1
     while folder.exists():
@@ -239,21 +328,26 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                          max_length=section.max_length)
     train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed)
 
+    try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
+        config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
+                             "assistant_only_loss": "messages" in train_rows.column_names,
+                             **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
+                                                 len(train_rows), report_to)})
+    except (TypeError, ValueError) as e:
+        raise ConfigError("train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
-    created = not folder.exists()
+    before = set(folder.iterdir()) if folder.is_dir() else None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _clear_for(run, resume=resume, overwrite=overwrite)
+        if not resume:
+            run.mark_preparing()
         log.to(run.dir / "log.txt")
         run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
-        config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
-                              "assistant_only_loss": "messages" in train_rows.column_names,
-                              **sft_config_kwargs(section, str(run.dir / "checkpoints"), eval_rows is not None,
-                                                  len(train_rows), report_to)})
         use_cache = getattr(model.config, "use_cache", None)
         trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
                              processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
@@ -265,9 +359,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         if len(trainer.train_dataset) == 0:
             raise ConfigError("train.max_length", section.max_length, problem="leaves no example with a token to "
                               "learn from (every response was cut off); raise max_length")
-    except BaseException:
-        if created:  # nothing of a call that never started training is left behind
-            shutil.rmtree(folder, ignore_errors=True)
+    except BaseException:  # a failure or Ctrl-C before training: nothing this call wrote is left behind
+        log.to(None)
+        _remove_new(folder, before)
         raise
     if not resume:
         atomic_write(run.dir / "recipe.yaml", run.recipe.to_yaml())
@@ -301,7 +395,42 @@ def _lints(model: Any, section: TrainSection, trainer: Any, rows: int, has_eval:
         at_limit = sum(len(ids) >= section.max_length for ids in sample["input_ids"])
         cut = rows - len(trainer.train_dataset) + round(at_limit * len(trainer.train_dataset) / max(1, len(sample)))
     return lints(lora=lora_section(model), lr=section.lr, has_eval=has_eval, adapted=adapted_shapes(model),
-                 max_length=section.max_length, cut=cut, rows=rows)
+                 max_length=section.max_length, cut=cut, rows=rows, warmup=section.warmup, steps=total_steps(section, rows))
+
+
+def _remove_new(folder: Path, before: Optional[set]) -> None:
+    """Remove ``folder`` if it did not exist (``before`` is None), else what was added since ``before``."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in set(folder.iterdir()) - before if folder.is_dir() else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+# What train() writes into a run folder before the first step.
+BEFORE_TRAINING = {PREPARING, "log.txt", "metrics.jsonl", "train.jsonl", "eval.jsonl", "recipe.yaml", "checkpoints"}
+
+
+def never_trained(folder: Union[str, Path]) -> bool:
+    """Whether ``folder`` was left by a :func:`train` call that ended (a kill, a crash) before its
+    first step: it still carries the mark that call made, its process is gone, and it holds only
+    what train() writes before training. A new run may take it, as if it were empty.
+
+    Example:
+        >>> never_trained("runs/20261128-101500")   # doctest: +SKIP
+        False
+    """
+    folder = Path(folder)
+    try:
+        mark = json.loads((folder / PREPARING).read_text())
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in folder.iterdir()}
+    return (names <= BEFORE_TRAINING and not process_alive(mark) and not any((folder / "checkpoints").glob("*"))
+            and (not (folder / "metrics.jsonl").exists() or (folder / "metrics.jsonl").stat().st_size == 0))
 
 
 def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
@@ -313,6 +442,8 @@ def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
         run.history = [row for row in read_jsonl(metrics) if row.get("step", 0) <= step]
         atomic_write(metrics, "".join(json.dumps(row) + "\n" for row in run.history))
         run.step = run.saved_step = step
+    elif never_trained(run.dir):  # all of it was written by a call killed before training
+        _remove_new(run.dir, set())
     elif overwrite:
         shutil.rmtree(run.dir / "checkpoints", ignore_errors=True)
         metrics.unlink(missing_ok=True)

@@ -153,7 +153,18 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
              (dict(learning_rate=1e-3), r"train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead"),
              (dict(resume_from_checkpoint="x"), r"set resume= instead"),
              (dict(activation_checkpointing=True), r"set gradient_checkpointing= instead"),
-             (dict(padding_free=True), r"train.sft.padding_free.*Set packing=true instead")]
+             (dict(padding_free=True), r"train.sft.padding_free.*Set packing=true instead"),
+             # a wrong type fails before anything is written, not at the first step
+             (dict(weight_decay="heavy"), r"^train.sft.weight_decay: must be a number \(got 'heavy'\)"),
+             (dict(bf16="false"), r"^train.sft.bf16: must be true or false or null"),
+             (dict(optim=3), r"^train.sft.optim: must be"),
+             (dict(optim="adamw_turbo"), r"^train.sft: SFTConfig refuses these settings: .*adamw_turbo"),
+             # and nothing switches off the checkpoints a crash needs
+             (dict(save_steps=-1), r"^train.sft.save_steps: would switch off the checkpoints"),
+             (dict(save_strategy="no"), r"^train.sft.save_strategy: would switch off the checkpoints"),
+             (dict(save_strategy="epoch"), r"^train.sft.save_strategy: would switch off the checkpoints"),
+             (dict(save_total_limit=1), r"^train.sft.save_total_limit: must keep at least 2"),
+             (dict(save_only_model=True), r"^train.sft.save_only_model: leaves the optimizer")]
     for overrides, message in cases:
         with pytest.raises(lora_nb.ConfigError, match=message):
             lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(out), progress=False, **overrides)
