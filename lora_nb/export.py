@@ -75,7 +75,7 @@ def script_settings(recipe: Recipe) -> dict:
     """
     from .injection import lora_config_kwargs
     from .loading import quant_kwargs
-    from .training import sft_config_kwargs
+    from .sft_settings import sft_config_kwargs
 
     m, d, t = recipe.model, recipe.data, recipe.train
     meta = _meta_model(recipe)

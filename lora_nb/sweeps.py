@@ -592,7 +592,7 @@ def _check_points(points: list[Point], model: Any) -> None:
     point's adapter would get, and its extra SFTConfig settings."""
     from .injection import lora_config_kwargs
     from .recipe import lora_kwargs
-    from .training import check_sft_overrides
+    from .sft_settings import check_sft_overrides
 
     seen: list = []
     for point in points:

@@ -8,6 +8,8 @@ run on the embedded model even where a pretrained one is at hand (lora_nb.demo.p
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -64,3 +66,33 @@ def shell():
     config.HistoryManager.enabled = False
     yield InteractiveShell.instance(config=config)
     InteractiveShell.clear_instance()
+
+
+def _mount(folder, options):
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                              capture_output=True).returncode == 0
+    except OSError:  # no mount command
+        return False
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A real 2 MiB file system (tmpfs), unmounted after the test."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if not _mount(folder, "size=2m"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def fill():
+    """fill(disk, leave): fill ``disk`` up to ``leave`` bytes free (a file named ``filler``)."""
+    def fill(disk, leave):
+        (disk / "filler").write_bytes(b"\1" * (shutil.disk_usage(disk).free - leave))
+
+    return fill

@@ -186,7 +186,8 @@ def test_windows_paths_keep_their_backslashes(llama, tmp_path):
 def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     recipe = lora_nb.Recipe.from_dict({
         "model": {"name": copy_model(llama, tmp_path / HOSTILE), "device_map": HOSTILE},
-        "lora": {"targets": "attention", "rank_pattern": {HOSTILE: 4}, "alpha_pattern": {HOSTILE: 8},
+        # a pattern key must match a module (else it is refused): q_proj does, the hostile rest rides along
+        "lora": {"targets": "attention", "rank_pattern": {f"q_proj|{HOSTILE}": 4}, "alpha_pattern": {f"q_proj|{HOSTILE}": 8},
                  "modules_to_save": [HOSTILE]},
         "data": {"path": HOSTILE, "split": HOSTILE, "eval": HOSTILE},
         "train": {"steps": 1, "resume": HOSTILE, "sft": {"run_name": HOSTILE}},
@@ -207,7 +208,10 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     assert (settings["RESUME"], settings["OUTPUT_DIR"]) == (HOSTILE, HOSTILE + "-script")
     assert settings["SFT_CONFIG"]["run_name"] == HOSTILE
     lora = settings["LORA_CONFIG"]
-    assert (lora["rank_pattern"], lora["alpha_pattern"], lora["modules_to_save"]) == ({HOSTILE: 4}, {HOSTILE: 8.0}, [HOSTILE])
+    assert lora["modules_to_save"] == [HOSTILE]
+    # a key with repeats or braces reaches PEFT as the module names it matched, escaped (see injection.peft_patterns)
+    assert lora["rank_pattern"] == {r"model\.layers\.0\.self_attn\.q_proj|model\.layers\.1\.self_attn\.q_proj": 4}
+    assert list(lora["alpha_pattern"]) == list(lora["rank_pattern"])
 
 
 class StripStrings(ast.NodeTransformer):
@@ -342,7 +346,7 @@ def test_an_epoch_run_checkpoints_in_the_script_as_in_lora_nb(llama, parity, tmp
     data = write_rows(tmp_path / "train.jsonl", parity[0])  # 48 rows
     recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": data},
                                        "train": {"epochs": 2, "batch_size": 4}})
-    from lora_nb.training import sft_config_kwargs
+    from lora_nb.sft_settings import sft_config_kwargs
 
     expected = sft_config_kwargs(recipe.train, "", False, 48)  # what train() computes from the prepared rows
     settings = constants(lora_nb.to_script(recipe))["SFT_CONFIG"]

@@ -23,32 +23,6 @@ from lora_nb.adapters import adapter_meta, load_adapter_from
 from lora_nb.files import atomic_write, replace_folder, write_error, writing
 
 
-def _mount(folder, options):
-    try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                              capture_output=True).returncode == 0
-    except OSError:  # no mount command
-        return False
-
-
-@pytest.fixture
-def disk(tmp_path):
-    """A real 2 MiB file system (tmpfs), unmounted after the test."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if not _mount(folder, "size=2m"):
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(disk, leave):
-    """Fill ``disk`` up to ``leave`` bytes free."""
-    (disk / "filler").write_bytes(b"\1" * (shutil.disk_usage(disk).free - leave))
-
-
 def read_only(disk):
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
 
@@ -66,7 +40,7 @@ def adapted(tiny):
 
 # --- full disk, read-only disk, a parent that is a file ------------------------------------------
 
-def test_a_full_disk_leaves_nothing_of_a_save_or_a_merge(adapted, disk):
+def test_a_full_disk_leaves_nothing_of_a_save_or_a_merge(adapted, disk, fill):
     model, tok = adapted
     fill(disk, leave=32 * 1024)  # the adapter's files fit, its tokenizer's do not: a half-written folder
     before = snapshot(disk)
@@ -83,7 +57,7 @@ def test_a_full_disk_leaves_nothing_of_a_save_or_a_merge(adapted, disk):
     assert (lora_nb.merge(model, disk / "nested" / "merged") / "model.safetensors").exists()
 
 
-def test_a_full_disk_leaves_an_overwritten_merge_as_it_was(adapted, disk):
+def test_a_full_disk_leaves_an_overwritten_merge_as_it_was(adapted, disk, fill):
     model, tok = adapted
     out = lora_nb.merge(model, disk / "merged", tokenizer=tok)
     (out / "notes.txt").write_text("mine")
@@ -128,7 +102,7 @@ def test_a_parent_that_is_a_file_is_named(adapted, tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_the_write_helpers_leave_nothing_and_keep_the_old_version(disk):
+def test_the_write_helpers_leave_nothing_and_keep_the_old_version(disk, fill):
     atomic_write(disk / "run.json", "old")
     (disk / "adapter").mkdir()
     (disk / "adapter" / "a.txt").write_text("old")

@@ -13,7 +13,7 @@ import pytest
 
 import lora_nb
 from lora_nb.runs import Run, RunTable, find_runs
-from lora_nb.training import new_run_dir
+from lora_nb.run_folders import new_run_dir
 
 
 def train_one(llama, rows, **lora):

@@ -1,0 +1,74 @@
+"""Send this process a real SIGINT (what Ctrl-C and a kernel's interrupt send) the moment its main
+thread enters a given function, and report how train() ended and what its folder holds.
+
+Run by tests/test_interrupts.py in a fresh process:
+    python interrupt_probe.py MODEL DATA OUT_DIR FILE_SUFFIX FUNCTION [RETRY_DATA]
+(DATA "merge": merge the injected model into OUT_DIR instead; RETRY_DATA "merge": merge again.)
+
+Prints one JSON line: when the signal was sent, how long the call took to end after it, how it
+ended, the folder's files, and (with RETRY_DATA) how a second train() into the same folder went.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import lora_nb
+
+
+def send_sigint_on_entry(suffix: str, function: str, sent: dict) -> None:
+    """Watch the main thread's stack; SIGINT this process once ``function`` of a file ending in ``suffix`` runs."""
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        while "at" not in sent:
+            frame = sys._current_frames().get(main)
+            while frame is not None:
+                if frame.f_code.co_name == function and frame.f_code.co_filename.endswith(suffix):
+                    sent["at"] = time.monotonic()
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                frame = frame.f_back
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    model_dir, data, out, suffix, function = sys.argv[1:6]
+    retry = sys.argv[6] if len(sys.argv) > 6 else None
+    model, tok = lora_nb.load(model_dir, dtype="fp32")
+    model = lora_nb.inject(model, r=4, verbose=False)
+    sent: dict = {}
+    send_sigint_on_entry(suffix, function, sent)
+    report: dict = {}
+    try:
+        if data == "merge":
+            lora_nb.merge(model, out)
+            report["outcome"] = "merged"
+        else:
+            run = lora_nb.train(model, tok, data, steps=40, batch_size=4, max_length=64, output_dir=out, progress=False)
+            report["outcome"] = run.status
+    except KeyboardInterrupt:
+        report["outcome"] = "KeyboardInterrupt"
+    ended = time.monotonic()
+    report["signalled"] = "at" in sent
+    report["seconds_to_end"] = round(ended - sent["at"], 2) if "at" in sent else None
+    report["files"] = sorted(os.listdir(out)) if os.path.isdir(out) else None
+    report["beside"] = sorted(os.listdir(os.path.dirname(os.path.abspath(out))))
+    if retry == "merge":
+        lora_nb.merge(model, out)
+        report["retry"] = "merged" if os.path.isfile(os.path.join(out, "model.safetensors")) else "nothing"
+    elif retry:
+        again = lora_nb.train(model, tok, retry, steps=1, batch_size=4, max_length=64, output_dir=out, progress=False)
+        report["retry"] = again.status
+    print("REPORT " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
