@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, nearest
 from .quiet import quietly
 from .render import html_table, text_table
 
@@ -38,6 +38,7 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     batch = [prompts] if single else list(prompts)
     if not batch or not all(isinstance(p, str) for p in batch):
         raise ConfigError("prompts", prompts, problem="must be a string or a non-empty list of strings")
+    check_generation_kwargs(generation_kwargs)
     kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from .portable import pin_4bit_layout
@@ -61,6 +62,41 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     answers = [a.strip() for a in answers]
     return answers[0] if single else answers
+
+
+def check_generation_kwargs(kwargs: dict) -> None:
+    """Refuse a keyword ``model.generate`` does not take (with the nearest one), and a wrong type
+    for a setting whose default is a number or a flag, before anything is generated.
+
+    Example:
+        >>> check_generation_kwargs({"max_new_tokenz": 8})   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lora_nb.errors.ConfigError: generate.max_new_tokenz: is not a generation setting. Allowed: ... Did you mean 'max_new_tokens'?
+    """
+    import inspect
+
+    from transformers import GenerationConfig, GenerationMixin
+
+    allowed = {k for k in GenerationConfig().to_dict() if not k.startswith("_")} | {
+        n for n, p in inspect.signature(GenerationMixin.generate).parameters.items()
+        if p.kind is not p.VAR_KEYWORD and n not in ("self", "inputs")}
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ConfigError(f"generate.{key}", problem="is not a generation setting",
+                              allowed=sorted(allowed, key=lambda k: (k != nearest(key, allowed), k)))
+        if key in FLAGS and not isinstance(value, bool):
+            raise ConfigError(f"generate.{key}", value, problem="must be True or False")
+        if key in NUMBERS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"generate.{key}", value, problem="must be a number")
+    if "max_new_tokens" in kwargs and not (isinstance(kwargs["max_new_tokens"], int) and kwargs["max_new_tokens"] > 0):
+        raise ConfigError("generate.max_new_tokens", kwargs["max_new_tokens"], problem="must be a whole number above 0")
+
+
+# generation settings whose type transformers checks only deep in generate (or not at all)
+FLAGS = {"do_sample", "use_cache", "output_scores", "output_logits", "return_dict_in_generate", "renormalize_logits"}
+NUMBERS = {"max_new_tokens", "min_new_tokens", "max_length", "min_length", "temperature", "top_p", "top_k", "min_p",
+           "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "num_beams", "num_return_sequences"}
 
 
 @dataclass

@@ -72,3 +72,19 @@ def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_p
     raw = Comparison([("Is 7 even?", "\\\ufffdU\ufffd\x1b[0m", "odd")])
     assert "\ufffd" not in str(raw) + raw._repr_html_() and "\x1b" not in str(raw) and "\\·U··[0m" in str(raw)
     assert raw.rows[0][1] == "\\\ufffdU\ufffd\x1b[0m"  # the answers themselves are kept as generated
+
+
+def test_a_misspelt_or_mistyped_generation_setting_is_one_line(llama):
+    import pytest
+
+    model, tok = lora_nb.load(llama)
+    cases = [(dict(max_new_tokenz=4), r"^generate.max_new_tokenz: is not a generation setting\..*Did you mean 'max_new_tokens'\?"),
+             (dict(max_new_tokens="4"), r"^generate.max_new_tokens: must be a number"),
+             (dict(max_new_tokens=0), r"^generate.max_new_tokens: must be a whole number above 0"),
+             (dict(do_sample="false"), r"^generate.do_sample: must be True or False"),
+             (dict(temperature="hot"), r"^generate.temperature: must be a number")]
+    for kwargs, message in cases:
+        with pytest.raises(lora_nb.ConfigError, match=message) as error:
+            lora_nb.generate(model, tok, "Is 4 even?", **kwargs)
+        assert "\n" not in str(error.value)
+    assert isinstance(lora_nb.generate(model, tok, "Is 4 even?", max_new_tokens=2, top_k=5), str)
