@@ -45,8 +45,22 @@ def is_taken(path: PathLike) -> bool:
     """
     path = Path(path)
     if path.is_dir():
-        return any(path.iterdir())
+        return any(not _left_by_a_dead_write(entry) for entry in path.iterdir())
     return path.exists()
+
+
+def _left_by_a_dead_write(entry: Path) -> bool:
+    """A ``.lora_nb.tmp<pid>`` folder whose process is gone: a write killed before it could clean up."""
+    match = re.fullmatch(r"\.lora_nb\.tmp(\d+)", entry.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, under another user
+        return False
+    return False
 
 
 @strict_flags
@@ -211,6 +225,9 @@ def _staged(path: Path, *, whole: bool) -> Iterator[Path]:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         _make_parents(path.parent, made)
         shutil.rmtree(tmp, ignore_errors=True)  # a folder left by a killed write of this process id
+        for entry in path.iterdir() if into else ():  # and those of killed processes
+            if _left_by_a_dead_write(entry):
+                shutil.rmtree(entry, ignore_errors=True)
         yield tmp
         if into:
             for entry in list(tmp.iterdir()):

@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -261,3 +262,19 @@ def test_a_torn_lora_nb_json_is_named_where_it_is_read(saved, tiny, tmp_path):
         lora_nb.load_adapter(str(tiny("llama")), folder)  # how to load the base is read from it
     base, _ = lora_nb.load(str(tiny("llama")), dtype="fp32")
     assert lora_nb.load_adapter(base, folder).peft_config["default"].r == 4  # a loaded base does not need it
+
+
+def test_a_temporary_folder_left_by_a_killed_write_does_not_block_the_folder(adapted, tmp_path):
+    model, tok = adapted
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its number names the leftover of a write killed (kill -9) before it could clean up
+    out = tmp_path / "adapter"
+    (out / f".lora_nb.tmp{dead.pid}").mkdir(parents=True)
+    (out / f".lora_nb.tmp{dead.pid}" / "adapter_model.safetensors").write_bytes(b"torn")
+    lora_nb.save(model, out, tokenizer=tok)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert (out / "adapter_model.safetensors").stat().st_size > 4
+    (out.parent / "mine").mkdir()
+    (out.parent / "mine" / f".lora_nb.tmp{os.getpid()}").mkdir()  # a live process's: still taken
+    with pytest.raises(lora_nb.ConfigError, match="not empty"):
+        lora_nb.save(model, out.parent / "mine", tokenizer=tok)
