@@ -25,12 +25,14 @@ def test_each_mistake_is_named_once_in_stdout_not_stderr(llama, parity, tmp_path
     model, tok = lora_nb.load(llama)
     model = lora_nb.inject(model, r=16, alpha=4, verbose=False)  # k_proj is 32→16 here
     for attempt in range(2):
-        lora_nb.train(model, tok, text_rows(4, 12), steps=1, lr=0.05, batch_size=4, max_length=16,
+        lora_nb.train(model, tok, text_rows(4, 12), steps=1, lr=0.05, batch_size=4, max_length=16, warmup=5,
                       output_dir=str(tmp_path / "run"), overwrite=True, progress=False)
         out, err = capsys.readouterr()
         notes = [line for line in out.splitlines() if line.startswith("note: ")]
         if attempt == 0:
-            assert [n.split()[1] for n in notes] == ["lora.alpha", "train.lr", "lora.r", "data.eval", "train.max_length"], out
+            assert [n.split()[1] for n in notes] == ["lora.alpha", "train.lr", "lora.r", "data.eval", "train.max_length",
+                                                     "train.warmup"], out
+            assert "train.warmup 5 steps is not shorter than the run (1 steps)" in out
             assert "alpha/r = 0.25, so each step moves the adapter 8x less" in out and "set alpha=32" in out
             assert "k_proj: 32→16" in out and "use r < 16" in out
             assert "cuts 12 of 16 examples (75%)" in out
@@ -57,3 +59,10 @@ def test_the_thresholds():
     assert "use r < 16" in lint_module.lints(lora=lora, lr=2e-4, has_eval=True, adapted={"q": (64, 16)})[0]
     assert lint_module.lints(lora=lora, lr=2e-4, has_eval=True, max_length=64, cut=5, rows=10) == []  # half: not most
     assert "cuts 6 of 10" in lint_module.lints(lora=lora, lr=2e-4, has_eval=True, max_length=64, cut=6, rows=10)[0]
+
+
+@pytest.mark.parametrize("warmup, steps, said", [(5, 1, True), (10, 10, True), (9, 10, False), (0.5, 1, False),
+                                                 (0.03, 100, False), (0, 0, False)])
+def test_warmup_not_shorter_than_the_run_is_a_note(warmup, steps, said):
+    found = lint_module.lints(lora=LoraSection(r=8, alpha=16), lr=2e-4, has_eval=True, warmup=warmup, steps=steps)
+    assert any(f.startswith("train.warmup") for f in found) is said
