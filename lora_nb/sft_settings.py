@@ -112,25 +112,37 @@ def check_sft_overrides(sft: dict) -> dict:
     return sft
 
 
-# Settings that would switch off what makes a run survive a crash: a complete checkpoint (adapter,
-# optimizer, scheduler, RNG) at least every 10% of the steps, two kept so a kill mid-save leaves one.
 def _check_saving(sft: dict) -> None:
-    why = "would switch off the checkpoints that let a killed run resume where it was"
-    strategy = sft.get("save_strategy", "steps")
-    if str(getattr(strategy, "value", strategy)) != "steps":
-        raise ConfigError("train.sft.save_strategy", strategy, problem=f"{why} (lora_nb saves by steps, at least every "
-                          "10% of the run): leave it out, and set save_steps to save more or less often")
+    """A checkpoint interval that is no interval at all (zero or negative steps) is refused."""
     steps = sft.get("save_steps")
     if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps <= 0:
-        raise ConfigError("train.sft.save_steps", steps, problem=f"{why}; give a positive number of steps (or a "
-                          "fraction of the run below 1), or leave it out")
+        raise ConfigError("train.sft.save_steps", steps, problem="must be a positive number of steps (or a fraction "
+                          "of the run below 1); leave it out for lora_nb's cadence (at least every 10% of the run)")
+
+
+def saving_notes(sft: dict) -> list[str]:
+    """What extra settings take from a run's crash safety — a complete checkpoint (adapter, optimizer,
+    scheduler, RNG) at least every 10% of the steps, two kept — one note each, said before training.
+
+    Example:
+        >>> saving_notes({"save_strategy": "no"})[0].split(":")[0]
+        "train.sft.save_strategy 'no' switches off checkpoints by steps"
+    """
+    notes = []
+    strategy = sft.get("save_strategy", "steps")
+    strategy = str(getattr(strategy, "value", strategy))
+    if strategy != "steps":
+        notes.append(f"train.sft.save_strategy {strategy!r} switches off checkpoints by steps: a crash or kill before "
+                     "the end loses " + ("the whole run (nothing to resume)" if strategy == "no" else
+                                         "everything since the last " + ("epoch" if strategy == "epoch" else "best eval")))
     limit = sft.get("save_total_limit", 2)
-    if limit is not None and isinstance(limit, int) and limit < 2:
-        raise ConfigError("train.sft.save_total_limit", limit, problem="must keep at least 2 checkpoints: a kill in the "
-                          "middle of a save then still leaves a complete one")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit < 2:
+        notes.append(f"train.sft.save_total_limit {limit} keeps fewer than 2 checkpoints: a kill in the middle of a save "
+                     "can leave none complete to resume from")
     if sft.get("save_only_model"):
-        raise ConfigError("train.sft.save_only_model", True, problem="leaves the optimizer, scheduler and RNG out of the "
-                          "checkpoints, so a resumed run would not continue with the same losses")
+        notes.append("train.sft.save_only_model leaves the optimizer, scheduler and RNG out of the checkpoints: a "
+                     "resumed run will not continue with the same losses")
+    return notes
 
 
 def sft_field_types() -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .quiet import Capture, captured
 from .recipe import DataSection, Recipe, TrainSection, build_section
 from .run_folders import never_trained, new_run_dir, prune_checkpoints, remove_new
 from .runs import Run, read_jsonl, run_label, training, training_run
-from .sft_settings import check_sft_overrides, sft_config_kwargs, total_steps
+from .sft_settings import check_sft_overrides, saving_notes, sft_config_kwargs, total_steps
 
 
 @strict_flags
@@ -196,7 +196,8 @@ def _lints(model: Any, section: TrainSection, trainer: Any, rows: int, has_eval:
         at_limit = sum(len(ids) >= section.max_length for ids in sample["input_ids"])
         cut = rows - len(trainer.train_dataset) + round(at_limit * len(trainer.train_dataset) / max(1, len(sample)))
     return lints(lora=lora_section(model), lr=section.lr, has_eval=has_eval, adapted=adapted_shapes(model),
-                 max_length=section.max_length, cut=cut, rows=rows, warmup=section.warmup, steps=total_steps(section, rows))
+                 max_length=section.max_length, cut=cut, rows=rows, warmup=section.warmup,
+                 steps=total_steps(section, rows)) + saving_notes(section.sft)
 
 
 def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:

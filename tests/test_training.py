@@ -159,12 +159,8 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
              (dict(bf16="false"), r"^train.sft.bf16: must be true or false or null"),
              (dict(optim=3), r"^train.sft.optim: must be"),
              (dict(optim="adamw_turbo"), r"^train.sft: SFTConfig refuses these settings: .*adamw_turbo"),
-             # and nothing switches off the checkpoints a crash needs
-             (dict(save_steps=-1), r"^train.sft.save_steps: would switch off the checkpoints"),
-             (dict(save_strategy="no"), r"^train.sft.save_strategy: would switch off the checkpoints"),
-             (dict(save_strategy="epoch"), r"^train.sft.save_strategy: would switch off the checkpoints"),
-             (dict(save_total_limit=1), r"^train.sft.save_total_limit: must keep at least 2"),
-             (dict(save_only_model=True), r"^train.sft.save_only_model: leaves the optimizer")]
+             (dict(save_steps=-1), r"^train.sft.save_steps: must be a positive number of steps"),
+             (dict(save_steps=0), r"^train.sft.save_steps: must be a positive number of steps")]
     for overrides, message in cases:
         with pytest.raises(lora_nb.ConfigError, match=message):
             lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(out), progress=False, **overrides)
@@ -395,3 +391,22 @@ def test_a_save_during_training_links_the_checkpoints_adapter(lora_llama, parity
     assert seen == [(1, True, model.peft_config["default"].r, True), (2, True, model.peft_config["default"].r, True)]
     reloaded = lora_nb.load_adapter(model.base_model.model.config._name_or_path, tmp_path / "run" / "adapter")
     assert set(reloaded.state_dict()) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("overrides, note", [
+    (dict(save_strategy="no"), "train.sft.save_strategy 'no' switches off checkpoints by steps: a crash or kill before "
+                               "the end loses the whole run (nothing to resume)"),
+    (dict(save_strategy="epoch"), "loses everything since the last epoch"),
+    (dict(save_total_limit=1), "train.sft.save_total_limit 1 keeps fewer than 2 checkpoints"),
+    (dict(save_only_model=True), "train.sft.save_only_model leaves the optimizer"),
+])
+def test_settings_that_weaken_crash_safety_say_so(lora_llama, parity, tmp_path, capsys, overrides, note):
+    from lora_nb import lints
+
+    lints._shown.clear()
+    model, tok = lora_llama
+    run = lora_nb.train(model, tok, parity[0], steps=2, batch_size=4, output_dir=str(tmp_path / "run"), progress=False,
+                        **overrides)
+    assert run.status == "finished"
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: train.sft.")]
+    assert len(notes) == 1 and note in notes[0]
