@@ -7,20 +7,26 @@ Formats: ``text``; ``alpaca`` (instruction / input / output); chat ``messages``;
 
 from __future__ import annotations
 
-import json
-import math
+import numbers
 import os
+import threading
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Iterator, Optional, Union
 
+from .data_checks import check_columns, check_fraction, check_rows, holds_messages, mixed_row
+from .data_files import load
 from .errors import ConfigError
 from .files import expand_user
-from .portable import DATA_FILES, detect_format, is_split, load_rows, split_eval, to_sft_dataset
+from .portable import DATA_FILES, detect_format, is_split, split_eval, to_sft_dataset
+from .progress import progress_bar
 from .quiet import quietly
-from .recipe import FORMATS
+from .recipe import FORMATS, TrainSection
 
 SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
+LARGE_ROWS = 20_000  # from about here checking and converting take a second or more: worth a progress bar
+LARGE_FILE = 16 * 2**20  # a data file of 16 MiB or more takes a second or more to read
+CUT_SAMPLE = 8  # long texts whose cut is tokenised to confirm it still fills max_length
 
 
 def read(data: Any, split: str = "train", *, key: str = "data.path"):
@@ -34,6 +40,7 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
     """
     from datasets import Dataset, DatasetDict
 
+    given = "data" if key == "data.path" else key  # rows given in memory have no path
     if isinstance(data, Dataset):
         return data
     if isinstance(data, DatasetDict):
@@ -42,8 +49,15 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
         return data[split]
     if isinstance(data, list):
         if not data or not all(isinstance(r, dict) for r in data):
-            raise ConfigError("data", f"list of {len(data)} items", problem="a list must hold dicts (one per example)")
-        return Dataset.from_list(data)
+            raise ConfigError(given, f"list of {len(data)} items", problem="a list must hold dicts (one per example)")
+        columns = dict.fromkeys(name for row in data for name in row)  # every row's keys: from_list takes the first row's
+        try:
+            return Dataset.from_dict({name: [row.get(name) for row in data] for name in columns})
+        except Exception:  # Arrow keeps one type per column: say which row breaks it
+            problem = mixed_row(data, "the rows given")
+            if problem is None:
+                raise
+            raise ConfigError(given, None, problem=f"{problem}; fix or drop that row") from None
     if isinstance(data, (str, os.PathLike)):
         source = expand_user(data)  # ~/data/x.jsonl, $DATA/x.jsonl; a Hub name stays as it is
         if not source:
@@ -53,53 +67,89 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
             raise ConfigError(key, source, problem="has an unsupported file type", allowed=tuple(DATA_FILES))
         if ext in DATA_FILES and not os.path.exists(source):
             raise ConfigError(key, source, problem="no such file")
-        return _load(source, split, key)
-    raise ConfigError("data", type(data).__name__, problem=f"unsupported source; give {SOURCES}")
+        return load(source, split, key)
+    raise ConfigError(given, type(data).__name__, problem=f"unsupported source; give {SOURCES}")
 
 
+@quietly()
 def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: str = "train",
-            eval: Union[float, str, Any, None] = None, seed: int = 42):
-    """Read ``data``, check its format, convert it for TRL and split off eval rows.
+            eval: Union[float, str, Any, None] = None, seed: int = 42, max_length: Optional[int] = None):
+    """Read ``data``, check every row, convert it for TRL and split off eval rows.
 
-    Returns ``(train_dataset, eval_dataset_or_None, format)``.
+    Returns ``(train_dataset, eval_dataset_or_None, format)``. ``max_length``: the tokens TRL keeps
+    of each example, from its start (:func:`kept_tokens` of a train section); texts far longer are
+    cut before tokenising, to a length that still fills it — a 10 MB row then costs milliseconds,
+    not seconds of one uninterruptible tokenizer call. None keeps every text whole. Large data
+    gets a progress bar; Ctrl-C stops it within a batch of rows.
 
     Example:
         >>> train, ev, fmt = prepare("alpaca.jsonl", tok, eval=0.1)   # doctest: +SKIP
     """
     # expanded here too: telling an eval file from a split name looks at the paths
     data, eval = (expand_user(x) if isinstance(x, (str, os.PathLike)) else x for x in (data, eval))
-    rows = read(data, split)
-    fmt = format or detect_format(rows.column_names)
-    if fmt not in FORMATS:
-        raise ConfigError("data.format", format or f"columns {rows.column_names}",
-                          problem="cannot be read as any format" if format is None else "unknown format",
-                          allowed=FORMATS)
-    _check_columns(rows.column_names, fmt)
-    _check_rows(rows, fmt, *_where(data, "data.path"))
-    if fmt in ("messages",) and not getattr(tokenizer, "chat_template", None):
+    with _progress() as stages:
+        if isinstance(data, str) and os.path.isfile(data) and os.path.getsize(data) >= LARGE_FILE:
+            stages.start(f"reading {os.path.basename(data)}")
+        rows = read(data, split)
+        large = len(rows) >= LARGE_ROWS or stages.bar is not None
+        if large:
+            stages.start(f"checking {len(rows)} rows")
+        fmt = format or _detect(rows)
+        if fmt not in FORMATS:
+            raise ConfigError("data.format", format or f"columns {rows.column_names}",
+                              problem="cannot be read as any format" if format is None else "unknown format",
+                              allowed=FORMATS)
+        check_columns(rows.column_names, fmt)
+        check_rows(rows, fmt, *_where(data, "data.path"))
+        _check_template(rows, fmt, tokenizer)
+        if isinstance(eval, numbers.Real):  # 0.1; 0 or 1 are numbers too, refused as fractions (bools as well)
+            check_fraction(eval, len(rows))
+            eval = float(eval)
+        rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
+        if eval_rows is not None and not isinstance(eval, float):
+            check_columns(eval_rows.column_names, fmt)
+            check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval) else _where(eval, "data.eval")))
+            _check_template(eval_rows, fmt, tokenizer)
+        if large:
+            stages.start("converting rows", total=len(rows) + (len(eval_rows) if eval_rows is not None else 0))
+        train, held = (None if part is None else to_sft_dataset(part, fmt, tokenizer, on_batch=_advance,
+                                                                 max_chars=_cut_length(part, fmt, tokenizer, max_length))
+                       for part in (rows, eval_rows))
+    return train, held, fmt
+
+
+def _detect(rows: Any) -> Optional[str]:
+    """The format of the first row's fields (the columns are every row's: a row of another format
+    mixed in is then the one refused), else of all columns."""
+    first = [name for name, value in rows[0].items() if value is not None]
+    return detect_format(first) or detect_format(rows.column_names)
+
+
+def kept_tokens(train: TrainSection) -> Optional[int]:
+    """The tokens TRL keeps of each training example from its start, for :func:`prepare`'s
+    ``max_length``: the train section's max_length, unless TRL keeps more of a text (packing
+    strategies that wrap or split long sequences) or its end (``truncation_mode="keep_end"``).
+
+    Example:
+        >>> kept_tokens(TrainSection(max_length=512)), kept_tokens(TrainSection(max_length=512, sft={"truncation_mode": "keep_end"}))
+        (512, None)
+    """
+    if train.sft.get("truncation_mode", "keep_start") != "keep_start":
+        return None
+    if train.packing and train.sft.get("packing_strategy", "bfd") != "bfd":  # bfd truncates each sequence too
+        return None
+    return train.max_length
+
+
+def _check_template(rows: Any, fmt: str, tokenizer: Any) -> None:
+    """Chat messages are rendered with the tokenizer's chat template: refuse them without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    if fmt == "messages":
         raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; set tokenizer.chat_template or use format 'text'")
-    if isinstance(eval, float):
-        _check_fraction(eval, len(rows))
-    rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
-    if eval_rows is not None and not isinstance(eval, float):
-        _check_columns(eval_rows.column_names, fmt)
-        _check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval) else _where(eval, "data.eval")))
-    train = to_sft_dataset(rows, fmt, tokenizer)
-    return train, (to_sft_dataset(eval_rows, fmt, tokenizer) if eval_rows is not None else None), fmt
-
-
-REQUIRED = {"text": ("text",), "alpaca": ("instruction", "output"), "messages": ("messages",),
-            "prompt_completion": ("prompt", "completion")}
-
-
-def _check_columns(columns: list[str], fmt: str) -> None:
-    missing = [c for c in REQUIRED[fmt] if c not in columns]
-    if missing:
-        raise ConfigError("data.format", fmt, problem=f"needs columns {missing} that the data lacks (it has {columns})")
-
-
-NEEDS = {"text": "a text", "alpaca": "an instruction and an output (input is optional)",
-         "messages": "messages, each with a role and content, and an assistant turn", "prompt_completion": "a prompt and a completion"}
+    if fmt == "prompt_completion" and (holds_messages(rows, "prompt") or holds_messages(rows, "completion")):
+        raise ConfigError("data.format", fmt, problem="with lists of messages as prompt and completion needs a tokenizer with a "
+                          "chat template; set tokenizer.chat_template or give prompt and completion as strings")
 
 
 def _where(data: Any, key: str) -> tuple[str, str]:
@@ -110,133 +160,90 @@ def _where(data: Any, key: str) -> tuple[str, str]:
     return ("data" if key == "data.path" else key), "the rows given"
 
 
-def _check_rows(rows: Any, fmt: str, key: str, source: str) -> None:
-    """Refuse rows whose needed fields are null. The readers fill a field a row lacks with None
-    (so do rows of another format mixed in), and None would train as the text "None"."""
-    if len(rows) == 0:
-        raise ConfigError(key, None, problem=f"{source} has no rows")
-    bad = _first_bad_row(rows, fmt)
-    if bad is not None:
-        row, what = bad
-        raise ConfigError(key, None, problem=f"row {row + 1} of {source} has {what} (null or missing); every {fmt} row needs {NEEDS[fmt]}. "
-                                             "Fix or drop that row (rows of another format lack these fields too)")
+_stages = threading.local()
 
 
-def _first_bad_row(rows: Any, fmt: str) -> Optional[tuple[int, str]]:
-    """(0-based index, what it lacks) of the first row lacking a field ``fmt`` needs, else None."""
+class _Stages:
+    """:func:`prepare`'s progress display, for large data only: a bar per stage (reading a large
+    file, checking, converting), the last one counting rows."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def start(self, desc: str, total: Optional[int] = None) -> None:
+        self.close()
+        self.bar = progress_bar(total=total, desc=desc, unit=" rows", leave=False)
+
+    def update(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextmanager
+def _progress() -> Iterator[_Stages]:
+    _stages.current = stages = _Stages()
+    try:
+        yield stages
+    finally:
+        _stages.current = None
+        stages.close()
+
+
+def _advance(rows: int) -> None:
+    """Count ``rows`` converted on the bar of the :func:`prepare` running in this thread. A
+    module-level function: datasets hashes it by name, so the converted rows are cached and
+    found again by the next run on the same file."""
+    stages = getattr(_stages, "current", None)
+    if stages is not None:
+        stages.update(rows)
+
+
+def _cut_length(rows: Any, fmt: str, tokenizer: Any, max_length: Optional[int]) -> Optional[int]:
+    """The characters to keep of each text so it still gives more than ``max_length`` tokens
+    (TRL cuts there anyway), or None when no text is that long.
+
+    A token spans at most as many characters as the tokenizer's longest token, so that many per
+    token fills ``max_length`` — unless the tokenizer's normaliser drops characters or an unknown
+    word becomes one token: a few of the cuts are tokenised to confirm they still fill it, and
+    otherwise nothing is cut.
+    """
+    if not max_length or tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+        return None
     import pyarrow.compute as pc
 
-    table = rows.with_format("arrow")  # whole columns in Arrow: a null count, not a Python loop per row
-    bad = []  # (row, what) for each field's first null
-    for column in REQUIRED[fmt]:
-        values = table[column].combine_chunks()
-        nulls = pc.is_null(values)
-        if pc.any(nulls).as_py():
-            bad.append((pc.index(nulls, True).as_py(), f"no {column!r}"))
-        if fmt == "messages":
-            bad += _bad_turns(values)
-    if not bad:
+    texts = _all_texts(rows, fmt)
+    longest = max((pc.max(pc.utf8_length(t)).as_py() or 0 for t in texts), default=0)
+    if longest <= max_length:
         return None
-    row = min(r for r, _ in bad)
-    return row, " and ".join(what for r, what in bad if r == row)
+    chars = (max_length + 1) * max(map(len, tokenizer.get_vocab()), default=1)
+    if longest <= chars:
+        return None
+    heads = [head for t in texts for head in
+             pc.utf8_slice_codeunits(pc.filter(t, pc.greater(pc.utf8_length(t), chars)).slice(0, CUT_SAMPLE), 0, chars).to_pylist()]
+    tokens = tokenizer(heads[:CUT_SAMPLE], add_special_tokens=False)["input_ids"]
+    return chars if all(len(ids) > max_length for ids in tokens) else None
 
 
-def _bad_turns(conversations: Any) -> list[tuple[int, str]]:
-    """(row, what) of the first message with a null role, and of the first with a null content."""
+def _all_texts(rows: Any, fmt: str) -> list[Any]:
+    """Arrow string arrays of every text that TRL tokenises (the contents of messages for chat)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    kind = conversations.type
-    if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)):
-        return []
-    turns, parents = pc.list_flatten(conversations), pc.list_parent_indices(conversations)
-    bad = []
-    for field in ("role", "content"):
-        if kind.value_type.get_field_index(field) < 0:
-            continue
-        nulls = pc.is_null(pc.struct_field(turns, field))
-        if pc.any(nulls).as_py():
-            bad.append((parents[pc.index(nulls, True).as_py()].as_py(), f"a message with no {field!r}"))
-    if not bad and kind.value_type.get_field_index("role") >= 0:  # nothing to learn from a conversation with no answer
-        answered = pc.filter(parents, pc.equal(pc.struct_field(turns, "role"), "assistant"))
-        unanswered = pc.and_(pc.invert(pc.is_in(pa.array(range(len(conversations))), value_set=answered)),
-                             pc.is_valid(conversations))  # a null conversation is reported as such
-        if pc.any(unanswered).as_py():
-            bad.append((pc.index(unanswered, True).as_py(), "no 'assistant' turn"))
-    return bad
-
-
-def _check_fraction(fraction: float, n: int) -> None:
-    """Refuse an eval fraction that leaves no rows to train on (datasets rounds the eval rows up)."""
-    if not 0 < fraction < 1:
-        raise ConfigError("data.eval", fraction, problem="a fraction must be between 0 and 1")
-    held = math.ceil(fraction * n)
-    if held >= n:
-        most = math.floor(100 * (n - 1) / n) / 100
-        fix = f"with {n} rows use a fraction of at most {most}, or an eval file" if most > 0 else "give more rows, or an eval file"
-        raise ConfigError("data.eval", fraction, problem=f"holds out every row ({held} of {n}), leaving none to train on; {fix}")
-
-
-def _load(source: str, split: str, key: str):
-    """:func:`load_rows`, its failures told in one line: datasets' own errors name neither the file nor the line."""
-    try:
-        rows = load_rows(source, split)
-        if DATA_FILES.get(os.path.splitext(source)[1].lower()) == "json":
-            rows.data.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8; training would fail on them
-    except Exception as error:  # datasets wraps the cause (ArrowInvalid, UnicodeDecodeError, StopIteration) in its own
-        if os.path.isfile(source):
-            problem = _file_problem(source) or f"{source} could not be read ({_reason(error)})"
-        else:
-            problem = f"{source} is neither a data file nor a saved dataset folder, and loading it as a Hub dataset failed ({_reason(error)})"
-        raise ConfigError(key, None, problem=problem) from None
-    if len(rows) == 0:
-        raise ConfigError(key, None, problem=f"{source} has no rows")
-    return rows
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of the innermost error: the library's own reason, without its wrappers."""
-    while error.__cause__ or error.__context__:
-        error = error.__cause__ or error.__context__
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def _file_problem(path: str) -> Optional[str]:
-    """Why a data file failed to load, found by reading it: empty, not UTF-8, or the first bad JSON line."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".parquet":
-        return f"{path} has no rows (the file is empty)" if os.path.getsize(path) == 0 else None
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.strip():
-        return f"{path} has no rows (the file is empty or only blank lines)"
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        return f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} on line {line}); re-save the file as UTF-8"
-    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    if ext == ".csv":
-        return f"{path} has no rows (only a header line)" if len(lines) < 2 else None
-    return _json_problem(path, text, lines, whole=ext == ".json")
-
-
-def _json_problem(path: str, text: str, lines: list[tuple[int, str]], whole: bool) -> Optional[str]:
-    """The first syntax error of a JSON array file, or the first line of JSON Lines that is not an object."""
-    if whole and text.lstrip().startswith("["):
-        try:
-            return None if json.loads(text) else f"{path} has no rows (an empty list)"
-        except json.JSONDecodeError as e:
-            return f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
-    for n, line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            return f"line {n} of {path} is not valid JSON ({e.msg}): {line.strip()[:80]!r}; each line must be one JSON object"
-        if not isinstance(row, dict):
-            return f"line {n} of {path} is not a JSON object ({line.strip()[:80]!r}); each line must be one row like {{\"text\": ...}}"
-    return None
+    table = rows.with_format("arrow")
+    names = {"text": ["text"], "alpaca": ["instruction", "input", "output"], "messages": ["messages"],
+             "prompt_completion": ["prompt", "completion"]}[fmt]
+    texts = []
+    for name in (n for n in names if n in rows.column_names):
+        values = table[name].combine_chunks()
+        if (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)) and pa.types.is_struct(values.type.value_type):
+            values = pc.struct_field(pc.list_flatten(values), "content")
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            texts.append(values)
+    return texts
 
 
 class Preview:
@@ -292,7 +299,7 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
 
     rows = read(data, split)
     rows = rows.select(range(min(n, len(rows))))
-    train, _, fmt = prepare(rows, tokenizer, format=format)
+    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length)
     config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
                              assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
     out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
