@@ -124,7 +124,7 @@ def check_device_map(device_map: Any) -> None:
         >>> check_device_map("gpu")
         Traceback (most recent call last):
         ...
-        lora_nb.errors.ConfigError: model.device_map: not a device map (got 'gpu'). Allowed: auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N, mps, a {module: device} dict.
+        lora_nb.errors.ConfigError: model.device_map: not a device map (got 'gpu'). Allowed: auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N, mps, a {module: device} dict. Did you mean 'cpu'?
     """
     import torch
 

@@ -222,7 +222,7 @@ def test_errors_show_in_the_panel(tiny):
     assert "no model loaded yet" in panel.status.value
     panel.model_name.value = "/no/such/model"
     panel.buttons["Load"].click()
-    assert "cannot be loaded" in panel.status.value and "color:#b00" in panel.status.value
+    assert "is not a local folder with config.json" in panel.status.value and "color:#b00" in panel.status.value
 
 
 class Warns(TrainerCallback):
