@@ -18,6 +18,7 @@ from .data_checks import check_columns, check_fraction, check_rows, holds_messag
 from .data_files import load
 from .errors import ConfigError
 from .files import expand_user
+from .interrupts import interruptible
 from .portable import DATA_FILES, detect_format, is_split, split_eval, to_sft_dataset
 from .progress import progress_bar
 from .quiet import quietly
@@ -80,14 +81,14 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     of each example, from its start (:func:`kept_tokens` of a train section); texts far longer are
     cut before tokenising, to a length that still fills it — a 10 MB row then costs milliseconds,
     not seconds of one uninterruptible tokenizer call. None keeps every text whole. Large data
-    gets a progress bar; Ctrl-C stops it within a batch of rows.
+    gets a progress bar; Ctrl-C stops it within a batch of rows (:func:`lora_nb.interrupts.interruptible`).
 
     Example:
         >>> train, ev, fmt = prepare("alpaca.jsonl", tok, eval=0.1)   # doctest: +SKIP
     """
     # expanded here too: telling an eval file from a split name looks at the paths
     data, eval = (expand_user(x) if isinstance(x, (str, os.PathLike)) else x for x in (data, eval))
-    with _progress() as stages:
+    with interruptible(), _progress() as stages:  # Ctrl-C ends it, also where datasets swallows it
         if isinstance(data, str) and os.path.isfile(data) and os.path.getsize(data) >= LARGE_FILE:
             stages.start(f"reading {os.path.basename(data)}")
         rows = read(data, split)

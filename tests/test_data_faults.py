@@ -350,10 +350,11 @@ for n, stage in enumerate(sys.argv[3:]):
         report[stage] = time.monotonic() - sent["at"]
 print("REPORT " + json.dumps(report))
 """
-# converting: from datasets' batch loop on. The map's fingerprinting before it (about 10 ms) runs under a
-# bare ``except:`` in datasets (fingerprint.update_fingerprint) that swallows a KeyboardInterrupt landing there.
+# fingerprinting: datasets hashes the conversion under a bare ``except:`` that swallows a KeyboardInterrupt
+# (datasets.fingerprint.update_fingerprint); prepare raises it again (lora_nb.interrupts).
 STAGES = {"reading": "datasets/packaged_modules/json/json.py:_generate_tables",
           "checking": "lora_nb/data_checks.py:check_rows",
+          "fingerprinting": "datasets/fingerprint.py:update_fingerprint",
           "converting": "datasets/arrow_dataset.py:_map_single"}
 
 
