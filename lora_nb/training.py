@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence, Union
 from .compat import sft_config
 from .errors import ConfigError, strict_flags
 from .files import atomic_write, expand_user, write_error
+from .interrupts import interruptible
 from .lints import adapted_shapes, lints, warn_once
 from .loading import device_kwargs
 from .portable import choose_checkpointing, last_checkpoint
@@ -147,8 +148,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                             processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
+        with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
+            trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
+                                 processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
         # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
         # each training forward itself.

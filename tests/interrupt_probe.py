@@ -22,19 +22,28 @@ import lora_nb
 
 
 def send_sigint_on_entry(suffix: str, function: str, sent: dict) -> None:
-    """Watch the main thread's stack; SIGINT this process once ``function`` of a file ending in ``suffix`` runs."""
+    """Watch the main thread's stack; SIGINT this process once ``function`` of a file ending in ``suffix`` runs.
+
+    ``a>b`` (in both ``suffix`` and ``function``): once b runs inside a, e.g. datasets' fingerprinting
+    inside TRL's tokenising rather than inside lora_nb's own conversion."""
     main = threading.main_thread().ident
+    wanted = list(zip(suffix.split(">"), function.split(">")))
+
+    def running(frame, file_suffix: str, name: str) -> bool:
+        while frame is not None:
+            if frame.f_code.co_name == name and frame.f_code.co_filename.endswith(file_suffix):
+                return True
+            frame = frame.f_back
+        return False
 
     def watch() -> None:
         while "at" not in sent:
             frame = sys._current_frames().get(main)
-            while frame is not None:
-                if frame.f_code.co_name == function and frame.f_code.co_filename.endswith(suffix):
-                    sent["at"] = time.monotonic()
-                    os.kill(os.getpid(), signal.SIGINT)
-                    return
-                frame = frame.f_back
-            time.sleep(0.002)
+            if frame is not None and all(running(frame, s, f) for s, f in wanted):
+                sent["at"] = time.monotonic()
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.001)
 
     threading.Thread(target=watch, daemon=True).start()
 

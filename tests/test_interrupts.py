@@ -42,8 +42,10 @@ def rows(tmp_path):
 @pytest.mark.parametrize("suffix, function", [
     ("lora_nb/data.py", "prepare"),                    # reading and checking the rows
     ("trl/trainer/sft_trainer.py", "_prepare_dataset"),  # tokenising
+    # datasets fingerprints each map under a bare except, which swallowed an interrupt landing there
+    ("trl/trainer/sft_trainer.py>datasets/fingerprint.py", "_prepare_dataset>update_fingerprint"),
     ("trl/trainer/sft_trainer.py", "__init__"),          # building the trainer
-], ids=["reading", "tokenising", "building-the-trainer"])
+], ids=["reading", "tokenising", "tokenising-fingerprint", "building-the-trainer"])
 def test_ctrl_c_before_training_leaves_the_folder_as_it_was(llama, rows, tmp_path, suffix, function):
     out = tmp_path / "run"
     out.mkdir()  # an empty output_dir the user made: it must stay, empty
