@@ -122,7 +122,7 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
 def _detect(rows: Any) -> Optional[str]:
     """The format of the first row's fields (the columns are every row's: a row of another format
     mixed in is then the one refused), else of all columns."""
-    first = [name for name, value in rows[0].items() if value is not None]
+    first = [name for name, value in rows[0].items() if value is not None] if len(rows) else []
     return detect_format(first) or detect_format(rows.column_names)
 
 
