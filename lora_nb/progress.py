@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import strict_flags
 from .quiet import stream_under_capture
@@ -34,6 +36,32 @@ def progress_bar(*, disable: bool = False, **kwargs: Any) -> Any:
     stream = stream_under_capture()
     shown = _in_kernel() or bool(getattr(stream, "isatty", lambda: False)())
     return tqdm(file=stream, disable=disable or not shown, **kwargs)
+
+
+@contextmanager
+def ticking(desc: str) -> Iterator[None]:
+    """A line that shows the time passing (``desc: 0:12``) while a library works without a display
+    of its own — TRL tokenising a large dataset — under the same rules as :func:`progress_bar`.
+
+    Example:
+        >>> with ticking("tokenising 100,000 rows (TRL)"):
+        ...     pass
+    """
+    bar = progress_bar(total=None, desc=desc, bar_format="{desc}: {elapsed}", leave=False)
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.5):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="lora_nb-ticking", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 def _in_kernel() -> bool:

@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -22,6 +22,7 @@ from .errors import ConfigError, strict_flags
 from .files import atomic_write, expand_user, write_error
 from .interrupts import interruptible
 from .lints import adapted_shapes, lints, warn_once
+from .progress import ticking
 from .loading import device_kwargs
 from .portable import choose_checkpointing, last_checkpoint
 from .provenance import lora_section, model_section
@@ -107,7 +108,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     from trl import SFTTrainer
 
     from .callbacks import Recorder, RunCallback
-    from .data import prepare
+    from .data import LARGE_ROWS, kept_tokens, prepare
     from .portable import pin_4bit_layout
 
     resume, seed = settings["resume"], settings["seed"]
@@ -125,7 +126,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
                                          max_length=section.max_length)
-    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed)
+    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed,
+                                         max_length=kept_tokens(section))  # a 10 MB row is cut before it is tokenised
 
     try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
         config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
@@ -148,7 +150,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
+        shown = ticking(f"tokenising {len(train_rows):,} rows (TRL)") if len(train_rows) >= LARGE_ROWS else nullcontext()
+        with interruptible(), shown:  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
             trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
                                  processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating

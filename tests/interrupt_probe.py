@@ -15,19 +15,19 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 
 import lora_nb
 
 
 def send_sigint_on_entry(suffix: str, function: str, sent: dict) -> None:
-    """Watch the main thread's stack; SIGINT this process once ``function`` of a file ending in ``suffix`` runs.
+    """SIGINT this process the moment ``function`` of a file ending in ``suffix`` is called in the
+    main thread (a profile hook sees every call: nothing is missed however short the phase).
 
-    ``a>b`` (in both ``suffix`` and ``function``): once b runs inside a, e.g. datasets' fingerprinting
-    inside TRL's tokenising rather than inside lora_nb's own conversion."""
-    main = threading.main_thread().ident
+    ``a>b`` (in both ``suffix`` and ``function``): once b is called inside a, e.g. datasets'
+    fingerprinting inside TRL's tokenising rather than inside lora_nb's own conversion."""
     wanted = list(zip(suffix.split(">"), function.split(">")))
+    inner_suffix, inner = wanted[-1]
 
     def running(frame, file_suffix: str, name: str) -> bool:
         while frame is not None:
@@ -36,16 +36,15 @@ def send_sigint_on_entry(suffix: str, function: str, sent: dict) -> None:
             frame = frame.f_back
         return False
 
-    def watch() -> None:
-        while "at" not in sent:
-            frame = sys._current_frames().get(main)
-            if frame is not None and all(running(frame, s, f) for s, f in wanted):
-                sent["at"] = time.monotonic()
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.001)
+    def hook(frame, event, arg) -> None:
+        if event != "call" or frame.f_code.co_name != inner or not frame.f_code.co_filename.endswith(inner_suffix):
+            return
+        if all(running(frame, s, f) for s, f in wanted[:-1]):
+            sys.setprofile(None)
+            sent["at"] = time.monotonic()
+            os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=watch, daemon=True).start()
+    sys.setprofile(hook)
 
 
 def main() -> None:
