@@ -445,9 +445,10 @@ def find_runs(root: Union[str, Path] = "runs", *, filter: Optional[str] = None, 
 
 def _run_folders(root: Path, depth: int = 2) -> list[Path]:
     """``root`` if it is a run folder, else the run folders in it, down to ``depth`` folders deep
-    (a sweep's runs sit in its folder inside runs/)."""
+    (a sweep's runs sit in its folder inside runs/). A folder still marked as being prepared has
+    not trained (yet, or ever: a call killed before its first step) and is no run."""
     if (root / "run.json").exists() or (root / "metrics.jsonl").exists():
-        return [root]
+        return [] if (root / PREPARING).exists() and not (root / "run.json").exists() else [root]
     if depth == 0 or not root.is_dir():
         return []
     return [run for child in sorted(root.iterdir()) if child.is_dir() and not child.name.startswith(".")

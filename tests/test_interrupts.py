@@ -104,6 +104,9 @@ def test_a_folder_left_by_a_kill_before_training_takes_the_next_run(lora_nb_mode
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / ".lora_nb-preparing.json").exists() and not (out / "run.json").exists()
+    from lora_nb.runs import find_runs
+
+    assert find_runs(str(tmp_path)) == []  # listed as no run, whatever it holds
     run = lora_nb.train(model, tok, [{"text": "hello there"}] * 8, steps=1, output_dir=str(out), progress=False)
     assert run.status == "finished" and not (out / ".lora_nb-preparing.json").exists()
     assert not (out / "train.jsonl").exists() or "hello there" in (out / "train.jsonl").read_text()
