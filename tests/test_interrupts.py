@@ -159,3 +159,13 @@ def test_a_read_only_or_blocked_output_dir_is_one_line_and_leaves_nothing(lora_n
         lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(tmp_path / "notes.txt" / "run"), progress=False)
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_read_only_output_dir_is_one_line(lora_nb_model, parity, disk):
+    import subprocess as sp
+
+    model, tok, _ = lora_nb_model
+    sp.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    with pytest.raises(lora_nb.ConfigError, match=r"^output_dir: cannot write .*: the disk is read-only") as error:
+        lora_nb.train(model, tok, parity[0], steps=1, output_dir=str(disk / "run"), progress=False)
+    assert "\n" not in str(error.value) and list(disk.iterdir()) == []
