@@ -220,7 +220,7 @@ def _classify(model: Any) -> list[Module]:
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     found = []
     for name, module in named.items():
-        if _is_peft_internal(name):
+        if is_peft_internal(name):
             continue
         kind = _kind(module)
         if kind is not None:
@@ -240,7 +240,13 @@ def _classify(model: Any) -> list[Module]:
     return found
 
 
-def _is_peft_internal(name: str) -> bool:
+def is_peft_internal(name: str) -> bool:
+    """Whether module ``name`` is a layer PEFT added (``lora_A``, ``base_layer``, …) rather than the model's own.
+
+    Example:
+        >>> is_peft_internal("model.layers.0.self_attn.q_proj.lora_A.default"), is_peft_internal("model.layers.0.mlp")
+        (True, False)
+    """
     return any(part in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "base_layer", "lora_dropout",
                         "lora_magnitude_vector", "modules_to_save", "original_module") for part in name.split("."))
 
@@ -282,7 +288,7 @@ def peft_all_linear(model: Any) -> list[str]:
         head = next((getattr(model, n) for n in SEQ_CLS_HEAD_NAMES if getattr(model, n, None) is not None), None)
         excluded |= {id(head)} if head is not None else set()
     return [n for n, m in model.named_modules()
-            if not _is_peft_internal(n) and _kind(m) is not None and id(getattr(m, "base_layer", m)) not in excluded]
+            if not is_peft_internal(n) and _kind(m) is not None and id(getattr(m, "base_layer", m)) not in excluded]
 
 
 def _param_count(model: Any) -> int:

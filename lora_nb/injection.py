@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any, Optional, Union
 
-from .discovery import Discovery, _is_peft_internal, discover, task_type
+from .discovery import Discovery, discover, is_peft_internal, task_type
 from .errors import ConfigError, strict_flags
 from .provenance import record, unwrap
 from .quiet import quietly
@@ -86,7 +86,7 @@ def lora_config_kwargs(model: Any, **settings: Any) -> dict:
     s = build_section(LoraSection, settings, "lora")
     report = discover(model, r=s.r)
     # the names PEFT will see: a PeftModel's own layers (lora_A, base_layer) go when its adapter is removed
-    all_names = [n for n, _ in unwrap(model).named_modules() if not _is_peft_internal(n)]
+    all_names = [n for n, _ in unwrap(model).named_modules() if not is_peft_internal(n)]
     kwargs = dict(
         r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=resolve_targets(report, s.targets, all_names),
         bias=s.bias, use_rslora=s.variant == "rslora", use_dora=s.variant == "dora", task_type=task_type(model),
