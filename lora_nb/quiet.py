@@ -72,13 +72,10 @@ class Capture:
             self._flush()
 
     def to(self, path: Optional[Path]) -> None:
-        """Write what was captured so far to ``path`` (appending), and what follows as it comes;
-        None: keep it in memory only (a run folder that was removed is not made again)."""
+        """Write what was captured so far to ``path`` (appending), and what follows as it comes; None: keep it in memory."""
         with self._guard:
-            if path is None:
-                self.path = None
-            elif self.path != Path(path):
-                self.path, self._written = Path(path), 0
+            if path is None or self.path != Path(path):
+                self.path, self._written = (None if path is None else Path(path)), 0
             self._flush()
 
     def _flush(self) -> None:
@@ -128,8 +125,7 @@ def last() -> Optional[Capture]:
 
 def current() -> Optional[Capture]:
     """The capture open in this thread, if any."""
-    stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
+    return (getattr(_local, "stack", None) or [None])[-1]
 
 
 @strict_flags
