@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import inspect
 import typing
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
@@ -140,5 +139,7 @@ def _flag_parameters(fn: Callable) -> dict[str, bool]:
 
 
 @functools.lru_cache(maxsize=None)
-def _signature(fn: Callable) -> inspect.Signature:
+def _signature(fn: Callable) -> Any:
+    import inspect  # here, not at the top: importing lora_nb stays cheap
+
     return inspect.signature(fn)
