@@ -420,8 +420,8 @@ def lora_nb_smoke(ctx) -> dict:
     import torch
 
     import lora_nb
-    from lora_nb import demo_data
-    from lora_nb.tiny import tiny_model
+    from lora_nb.demo import tasks
+    from lora_nb.demo.tiny import tiny_model
 
     out: dict = {"case": 11, "name": "lora_nb end to end", "steps": []}
     state: dict = {}
@@ -441,7 +441,7 @@ def lora_nb_smoke(ctx) -> dict:
                                      traceback=tb_tail()))
             log(f"  lora_nb: {name} FAILED: {first_lines(e, 1)}")
 
-    rows = demo_data.examples(256, seed=0)
+    rows = tasks.examples(256, seed=0)
     prompts = ["Is this number even or odd?\n\n12", "Even or odd?\n\n7"]
 
     def describe(model) -> dict:
@@ -651,7 +651,7 @@ def main(argv=None) -> int:
         try:
             from transformers import AutoTokenizer
 
-            from lora_nb.tiny import tiny_tokenizer
+            from lora_nb.demo.tiny import tiny_tokenizer
 
             t = time.time()
             ctx.tok = AutoTokenizer.from_pretrained(tiny_tokenizer())

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from transformers import TrainerCallback
 
-from lora_nb.recipe import LoraSection, TrainSection
+from lora_nb.recipe.schema import LoraSection, TrainSection
 
 from .common import Metrics
 
@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 def tokenizer_folder() -> Path:
     """The benchmark tokenizer: lora_nb's tiny BPE trained on this module's words (whole words
     become tokens, as with a real tokenizer), built on first use."""
-    from lora_nb.tiny import _cached, build_tokenizer
+    from lora_nb.demo.tiny import _cached, build_tokenizer
 
     corpus = [PROMPT.format(" ".join(WORDS))] + [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))]
     return _cached(cache_dir() / "tokenizer", lambda folder: build_tokenizer(folder, corpus, vocab_size=1000))
@@ -53,7 +53,7 @@ def model_folder(shape: str) -> Path:
     Example:
         >>> lora_nb.load(str(model_folder("small")))   # doctest: +SKIP
     """
-    from lora_nb.tiny import _cached
+    from lora_nb.demo.tiny import _cached
 
     def build(folder: Path) -> None:
         import torch

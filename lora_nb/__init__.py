@@ -18,37 +18,37 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import quiet as _quiet  # noqa: F401 - first: from here on the training stack's import-time notes go to the log
+from .core import quiet as _quiet  # noqa: F401 - first: from here on the training stack's import-time notes go to the log
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load": "loading",
-    "discover": "discovery",
-    "Discovery": "discovery",
-    "estimate": "memory",
-    "MemoryEstimate": "memory",
-    "inject": "injection",
-    "train": "training",
-    "Run": "runs",
-    "generate": "generation",
-    "compare": "generation",
-    "Comparison": "generation",
-    "evaluate": "evaluation",
-    "Evaluation": "evaluation",
-    "save": "adapters",
-    "load_adapter": "adapters",
-    "merge": "merging",
-    "Recipe": "recipe",
-    "suggest": "heuristics",
-    "run": "pipeline",
-    "sweep": "sweeps",
-    "Sweep": "sweeps",
-    "to_script": "pipeline",
-    "ConfigError": "errors",
-    "preview": "data",
+_EXPORTS = {  # public name -> the module that defines it
+    "load": "model.loading",
+    "discover": "model.discovery",
+    "Discovery": "model.discovery",
+    "estimate": "model.memory",
+    "MemoryEstimate": "model.memory",
+    "inject": "model.injection",
+    "train": "training.trainer",
+    "Run": "runs.record",
+    "generate": "inference.generation",
+    "compare": "inference.generation",
+    "Comparison": "inference.generation",
+    "evaluate": "inference.evaluation",
+    "Evaluation": "inference.evaluation",
+    "save": "runs.adapters",
+    "load_adapter": "model.attach",
+    "merge": "inference.merging",
+    "Recipe": "recipe.schema",
+    "suggest": "model.heuristics",
+    "run": "experiments.pipeline",
+    "sweep": "experiments.sweeps",
+    "Sweep": "experiments.sweeps",
+    "to_script": "experiments.pipeline",
+    "ConfigError": "core.errors",
+    "preview": "data.prepare",
     "Panel": "notebook.panel",
-    "doctor": "support",
+    "doctor": "core.doctor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -18,8 +18,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import run as run_recipe
-    from .recipe import Recipe
+    from .experiments.pipeline import run as run_recipe
+    from .recipe.schema import Recipe
 
     run = run_recipe(Recipe.from_yaml(args.recipe))
     print(run)
@@ -27,14 +27,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> int:
-    from .memory import targets_with_memory
+    from .model.memory import targets_with_memory
 
     print(targets_with_memory(args.model, r=args.r, trust_remote_code=args.trust_remote_code))
     return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .support import doctor
+    from .core.doctor import doctor
 
     report = doctor()
     print(report)
@@ -42,10 +42,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .files import check_free
-    from .launch import CONFIG_FILE, launch_command, launch_config
-    from .pipeline import to_script
-    from .recipe import Recipe
+    from .core.files import check_free
+    from .export.launch import CONFIG_FILE, launch_command, launch_config
+    from .experiments.pipeline import to_script
+    from .recipe.schema import Recipe
 
     engine = _engine(args)  # options and output paths are checked before the recipe is rendered (seconds)
     recipe = Recipe.from_yaml(args.recipe)
@@ -72,7 +72,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace) -> Optional[str]:
     """The engine export's launch options choose (None: DDP), once they are checked to fit together."""
-    from .launch import ZERO_STAGES
+    from .export.launch import ZERO_STAGES
 
     if not args.launcher:
         options = {"--gpus": args.gpus is not None, "--fsdp": args.fsdp, "--deepspeed": args.deepspeed is not None}

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny real models built from transformers configs, cached for the session.
 
 Nothing touches the network: the Hub is switched off, models and tokenizers are built locally
-(lora_nb.tiny) into one session cache, and the parity task's rows are generated. The notebooks
+(lora_nb.demo.tiny) into one session cache, and the parity task's rows are generated. The notebooks
 run on the embedded model even where a pretrained one is at hand (lora_nb.demo.pretrained_base).
 """
 
@@ -30,7 +30,7 @@ def model_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny():
     """tiny(family) -> folder of a saved tiny model (llama, gpt2, phi3, qwen3_moe, bert)."""
-    from lora_nb.tiny import tiny_model
+    from lora_nb.demo.tiny import tiny_model
 
     return tiny_model
 
@@ -43,9 +43,9 @@ def llama(tiny):
 @pytest.fixture(scope="session")
 def parity():
     """(train_rows, test_rows) of the demo's alpaca task, small."""
-    from lora_nb import demo_data
+    from lora_nb.demo import tasks
 
-    return demo_data.split(48, 8)
+    return tasks.split(48, 8)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import lora_nb
-from lora_nb.memory import targets_with_memory
-from lora_nb.recipe import Recipe
+from lora_nb.model.memory import targets_with_memory
+from lora_nb.recipe.schema import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
 def test_export_for_a_launch_writes_the_accelerate_config_beside_the_script(cli, recipe_file, tmp_path):
     import yaml
 
-    from lora_nb.launch import launch_command, launch_config
+    from lora_nb.export.launch import launch_command, launch_config
 
     path, _ = recipe_file
     target, config = tmp_path / "train_lora.py", tmp_path / "accelerate_config.yaml"

@@ -1,4 +1,4 @@
-"""Each side of every version branch in lora_nb.compat, forced whatever release is installed.
+"""Each side of every version branch in lora_nb.hf.compat, forced whatever release is installed.
 
 Colab's transformers 5.15 knows only ``gradient_checkpointing``; 5.23 and later take
 ``activation_checkpointing`` (and keep the old name as a deprecated alias). The branch is taken by
@@ -11,7 +11,7 @@ import json
 import pytest
 
 import lora_nb
-from lora_nb import compat
+from lora_nb.hf import compat
 
 OLD = frozenset({"output_dir", "gradient_checkpointing", "gradient_checkpointing_kwargs"})  # transformers < 5.23
 NEW = OLD | {"activation_checkpointing", "activation_checkpointing_kwargs"}  # 5.23 and later
@@ -58,5 +58,5 @@ def test_the_tooltip_keyword_follows_ipywidgets_major_version():
     assert compat.tooltip_keyword("7.7.1") == "description_tooltip"
     assert compat.tooltip_keyword("8.1.9") == "tooltip"
     assert panel._TOOLTIP == compat.tooltip_keyword(ipywidgets.__version__)
-    control = ipywidgets.IntText(**panel._help(lora_nb.recipe.LoraSection, "r"))
+    control = ipywidgets.IntText(**panel._help(lora_nb.recipe.schema.LoraSection, "r"))
     assert "rank" in getattr(control, panel._TOOLTIP).lower()

@@ -17,9 +17,9 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
 import lora_nb
-from lora_nb.data import prepare, read
-from lora_nb.errors import ConfigError
-from lora_nb.recipe import Recipe
+from lora_nb.data.prepare import prepare, read
+from lora_nb.core.errors import ConfigError
+from lora_nb.recipe.schema import Recipe
 
 END = "<|end|>"  # the tiny tokenizer's eos, closing every turn
 FORMATS = ["text", "alpaca", "alpaca_no_input", "messages", "prompt_completion"]

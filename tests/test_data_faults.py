@@ -21,10 +21,10 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 import lora_nb
-from lora_nb.compat import sft_config
-from lora_nb.data import kept_tokens, prepare, preview, trl_prepare
-from lora_nb.errors import ConfigError, LoraNbWarning
-from lora_nb.recipe import TrainSection
+from lora_nb.hf.compat import sft_config
+from lora_nb.data.prepare import kept_tokens, prepare, preview, trl_prepare
+from lora_nb.core.errors import ConfigError, LoraNbWarning
+from lora_nb.recipe.schema import TrainSection
 
 USER, ANSWER = {"role": "user", "content": "Even or odd? 12"}, {"role": "assistant", "content": "even"}
 GOOD = {"text": {"text": "Even or odd? 12 even"},
@@ -328,7 +328,7 @@ def test_prepared_rows_are_cached_and_found_again(tok, tmp_path):
 CHILD = r"""
 import json, os, shutil, signal, sys, threading, time
 from transformers import AutoTokenizer
-from lora_nb.data import prepare
+from lora_nb.data.prepare import prepare
 
 tokenizer, data = AutoTokenizer.from_pretrained(sys.argv[1]), sys.argv[2]
 sys.setswitchinterval(1e-4)  # the watching thread gets its turns often enough to catch a stage of a few ms
@@ -361,7 +361,7 @@ for n, stage in enumerate(sys.argv[3:]):
 print("REPORT " + json.dumps(report))
 """
 # fingerprinting: datasets hashes the conversion under a bare ``except:`` that swallows a KeyboardInterrupt
-# (datasets.fingerprint.update_fingerprint); prepare raises it again (lora_nb.interrupts).
+# (datasets.fingerprint.update_fingerprint); prepare raises it again (lora_nb.core.interrupts).
 STAGES = {"reading": "datasets/packaged_modules/json/json.py:_generate_tables",
           "checking": "lora_nb/data_checks.py:check_rows",
           "fingerprinting": "datasets/fingerprint.py:update_fingerprint",
@@ -391,7 +391,7 @@ def test_ctrl_c_stops_preparing_large_data_in_every_stage(llama, tmp_path):
 BAR_CHILD = r"""
 import sys
 from transformers import AutoTokenizer
-from lora_nb.data import prepare
+from lora_nb.data.prepare import prepare
 
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 for n in (100, 30_000):

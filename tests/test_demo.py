@@ -16,7 +16,7 @@ import pytest
 
 from lora_nb.demo import (GGUF_PACKAGE, HUB_TIMEOUT_S, SMALL_INSTRUCT, notebook_base, pretrained_base, quickstart,
                           run_demo)
-from lora_nb.errors import ConfigError
+from lora_nb.core.errors import ConfigError
 
 
 def test_demo_end_to_end(tmp_path, capsys):

@@ -8,14 +8,14 @@ import time
 import pytest
 
 import lora_nb
-from lora_nb.discovery import discover
+from lora_nb.model.discovery import discover
 
 
 def peft_lora_count(model, targets="all-linear", r=16):
     """How many LoRA parameters PEFT itself adds for ``targets`` at rank ``r``."""
     from peft import LoraConfig, get_peft_model
 
-    from lora_nb.discovery import task_type
+    from lora_nb.model.discovery import task_type
 
     peft_model = get_peft_model(model, LoraConfig(r=r, target_modules=targets, lora_dropout=0.0, task_type=task_type(model)))
     return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
@@ -158,7 +158,7 @@ def test_config_and_loaded_model_agree_on_the_total(tiny, family):
 @pytest.mark.parametrize("source", ["/nope", "empty-folder", "no-such-org/no-such-model"])
 def test_a_model_that_cannot_be_found(source, tmp_path, capsys):
     from lora_nb.cli import main
-    from lora_nb.errors import ConfigError
+    from lora_nb.core.errors import ConfigError
 
     if source == "empty-folder":
         source = str(tmp_path)
@@ -173,7 +173,7 @@ def test_a_model_that_cannot_be_found(source, tmp_path, capsys):
 
 
 def test_an_unreadable_config_names_the_model(tmp_path):
-    from lora_nb.errors import ConfigError
+    from lora_nb.core.errors import ConfigError
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
     with pytest.raises(ConfigError, match=r"^model: has a config.json that transformers cannot read \(.*no_such_architecture"):
@@ -183,7 +183,7 @@ def test_an_unreadable_config_names_the_model(tmp_path):
 @pytest.mark.parametrize("r", [-5, 0])
 def test_rank_must_be_positive(llama, r, capsys):
     from lora_nb.cli import main
-    from lora_nb.errors import ConfigError
+    from lora_nb.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         discover(llama, r=r)

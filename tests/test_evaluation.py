@@ -8,8 +8,8 @@ import pytest
 
 import lora_nb
 from lora_nb import ConfigError
-from lora_nb.portable import alpaca_user_text
-from lora_nb.runs import read_jsonl
+from lora_nb.hf.formats import alpaca_user_text
+from lora_nb.runs.record import read_jsonl
 
 STEPS = 16
 

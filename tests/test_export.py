@@ -14,9 +14,9 @@ import sys
 import pytest
 
 import lora_nb
-from lora_nb import compat, portable
-from lora_nb.errors import ConfigError
-from lora_nb.export import script_settings
+from lora_nb.hf import compat, devices, folders, formats, memory_model, models
+from lora_nb.core.errors import ConfigError
+from lora_nb.export.script import script_settings
 
 
 def write_rows(path, rows):
@@ -200,7 +200,8 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     without_strings = ast.unparse(StripStrings().visit(tree))
     assert "PWNED" not in without_strings and "__import__" not in without_strings
     settings = constants(script)
-    fixed = {**constants(inspect.getsource(portable)), **constants(inspect.getsource(compat))}  # their own constants
+    fixed = {name: value for module in (devices, memory_model, models, formats, folders, compat)
+             for name, value in constants(inspect.getsource(module)).items()}  # their own constants
     assert {name: value for name, value in settings.items() if name not in fixed} == script_settings(recipe)
     assert all(value == fixed[name] for name, value in settings.items() if name in fixed)
     assert (settings["MODEL"], settings["DEVICE_MAP"]) == (recipe.model.name, HOSTILE)
@@ -346,7 +347,7 @@ def test_an_epoch_run_checkpoints_in_the_script_as_in_lora_nb(llama, parity, tmp
     data = write_rows(tmp_path / "train.jsonl", parity[0])  # 48 rows
     recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": data},
                                        "train": {"epochs": 2, "batch_size": 4}})
-    from lora_nb.sft_settings import sft_config_kwargs
+    from lora_nb.training.trainer.sft_settings import sft_config_kwargs
 
     expected = sft_config_kwargs(recipe.train, "", False, 48)  # what train() computes from the prepared rows
     settings = constants(lora_nb.to_script(recipe))["SFT_CONFIG"]

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 import lora_nb
-from lora_nb.adapters import adapter_meta, load_adapter_from
-from lora_nb.files import atomic_write, replace_folder, write_error, writing
+from lora_nb.model.attach import load_adapter_from
+from lora_nb.runs.adapters import adapter_meta
+from lora_nb.core.files import atomic_write, replace_folder, write_error, writing
 
 
 def read_only(disk):

@@ -19,7 +19,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import lora_nb
-from lora_nb.errors import ConfigError, flag_kind
+from lora_nb.core.errors import ConfigError, flag_kind
 
 FALSY_SPELLINGS = ["false", "False", "0", "no", "off", "", "None", 0, 1, None, [], 0.0]
 
@@ -49,7 +49,7 @@ def _flags(fn):
 
 
 FLAGGED = [(where, fn, method, flag) for where, fn, method in _public_callables()
-           for flag in _flags(fn) if where != "lora_nb.errors.check_flag"]
+           for flag in _flags(fn) if where != "lora_nb.core.errors.check_flag"]
 
 
 def test_the_scan_finds_the_flags_users_pass():
@@ -75,7 +75,7 @@ def test_recipe_flags_refuse_anything_but_a_bool(llama, section, key, value):
         raw["model"][key] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{key}: must be"):
         lora_nb.Recipe.from_dict(raw)
-    section_class = {"model": lora_nb.recipe.ModelSection, "train": lora_nb.recipe.TrainSection}[section]
+    section_class = {"model": lora_nb.recipe.schema.ModelSection, "train": lora_nb.recipe.schema.TrainSection}[section]
     with pytest.raises(ConfigError, match=rf"{section}\.{key}: must be"):  # the dataclass built directly, too
         section_class(**({"name": llama} if section == "model" else {}), **{key: value})
 

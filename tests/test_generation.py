@@ -53,7 +53,7 @@ def test_compare_needs_an_adapter(llama):
 def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_path):
     import shutil
 
-    from lora_nb.generation import UNTRAINED, Comparison
+    from lora_nb.inference.generation import UNTRAINED, Comparison
 
     model, tok = perturbed_adapter(llama)
     result = lora_nb.compare(model, tok, "Even or odd?\n\n42", max_new_tokens=3)
@@ -61,8 +61,8 @@ def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_p
     copy = shutil.copytree(llama, tmp_path / "pretrained")  # a model of the user's own: no note
     model, tok = lora_nb.load(str(copy))
     assert lora_nb.compare(lora_nb.inject(model, r=4, verbose=False), tok, "hi", max_new_tokens=2).note == ""
-    from lora_nb.generation import is_embedded
-    from lora_nb.files import cache_dir
+    from lora_nb.inference.generation import is_embedded
+    from lora_nb.core.files import cache_dir
 
     converted = shutil.copytree(llama, cache_dir() / "pretrained" / f"copy-{tmp_path.name}")  # pretrained_base()'s place
     try:

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 import lora_nb
-from lora_nb.errors import ConfigError
-from lora_nb.lints import lints
-from lora_nb.memory import GIB, estimate
+from lora_nb.core.errors import ConfigError
+from lora_nb.training.lints import lints
+from lora_nb.model.memory import GIB, estimate
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,9 @@ def test_a_suggested_recipe_trips_no_lint(seven_b):
 
 
 def test_a_suggested_recipe_runs(llama, in_tmp, capsys):
-    from lora_nb import demo_data
+    from lora_nb.demo import tasks
 
-    rows = demo_data.split(120, 1)[0]
+    rows = tasks.split(120, 1)[0]
     data = in_tmp / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = lora_nb.suggest(llama, task="instruction", rows=len(rows), gpu_gb=16)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import lora_nb
-from lora_nb.discovery import discover
-from lora_nb.errors import ConfigError
+from lora_nb.model.discovery import discover
+from lora_nb.core.errors import ConfigError
 
 FAMILIES = ["llama", "gpt2", "phi3", "qwen3_moe", "bert"]
 
@@ -180,7 +180,7 @@ def test_a_backtracking_pattern_key_reaches_peft_as_the_names_it_matches(llama, 
     keys = list(getattr(adapted.peft_config["default"], setting))
     assert keys == [r"model\.layers\.0\.self_attn\.q_proj|model\.layers\.1\.self_attn\.q_proj"]
     # the recipe keeps what the user wrote
-    from lora_nb.provenance import lora_section
+    from lora_nb.runs.provenance import lora_section
 
     assert list(getattr(lora_section(adapted), setting)) == [r"(\w+\.?)+q_proj"]
 
@@ -192,7 +192,7 @@ def test_a_pattern_key_that_matches_nothing_is_refused(llama):
 
 
 def test_matching_past_the_time_limit_is_refused(monkeypatch):
-    from lora_nb import injection
+    from lora_nb.model import injection
 
     monkeypatch.setattr(injection, "MATCH_SECONDS", 0.0)
     names = [f"model.layers.{i}.self_attn.q_proj" for i in range(2000)]

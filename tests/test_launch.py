@@ -1,4 +1,4 @@
-"""lora_nb.launch: the exported script under accelerate launch, and the configs export writes for it.
+"""lora_nb.export.launch: the exported script under accelerate launch, and the configs export writes for it.
 
 Two CPU processes (gloo) stand in for two GPUs: the script must train them as one run. FSDP and
 DeepSpeed need GPUs, so their configs are checked as accelerate's own launcher reads them: the
@@ -17,8 +17,8 @@ import yaml
 from test_export import load_script, run_main, script_losses, write_rows
 
 import lora_nb
-from lora_nb.errors import ConfigError
-from lora_nb.launch import CONFIG_FILE, launch_command, launch_config, layer_classes
+from lora_nb.core.errors import ConfigError
+from lora_nb.export.launch import CONFIG_FILE, launch_command, launch_config, layer_classes
 
 STEPS = 3
 # Measured over 12 steps, one process (batch 4) against two (batch 2 each): the same losses to the last

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import lora_nb
-from lora_nb import lints as lint_module
-from lora_nb.recipe import LoraSection
+from lora_nb.training import lints as lint_module
+from lora_nb.recipe.schema import LoraSection
 
 
 @pytest.fixture(autouse=True)

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import lora_nb
-from lora_nb.errors import ConfigError
+from lora_nb.core.errors import ConfigError
 
 
 def test_full_precision_on_cpu(llama):
     model, tok = lora_nb.load(llama, dtype="fp32")
     assert model.dtype == torch.float32
     assert tok.pad_token is not None and tok.chat_template
-    from lora_nb.provenance import model_section
+    from lora_nb.runs.provenance import model_section
 
     assert model_section(model).quant is None and model_section(model).name == llama
 
@@ -23,9 +23,9 @@ def test_auto_is_bf16_only_on_a_cpu_that_computes_it(llama, parity, tmp_path, mo
     # the branch is the CPU's (AVX512-BF16 / AMX): force each, so both are checked on any machine
     from transformers import TrainerCallback
 
-    from lora_nb import portable
+    from lora_nb.hf import devices
 
-    monkeypatch.setattr(portable, "cpu_computes_bf16", lambda: native_bf16)
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: native_bf16)
     model, tok = lora_nb.load(llama)
     assert model.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     assert lora_nb.estimate(model, device="cpu").dtype == ("bf16" if native_bf16 else "fp32")

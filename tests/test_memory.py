@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import lora_nb
-from lora_nb.errors import ConfigError
-from lora_nb.memory import GPUS, estimate
+from lora_nb.core.errors import ConfigError
+from lora_nb.model.memory import GPUS, estimate
 
 PROBE = Path(__file__).with_name("memory_probe.py")
 
@@ -29,7 +29,7 @@ def hundred_m(tmp_path_factory):
     import torch
     import transformers
 
-    from lora_nb.tiny import tiny_tokenizer
+    from lora_nb.demo.tiny import tiny_tokenizer
 
     folder = tmp_path_factory.mktemp("m71")
     config = transformers.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=9,
@@ -128,14 +128,14 @@ def test_bad_settings_name_the_key(kwargs, key):
 
 
 def test_lora_nb_estimate_stays_the_function_after_its_module_is_imported():
-    import lora_nb.memory  # noqa: F401 - importing a submodule sets it as an attribute of the package
+    import lora_nb.model.memory  # noqa: F401 - importing a submodule sets it as an attribute of the package
 
-    assert callable(lora_nb.estimate) and lora_nb.estimate is lora_nb.memory.estimate
+    assert callable(lora_nb.estimate) and lora_nb.estimate is lora_nb.model.memory.estimate
     assert callable(lora_nb.estimate)  # a second lookup too (a module named estimate shadowed it)
 
 
 def test_targets_are_a_discovery_with_memory_lines(llama):
-    from lora_nb.memory import targets_with_memory
+    from lora_nb.model.memory import targets_with_memory
 
     planned = targets_with_memory(llama, r=4)
 

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 import lora_nb
-from lora_nb.runs import Run
+from lora_nb.runs.record import Run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_the_adapter_is_initialised_with_the_recipes_seed(recipe_for, llama):
         return get_peft_model_state_dict(lora_nb.inject(model, r=4, alpha=8, dropout=0.1, targets="attention",
                                                         verbose=False, **seed))
 
-    from lora_nb.pipeline import build
+    from lora_nb.experiments.pipeline import build
 
     built, _ = build(recipe_for("unused"))
     weights = get_peft_model_state_dict(built)

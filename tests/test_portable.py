@@ -1,5 +1,5 @@
-"""lora_nb.portable's contract: scripts copy it whole, so it needs nothing of lora_nb, and a
-rendered script defines every name it uses."""
+"""lora_nb.hf's contract: scripts copy its modules, so they need nothing of lora_nb, and a rendered
+script defines every name it uses."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import sys
 import pytest
 
 import lora_nb
-from lora_nb import portable
-from lora_nb.export import script_settings
-from lora_nb.loading import resolve_dtype
-from lora_nb.merging import _dtype_name
+from lora_nb.hf import devices, folders, formats, memory_model, models
+from lora_nb.export.script import script_settings
+from lora_nb.model.loading import resolve_dtype
+from lora_nb.inference.merging import _dtype_name
 
+SHARED = (devices, memory_model, models, formats, folders)  # what lora_nb.export.script copies
 ALLOWED = {"torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"}
 
 
@@ -50,13 +51,17 @@ def undefined_names(source):
 
 def test_the_checks_catch_what_they_look_for():
     assert undefined_names("def f(a):\n    return [a + b for c in a]") == {"b"}
-    assert imported_modules("def f():\n    from .recipe import x\n    import lora_nb.data") == {".", "lora_nb"}
+    assert imported_modules("def f():\n    from .recipe import x\n    import lora_nb.data.prepare") == {".", "lora_nb"}
 
 
-def test_portable_imports_only_the_standard_library_and_the_training_stack():
-    allowed = ALLOWED | set(sys.stdlib_module_names)
+def test_shared_code_imports_only_the_standard_library_the_training_stack_and_itself():
+    allowed = ALLOWED | set(sys.stdlib_module_names) | {"."}
 
-    assert imported_modules(inspect.getsource(portable)) <= allowed
+    for module in SHARED:
+        source = inspect.getsource(module)
+        assert imported_modules(source) <= allowed, module.__name__
+        relative = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) and node.level}
+        assert relative <= {m.__name__.rsplit(".", 1)[1] for m in SHARED}, module.__name__
 
 
 @pytest.fixture
@@ -73,17 +78,19 @@ def test_a_rendered_script_defines_every_name_it_uses(recipe):
     assert "lora_nb" not in imported_modules(script)
 
 
-def test_settings_never_shadow_portable(recipe):
-    portable_names = {n.id for node in ast.parse(inspect.getsource(portable)).body if isinstance(node, ast.Assign)
-                      for n in node.targets} | {name for name, _ in inspect.getmembers(portable, inspect.isfunction)}
+def test_settings_never_shadow_the_shared_code(recipe):
+    shared_names = set()
+    for module in SHARED:
+        shared_names |= {n.id for node in ast.parse(inspect.getsource(module)).body if isinstance(node, ast.Assign)
+                         for n in node.targets} | {name for name, _ in inspect.getmembers(module, inspect.isfunction)}
 
-    assert not set(script_settings(recipe)) & portable_names
+    assert not set(script_settings(recipe)) & shared_names
 
 
 def test_one_dtype_table_both_ways():
-    for name in portable.TORCH_DTYPES:
-        assert resolve_dtype(name) == portable.resolve_dtype(name)
-        assert _dtype_name(portable.resolve_dtype(name)) == name
+    for name in devices.TORCH_DTYPES:
+        assert resolve_dtype(name) == devices.resolve_dtype(name)
+        assert _dtype_name(devices.resolve_dtype(name)) == name
     with pytest.raises(lora_nb.ConfigError, match="model.dtype"):
         resolve_dtype("float64")
 
@@ -96,18 +103,18 @@ def test_eval_is_a_split_of_the_source_or_data_of_its_own(tmp_path, monkeypatch)
     DatasetDict({"train": Dataset.from_list([{"text": "t"}] * 4),
                  "test": Dataset.from_list([{"text": "from the split"}])}).save_to_disk(folder)
     Dataset.from_list([{"text": "from the folder"}]).save_to_disk(tmp_path / "test")  # eval data named like the split
-    rows = portable.load_rows(folder)
+    rows = formats.load_rows(folder)
 
-    assert portable.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the folder"]  # an existing path wins
+    assert formats.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the folder"]  # an existing path wins
     shutil.rmtree(tmp_path / "test")
-    assert portable.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the split"]
-    train, held = portable.split_eval(rows, None, 0, folder)
+    assert formats.split_eval(rows, "test", 0, folder)[1]["text"] == ["from the split"]
+    train, held = formats.split_eval(rows, None, 0, folder)
     assert train is rows and held is None
 
 
 def test_typed_paths_expand_in_exported_scripts_too(llama, parity, tmp_path, monkeypatch):
     """A recipe that says ~/models/m or $DATA/train.jsonl loads the same in lora_nb and in its
-    exported script: the expansion lives in portable, which every script carries."""
+    exported script: the expansion lives in lora_nb.hf, which every script carries."""
     import json
 
     home = tmp_path / "home"
@@ -115,10 +122,10 @@ def test_typed_paths_expand_in_exported_scripts_too(llama, parity, tmp_path, mon
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in parity[0][:8]))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("LORA_NB_DATA", str(tmp_path))
-    model, tok = portable.load_model_and_tokenizer("~/models/m", dtype=resolve_dtype("fp32"),
+    model, tok = models.load_model_and_tokenizer("~/models/m", dtype=resolve_dtype("fp32"),
                                                    model_class="LlamaForCausalLM")
     assert type(model).__name__ == "LlamaForCausalLM" and tok.pad_token is not None
-    assert len(portable.load_rows("$LORA_NB_DATA/train.jsonl")) == 8
+    assert len(formats.load_rows("$LORA_NB_DATA/train.jsonl")) == 8
     recipe = lora_nb.Recipe.from_dict({"model": {"name": "~/models/m"}, "data": {"path": "$LORA_NB_DATA/train.jsonl"}})
     script = lora_nb.to_script(recipe)
     assert "def expand_user(" in script and "name = expand_user(name)" in script

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import lora_nb
-from lora_nb.errors import LoraNbWarning
-from lora_nb.quiet import captured, quietly
+from lora_nb.core.errors import LoraNbWarning
+from lora_nb.core.quiet import captured, quietly
 
 
 def library_warning(message: str) -> None:
@@ -117,11 +117,11 @@ def test_a_lora_nb_call_says_nothing_on_stderr_with_verbose_libraries(tmp_path, 
     import subprocess
 
     code = ("import lora_nb\n"
-            "from lora_nb import demo_data\n"
-            "from lora_nb.tiny import tiny_model\n"
+            "from lora_nb.demo import tasks\n"
+            "from lora_nb.demo.tiny import tiny_model\n"
             "model, tok = lora_nb.load(str(tiny_model('llama')), quant='4bit')\n"
             "model = lora_nb.inject(model, r=4)\n"
-            f"lora_nb.train(model, tok, demo_data.split(16, 2)[0], steps=2, batch_size=4, output_dir={str(tmp_path / 'run')!r})\n"
+            f"lora_nb.train(model, tok, tasks.split(16, 2)[0], steps=2, batch_size=4, output_dir={str(tmp_path / 'run')!r})\n"
             f"lora_nb.merge(model, {str(tmp_path / 'merged')!r})\n")
     env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TRANSFORMERS_VERBOSITY="info", DATASETS_VERBOSITY="info", TQDM_DISABLE="")
@@ -184,7 +184,7 @@ def test_the_stacks_import_time_notes_never_show_once_lora_nb_is_imported(noisy_
     hint, transformers 5.25's kernels-publisher note. Its modules still see their own loader."""
     import importlib.machinery
 
-    from lora_nb import quiet
+    from lora_nb.core import quiet
 
     monkeypatch.setattr(quiet, "LIBRARIES", (*quiet.LIBRARIES, "noisy_lib"))
     import noisy_lib
@@ -225,7 +225,7 @@ def test_a_library_installed_outside_site_packages_is_still_a_library(tmp_path, 
 
 def test_a_small_model_loads_without_a_progress_bar(llama, capsys, monkeypatch):
     """A bar is for a load that takes a while: the tiny model's would be noise in every notebook cell."""
-    from lora_nb import progress
+    from lora_nb.core import progress
 
     lora_nb.load(llama)
     assert "Loading weights" not in capsys.readouterr().err
@@ -237,7 +237,7 @@ def test_a_small_model_loads_without_a_progress_bar(llama, capsys, monkeypatch):
 
 
 def test_building_a_tiny_model_shows_no_bar(tmp_path, monkeypatch, capsys):
-    from lora_nb.tiny import tiny_model
+    from lora_nb.demo.tiny import tiny_model
 
     monkeypatch.setenv("LORA_NB_CACHE", str(tmp_path))
     tiny_model("gpt2")
@@ -254,11 +254,11 @@ def test_a_terminal_shows_one_bar_for_the_run_and_a_log_file_none(tmp_path, mode
     import termios
 
     code = ("import lora_nb\n"
-            "from lora_nb import demo_data\n"
-            "from lora_nb.tiny import tiny_model\n"
+            "from lora_nb.demo import tasks\n"
+            "from lora_nb.demo.tiny import tiny_model\n"
             "model, tok = lora_nb.load(str(tiny_model('llama')))\n"
             "model = lora_nb.inject(model, r=4, verbose=False)\n"
-            "rows = demo_data.split(32, 8)\n"
+            "rows = tasks.split(32, 8)\n"
             "lora_nb.train(model, tok, rows[0], eval=rows[1], eval_steps=3, steps=6, batch_size=4, "
             "output_dir=__import__('sys').argv[1])\n")
     env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import lora_nb
-from lora_nb.errors import ConfigError
-from lora_nb.recipe import (
+from lora_nb.core.errors import ConfigError
+from lora_nb.recipe.schema import (
     SECTIONS,
     VARIANTS,
     DataSection,
@@ -397,7 +397,7 @@ def test_api_defaults_are_the_section_defaults(fn, section, positional):
 
 
 def test_an_adapter_without_its_own_seed_takes_the_train_seed():
-    from lora_nb.recipe import adapter_seed
+    from lora_nb.recipe.schema import adapter_seed
 
     assert _parameters(lora_nb.inject)["seed"].default is None  # inject resolves None the same way
     assert adapter_seed(LoraSection(), TrainSection()) == default(TrainSection, "seed")

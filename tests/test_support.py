@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_nb import support
-from lora_nb.compat import TESTED
+from lora_nb.core import doctor as support
+from lora_nb.hf.compat import TESTED
 
 ROOT = Path(__file__).resolve().parents[1]
 OLDEST = {name: oldest for name, (oldest, _) in TESTED.items()}

@@ -1,4 +1,4 @@
-"""lora_nb.sweeps: one recipe over a grid, each point a fresh adapter on one loaded base, each a normal run."""
+"""lora_nb.experiments.sweeps: one recipe over a grid, each point a fresh adapter on one loaded base, each a normal run."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from test_export import HOSTILE, StripStrings, constants, imports, script_losses
 from test_portable import undefined_names
 
 import lora_nb
-from lora_nb.callbacks import RunCallback
-from lora_nb.errors import ConfigError
-from lora_nb.runs import Run
-from lora_nb.sweeps import Spread, Sweep, sweep
+from lora_nb.training.trainer.callbacks import RunCallback
+from lora_nb.core.errors import ConfigError
+from lora_nb.runs.record import Run
+from lora_nb.experiments.sweeps import Spread, Sweep, sweep
 
 
 @pytest.fixture(scope="module")

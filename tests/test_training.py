@@ -14,7 +14,7 @@ import time
 import pytest
 
 import lora_nb
-from lora_nb.runs import Run
+from lora_nb.runs.record import Run
 
 
 @pytest.fixture
@@ -168,14 +168,14 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
 
 
 def test_gradient_checkpointing_is_on_only_when_a_step_would_not_fit(lora_llama, parity, in_tmp, monkeypatch, capsys):
-    from lora_nb import portable
+    from lora_nb.hf import memory_model
 
     model, tok = lora_llama
     roomy = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, progress=False)
     assert json.loads((roomy.dir / "run.json").read_text())["gradient_checkpointing"] is False
     assert not model.base_model.model.is_gradient_checkpointing
 
-    monkeypatch.setattr(portable, "free_memory", lambda device=None: 2**20)  # 1 MiB free: nothing fits
+    monkeypatch.setattr(memory_model, "free_memory", lambda device=None: 2**20)  # 1 MiB free: nothing fits
     tight = lora_nb.train(model, tok, parity[0], steps=1, batch_size=4, progress=False)
     assert json.loads((tight.dir / "run.json").read_text())["gradient_checkpointing"] is True
     assert model.base_model.model.is_gradient_checkpointing
@@ -243,7 +243,7 @@ def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
 def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, monkeypatch):
     from transformers import TrainerCallback
 
-    import lora_nb.callbacks
+    import lora_nb.training.trainer.callbacks
 
     saves = []
 
@@ -251,7 +251,7 @@ def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, mon
         def on_save(self, args, state, control, **kw):
             saves.append(state.global_step)
 
-    monkeypatch.setattr(lora_nb.callbacks, "SAVE_EVERY_S", 0.0)  # every step is "two minutes later"
+    monkeypatch.setattr(lora_nb.training.trainer.callbacks, "SAVE_EVERY_S", 0.0)  # every step is "two minutes later"
     model, tok = lora_llama
     lora_nb.train(model, tok, parity[0], steps=25, batch_size=4, callbacks=[Saves()], progress=False)
     assert saves == list(range(1, 26))
@@ -401,7 +401,7 @@ def test_a_save_during_training_links_the_checkpoints_adapter(lora_llama, parity
     (dict(save_only_model=True), "train.sft.save_only_model leaves the optimizer"),
 ])
 def test_settings_that_weaken_crash_safety_say_so(lora_llama, parity, tmp_path, capsys, overrides, note):
-    from lora_nb import lints
+    from lora_nb.training import lints
 
     lints._shown.clear()
     model, tok = lora_llama

@@ -4,7 +4,7 @@ tokenisation of every row, the sampler) — as the data grows.
 
 - 100,000 short alpaca rows in a jsonl file, against 1,000 of the same rows (``--quick``: 10,000).
 - one row whose text is 10 MB, against one of 1 KB (``--quick``: 1 MB). ``prepare`` is given
-  ``max_length=64`` (what training keeps, :func:`lora_nb.data.kept_tokens`), so the text is cut
+  ``max_length=64`` (what training keeps, :func:`lora_nb.data.prepare.kept_tokens`), so the text is cut
   before it is tokenised; ``train`` cuts it once it passes the same to ``prepare``.
 
 Each run is a fresh process with an empty datasets cache (nothing found from an earlier run),
@@ -62,9 +62,9 @@ def measure_data(path: str) -> dict:
     from transformers import TrainerCallback
 
     import lora_nb
-    from lora_nb.data import kept_tokens, prepare
-    from lora_nb.recipe import TrainSection
-    from lora_nb.tiny import tiny_model
+    from lora_nb.data.prepare import kept_tokens, prepare
+    from lora_nb.recipe.schema import TrainSection
+    from lora_nb.demo.tiny import tiny_model
 
     folder = Path(tempfile.mkdtemp(prefix="lora_nb-data-scale-run-"))
     datasets.config.HF_DATASETS_CACHE = str(folder / "datasets")  # nothing of an earlier run is found

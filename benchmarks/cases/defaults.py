@@ -32,7 +32,7 @@ def trl_defaults(steps: int) -> dict:
     ``use_cpu`` where there is no GPU (without it TRL's default bf16 is refused there)."""
     import torch
 
-    from lora_nb.recipe import TrainSection
+    from lora_nb.recipe.schema import TrainSection
 
     # lora_nb's learning rate and batch size, given to TRL too: what is compared is everything else
     config = dict(max_steps=steps, learning_rate=TrainSection.lr, per_device_train_batch_size=TrainSection.batch_size)

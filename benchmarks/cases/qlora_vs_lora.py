@@ -22,7 +22,7 @@ SIZES = {True: dict(shape="tiny", rows=16, steps=3, skip=1, max_length=128, pair
 def run(quick: bool, fresh: Fresh) -> CaseResult:
     size = SIZES[quick]
     results = alternate(lambda: fresh(one_run, size, "4bit"), lambda: fresh(one_run, size, None), size["pairs"])
-    from lora_nb.portable import cpu_computes_bf16
+    from lora_nb.hf.devices import cpu_computes_bf16
 
     kw = dict(subject="QLoRA (4-bit)", baseline=f"LoRA ({'bf16' if cpu_computes_bf16() else 'fp32'} base)")
     return CaseResult("qlora_vs_lora", [

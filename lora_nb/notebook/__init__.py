@@ -12,7 +12,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext lora_nb``: register ``%lora`` / ``%%lora``, and say in one line when an installed
     library is outside the tested matrix (``%lora doctor`` has the rest). Imports no torch (that
     waits for first use)."""
-    from ..support import outside
+    from ..core.doctor import outside
     from .magics import LoraMagics
 
     ipython.register_magics(LoraMagics)

@@ -15,9 +15,9 @@ import html
 import time
 from typing import Any, Optional
 
-from ..errors import strict_flags
-from ..callbacks import RunCallback
-from ..charts import Dashboard
+from ..core.errors import strict_flags
+from ..training.callbacks import RunCallback
+from ..core.charts import Dashboard
 
 
 def _clock(seconds: float) -> str:
@@ -29,7 +29,7 @@ def status_line(run: Any) -> str:
     """One line for a run: step, losses, speed, memory, elapsed and ETA.
 
     Example:
-        >>> from lora_nb.runs import Run
+        >>> from lora_nb.runs.record import Run
         >>> run = Run("runs/example")
         >>> run.step, run.max_steps, run.history = 5, 10, [{"step": 5, "loss": 1.0, "elapsed": 10.0}]
         >>> status_line(run)

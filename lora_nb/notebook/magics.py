@@ -20,10 +20,10 @@ from typing import Any, Callable, Optional
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from ..errors import ConfigError, nearest
-from ..files import check_free, expand_user
-from ..quiet import captured
-from ..recipe import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
+from ..core.errors import ConfigError, nearest
+from ..core.files import check_free, expand_user
+from ..core.quiet import captured
+from ..recipe.schema import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
 from .session import Session
 
 
@@ -343,7 +343,7 @@ def _eval_keys() -> dict[str, dataclasses.Field]:
     """evaluate()'s keywords as fields (default from its signature, help above): one definition."""
     import inspect
 
-    from ..evaluation import evaluate
+    from ..inference.evaluation import evaluate
 
     params = inspect.signature(evaluate).parameters
     return {key: dataclasses.field(default="" if key == "data" else params[key].default, metadata={"help": text})
@@ -427,7 +427,7 @@ def _runs_flags(p: argparse.ArgumentParser) -> None:
 @verb("runs", "past runs, newest first: this kernel's and every run folder on disk (other kernels, the CLI)",
       '%lora runs --filter "r=16 status=finished" --limit 5', _runs_flags)
 def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    from ..runs import RunTable
+    from ..runs.record import RunTable
 
     runs = m.session.find_runs(args.dir, filter=args.filter)
     if len(runs) > args.limit:
@@ -438,7 +438,7 @@ def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
 @verb("doctor", "library versions against the tested matrix, device, dtype auto picks, 4-bit path, caches, offline",
       "%lora doctor")
 def _doctor(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    from ..support import doctor
+    from ..core.doctor import doctor
 
     return doctor()
 

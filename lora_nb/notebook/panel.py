@@ -32,14 +32,14 @@ from typing import Any, Optional
 
 import ipywidgets as w
 
-from ..compat import tooltip_keyword
-from ..errors import ConfigError, strict_flags
-from ..files import atomic_write, check_free
-from ..provenance import unwrap
-from ..recipe import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
+from ..hf.compat import tooltip_keyword
+from ..core.errors import ConfigError, strict_flags
+from ..core.files import atomic_write, check_free
+from ..runs.provenance import unwrap
+from ..recipe.schema import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
                       parse_yaml, train_kwargs)
-from ..render import html_table
-from ..sweeps import Sweep, setting_key
+from ..core.render import html_table
+from ..experiments.sweeps import Sweep, setting_key
 from .session import Session
 
 BUTTONS = ("Load", "Preview", "Train", "Sweep", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")
@@ -321,7 +321,7 @@ class Panel(w.VBox):
 
     def _memory_line(self, r: int) -> str:
         """Training memory for the roles ticked, r and the Train tab's batch (lora_nb.estimate on the loaded model)."""
-        from ..memory import estimate
+        from ..model.memory import estimate
 
         roles, batch, length = self.targets(), self.batch_size.value, self.max_length.value
         if not roles:
@@ -333,7 +333,7 @@ class Panel(w.VBox):
         return f"<br>memory ({html.escape(', '.join(roles))}, r={r}, batch {batch} × {length}): {html.escape(memory.summary())}"
 
     def preview(self) -> None:
-        from ..data import preview
+        from ..data.prepare import preview
 
         self.session.require_model()
         self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3, format=self.format.value or None,
@@ -461,7 +461,7 @@ class Panel(w.VBox):
         """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
         import base64
 
-        from ..charts import save_png
+        from ..core.charts import save_png
 
         table = self.session.run_table()
         if not table.runs:
@@ -514,7 +514,7 @@ class Panel(w.VBox):
 # warnings.catch_warnings swaps module-wide state (it is not thread-safe), and a background
 # thread's stderr lands in JupyterLab's log console. So the panel hooks warnings.showwarning and
 # keys on the thread: a panel's action (while it runs) and its training thread (once it draws into
-# the panel) hand their warnings to that panel. When another hook comes next (lora_nb.quiet's,
+# the panel) hand their warnings to that panel. When another hook comes next (lora_nb.core.quiet's,
 # which keeps library noise in the run's log.txt), it gets the panel as the file to write what it
 # does not keep; when Python's own comes next, the panel shows the warning itself. Every other
 # thread's warnings go on as before.

@@ -8,9 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from ..errors import ConfigError, strict_flags
-from ..files import expand_user
-from ..recipe import LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs, model_kwargs
+from ..core.errors import ConfigError, strict_flags
+from ..core.files import expand_user
+from ..recipe.schema import LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs, model_kwargs
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainSection)}
 
@@ -48,7 +48,7 @@ class Session:
                               "%lora stop or %lora wait first")
 
     def load(self, name: str, **settings: Any):
-        from ..loading import load
+        from ..model.loading import load
 
         self.require_idle()
         section = build_section(ModelSection, {"name": expand_user(name), **settings}, "model")
@@ -57,7 +57,7 @@ class Session:
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
-        from ..memory import targets_with_memory
+        from ..model.memory import targets_with_memory
 
         if model is None:
             self.require_model()
@@ -65,7 +65,7 @@ class Session:
         return targets_with_memory(model, r=r)
 
     def inject(self, **settings: Any):
-        from ..injection import inject
+        from ..model.injection import inject
 
         self.require_model()
         self.require_idle()
@@ -91,8 +91,8 @@ class Session:
             >>> s.train("train.jsonl", steps=50, fresh=True)   # doctest: +SKIP
             fresh adapter: r=16, alpha=32, targets=attention
         """
-        from ..injection import inject
-        from ..training import train
+        from ..model.injection import inject
+        from ..training.trainer import train
 
         self.require_model(adapter=not fresh)
         self.require_idle()
@@ -148,14 +148,14 @@ class Session:
         return self.active.wait()
 
     def generate(self, prompts: Any, **kwargs: Any):
-        from ..generation import generate
+        from ..inference.generation import generate
 
         self.require_model()
         self.require_idle()
         return generate(self.model, self.tokenizer, prompts, **kwargs)
 
     def compare(self, prompts: Any, **kwargs: Any):
-        from ..generation import compare
+        from ..inference.generation import compare
 
         self.require_model(adapter=True)
         self.require_idle()
@@ -170,8 +170,8 @@ class Session:
         Example:
             >>> s.sweep(r=[4, 8], targets=["attention", "all-linear"], steps=50)   # doctest: +SKIP
         """
-        from ..recipe import DataSection
-        from ..sweeps import Sweep
+        from ..recipe.schema import DataSection
+        from ..experiments.sweeps import Sweep
 
         self.require_model()
         self.require_idle()
@@ -210,7 +210,7 @@ class Session:
     def evaluate(self, data: Any, **kwargs: Any):
         """Score the current model on held-out ``data`` (lora_nb.evaluate); the score is stored
         with the run that trained the adapter, if one did."""
-        from ..evaluation import evaluate
+        from ..inference.evaluation import evaluate
 
         self.require_model()
         self.require_idle()
@@ -218,13 +218,13 @@ class Session:
 
     @strict_flags
     def save(self, folder: str, overwrite: bool = False) -> Path:
-        from ..adapters import save
+        from ..runs.adapters import save
 
         self.require_model(adapter=True)
         return save(self.model, folder, tokenizer=self.tokenizer, overwrite=overwrite)
 
     def merge(self, folder: str, **kwargs: Any) -> Path:
-        from ..merging import merge
+        from ..inference.merging import merge
 
         self.require_model(adapter=True)
         self.require_idle()
@@ -237,7 +237,7 @@ class Session:
         model and run in the session. ``on_loaded_base``: adapt the model already loaded instead
         of loading ``recipe.model`` again (the panel's reruns). A recipe always trains a fresh
         adapter; ``say`` is told so first."""
-        from ..pipeline import run
+        from ..experiments.pipeline import run
 
         self.require_idle()
         if say is not None:
@@ -264,26 +264,26 @@ class Session:
 
     def export(self) -> str:
         """The session so far as a standalone transformers/peft/trl script."""
-        from ..pipeline import to_script
+        from ..experiments.pipeline import to_script
 
         return to_script(self.recipe())
 
     def find_runs(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None,
                   limit: Optional[int] = None) -> list:
         """This session's runs and every run in ``root`` (other kernels', the CLI's), newest first;
-        see :func:`lora_nb.runs.find_runs` for ``filter`` and ``limit``.
+        see :func:`lora_nb.runs.record.find_runs` for ``filter`` and ``limit``.
 
         Example:
             >>> Session().find_runs("/nonexistent-lora_nb-runs")
             []
         """
-        from ..runs import find_runs
+        from ..runs.record import find_runs
 
         return find_runs(root, filter=filter, limit=limit, runs=self.runs)
 
     def run_table(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None, limit: Optional[int] = None):
-        """:meth:`find_runs` as a :class:`~lora_nb.runs.RunTable`: settings, metrics, loss curves."""
-        from ..runs import RunTable
+        """:meth:`find_runs` as a :class:`~lora_nb.runs.record.RunTable`: settings, metrics, loss curves."""
+        from ..runs.record import RunTable
 
         return RunTable(self.find_runs(root, filter=filter, limit=limit))
 

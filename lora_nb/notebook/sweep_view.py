@@ -13,9 +13,9 @@ import html
 import time
 from typing import Any, Optional
 
-from ..errors import strict_flags
-from ..charts import Overlay
-from ..render import html_table
+from ..core.errors import strict_flags
+from ..core.charts import Overlay
+from ..core.render import html_table
 from .live import BudgetedChart, png_bundle, status_line
 
 SWEEP_TEXT = "(sweep chart)"  # what shows where images do not render

@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import lora_nb
-from lora_nb.errors import ConfigError
+from lora_nb.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_help_for_a_verb_shows_its_flags_settings_and_example(ip, capsys):
     import dataclasses
 
     from lora_nb.notebook.magics import VERBS
-    from lora_nb.recipe import LoraSection, TrainSection
+    from lora_nb.recipe.schema import LoraSection, TrainSection
 
     for verb in VERBS:
         ip.run_line_magic("lora", f"help {verb}")
@@ -269,7 +269,7 @@ def test_typed_paths_expand_home_and_variables(ip, llama, data_file, tmp_path, m
     model = lora_nb.load_adapter("~/models/m", "~/adapter")
     assert hasattr(model, "peft_config")
     assert lora_nb.merge("~/adapter", "~/merged") == home / "merged" and (home / "merged" / "model.safetensors").exists()
-    assert len(lora_nb.data.read("$LORA_NB_DATA/train.jsonl")) == len(lora_nb.data.read(str(data_file)))
+    assert len(lora_nb.data.prepare.read("$LORA_NB_DATA/train.jsonl")) == len(lora_nb.data.prepare.read(str(data_file)))
 
 
 def test_train_continues_the_adapter_unless_fresh(ip, llama, data_file, tmp_path, capsys):
@@ -334,7 +334,7 @@ def test_sweep_magic_trains_each_point_on_the_loaded_base(ip, llama, data_file, 
 
 
 def test_train_says_its_lints_as_lines(ip, llama, data_file, tmp_path, capsys):
-    from lora_nb import lints
+    from lora_nb.training import lints
 
     lints._shown.clear()
     ip.run_line_magic("lora", f"load {llama}")

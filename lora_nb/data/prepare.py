@@ -1,0 +1,363 @@
+"""Read training data from files, datasets or lists, detect its format, split off eval rows.
+
+Formats: ``text``; ``alpaca`` (instruction / input / output); chat ``messages``; ``prompt`` /
+``completion``. For all but text the loss falls on the response tokens only (see
+:func:`lora_nb.hf.formats.to_sft_dataset`).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Iterator, Optional, Union
+
+from .checks import check_columns, check_fraction, check_rows, holds_messages, mixed_row
+from .reading import load
+from ..core.errors import ConfigError
+from ..core.files import expand_user
+from ..core.interrupts import interruptible
+from ..hf.formats import DATA_FILES, detect_format, is_split, split_eval, to_sft_dataset
+from ..core.progress import progress_bar
+from ..core.quiet import quietly
+from ..recipe.schema import FORMATS, TrainSection
+
+SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
+LARGE_ROWS = 20_000  # from about here checking and converting take a second or more: worth a progress bar
+LARGE_FILE = 16 * 2**20  # a data file of 16 MiB or more takes a second or more to read
+CUT_SAMPLE = 8  # long texts whose cut is tokenised to confirm it still fills max_length
+
+
+def read(data: Any, split: str = "train", *, key: str = "data.path"):
+    """A ``datasets.Dataset`` from any supported source.
+
+    ``key`` is the setting that errors about a file or folder name ("data.eval" for eval data).
+
+    Example:
+        >>> read([{"text": "hello"}]).column_names
+        ['text']
+    """
+    from datasets import Dataset, DatasetDict
+
+    given = "data" if key == "data.path" else key  # rows given in memory have no path
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise ConfigError("data.split", split, allowed=list(data))
+        return data[split]
+    if isinstance(data, list):
+        if not data or not all(isinstance(r, dict) for r in data):
+            raise ConfigError(given, f"list of {len(data)} items", problem="a list must hold dicts (one per example)")
+        columns = dict.fromkeys(name for row in data for name in row)  # every row's keys: from_list takes the first row's
+        try:
+            return Dataset.from_dict({name: [row.get(name) for row in data] for name in columns})
+        except Exception:  # Arrow keeps one type per column: say which row breaks it
+            problem = mixed_row(data, "the rows given")
+            if problem is None:
+                raise
+            raise ConfigError(given, None, problem=f"{problem}; fix or drop that row") from None
+    if isinstance(data, (str, os.PathLike)):
+        source = expand_user(data)  # ~/data/x.jsonl, $DATA/x.jsonl; a Hub name stays as it is
+        if not source:
+            raise ConfigError(key, source, problem=f"is empty; give {SOURCES}")
+        ext = os.path.splitext(source)[1].lower()
+        if os.path.isfile(source) and ext not in DATA_FILES:
+            raise ConfigError(key, source, problem="has an unsupported file type", allowed=tuple(DATA_FILES))
+        if ext in DATA_FILES and not os.path.exists(source):
+            raise ConfigError(key, source, problem="no such file")
+        return load(source, split, key)
+    raise ConfigError(given, type(data).__name__, problem=f"unsupported source; give {SOURCES}")
+
+
+@quietly()
+def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: str = "train",
+            eval: Union[float, str, Any, None] = None, seed: int = 42, max_length: Optional[int] = None):
+    """Read ``data``, check every row, convert it for TRL and split off eval rows.
+
+    Returns ``(train_dataset, eval_dataset_or_None, format)``. ``max_length``: the tokens TRL keeps
+    of each example, from its start (:func:`kept_tokens` of a train section); texts far longer are
+    cut before tokenising, to a length that still fills it — a 10 MB row then costs milliseconds,
+    not seconds of one uninterruptible tokenizer call. None keeps every text whole. Large data
+    gets a progress bar; Ctrl-C stops it within a batch of rows (:func:`lora_nb.core.interrupts.interruptible`).
+
+    Example:
+        >>> train, ev, fmt = prepare("alpaca.jsonl", tok, eval=0.1)   # doctest: +SKIP
+    """
+    # expanded here too: telling an eval file from a split name looks at the paths
+    data, eval = (expand_user(x) if isinstance(x, (str, os.PathLike)) else x for x in (data, eval))
+    with interruptible(), _progress() as stages:  # Ctrl-C ends it, also where datasets swallows it
+        if isinstance(data, str) and os.path.isfile(data) and os.path.getsize(data) >= LARGE_FILE:
+            stages.start(f"reading {os.path.basename(data)}")
+        rows = read(data, split)
+        large = len(rows) >= LARGE_ROWS or stages.bar is not None
+        if large:
+            stages.start(f"checking {len(rows)} rows")
+        fmt = format or _detect(rows)
+        if fmt not in FORMATS:
+            raise ConfigError("data.format", format or f"columns {rows.column_names}",
+                              problem="cannot be read as any format" if format is None else "unknown format",
+                              allowed=FORMATS)
+        check_columns(rows.column_names, fmt)
+        check_rows(rows, fmt, *_where(data, "data.path"))
+        _check_template(rows, fmt, tokenizer)
+        if isinstance(eval, numbers.Real):  # 0.1; 0 or 1 are numbers too, refused as fractions (bools as well)
+            check_fraction(eval, len(rows))
+            eval = float(eval)
+        rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
+        if eval_rows is not None and not isinstance(eval, float):
+            check_columns(eval_rows.column_names, fmt)
+            check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval) else _where(eval, "data.eval")))
+            _check_template(eval_rows, fmt, tokenizer)
+        if large:
+            stages.start("converting rows", total=len(rows) + (len(eval_rows) if eval_rows is not None else 0))
+        train, held = (None if part is None else to_sft_dataset(part, fmt, tokenizer, on_batch=_advance,
+                                                                 max_chars=_cut_length(part, fmt, tokenizer, max_length))
+                       for part in (rows, eval_rows))
+    return train, held, fmt
+
+
+def _detect(rows: Any) -> Optional[str]:
+    """The format of the first row's fields (the columns are every row's: a row of another format
+    mixed in is then the one refused), else of all columns."""
+    first = [name for name, value in rows[0].items() if value is not None] if len(rows) else []
+    return detect_format(first) or detect_format(rows.column_names)
+
+
+def kept_tokens(train: TrainSection) -> Optional[int]:
+    """The tokens TRL keeps of each training example from its start, for :func:`prepare`'s
+    ``max_length``: the train section's max_length, unless TRL keeps more of a text (packing
+    strategies that wrap or split long sequences) or its end (``truncation_mode="keep_end"``).
+
+    Example:
+        >>> kept_tokens(TrainSection(max_length=512)), kept_tokens(TrainSection(max_length=512, sft={"truncation_mode": "keep_end"}))
+        (512, None)
+    """
+    if train.sft.get("truncation_mode", "keep_start") != "keep_start":
+        return None
+    if train.packing and train.sft.get("packing_strategy", "bfd") != "bfd":  # bfd truncates each sequence too
+        return None
+    return train.max_length
+
+
+def _check_template(rows: Any, fmt: str, tokenizer: Any) -> None:
+    """Chat messages are rendered with the tokenizer's chat template: refuse them without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    if fmt == "messages":
+        raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; set tokenizer.chat_template or use format 'text'")
+    if fmt == "prompt_completion" and (holds_messages(rows, "prompt") or holds_messages(rows, "completion")):
+        raise ConfigError("data.format", fmt, problem="with lists of messages as prompt and completion needs a tokenizer with a "
+                          "chat template; set tokenizer.chat_template or give prompt and completion as strings")
+
+
+def _where(data: Any, key: str) -> tuple[str, str]:
+    """The setting and the source a row error names: ``key`` and the file for a path; for rows
+    given in memory there is no path, so "data" (or "data.eval")."""
+    if isinstance(data, (str, os.PathLike)):
+        return key, os.fspath(data)
+    return ("data" if key == "data.path" else key), "the rows given"
+
+
+_stages = threading.local()
+
+
+class _Stages:
+    """:func:`prepare`'s progress display, for large data only: a bar per stage (reading a large
+    file, checking, converting), the last one counting rows."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def start(self, desc: str, total: Optional[int] = None) -> None:
+        self.close()
+        self.bar = progress_bar(total=total, desc=desc, unit=" rows", leave=False)
+
+    def update(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextmanager
+def _progress() -> Iterator[_Stages]:
+    _stages.current = stages = _Stages()
+    try:
+        yield stages
+    finally:
+        _stages.current = None
+        stages.close()
+
+
+def _advance(rows: int) -> None:
+    """Count ``rows`` converted on the bar of the :func:`prepare` running in this thread. A
+    module-level function: datasets hashes it by name, so the converted rows are cached and
+    found again by the next run on the same file."""
+    stages = getattr(_stages, "current", None)
+    if stages is not None:
+        stages.update(rows)
+
+
+def _cut_length(rows: Any, fmt: str, tokenizer: Any, max_length: Optional[int]) -> Optional[int]:
+    """The characters to keep of each text so it still gives more than ``max_length`` tokens
+    (TRL cuts there anyway), or None when no text is that long.
+
+    A token spans at most as many characters as the tokenizer's longest token, so that many per
+    token fills ``max_length`` — unless the tokenizer's normaliser drops characters or an unknown
+    word becomes one token: a few of the cuts are tokenised to confirm they still fill it, and
+    otherwise nothing is cut.
+    """
+    if not max_length or tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+        return None
+    import pyarrow.compute as pc
+
+    texts = _all_texts(rows, fmt)
+    longest = max((pc.max(pc.utf8_length(t)).as_py() or 0 for t in texts), default=0)
+    if longest <= max_length:
+        return None
+    chars = (max_length + 1) * max(map(len, tokenizer.get_vocab()), default=1)
+    if longest <= chars:
+        return None
+    heads = [head for t in texts for head in
+             pc.utf8_slice_codeunits(pc.filter(t, pc.greater(pc.utf8_length(t), chars)).slice(0, CUT_SAMPLE), 0, chars).to_pylist()]
+    tokens = tokenizer(heads[:CUT_SAMPLE], add_special_tokens=False)["input_ids"]
+    return chars if all(len(ids) > max_length for ids in tokens) else None
+
+
+def _all_texts(rows: Any, fmt: str) -> list[Any]:
+    """Arrow string arrays of every text that TRL tokenises (the contents of messages for chat)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = rows.with_format("arrow")
+    names = {"text": ["text"], "alpaca": ["instruction", "input", "output"], "messages": ["messages"],
+             "prompt_completion": ["prompt", "completion"]}[fmt]
+    texts = []
+    for name in (n for n in names if n in rows.column_names):
+        values = table[name].combine_chunks()
+        if (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)) and pa.types.is_struct(values.type.value_type):
+            values = pc.struct_field(pc.list_flatten(values), "content")
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            texts.append(values)
+    return texts
+
+
+class Preview:
+    """Tokenised examples with the tokens that carry loss marked: highlighted in notebooks,
+    ``[[in double brackets]]`` in terminals.
+
+    Example:
+        >>> preview("train.jsonl", tok, n=2)   # doctest: +SKIP
+    """
+
+    def __init__(self, rows: list[list[tuple[str, bool]]], fmt: str) -> None:
+        self.rows, self.format = rows, fmt
+
+    def loss_text(self, i: int) -> str:
+        """The text of example ``i``'s loss-carrying tokens."""
+        return "".join(t for t, loss in self.rows[i] if loss)
+
+    def __str__(self) -> str:
+        lines = [f"format: {self.format}; [[…]] carries loss"]
+        for row in self.rows:
+            text, inside = "", False
+            for token, loss in row:
+                if loss != inside:
+                    text += "[[" if loss else "]]"
+                    inside = loss
+                text += token
+            lines.append(text + ("]]" if inside else ""))
+        return "\n---\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        def span(token: str, loss: bool) -> str:
+            style = "background:#c8f7c5;font-weight:bold" if loss else "color:#888"
+            return f"<span style='{style}'>{html.escape(token)}</span>"
+
+        blocks = "".join(f"<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:4px'>{''.join(span(t, l) for t, l in row)}</pre>"
+                         for row in self.rows)
+        return f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> tokens carry loss{blocks}</div>"
+
+
+@quietly()
+def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
+            max_length: int = 1024) -> Preview:
+    """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.
+
+    Example:
+        >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))   # doctest: +SKIP
+        format: prompt_completion; [[…]] carries loss
+        2+2=[[4</s>]]
+    """
+    from ..hf.compat import sft_config
+
+    rows = read(data, split)
+    rows = rows.select(range(min(n, len(rows))))
+    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length)
+    config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
+                             assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
+    out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
+           for ids, labels in trl_prepare(train, tokenizer, config)]
+    return Preview(out, fmt)
+
+
+def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example, as a trainer built with ``config`` sees them: TRL's own
+    tokenisation, chat template and loss mask, with -100 where a token carries no loss.
+
+    Through TRL's public interface only: a real ``SFTTrainer`` prepares ``dataset`` for a stand-in
+    model (one layer of width 8 with the tokenizer's vocabulary: no model of the user's is touched),
+    and its own data collator turns each prepared example into labels — whichever of the two builds
+    them in the installed release (the collator from TRL 1.0, the dataset since). The random state
+    is left as it was (a trainer seeds it).
+
+    Example:
+        >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))   # doctest: +SKIP
+        >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]), tok, config)  # doctest: +SKIP
+        >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]   # doctest: +SKIP
+        True
+    """
+    from trl import SFTTrainer
+
+    with _random_state_kept():
+        trainer = SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset, processing_class=tokenizer)
+    prepared = []
+    for example in trainer.train_dataset:
+        labels = trainer.data_collator([example])["labels"][0]
+        prepared.append((list(example["input_ids"]), labels[:len(example["input_ids"])].tolist()))
+    return prepared
+
+
+_STAND_INS: dict = {}
+
+
+def _stand_in(vocab_size: int) -> Any:
+    """The smallest causal LM with ``vocab_size`` tokens, built once per size (about a second)."""
+    if vocab_size not in _STAND_INS:
+        import transformers as tf
+
+        config = tf.LlamaConfig(vocab_size=vocab_size, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                num_attention_heads=1, num_key_value_heads=1)
+        _STAND_INS[vocab_size] = tf.LlamaForCausalLM(config)
+    return _STAND_INS[vocab_size]
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    import random
+
+    import numpy as np
+    import torch
+
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)

@@ -1,0 +1,2 @@
+"""Whole experiments from a recipe: one run (``pipeline``) or a grid of runs (``sweeps``).
+"""

@@ -1,0 +1,50 @@
+"""Paths and run folders: ``~`` and ``$VARS`` in paths, and the last complete checkpoint to resume.
+
+Shared with exported scripts (:mod:`lora_nb.export.script`): standard library and the HF stack only.
+"""
+
+from __future__ import annotations
+
+
+def expand_user(location):
+    """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
+    ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
+    returned unchanged, as text.
+
+    Example:
+        >>> import os
+        >>> os.environ["LORA_NB_DOCTEST"] = "/data"
+        >>> expand_user("$LORA_NB_DOCTEST/train.jsonl"), expand_user("Qwen/Qwen2.5-0.5B")
+        ('/data/train.jsonl', 'Qwen/Qwen2.5-0.5B')
+        >>> expand_user("~/m") == os.path.join(os.path.expanduser("~"), "m")
+        True
+    """
+    import os
+
+    text = os.fspath(location)
+    return os.path.expandvars(os.path.expanduser(text)) if text.startswith("~") or "$" in text else text
+
+
+def last_checkpoint(run_dir):
+    """The newest complete checkpoint folder under ``run_dir/checkpoints``, or None.
+
+    Trainer writes a checkpoint's trainer_state.json last, so a checkpoint counts only once that
+    file parses: one torn by a kill in the middle of saving is passed over for the one before.
+    """
+    import json
+    import os
+
+    folder = os.path.join(str(run_dir), "checkpoints")
+    steps = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            steps.append(int(name[len("checkpoint-"):]))
+    for step in sorted(steps, reverse=True):
+        path = os.path.join(folder, f"checkpoint-{step}")
+        try:
+            with open(os.path.join(path, "trainer_state.json")) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            continue
+        return path
+    return None

@@ -1,0 +1,138 @@
+"""What one training step holds in activations, and whether gradient checkpointing is needed to fit.
+
+Shared with exported scripts (:mod:`lora_nb.export.script`): standard library and the HF stack only.
+"""
+
+from __future__ import annotations
+
+from .devices import compute_dtype
+
+
+# What one training step holds, per token, in the activation dtype (lora_nb.model.memory explains it).
+# Without gradient checkpointing each decoder layer keeps the tensors autograd saves: about 14
+# hidden-size vectors (norm inputs and outputs, the LoRA dropout copies of each adapted input, q
+# before and after RoPE, the attention output), 4 of the key/value width and 5 of the MLP width
+# (gate, up, their activation and product, the down input's copy). With it, each layer keeps its
+# input, and one layer at a time is rebuilt in full. TRL scores the LM head in tiles of up to 4096
+# tokens × 32768 vocabulary entries. Per device, as measured: on the CPU (peak RSS growth of real
+# steps, tests/test_memory.py) the allocator holds about 1.4× the saved tensors, 12 hidden-size
+# vectors per checkpointed layer, and 39 bytes per head-tile element (its fp32 torch ops); on a GPU
+# (torch.cuda.max_memory_allocated, benchmarks/gpu.sh) the counts as they are and the tile's bf16
+# buffer with its fp32 reductions, about 3 bytes an element. On a CPU training in bf16 (autocast
+# over bf16 weights, fp32 adapters) the layers keep fp32 and bf16 copies side by side: per element
+# counted at 2 bytes they hold about 2.3× the fp32 counts, and the head tile about 21 bytes.
+ACTIVATIONS = {
+    "cpu": {"hidden": 20, "kv": 6, "mlp": 7, "checkpointed": 12, "head_bytes": 39.0},
+    "cpu-bf16": {"hidden": 46, "kv": 14, "mlp": 16, "checkpointed": 28, "head_bytes": 21.0},
+    "gpu": {"hidden": 14, "kv": 4, "mlp": 5, "checkpointed": 1, "head_bytes": 3.0},
+}
+
+
+HEAD_TILE = (4096, 32768)
+
+
+def model_dims(config):
+    """The sizes of a decoder that set its activation memory, from its transformers config.
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> model_dims(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...                        num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+        {'hidden': 64, 'layers': 2, 'heads': 4, 'kv': 32, 'mlp': 128, 'vocab': 100}
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden, heads = text.hidden_size, text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    mlp = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
+    per_expert, active = getattr(text, "moe_intermediate_size", None), getattr(text, "num_experts_per_tok", None)
+    if per_expert and active:  # a token passes through its top-k experts (and a shared one, where there is)
+        mlp = per_expert * active + (getattr(text, "shared_expert_intermediate_size", None) or 0)
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    return dict(hidden=hidden, layers=text.num_hidden_layers, heads=heads, kv=kv, mlp=mlp, vocab=text.vocab_size)
+
+
+def activation_kind(gpu, dtype_bytes):
+    """The key of :data:`ACTIVATIONS` (and of lora_nb.model.memory's reserve) for a step on a GPU, or on a
+    CPU in fp32 or in a half dtype, where autocast keeps copies in both.
+
+    Example:
+        >>> activation_kind(False, 2)
+        'cpu-bf16'
+    """
+    return "gpu" if gpu else "cpu" if dtype_bytes == 4 else "cpu-bf16"
+
+
+def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes, gpu):
+    """(decoder layers, LM head and loss) bytes a training step of ``batch_size`` examples of
+    ``max_length`` tokens holds at its peak, for ``dims`` from :func:`model_dims`.
+
+    With gradient checkpointing the layers keep only their inputs, and one layer at a time is
+    recomputed in full during the backward pass.
+
+    Example:
+        >>> dims = dict(hidden=576, layers=30, heads=9, kv=192, mlp=1536, vocab=49152)
+        >>> layers, head = activation_bytes(dims, batch_size=4, max_length=256, checkpointing=False, dtype_bytes=4, gpu=False)
+        >>> round(layers / 2**30, 2), round(head / 2**30, 2)
+        (2.68, 1.22)
+    """
+    tokens = batch_size * max_length
+    c = ACTIVATIONS[activation_kind(gpu, dtype_bytes)]
+    per_layer = tokens * (c["hidden"] * dims["hidden"] + c["kv"] * dims["kv"] + c["mlp"] * dims["mlp"]) * dtype_bytes
+    if checkpointing:
+        layers = dims["layers"] * tokens * c["checkpointed"] * dims["hidden"] * dtype_bytes + per_layer
+    else:
+        layers = dims["layers"] * per_layer
+    head = min(tokens, HEAD_TILE[0]) * min(dims["vocab"], HEAD_TILE[1]) * c["head_bytes"]
+    return layers, int(head)
+
+
+def free_memory(device=None):
+    """Bytes free for training now: on the GPU the model is on (CUDA's own count), else the
+    memory the OS can still give (MemAvailable)."""
+    import torch
+
+    if torch.cuda.is_available() and (device is None or getattr(device, "type", device) == "cuda"):
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def needs_checkpointing(model, *, batch_size, max_length):
+    """(whether to turn gradient checkpointing on, why): on only when a step's activations would
+    not fit in 90% of the memory still free with the model loaded; without it a step runs about
+    1.3–3× faster (benchmarks/results.md), so it is off when it is not needed.
+
+    Example:
+        >>> on, why = needs_checkpointing(model, batch_size=4, max_length=1024)   # doctest: +SKIP
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    gpu = device.type == "cuda"
+    dims = model_dims(model.config)
+    layers, head = activation_bytes(dims, batch_size=batch_size, max_length=max_length, checkpointing=False,
+                                    dtype_bytes=torch.finfo(compute_dtype(model)).bits // 8, gpu=gpu)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) * 16  # fp32 weight, grad, AdamW's two
+    need, free = layers + head + trainable, free_memory(device if gpu else "cpu")
+    gib = 2 ** 30
+    if need <= 0.9 * free:
+        return False, f"a step needs about {need / gib:.1f} GiB, {free / gib:.1f} GiB is free"
+    return True, (f"gradient checkpointing on: a step without it needs about {need / gib:.1f} GiB of activations and "
+                  f"optimizer state, more than the {free / gib:.1f} GiB free")
+
+
+def choose_checkpointing(model, setting, *, batch_size, max_length):
+    """Gradient checkpointing as the recipe sets it (True/False), or, unset (None), on only when
+    :func:`needs_checkpointing` says a step would not fit without it; it says so when it turns it on.
+
+    Example:
+        >>> choose_checkpointing(None, False, batch_size=4, max_length=1024)
+        False
+    """
+    if setting is not None:
+        return setting
+    on, why = needs_checkpointing(model, batch_size=batch_size, max_length=max_length)
+    if on:
+        print(why, flush=True)
+    return on

@@ -1,0 +1,2 @@
+"""What a trained adapter is for: generate, compare with the base, evaluate, merge.
+"""

@@ -1,0 +1,3 @@
+"""The model steps: load, discover targets, estimate memory, suggest a recipe, inject LoRA, attach a
+saved adapter.
+"""
