@@ -125,7 +125,7 @@ class Run:
         """Ask for the adapter to be saved after the current step, without stopping."""
         self._save_now.set()
 
-    # --- what the training loop uses (lora_nb.training.trainer.callbacks, lora_nb.training.trainer) ----------------------
+    # --- what the training loop uses (lora_nb.training.callbacks, lora_nb.training.trainer) ----------------------
 
     @property
     def stop_requested(self) -> bool:
