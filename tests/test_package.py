@@ -33,13 +33,14 @@ def test_unknown_attribute_is_an_attribute_error():
         raise AssertionError("no AttributeError")
 
 
-def import_graph() -> dict[str, set[str]]:
-    """lora_nb's modules and the lora_nb modules each imports, lazy imports inside functions included."""
+def import_graph(root: "Path | None" = None, name: str = "lora_nb") -> dict[str, set[str]]:
+    """The modules of the package at ``root`` (lora_nb's by default) and the modules of it each imports,
+    lazy imports inside functions included."""
     import ast
     from pathlib import Path
 
-    root = Path(lora_nb.__file__).parent
-    files = {".".join(("lora_nb",) + p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+    root = root or Path(lora_nb.__file__).parent
+    files = {".".join((name,) + p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
              for p in root.rglob("*.py")}
     graph = {}
     for module, path in files.items():
@@ -50,10 +51,10 @@ def import_graph() -> dict[str, set[str]]:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
                 found |= {f"{base}.{a.name}" for a in node.names} | {base}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lora_nb"):
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(name):
                 found.add(node.module)
             elif isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("lora_nb")}
+                found |= {a.name for a in node.names if a.name.startswith(name)}
         graph[module] = {m for m in found if m in files and m != module}
     return graph
 
@@ -77,6 +78,58 @@ def test_imports_flow_one_way():
     for module in sorted(graph):
         visit(module, [])
     assert len(order) == len(graph)
+
+
+def layers() -> dict[str, int]:
+    """Package (or top-level module) → its layer number, from the table in docs/architecture.md: the
+    layer order is written there once."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    return {name: int(number) for number, name in re.findall(r"^\| (\d+) \| `(\w+)` \|", text, re.M)}
+
+
+def test_every_package_has_a_layer():
+    from pathlib import Path
+
+    root = Path(lora_nb.__file__).parent
+    found = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    found |= {p.stem for p in root.glob("*.py") if p.name != "__init__.py"}
+    assert found == set(layers())
+
+
+def upward_imports(graph: dict[str, set[str]], order: dict[str, int]) -> list[str]:
+    """Every import in ``graph`` from a module to one of a higher layer (the package root counts as the top)."""
+    top = max(order.values()) + 1
+
+    def layer(module: str) -> int:
+        parts = module.split(".")
+        return order[parts[1]] if len(parts) > 1 else top
+
+    return [f"{module} (layer {layer(module)}) imports {dep} (layer {layer(dep)})"
+            for module, deps in sorted(graph.items()) if "." in module
+            for dep in sorted(deps) if layer(dep) > layer(module)]
+
+
+def test_imports_go_only_to_lower_layers():
+    wrong = upward_imports(import_graph(), layers())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layer_check_catches_a_lazy_upward_import(tmp_path):
+    package = tmp_path / "pkg"
+    for folder in ("core", "training"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "training" / "trainer.py").write_text("from ..core.files import x\n")
+    (package / "core" / "files.py").write_text("x = 1\n\ndef f():\n    from ..training.trainer import train\n")
+    graph = import_graph(package, "pkg")
+
+    assert upward_imports(graph, {"core": 2, "training": 7}) == ["pkg.core.files (layer 2) imports pkg.training.trainer (layer 7)"]
+    (package / "core" / "files.py").write_text("x = 1\n")
+    assert upward_imports(import_graph(package, "pkg"), {"core": 2, "training": 7}) == []
 
 
 def test_the_api_never_imports_the_notebook_layer():

@@ -75,7 +75,7 @@ def first_line(error: BaseException, prefer: str = "") -> str:
     first holding ``prefer``.
 
     Example:
-        >>> first_line(ValueError("size mismatch.\nsee above"))
+        >>> first_line(ValueError("size mismatch.\\nsee above"))
         'size mismatch'
     """
     lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]

@@ -19,7 +19,7 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.errors import ConfigError
 from ..hf.formats import load_rows
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs
