@@ -132,6 +132,19 @@ def test_the_layer_check_catches_a_lazy_upward_import(tmp_path):
     assert upward_imports(import_graph(package, "pkg"), {"core": 2, "training": 7}) == []
 
 
+def test_no_private_name_crosses_a_module():
+    """A name another module needs is public in its owner: no ``from .x import _name`` anywhere in lora_nb."""
+    import ast
+    from pathlib import Path
+
+    found = [f"{path.relative_to(Path(lora_nb.__file__).parent)}: {alias.name}"
+             for path in Path(lora_nb.__file__).parent.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
+             and (node.level or (node.module or "").startswith("lora_nb"))
+             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found
+
+
 def test_the_api_never_imports_the_notebook_layer():
     for module, deps in import_graph().items():
         if module != "lora_nb" and not module.startswith("lora_nb.notebook"):

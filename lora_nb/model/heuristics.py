@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .discovery import task_type
+from .discovery import smallest_dimension, task_type
 from ..core.errors import ConfigError, strict_flags
-from .memory import GIB, _count, _described
+from .memory import GIB, count_memory, model_and_report
 from ..recipe.schema import Recipe
 
 TASKS = ("instruction", "classification", "domain")
@@ -53,7 +53,7 @@ def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None
     if not name:
         raise ConfigError("model", type(model).__name__, problem="has no name for the recipe: pass a Hub name or "
                           "folder, or a config with name_or_path set")
-    meta, report = _described(model, 16, trust_remote_code)
+    meta, report = model_and_report(model, 16, trust_remote_code)
     reasons: dict[str, str] = {}
     recipe = Recipe.from_dict({"model": {"name": str(name)}})
     recipe.model.trust_remote_code = trust_remote_code
@@ -75,11 +75,11 @@ def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None
         r, scaled = max(4, r // 2), f"; halved for {rows} rows (few examples fit few directions)"
     elif rows is not None and rows >= 100_000:
         r, scaled = r * 2, f"; doubled for {rows:,} rows"
-    smallest = min((m for m in report.modules if m.name in picked), key=lambda m: min(m.in_features, m.out_features), default=None)
+    smallest = smallest_dimension({m.name: (m.in_features, m.out_features) for m in report.modules if m.name in picked})
     capped = ""
-    while smallest is not None and r >= min(smallest.in_features, smallest.out_features) and r > 1:
+    while smallest is not None and r >= smallest[1] and r > 1:
         r //= 2
-        capped = f"; kept below the smallest adapted dimension ({min(smallest.in_features, smallest.out_features)})"
+        capped = f"; kept below the smallest adapted dimension ({smallest[1]})"
     recipe.lora.r, recipe.lora.alpha = r, 2 * r
     reasons["lora.r"] = (f"{task}: {RANK[task][0]}, {why}{scaled}{capped}. Not scaled up with model size as the guide does: "
                          "larger models need no larger rank (their intrinsic dimension is lower, Aghajanyan et al. 2020)")
@@ -126,7 +126,7 @@ def _fit(recipe: Recipe, meta: Any, report: Any, gpu_gb: Optional[float], reason
     for quant in (None, "4bit"):
         for checkpointing in (False, True):
             for batch in BATCHES:
-                need = _count(report, meta, quant=quant, dtype="auto", r=recipe.lora.r, targets=recipe.lora.targets,
+                need = count_memory(report, meta, quant=quant, dtype="auto", r=recipe.lora.r, targets=recipe.lora.targets,
                               batch_size=batch, max_length=recipe.train.max_length, gradient_checkpointing=None,
                               device="gpu").total(checkpointing)
                 what = "4-bit (QLoRA)" if quant else "LoRA in bf16"

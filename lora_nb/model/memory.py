@@ -148,17 +148,24 @@ def estimate(
         raise ConfigError("device", device, allowed=["gpu", "cpu"])
     device = device or _this_device()
     loaded = hasattr(model, "named_modules")
-    meta, report = _described(model, r, trust_remote_code)
+    meta, report = model_and_report(model, r, trust_remote_code)
     if loaded:
         quant = _loaded_quant(model) or quant
         dtype = _loaded_dtype(model) if dtype == "auto" else dtype
-    return _count(report, meta, quant=quant, dtype=dtype, r=r, targets=targets, batch_size=batch_size,
+    return count_memory(report, meta, quant=quant, dtype=dtype, r=r, targets=targets, batch_size=batch_size,
                   max_length=max_length, gradient_checkpointing=gradient_checkpointing, device=device)
 
 
-def _count(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, targets: Union[str, list],
+def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, targets: Union[str, list],
            batch_size: int, max_length: int, gradient_checkpointing: Optional[bool], device: str) -> MemoryEstimate:
-    """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes."""
+    """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes
+    (:func:`estimate` and :func:`lora_nb.suggest` share it).
+
+    Example:
+        >>> meta, report = model_and_report("./my-model", 16, False)                  # doctest: +SKIP
+        >>> count_memory(report, meta, quant="4bit", dtype="auto", r=16, targets="all-linear",
+        ...              batch_size=1, max_length=512, gradient_checkpointing=None, device="gpu")  # doctest: +SKIP
+    """
     from .injection import resolve_targets
     from ..hf.devices import cpu_computes_bf16
     from ..hf.memory_model import activation_bytes, activation_kind, model_dims
@@ -235,18 +242,22 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     from ..recipe.schema import TrainSection
 
     loaded = hasattr(model, "named_modules")
-    meta, report = _described(model, r, trust_remote_code)
+    meta, report = model_and_report(model, r, trust_remote_code)
     shape = dict(r=r, targets="all-linear", batch_size=TrainSection.batch_size, max_length=TrainSection.max_length,
                  gradient_checkpointing=None)
     if loaded:
-        memory = [_count(report, meta, quant=_loaded_quant(model), dtype=_loaded_dtype(model), device=_this_device(), **shape)]
+        memory = [count_memory(report, meta, quant=_loaded_quant(model), dtype=_loaded_dtype(model), device=_this_device(), **shape)]
     else:
-        memory = [_count(report, meta, quant=quant, dtype="auto", device="gpu", **shape) for quant in (None, "4bit")]
+        memory = [count_memory(report, meta, quant=quant, dtype="auto", device="gpu", **shape) for quant in (None, "4bit")]
     return Targets(report, memory)
 
 
-def _described(model: Any, r: int, trust_remote_code: bool) -> tuple:
-    """(the model, or its meta-device build for a name/folder/config; its discovery report named as given)."""
+def model_and_report(model: Any, r: int, trust_remote_code: bool) -> tuple:
+    """(the model, or its meta-device build for a name/folder/config; its discovery report named as given).
+
+    Example:
+        >>> meta, report = model_and_report("./my-model", 16, False)   # doctest: +SKIP
+    """
     from .discovery import discover, meta_model
 
     meta = model if hasattr(model, "named_modules") else meta_model(

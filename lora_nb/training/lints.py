@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..core.errors import strict_flags
+from ..model.discovery import smallest_dimension
 from ..recipe.schema import LoraSection
 
 # LoRA's usual learning rates: 2e-4 is the common start for 1B–70B models (QLoRA used 1e-4–2e-4);
@@ -54,12 +55,12 @@ def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dic
     elif lr < low:
         found.append(f"train.lr {lr:g} is below LoRA's usual range for pretrained models ({low:g}–{high:g}): the adapter "
                      "starts at zero and barely moves in a short run; 2e-4 is the usual start")
-    if adapted:
-        name, (d_in, d_out) = min(adapted.items(), key=lambda item: min(item[1]))
-        if lora.r >= min(d_in, d_out):
-            found.append(f"lora.r {lora.r} is not below the smallest adapted dimension ({name}: {d_in}→{d_out}): "
-                         f"there the update can be full-rank and costs r·(in+out) = {lora.r * (d_in + d_out)} parameters "
-                         f"against {d_in * d_out} for the whole weight; use r < {min(d_in, d_out)}")
+    smallest = smallest_dimension(adapted)
+    if smallest and lora.r >= smallest[1]:
+        name, (d_in, d_out) = smallest[0], adapted[smallest[0]]
+        found.append(f"lora.r {lora.r} is not below the smallest adapted dimension ({name}: {d_in}→{d_out}): "
+                     f"there the update can be full-rank and costs r·(in+out) = {lora.r * (d_in + d_out)} parameters "
+                     f"against {d_in * d_out} for the whole weight; use r < {smallest[1]}")
     if not has_eval:
         found.append("data.eval is not set: without held-out rows the run cannot tell learning from memorising; "
                      "pass eval=0.1 (a tenth of the rows) or an eval file")
