@@ -23,7 +23,14 @@ from ..core.render import html_table, text_table
 if TYPE_CHECKING:
     from ..runs.record import Run
 
-METRICS = ("exact_match", "contains", "token_accuracy")
+# The named metrics: each scores one row from (the model's answer, the reference). token_accuracy
+# scores tokens instead of generating (None here; see _token_accuracy). A new metric is one line.
+SCORERS: dict[str, Optional[Callable[[str, str], Any]]] = {
+    "exact_match": lambda prediction, reference: prediction.strip() == reference.strip(),
+    "contains": lambda prediction, reference: reference.strip().lower() in prediction.lower(),
+    "token_accuracy": None,
+}
+METRICS = tuple(SCORERS)
 MARGIN = 8  # answer tokens beyond the longest reference: room for an answer to show it runs on
 SHORT = 80  # characters of a prompt or an answer shown in the table of worst rows
 
@@ -172,12 +179,8 @@ def _metric(metric: Metric) -> tuple[str, Optional[Callable[[str, str], Any]]]:
     """The metric's name and its row score function (None for token_accuracy)."""
     if callable(metric):
         return getattr(metric, "__name__", type(metric).__name__), metric
-    if metric == "exact_match":
-        return metric, lambda prediction, reference: prediction.strip() == reference.strip()
-    if metric == "contains":
-        return metric, lambda prediction, reference: reference.strip().lower() in prediction.lower()
-    if metric == "token_accuracy":
-        return metric, None
+    if metric in SCORERS:
+        return metric, SCORERS[metric]
     raise ConfigError("metric", metric, problem="unknown metric (or pass a function (prediction, reference) -> score)",
                       allowed=METRICS)
 
