@@ -363,7 +363,7 @@ print("REPORT " + json.dumps(report))
 # fingerprinting: datasets hashes the conversion under a bare ``except:`` that swallows a KeyboardInterrupt
 # (datasets.fingerprint.update_fingerprint); prepare raises it again (lora_nb.core.interrupts).
 STAGES = {"reading": "datasets/packaged_modules/json/json.py:_generate_tables",
-          "checking": "lora_nb/data_checks.py:check_rows",
+          "checking": "lora_nb/data/checks.py:check_rows",
           "fingerprinting": "datasets/fingerprint.py:update_fingerprint",
           "converting": "datasets/arrow_dataset.py:_map_single"}
 
