@@ -243,7 +243,7 @@ def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
 def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, monkeypatch):
     from transformers import TrainerCallback
 
-    import lora_nb.training.trainer.callbacks
+    import lora_nb.training.callbacks
 
     saves = []
 
@@ -251,7 +251,7 @@ def test_a_checkpoint_at_least_every_two_minutes(lora_llama, parity, in_tmp, mon
         def on_save(self, args, state, control, **kw):
             saves.append(state.global_step)
 
-    monkeypatch.setattr(lora_nb.training.trainer.callbacks, "SAVE_EVERY_S", 0.0)  # every step is "two minutes later"
+    monkeypatch.setattr(lora_nb.training.callbacks, "SAVE_EVERY_S", 0.0)  # every step is "two minutes later"
     model, tok = lora_llama
     lora_nb.train(model, tok, parity[0], steps=25, batch_size=4, callbacks=[Saves()], progress=False)
     assert saves == list(range(1, 26))

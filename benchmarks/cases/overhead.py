@@ -28,7 +28,7 @@ NOT_COMPARED = {"output_dir", "logging_dir", "run_name"}  # where files go: no d
 
 def hand_config(size: dict) -> dict:
     """The hand-written side's SFTConfig values and model dtype: what lora_nb sets for
-    ``train(steps=N)`` (see ``lora_nb.training.trainer.sft_settings.sft_config_kwargs`` and
+    ``train(steps=N)`` (see ``lora_nb.training.sft_settings.sft_config_kwargs`` and
     ``lora_nb.model.loading.device_kwargs``), written out."""
     steps = size["steps"]
     return dict(max_steps=steps, learning_rate=2e-4, per_device_train_batch_size=4, per_device_eval_batch_size=4,
