@@ -29,7 +29,8 @@ from ..core.errors import ConfigError, strict_flags
 from ..core.files import atomic_write, is_taken, user_path
 from ..recipe.schema import SECTIONS, Recipe
 from ..core.render import fmt, html_table, text_table
-from ..runs.record import Run, training_run
+from ..runs.busy import training_run
+from ..runs.record import Run
 
 # Settings every point shares, and why a sweep cannot vary them.
 FIXED = {
