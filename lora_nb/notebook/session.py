@@ -171,7 +171,7 @@ class Session:
             >>> s.sweep(r=[4, 8], targets=["attention", "all-linear"], steps=50)   # doctest: +SKIP
         """
         from ..recipe.schema import DataSection
-        from ..experiments.sweeps import Sweep
+        from ..experiments.sweeps.sweep import Sweep
 
         self.require_model()
         self.require_idle()
