@@ -9,7 +9,7 @@ import pytest
 import lora_nb
 from lora_nb import ConfigError
 from lora_nb.hf.formats import alpaca_user_text
-from lora_nb.runs.record import read_jsonl
+from lora_nb.runs.history import read_jsonl
 
 STEPS = 16
 

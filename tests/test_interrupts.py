@@ -104,7 +104,7 @@ def test_a_folder_left_by_a_kill_before_training_takes_the_next_run(lora_nb_mode
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / ".lora_nb-preparing.json").exists() and not (out / "run.json").exists()
-    from lora_nb.runs.record import find_runs
+    from lora_nb.runs.find import find_runs
 
     assert find_runs(str(tmp_path)) == []  # listed as no run, whatever it holds
     run = lora_nb.train(model, tok, [{"text": "hello there"}] * 8, steps=1, output_dir=str(out), progress=False)

@@ -12,7 +12,9 @@ import psutil
 import pytest
 
 import lora_nb
-from lora_nb.runs.record import Run, RunTable, find_runs
+from lora_nb.runs.find import find_runs
+from lora_nb.runs.record import Run
+from lora_nb.runs.table import RunTable
 from lora_nb.runs.folders import new_run_dir
 
 
@@ -135,7 +137,8 @@ def test_a_run_folder_given_as_root_is_found(two_runs_here):
 
 
 def test_the_table_gives_a_runs_average_speed_not_its_last_steps(tmp_path):
-    from lora_nb.runs.record import Run, RunTable
+    from lora_nb.runs.record import Run
+    from lora_nb.runs.table import RunTable
 
     run = Run(tmp_path / "r")
     run.history = [{"step": 1, "tokens_per_s": 7.0}, {"step": 2, "tokens_per_s": 9.5}, {"step": 3, "tokens_per_s": 4.5}]

@@ -17,7 +17,8 @@ import lora_nb
 from lora_nb.training.callbacks import RunCallback
 from lora_nb.core.errors import ConfigError
 from lora_nb.runs.record import Run
-from lora_nb.experiments.sweeps import Spread, Sweep, sweep
+from lora_nb.experiments.sweeps.ranking import Spread
+from lora_nb.experiments.sweeps.sweep import Sweep, sweep
 
 
 @pytest.fixture(scope="module")

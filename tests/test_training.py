@@ -357,7 +357,7 @@ def test_one_model_trains_one_run_at_a_time_and_generate_waits(lora_llama, parit
     model, tok = lora_llama
     run = lora_nb.train(model, tok, parity[0], steps=10_000, batch_size=4, background=True, progress=False)
     try:
-        with pytest.raises(lora_nb.ConfigError, match=rf"already training in run {run.name}"):
+        with pytest.raises(lora_nb.ConfigError, match=rf"is training in run {run.name}.*first"):
             lora_nb.train(model, tok, parity[0], steps=2, background=True, progress=False)
         with pytest.raises(lora_nb.ConfigError, match=rf"is training in run {run.name}"):
             lora_nb.generate(model, tok, "Is 7 even or odd?")

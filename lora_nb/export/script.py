@@ -39,7 +39,7 @@ def render_script(recipe: Recipe) -> str:
 
 
 def render_sweep_script(points: list[tuple[str, Recipe]], folder: str) -> str:
-    """The standalone script for a sweep (see :meth:`lora_nb.experiments.sweeps.Sweep.to_script`): the
+    """The standalone script for a sweep (see :meth:`lora_nb.experiments.sweeps.sweep.Sweep.to_script`): the
     single-run script's code, its ``main()`` run once per point, into ``folder/<label>``.
 
     The first point's settings are the script's constants, as in a single-run script; ``POINTS``

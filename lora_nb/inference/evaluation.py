@@ -139,7 +139,8 @@ def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_m
         >>> result = evaluate(model, tok, "test.jsonl", metric="contains", run=run)   # doctest: +SKIP
         >>> result.score, result.worst(3)                                          # doctest: +SKIP
     """
-    from ..runs.record import Run, training_run
+    from ..runs.busy import check_not_training
+    from ..runs.record import Run
 
     name, score_of = _metric(metric)
     if run is not None and not isinstance(run, Run):
@@ -148,10 +149,7 @@ def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_m
     for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("limit", limit)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(key, value, problem="must be a whole number of at least 1")
-    busy = training_run(model)
-    if busy is not None:
-        raise ConfigError("model", problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
-                          "for it (run.wait(), %lora wait) before evaluating")
+    check_not_training(model, "evaluating")
     source = _describe(data)
     cases = _cases(data, tokenizer, limit, source)
     references = [_text(completion) for _, completion in cases]

@@ -42,12 +42,9 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from ..hf.models import pin_4bit_layout
-    from ..runs.record import training_run
+    from ..runs.busy import check_not_training
 
-    busy = training_run(model)
-    if busy is not None:  # generating would switch the training model to eval mode mid-step
-        raise ConfigError("model", problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
-                          "for it (run.wait(), %lora wait) before generating")
+    check_not_training(model, "generating")  # generating would switch the training model to eval mode mid-step
     pin_4bit_layout(model)  # inference must not repack 4-bit weights on AVX512-BF16 CPUs (see there)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only models continue from the right edge
     was_training = model.training

@@ -187,12 +187,9 @@ def inject(
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ..hf.models import pin_4bit_layout
-    from ..runs.record import training_run
+    from ..runs.busy import check_not_training
 
-    busy = training_run(model)
-    if busy is not None:
-        raise ConfigError("model", problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
-                          "for it (run.wait(), %lora wait) before changing its adapter")
+    check_not_training(model, "changing its adapter")
     pin_4bit_layout(model)  # see there: an earlier inference may have repacked the 4-bit weights
     # Every setting is checked, and the targets resolved, before the old adapter is removed: a
     # failed call leaves the model as it was.

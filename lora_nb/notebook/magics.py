@@ -427,7 +427,7 @@ def _runs_flags(p: argparse.ArgumentParser) -> None:
 @verb("runs", "past runs, newest first: this kernel's and every run folder on disk (other kernels, the CLI)",
       '%lora runs --filter "r=16 status=finished" --limit 5', _runs_flags)
 def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
-    from ..runs.record import RunTable
+    from ..runs.table import RunTable
 
     runs = m.session.find_runs(args.dir, filter=args.filter)
     if len(runs) > args.limit:

@@ -39,7 +39,8 @@ from ..runs.provenance import unwrap
 from ..recipe.schema import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
                       parse_yaml, train_kwargs)
 from ..core.render import html_table
-from ..experiments.sweeps import Sweep, setting_key
+from ..experiments.sweeps.grid import setting_key
+from ..experiments.sweeps.sweep import Sweep
 from .session import Session
 
 BUTTONS = ("Load", "Preview", "Train", "Sweep", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")

@@ -171,7 +171,7 @@ class Session:
             >>> s.sweep(r=[4, 8], targets=["attention", "all-linear"], steps=50)   # doctest: +SKIP
         """
         from ..recipe.schema import DataSection
-        from ..experiments.sweeps import Sweep
+        from ..experiments.sweeps.sweep import Sweep
 
         self.require_model()
         self.require_idle()
@@ -271,19 +271,19 @@ class Session:
     def find_runs(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None,
                   limit: Optional[int] = None) -> list:
         """This session's runs and every run in ``root`` (other kernels', the CLI's), newest first;
-        see :func:`lora_nb.runs.record.find_runs` for ``filter`` and ``limit``.
+        see :func:`lora_nb.runs.find.find_runs` for ``filter`` and ``limit``.
 
         Example:
             >>> Session().find_runs("/nonexistent-lora_nb-runs")
             []
         """
-        from ..runs.record import find_runs
+        from ..runs.find import find_runs
 
         return find_runs(root, filter=filter, limit=limit, runs=self.runs)
 
     def run_table(self, root: Union[str, Path] = "runs", *, filter: Optional[str] = None, limit: Optional[int] = None):
-        """:meth:`find_runs` as a :class:`~lora_nb.runs.record.RunTable`: settings, metrics, loss curves."""
-        from ..runs.record import RunTable
+        """:meth:`find_runs` as a :class:`~lora_nb.runs.table.RunTable`: settings, metrics, loss curves."""
+        from ..runs.table import RunTable
 
         return RunTable(self.find_runs(root, filter=filter, limit=limit))
 

@@ -17,7 +17,8 @@ from typing import Optional, Union
 from ..core.errors import ConfigError, strict_flags
 from ..core.files import check_free, user_path
 from ..hf.folders import last_checkpoint
-from .record import PREPARING, process_alive
+from .processes import process_alive
+from .record import PREPARING
 
 
 @strict_flags
@@ -28,7 +29,7 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
     ``resume``: that run's folder (it must hold a complete checkpoint). ``output_dir``: used
     when empty or new; a folder that already holds files is refused unless ``overwrite``.
     Neither: a fresh ``runs/<YYYYmmdd-HHMMSS>-<label>`` folder (``label``: the run's settings,
-    :func:`lora_nb.runs.record.run_label`), numbered when two runs start in the same second.
+    :func:`lora_nb.runs.labels.run_label`), numbered when two runs start in the same second.
 
     Example:
         >>> new_run_dir(None, label="r16-attention-lr2e-4").parent.name   # doctest: +SKIP
@@ -43,7 +44,18 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
     if output_dir:
         return check_free(output_dir, "output_dir", option="overwrite=True (or resume= to continue that run)",
                           overwrite=overwrite or never_trained(user_path(output_dir)))
-    base = Path("runs") / "-".join(filter(None, [datetime.now().strftime("%Y%m%d-%H%M%S"), label]))
+    return timestamped_folder(label=label)
+
+
+def timestamped_folder(prefix: str = "", label: str = "") -> Path:
+    """A new folder name in ``runs/``: ``<prefix><YYYYmmdd-HHMMSS>-<label>`` (``prefix`` "sweep-"
+    for a sweep's folder), numbered ``-2``, ``-3``, … when that one exists already. Nothing is created.
+
+    Example:
+        >>> timestamped_folder("sweep-").name.startswith("sweep-20")
+        True
+    """
+    base = Path("runs") / "-".join(filter(None, [prefix + datetime.now().strftime("%Y%m%d-%H%M%S"), label]))
     folder, n = base, 1
     while folder.exists():
         n += 1

@@ -19,7 +19,8 @@ with captured():  # the one module importing the libraries at its top (a live ch
     from transformers import TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..runs.record import METRICS, Run, memory_mb
+from ..runs.history import METRICS, memory_mb
+from ..runs.record import Run
 
 
 class RunCallback(TrainerCallback):

@@ -30,7 +30,10 @@ from ..runs.provenance import lora_section, model_section
 from ..core.quiet import Capture, captured
 from ..recipe.schema import DataSection, Recipe, TrainSection, build_section
 from ..runs.folders import never_trained, new_run_dir, prune_checkpoints, remove_new
-from ..runs.record import Run, read_jsonl, run_label, training, training_run
+from ..runs.busy import check_not_training, training
+from ..runs.history import read_jsonl
+from ..runs.labels import run_label
+from ..runs.record import Run
 from .sft_settings import check_sft_overrides, saving_notes, sft_config_kwargs, total_steps
 
 
@@ -117,10 +120,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     build_section(DataSection, dict(format=format, split=split), "data")
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__, problem="has no adapter to train: call lora_nb.inject(model, ...) first")
-    busy = training_run(model)
-    if busy is not None:
-        raise ConfigError("model", problem=f"is already training in run {busy.name}: stop it (run.stop(), %lora stop) "
-                          "or wait for it (run.wait(), %lora wait) first")
+    check_not_training(model)
     check_sft_overrides(section.sft)
     folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
                          label=run_label(lora_section(model), section.lr, model_section(model).quant))

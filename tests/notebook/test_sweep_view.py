@@ -9,7 +9,7 @@ import pytest
 
 import lora_nb
 from lora_nb.notebook.sweep_view import SweepChart
-from lora_nb.experiments.sweeps import sweep
+from lora_nb.experiments.sweeps.sweep import sweep
 
 
 def test_one_chart_grows_with_each_point_and_the_table_follows(shell, llama, parity, tmp_path):

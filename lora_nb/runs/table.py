@@ -1,0 +1,79 @@
+"""Runs side by side: a table of their settings and results, and their loss curves overlaid."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from ..core.render import html_table, text_table
+from .record import Run
+
+
+class RunTable:
+    """Runs side by side: when they started, their settings, final metrics and eval score, and their
+    loss curves overlaid.
+
+    Example:
+        >>> RunTable(find_runs("runs", limit=10))   # doctest: +SKIP
+    """
+
+    HEADERS = ["run", "started", "label", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",
+               "loss", "eval loss", "eval score", "tokens/s", "time"]
+
+    def __init__(self, runs: Sequence[Run]) -> None:
+        self.runs = list(runs)
+
+    def rows(self) -> list[list[Any]]:
+        out = []
+        for run in self.runs:
+            r = run.recipe
+            lora, train, model = (r.lora, r.train, r.model) if r else (None, None, None)
+            targets = None if lora is None else lora.targets
+            targets = targets if targets is None or isinstance(targets, str) else ", ".join(targets)
+            out.append([run.name, _when(run.started), run.label, run.status, run.step, model.quant if model else None,
+                        targets, lora.r if lora else None, lora.alpha if lora else None, lora.variant if lora else None,
+                        train.lr if train else None, train.batch_size if train else None,
+                        run.last("loss"), run.last("eval_loss"), run.eval_score, run.mean("tokens_per_s"),
+                        _duration(run.summary.get("train_runtime"))])
+        return out
+
+    def figure(self):
+        from ..core.charts import loss_figure
+
+        return loss_figure([(run.name, run.history) for run in self.runs], title="loss by run")
+
+    def __str__(self) -> str:
+        return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        from ..core.charts import save_png
+
+        if not self.runs:
+            return "<p>no runs yet</p>"
+        img = base64.b64encode(save_png(self.figure())).decode()
+        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"
+
+
+def _when(started: float) -> Optional[str]:
+    """A start time as people read it: 2026-11-28 10:15."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else None
+
+
+def _duration(seconds: Optional[float]) -> Optional[str]:
+    """A run's length as people read it: 42 s, 3 min 05 s, 2 h 07 min.
+
+    Example:
+        >>> _duration(42.4), _duration(185), _duration(7620)
+        ('42 s', '3 min 05 s', '2 h 07 min')
+    """
+    if seconds is None:
+        return None
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
