@@ -446,16 +446,13 @@ class Sweep:
         return f"Sweep({str(self.dir)!r}, status={self.status!r}, points={len(self.points)})"
 
     def _repr_html_(self) -> str:
-        import base64
-
-        from ..core.charts import save_png
+        from ..core.charts import png_img
 
         rows = self.table()
         table = html_table(list(rows[0]), [list(r.values()) for r in rows], title=self._title()) if rows else ""
         if not any(p.run is not None and p.run.history for p in self.points):
             return table
-        img = base64.b64encode(save_png(self.figure())).decode()
-        return f"{table}<img src='data:image/png;base64,{img}'/>"
+        return table + png_img(self.figure())
 
 
 @strict_flags

@@ -459,17 +459,14 @@ class Panel(w.VBox):
 
     def show_runs(self) -> None:
         """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
-        import base64
-
-        from ..core.charts import save_png
+        from ..core.charts import png_img
 
         table = self.session.run_table()
         if not table.runs:
             self.runs.value = "<i>no runs yet</i>"
             return
-        png = base64.b64encode(save_png(table.figure())).decode()
         self.runs.value = (f"<div class='lora-nb-scroll'>{html_table(table.HEADERS, table.rows())}</div>"
-                           f"<img src='data:image/png;base64,{png}' style='width:560px'/>")
+                           + png_img(table.figure(), style="width:560px"))
 
     @strict_flags
     def say(self, message: str, error: bool = False) -> None:

@@ -262,12 +262,9 @@ class Run:
         return f"Run({str(self.dir)!r}, status={self.status!r}, step={self.step})"
 
     def _repr_html_(self) -> str:
-        import base64
+        from ..core.charts import png_img
 
-        from ..core.charts import save_png
-
-        img = base64.b64encode(save_png(self.figure())).decode() if self.history else ""
-        chart = f"<img src='data:image/png;base64,{img}'/>" if img else ""
+        chart = png_img(self.figure()) if self.history else ""
         return f"<div style='display:flex;gap:1em;align-items:flex-start'>{html_table(['run', self.name], self._rows())}{chart}</div>"
 
 
@@ -531,14 +528,11 @@ class RunTable:
         return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
 
     def _repr_html_(self) -> str:
-        import base64
-
-        from ..core.charts import save_png
+        from ..core.charts import png_img
 
         if not self.runs:
             return "<p>no runs yet</p>"
-        img = base64.b64encode(save_png(self.figure())).decode()
-        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"
+        return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
 
 
 def _when(started: float) -> Optional[str]:
