@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import shlex
 import textwrap
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..core.files import check_free, expand_user
 from ..core.quiet import captured
 from ..recipe.schema import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
 from .session import Session
+from .values import comma_values, read_value
 
 
 @dataclass
@@ -107,19 +107,7 @@ class LoraMagics(Magics):
 
     def value(self, raw: str) -> Any:
         """A notebook variable by name, else the text read as a YAML scalar (8, 2e-4, true, [a, b])."""
-        import yaml
-
-        if raw.isidentifier() and raw in self.shell.user_ns:
-            return self.shell.user_ns[raw]
-        if NUMBER.fullmatch(raw):  # YAML 1.1 would keep 2e-4 as a string
-            return float(raw) if any(c in raw for c in ".eE") else int(raw)
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError:
-            return raw
-
-
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+        return read_value(raw, self.shell.user_ns)
 
 
 def _verb(name: str, cell_given: bool = True) -> Verb:
@@ -277,7 +265,7 @@ def _sweep(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
         key, raw = item.split("=", 1)
         if key not in SWEEP_KEYS:
             raise ConfigError(key, problem="unknown setting", allowed=SWEEP_KEYS)
-        values = [m.value(part) for part in _top_level_commas(raw)]
+        values = comma_values(key, raw, m.shell.user_ns)
         if len(values) == 1:  # one value for every point; a list (targets=[q_proj,v_proj]) is one value too
             values = values[0] if key in SWEEP_OPTIONS or key == "data" or not isinstance(values[0], list) else values
         grid[key] = values
@@ -286,20 +274,6 @@ def _sweep(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
             grid[key] = expand_user(grid[key])
     result = m.session.sweep(live=_in_kernel(m), background=args.background, **grid)
     return None if args.background or _in_kernel(m) else result
-
-
-def _top_level_commas(raw: str) -> list[str]:
-    """``4,8,16`` → three values; commas inside brackets stay (``[q_proj,v_proj],attention`` is two)."""
-    parts, depth, current = [], 0, ""
-    for ch in raw:
-        depth += ch in "[{(" and 1 or 0
-        depth -= ch in "]})" and 1 or 0
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    return parts + [current]
 
 
 @verb("wait", "block until the background run ends", "%lora wait")

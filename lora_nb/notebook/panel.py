@@ -37,10 +37,11 @@ from ..core.errors import ConfigError, strict_flags
 from ..core.files import atomic_write, check_free
 from ..runs.provenance import unwrap
 from ..recipe.schema import (FORMATS, SECTIONS, VARIANTS, DataSection, LoraSection, ModelSection, Recipe, TrainSection,
-                      parse_yaml, train_kwargs)
+                      train_kwargs)
 from ..core.render import html_table
 from ..experiments.sweeps import Sweep, setting_key
 from .session import Session
+from .values import comma_values
 
 BUTTONS = ("Load", "Preview", "Train", "Sweep", "Stop", "Save now", "Generate", "Compare", "Export code", "Save to file")
 TABS = ("Model", "Adapter", "Data", "Train", "Runs", "Export")
@@ -94,22 +95,7 @@ def sweep_values(key: str, text: str) -> list:
     """
     if not text.strip():
         raise ConfigError(key, problem="type the values to try, comma-separated (e.g. 4, 8, 16)")
-    try:
-        values = parse_yaml(f"[{text}]", key)  # a YAML flow list: its commas split, those inside brackets stay
-    except ConfigError:
-        raise ConfigError(key, text, problem="is not a comma-separated list of values (e.g. 4, 8, 16 or "
-                                             "[q_proj, v_proj], all-linear)") from None
-    return [_number(value) for value in values]
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads 1e-4 as text (it wants 1.0e-4): a number it is."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    return comma_values(key, text)
 
 
 class WidgetView:
