@@ -38,6 +38,19 @@ class Parser(argparse.ArgumentParser):
         return super().format_help().replace(f"usage: {self.prog}", f"usage: %{self.prog}", 1)
 
 
+def overwrite_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """``--overwrite`` (``help`` says what it replaces), and ``--force``: the same flag under its
+    old name, accepted but not shown in the help.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); overwrite_flag(p, "replace it")
+        >>> p.parse_args(["--force"]).overwrite, p.parse_args([]).overwrite
+        (True, False)
+    """
+    p.add_argument("--overwrite", action="store_true", help=help)
+    p.add_argument("--force", dest="overwrite", action="store_true", help=argparse.SUPPRESS)
+
+
 def split_line(line: str) -> list[str]:
     """A magic's line as shell words (quotes group, as in a terminal).
 

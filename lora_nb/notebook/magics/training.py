@@ -12,7 +12,7 @@ from ...core.errors import ConfigError
 from ...core.files import check_free, expand_user
 from ...recipe.schema import DataSection, Recipe, TrainSection
 from ..values import comma_values
-from .arguments import cell_yaml, fields_of
+from .arguments import cell_yaml, fields_of, overwrite_flag
 from .magic import LoraMagics
 from .model import LORA_KEYS
 from .registry import verb
@@ -29,7 +29,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     start.add_argument("--fresh", action="store_true", help="put a fresh adapter (the last inject's settings, else the "
                        "defaults) on the base first; without it training continues the current adapter")
     start.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in a taken output_dir")
+    overwrite_flag(p, "replace the run in a taken output_dir")
 
 
 @verb("train", "train the current adapter further with a live chart "

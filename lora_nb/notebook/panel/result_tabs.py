@@ -72,5 +72,5 @@ class ExportTab:
         if not name:
             raise ConfigError("file", problem="name the script to write, e.g. train_lora.py")
         script = self.session.export()
-        path = atomic_write(check_free(name, "file", option="%lora export FILE --force"), script)
+        path = atomic_write(check_free(name, "file", option="%lora export FILE --overwrite"), script)
         self.say(f"wrote {html.escape(str(path))} — run it with: accelerate launch {html.escape(str(path))}")
