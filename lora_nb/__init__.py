@@ -47,7 +47,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "to_script": "experiments.pipeline",
     "ConfigError": "core.errors",
     "preview": "data.prepare",
-    "Panel": "notebook.panel",
+    "Panel": "notebook.panel.shell",
     "doctor": "core.doctor",
 }
 

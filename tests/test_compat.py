@@ -53,10 +53,10 @@ def test_training_with_checkpointing_on_takes_either_keyword(side, llama, parity
 def test_the_tooltip_keyword_follows_ipywidgets_major_version():
     import ipywidgets
 
-    from lora_nb.notebook import panel
+    from lora_nb.notebook.panel import widgets
 
     assert compat.tooltip_keyword("7.7.1") == "description_tooltip"
     assert compat.tooltip_keyword("8.1.9") == "tooltip"
-    assert panel._TOOLTIP == compat.tooltip_keyword(ipywidgets.__version__)
-    control = ipywidgets.IntText(**panel._help(lora_nb.recipe.schema.LoraSection, "r"))
-    assert "rank" in getattr(control, panel._TOOLTIP).lower()
+    assert widgets.TOOLTIP == compat.tooltip_keyword(ipywidgets.__version__)
+    control = ipywidgets.IntText(**widgets.field_tooltip(lora_nb.recipe.schema.LoraSection, "r"))
+    assert "rank" in getattr(control, widgets.TOOLTIP).lower()

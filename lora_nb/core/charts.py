@@ -80,6 +80,20 @@ def save_png(fig, path: Optional[str | Path] = None) -> bytes:
     return data
 
 
+def png_img(fig, style: str = "") -> str:
+    """An HTML ``<img>`` holding ``fig`` as an inline PNG (a data URI), for notebooks' HTML outputs;
+    ``style``: its CSS (``width:560px``).
+
+    Example:
+        >>> png_img(loss_figure([]))[:32]
+        "<img src='data:image/png;base64,"
+    """
+    import base64
+
+    data = base64.b64encode(save_png(fig)).decode()
+    return f"<img src='data:image/png;base64,{data}'" + (f" style='{style}'" if style else "") + "/>"
+
+
 class Dashboard:
     """The live run's four panels — loss (raw, smoothed, eval), learning rate, grad norm, and
     tokens/s with memory — built once and then only fed new data.

@@ -1,8 +1,8 @@
 """Writing files without losing anything: atomic writes, the no-overwrite rule, one-line errors.
 
 The rule: lora_nb never writes into a non-empty folder or over an existing file it did not create
-for the current run, unless asked (``overwrite=True`` in the API, ``--force`` in the CLI and the
-magics). The error names the path and the option.
+for the current run, unless asked (``overwrite=True`` in the API, ``--force`` in the CLI,
+``--overwrite`` in the magics). The error names the path and the option.
 
 A write is whole or absent: it fills a hidden temporary sibling that is renamed into place once
 complete (:func:`writing`, :func:`atomic_write`, :func:`replace_folder`). A full disk, a read-only

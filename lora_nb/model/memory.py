@@ -156,6 +156,7 @@ def estimate(
                   max_length=max_length, gradient_checkpointing=gradient_checkpointing, device=device)
 
 
+@strict_flags
 def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r: int, targets: Union[str, list],
            batch_size: int, max_length: int, gradient_checkpointing: Optional[bool], device: str) -> MemoryEstimate:
     """The estimate's parts, counted from a discovery report and the model (meta or loaded) it describes
@@ -252,6 +253,7 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     return Targets(report, memory)
 
 
+@strict_flags
 def model_and_report(model: Any, r: int, trust_remote_code: bool) -> tuple:
     """(the model, or its meta-device build for a name/folder/config; its discovery report named as given).
 

@@ -200,12 +200,9 @@ class Run(Background):
         return f"Run({str(self.dir)!r}, status={self.status!r}, step={self.step})"
 
     def _repr_html_(self) -> str:
-        import base64
+        from ..core.charts import png_img
 
-        from ..core.charts import save_png
-
-        img = base64.b64encode(save_png(self.figure())).decode() if self.history else ""
-        chart = f"<img src='data:image/png;base64,{img}'/>" if img else ""
+        chart = png_img(self.figure()) if self.history else ""
         table = html_table(["run", self.name], self._rows())
         return f"<div style='display:flex;gap:1em;align-items:flex-start'>{table}{chart}</div>"
 

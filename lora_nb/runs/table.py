@@ -45,14 +45,11 @@ class RunTable:
         return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
 
     def _repr_html_(self) -> str:
-        import base64
-
-        from ..core.charts import save_png
+        from ..core.charts import png_img
 
         if not self.runs:
             return "<p>no runs yet</p>"
-        img = base64.b64encode(save_png(self.figure())).decode()
-        return html_table(self.HEADERS, self.rows()) + f"<img src='data:image/png;base64,{img}'/>"
+        return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
 
 
 def _when(started: float) -> Optional[str]:

@@ -81,6 +81,10 @@ def test_help_for_a_verb_shows_its_flags_settings_and_example(ip, capsys):
                          ("packing", "false"), ("data", "required"), ("eval", "null")):
         assert re.search(rf"^  {key} +{default} ", train, re.M), key
     assert "One of: linear, cosine" in train
+    for verb in ("save", "merge", "export"):  # one name for the flag, as the API's overwrite=; --force is not shown
+        ip.run_line_magic("lora", f"help {verb}")
+        out = capsys.readouterr().out
+        assert "--overwrite" in out and "--force" not in out, verb
     ip.run_line_magic("lora", "train --help")
     assert capsys.readouterr().out == train
     ip.run_line_magic("lora", "help inject")
@@ -230,10 +234,13 @@ def test_magics_never_overwrite_unless_forced(ip, llama, data_file, tmp_path):
     mine = tmp_path / "mine.txt"
     mine.write_text("mine")
     for line in (f"save {tmp_path}", f"merge {tmp_path}", f"export {mine}"):
-        with pytest.raises(UsageError, match=r"(not empty|file exists).*--force"):
+        with pytest.raises(UsageError, match=r"(not empty|file exists).*--overwrite"):
             ip.run_line_magic("lora", line)
     assert mine.read_text() == "mine"
-    ip.run_line_magic("lora", f"export {mine} --force")
+    ip.run_line_magic("lora", f"export {mine} --overwrite")
+    assert "LoraConfig" in mine.read_text()
+    mine.write_text("mine")
+    ip.run_line_magic("lora", f"export {mine} --force")  # the flag's old name, still accepted
     assert "LoraConfig" in mine.read_text()
 
 

@@ -124,6 +124,7 @@ def test_train_continue_stop_runs_and_export_from_the_buttons(tiny, demo_data, i
     (in_tmp / "train_lora.py").write_text("mine")
     panel.buttons["Save to file"].click()  # never over a file
     assert "file exists" in panel.status.value and (in_tmp / "train_lora.py").read_text() == "mine"
+    assert "%lora export FILE --overwrite" in panel.status.value  # the magic's flag, under its one name
 
 
 def sweep_panel(tiny, folder):

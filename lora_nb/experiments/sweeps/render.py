@@ -32,15 +32,12 @@ def as_text(rows: list[dict], heading: str) -> str:
 
 def as_html(rows: list[dict], heading: str, points: Sequence[Point], chart_title: str) -> str:
     """The results table as HTML, followed by the overlaid loss chart once any point has a history."""
-    import base64
-
-    from ...core.charts import save_png
+    from ...core.charts import png_img
 
     table = html_table(list(rows[0]), [list(r.values()) for r in rows], title=heading) if rows else ""
     if not any(p.run is not None and p.run.history for p in points):
         return table
-    img = base64.b64encode(save_png(figure(points, chart_title))).decode()
-    return f"{table}<img src='data:image/png;base64,{img}'/>"
+    return table + png_img(figure(points, chart_title))
 
 
 def figure(points: Sequence[Point], chart_title: str):

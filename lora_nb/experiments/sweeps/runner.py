@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Optional
 
+from ...core.errors import strict_flags
 from ...core.render import fmt
 from ...runs.record import Run
 from .base import reset_peak_memory, restore, trained_base
@@ -36,6 +37,7 @@ class PointRunner:
         if self.active is not None and self.active.run is not None:
             self.active.run.stop()
 
+    @strict_flags
     def run_points(self, eval_data: Any, metric: Any, callbacks: list, progress: Optional[bool]) -> None:
         """Train every point in turn, then record how the sweep ended; an error is kept on the sweep."""
         s = self.sweep
@@ -68,6 +70,7 @@ class PointRunner:
             self.active = None
             self.finish()
 
+    @strict_flags
     def train(self, point: Point, callbacks: list, progress: Optional[bool]) -> list:
         """Train one point on the base; returns the base parameters it trained in place, with their values before."""
         from ..pipeline import run
@@ -96,6 +99,7 @@ class PointRunner:
             if self.sweep.stop_requested:
                 run.stop()
 
+    @strict_flags
     def evaluate(self, point: Point, data: Any, metric: Any, callbacks: list, progress: Optional[bool]) -> float:
         """Score a finished point on the held-out ``data`` (the score goes into its run folder too)."""
         from ...inference.evaluation import evaluate

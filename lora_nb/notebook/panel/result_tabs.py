@@ -1,0 +1,76 @@
+"""The panel's last two tabs: Runs (the runs table over their loss curves; a prompt answered by
+Generate, or by base and adapter side by side with Compare) and Export (the session as a standalone
+script: shown with Copy, or saved to a file).
+
+A widget cannot add a notebook cell in JupyterLab 4 (``set_next_input`` reaches only the cell being
+executed, and outputs' JavaScript cannot reach the notebook without a frontend extension): Export
+offers Copy and Save to file, and names ``%lora export --cell``. Each tab is a part of
+:class:`~lora_nb.notebook.panel.Panel` (see :mod:`.setup_tabs`).
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as w
+
+from ...core.charts import png_img
+from ...core.errors import ConfigError
+from ...core.files import atomic_write, check_free
+from ...core.render import html_table
+from .widgets import COPY_JS, wide
+
+
+class RunsTab:
+    """The Runs tab: the runs table and their loss curves; Generate and Compare on a prompt."""
+
+    def runs_page(self) -> w.Widget:
+        """The tab's controls and page."""
+        self.runs, self.result = w.HTML(), w.HTML()
+        self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=wide())
+        b = self.buttons
+        return w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]), self.result])
+
+    def show_runs(self) -> None:
+        """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
+        table = self.session.run_table()
+        if not table.runs:
+            self.runs.value = "<i>no runs yet</i>"
+            return
+        self.runs.value = (f"<div class='lora-nb-scroll'>{html_table(table.HEADERS, table.rows())}</div>"
+                           + png_img(table.figure(), style="width:560px"))
+
+    def generate(self) -> None:
+        answer = self.session.generate(self.prompt.value)
+        self.result.value = f"<pre>{html.escape(answer)}</pre>"
+
+    def compare(self) -> None:
+        self.result.value = self.session.compare([self.prompt.value])._repr_html_()
+
+
+class ExportTab:
+    """The Export tab: Export code shows the session's script with Copy; Save to file writes it."""
+
+    def export_page(self) -> w.Widget:
+        """The tab's controls and page."""
+        self.export_file = w.Text(value="train_lora.py", description="file", layout=w.Layout(width="22em"))
+        self.code = w.HTML()
+        b = self.buttons
+        return w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]), self.code])
+
+    def export(self) -> None:
+        script = self.session.export()
+        self.code.value = (
+            f"<div><textarea class='lora-nb-code' rows='18' readonly spellcheck='false' onfocus='this.select()'>"
+            f"{html.escape(script)}</textarea><br><button class='jupyter-button widget-button' "
+            f"onclick=\"{html.escape(COPY_JS)}\">Copy</button><span></span></div>"
+            "<div>A widget cannot add a notebook cell: to put this script in the next cell, run "
+            "<code>%lora export --cell</code> in a cell, or Copy and paste it into a new one.</div>")
+
+    def save_script(self) -> None:
+        name = self.export_file.value.strip()
+        if not name:
+            raise ConfigError("file", problem="name the script to write, e.g. train_lora.py")
+        script = self.session.export()
+        path = atomic_write(check_free(name, "file", option="%lora export FILE --overwrite"), script)
+        self.say(f"wrote {html.escape(str(path))} — run it with: accelerate launch {html.escape(str(path))}")
