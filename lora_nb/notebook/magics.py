@@ -23,6 +23,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from ..core.errors import ConfigError, nearest
 from ..core.files import check_free, expand_user
 from ..core.quiet import captured
+from ..recipe.names import to_settings
 from ..recipe.schema import SECTIONS, DataSection, LoraSection, ModelSection, Recipe, TrainSection, parse_yaml
 from .session import Session
 
@@ -98,12 +99,10 @@ class LoraMagics(Magics):
             if "=" not in item:
                 raise UsageError(f"%lora: expected key=value, got {item!r}")
             key, raw = item.split("=", 1)
-            if key not in allowed:
-                raise ConfigError(key, problem="unknown setting", allowed=allowed)
             if key in out:
                 raise ConfigError(key, problem=f"given twice ({key}={out[key]!r} and {item}): keep one")
             out[key] = self.value(raw)
-        return out
+        return to_settings(out, allowed, problem="unknown setting")  # lora_alpha=64 is alpha=64: recipe.names
 
     def value(self, raw: str) -> Any:
         """A notebook variable by name, else the text read as a YAML scalar (8, 2e-4, true, [a, b])."""
@@ -203,7 +202,8 @@ LORA_KEYS = _fields(LoraSection)
 def _inject(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
     settings = m.settings(args.settings, LORA_KEYS)
     if cell is not None:
-        settings = {**_section_body(cell, "inject", "lora"), **settings}
+        body = to_settings(_section_body(cell, "inject", "lora"), LORA_KEYS, problem="unknown setting")
+        settings = {**body, **settings}
     m.session.inject(**settings)
 
 
@@ -233,10 +233,7 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]):
             body.update({("data" if k == "path" else k): v for k, v in data.items()})
         elif data is not None:
             body["data"] = data
-        flat = {**body.pop("train", {}), **body}
-        unknown = [k for k in flat if k not in TRAIN_KEYS]
-        if unknown:
-            raise ConfigError(unknown[0], problem="unknown setting", allowed=TRAIN_KEYS)
+        flat = to_settings({**body.pop("train", {}), **body}, TRAIN_KEYS, problem="unknown setting")
         settings = {**flat, **settings}
     if "data" not in settings:
         raise UsageError("%lora train needs data=PATH (a file, a Hub dataset, or a notebook variable)")

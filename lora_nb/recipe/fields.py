@@ -1,6 +1,7 @@
 """The settings of a recipe, section by section: each defined once, with its default, help text and
 allowed values (:func:`setting`). The API's keyword defaults, the YAML reference, the CLI, the notebook's
-help and the panel all read these definitions.
+help and the panel all read these definitions; the help text also lists the library names a setting
+takes (:mod:`lora_nb.recipe.names`).
 
 Example:
     >>> LoraSection(r=8).alpha
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ..core.errors import ConfigError, check_flag, flag_kind
 from ..hf.devices import TORCH_DTYPES
+from .names import also
 from .values import check_plain
 
 QUANTS = ("8bit", "4bit")  # or null: full precision
@@ -151,6 +154,18 @@ class TrainSection:
 
 
 SECTIONS = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "train": TrainSection}
+
+
+def _mention_names(section: str, cls: type) -> None:
+    """Add to each setting's help the library names it also takes (``Also: lora_alpha (PEFT).``)."""
+    for f in dataclasses.fields(cls):
+        extra = also(f"{section}.{f.name}")
+        if extra:
+            f.metadata = types.MappingProxyType({**f.metadata, "help": f.metadata["help"] + extra})
+
+
+for _name, _cls in SECTIONS.items():
+    _mention_names(_name, _cls)
 
 
 def _check_fields(section: Any, prefix: str) -> None:

@@ -3,7 +3,8 @@
 A recipe has five sections — ``model`` (with quantisation), ``lora``, ``data``, ``train`` — plus
 ``output_dir``. Each setting is defined once, in :mod:`lora_nb.recipe.fields`, with its default and
 help text; the API's keyword defaults, the YAML reference, the CLI and the notebook layer all read
-these definitions. Values are checked by :mod:`lora_nb.recipe.values`.
+these definitions. Values are checked by :mod:`lora_nb.recipe.values`; the names users know from
+transformers, PEFT and TRL (``lora_alpha``, ``learning_rate``) are read by :mod:`lora_nb.recipe.names`.
 
 Example:
     >>> r = Recipe.from_yaml('''
@@ -29,6 +30,7 @@ from ..core.errors import ConfigError
 # ``from lora_nb.recipe.schema import LoraSection, build_section, ...`` keeps working everywhere.
 from .fields import (BIASES, DTYPES, FORMATS, QUANTS, SCHEDULERS, SECTIONS, VARIANTS, DataSection,  # noqa: F401
                      LoraSection, ModelSection, TrainSection, setting)
+from .names import unknown
 from .values import build_section, check_plain, coerce, parse_yaml  # noqa: F401
 
 __all__ = ["Recipe", "adapter_seed", "lora_kwargs", "model_kwargs", "train_kwargs",  # defined here
@@ -62,20 +64,24 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Recipe":
-        """Validate a plain dict (as read from YAML). Unknown keys suggest the nearest valid one.
+        """Validate a plain dict (as read from YAML). Unknown keys suggest the nearest valid one. The
+        names transformers, PEFT and TRL give settings are read as lora_nb's (``lora_alpha`` is
+        ``alpha``, ``load_in_4bit: true`` is ``quant: 4bit``: :mod:`lora_nb.recipe.names`).
 
         Example:
             >>> Recipe.from_dict({"model": {"name": "m"}, "lora": {"rank": 8}})  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
             lora_nb.core.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha, ..., seed. Did you mean 'r'?
+            >>> Recipe.from_dict({"model": {"name": "m"}, "lora": {"lora_alpha": 8}}).lora.alpha
+            8.0
         """
         if not isinstance(raw, dict):
             raise ConfigError("recipe", type(raw).__name__, problem="must be a mapping of sections")
         allowed = list(SECTIONS) + ["output_dir"]
         for key in raw:
             if key not in allowed:
-                raise ConfigError(str(key), problem="unknown section", allowed=allowed)
+                raise unknown(str(key), allowed, sections=("",), problem="unknown section")
         if "model" not in raw:
             raise ConfigError("model", problem="section is required (model: {name: ...})")
         sections = {name: build_section(SECTIONS[name], raw[name] or {}, name) for name in SECTIONS if name in raw}

@@ -1,5 +1,6 @@
 """Plain values for a recipe: YAML read safely, each value checked against its setting's type and
-choices (:func:`coerce`), a section built from a mapping (:func:`build_section`).
+choices (:func:`coerce`), a section built from a mapping (:func:`build_section`, which also takes the
+library names of :mod:`lora_nb.recipe.names`).
 
 Example:
     >>> coerce("train.lr", "2e-4", float)
@@ -15,6 +16,7 @@ import typing
 from typing import Any, Union
 
 from ..core.errors import ConfigError, check_flag, flag_kind
+from .names import to_settings
 
 
 def parse_yaml(text: str, what: str) -> Any:
@@ -29,7 +31,7 @@ def parse_yaml(text: str, what: str) -> Any:
         >>> parse_yaml("a: &x [1]\\nb: *x", "recipe")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        lora_nb.core.errors.ConfigError: recipe: uses YAML anchors/aliases (&name / *name), which ...: write the values out.
+        lora_nb.core.errors.ConfigError: recipe: uses YAML anchors/aliases (&name / *name), ...: write the values out.
 
     A key given twice in one mapping is refused too (YAML would silently keep the last).
     """
@@ -94,7 +96,14 @@ def check_plain(key: str, value: Any) -> None:
 
 
 def build_section(cls: type, raw: Any, prefix: str):
-    """Build section ``cls`` from a dict, checking keys, types and choices; errors name ``prefix.key``."""
+    """Build section ``cls`` from a dict, checking keys, types and choices; errors name ``prefix.key``.
+    The libraries' names of its settings are taken too (:mod:`lora_nb.recipe.names`).
+
+    Example:
+        >>> from lora_nb.recipe.fields import LoraSection
+        >>> build_section(LoraSection, {"lora_alpha": 64, "use_rslora": True}, "lora").variant
+        'rslora'
+    """
     if dataclasses.is_dataclass(raw):
         raw = dataclasses.asdict(raw)
     if not isinstance(raw, dict):
@@ -102,9 +111,7 @@ def build_section(cls: type, raw: Any, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise ConfigError(f"{prefix}.{key}", problem="unknown key", allowed=fields)
+    for key, value in to_settings(raw, fields, sections=(prefix,), prefix=f"{prefix}.").items():  # lora_alpha: alpha
         values[key] = coerce(f"{prefix}.{key}", value, hints[key], fields[key].metadata.get("choices"))
     return cls(**values)
 
