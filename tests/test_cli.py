@@ -181,8 +181,10 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     taken = tmp_path / "demo"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    demo = cli("demo", "--out", taken, cwd=tmp_path)
-    assert demo.returncode == 2 and "lora-nb: out: the folder is not empty" in demo.stderr and "--force" in demo.stderr
+    for option in ("--output-dir", "--out"):  # --out: its older name
+        demo = cli("demo", option, taken, cwd=tmp_path)
+        assert demo.returncode == 2 and "lora-nb: output_dir: the folder is not empty" in demo.stderr
+        assert "--force" in demo.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 

@@ -105,20 +105,22 @@ def test_an_adapter_made_outside_a_recipe_exports_with_its_own_seed(llama, parit
 
 
 def test_library_names_train_the_same_as_lora_nb_keys(recipe_for, llama, tmp_path):
-    """A recipe in transformers'/PEFT's/TRL's names, and train()'s keywords in those names, train exactly
-    as lora_nb's own keys do."""
+    """A recipe in transformers'/PEFT's/TRL's names, run on a base given by folder, and train()'s keywords in
+    those names, train exactly as lora_nb's own keys do."""
     plain = recipe_for("plain")
     named = lora_nb.Recipe.from_dict({
-        "model": {"model_name_or_path": llama},
+        "model": {"model_name_or_path": "replaced-by-base"},
         "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "target_modules": "attention"},
         "data": {"dataset_name": plain.data.path},
         "train": {"max_steps": 3, "per_device_train_batch_size": 4, "max_seq_length": 64, "learning_rate": 1e-3,
                   "seed": 7},
         "output_dir": str(tmp_path / "named")})
-    ours, theirs = lora_nb.run(plain), lora_nb.run(named)
+    ours, theirs = lora_nb.run(plain), lora_nb.run(named, base=llama)  # base: a folder, loaded as the recipe says
     assert theirs.recipe.model.name == llama and (theirs.recipe.lora, theirs.recipe.train) == (ours.recipe.lora,
                                                                                              ours.recipe.train)
     assert _same_training(ours.dir, theirs.dir)
+    with pytest.raises(lora_nb.ConfigError, match=r"^base: a loaded model comes with its tokenizer here"):
+        lora_nb.run(plain, base=object())
 
     def trained(out: str, **settings):
         model, tok = lora_nb.load(llama)

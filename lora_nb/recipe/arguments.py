@@ -1,5 +1,13 @@
-"""The API's keyword arguments under the names users know: the libraries' names of settings
-(:mod:`lora_nb.recipe.names`) and the old names of renamed parameters.
+"""The API's keyword arguments under the names users know: library names of settings, old parameter names,
+and ``base`` in each of its forms.
+
+Two conventions hold across the API:
+
+* ``output_dir`` is the folder a function writes (``train``, ``save``, ``merge``, ``sweep``, the demo), as
+  in transformers; the older ``folder``/``out_dir``/``out`` still work as keywords.
+* ``base`` is the base model an adapter goes on: a Hub name or local folder (loaded for you), or a model
+  already loaded, alone or as the ``(model, tokenizer)`` pair :func:`lora_nb.load` returns. Where training
+  needs the tokenizer too (``run``, ``sweep``), a loaded base comes as that pair.
 
 Example:
     >>> @known_names(renamed={"out": "output_dir"})
@@ -11,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import os
 from typing import Any, Callable, Optional, TypeVar
 
 from ..core.errors import ConfigError
@@ -63,3 +73,23 @@ def translated(fn: Callable, kwargs: dict, renamed: dict[str, str], positional: 
 @functools.lru_cache(maxsize=None)
 def _parameters(fn: Callable) -> Any:
     return inspect.signature(fn).parameters
+
+
+def recipe_base(fn: F) -> F:
+    """For ``fn(recipe, *, base=...)``: a base given as a Hub name or folder is the model the recipe loads
+    (``model.name``, with the recipe's quant and dtype); a loaded model without its tokenizer is refused.
+    """
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        base, recipe = bound.arguments.get("base"), bound.arguments.get("recipe")
+        if isinstance(base, (str, os.PathLike)) and dataclasses.is_dataclass(getattr(recipe, "model", None)):
+            named = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=os.fspath(base)))
+            named.reasons = dict(getattr(recipe, "reasons", {}))
+            bound.arguments.update(recipe=named, base=None)
+        elif base is not None and not isinstance(base, (tuple, list, str, os.PathLike)):
+            raise ConfigError("base", type(base).__name__, problem="a loaded model comes with its tokenizer here: "
+                              "base=(model, tokenizer), as lora_nb.load returns (or a Hub name or folder)")
+        return fn(*bound.args, **bound.kwargs)
+
+    return call  # type: ignore[return-value]
