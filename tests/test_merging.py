@@ -95,7 +95,8 @@ def test_one_name_for_the_folder_written_and_one_meaning_of_base(llama, parity, 
     expected = logits(model, tok)
     folder = lora_nb.save(model, output_dir=tmp_path / "adapter", tokenizer=tok)
     assert lora_nb.save(model, folder=tmp_path / "old", tokenizer=tok) == tmp_path / "old"
-    for base in (lambda: llama, lambda: lora_nb.load(llama, dtype="fp32"), lambda: lora_nb.load(llama, dtype="fp32")[0]):
+    for base in (lambda: llama, lambda: lora_nb.load(llama, dtype="fp32"),
+                 lambda: lora_nb.load(llama, dtype="fp32")[0]):
         assert rel_err(expected, logits(lora_nb.load_adapter(base(), folder), tok)) < 1e-6
     loaded = lora_nb.load(llama, dtype="fp32")[0]
     merged = lora_nb.merge(str(folder), output_dir=tmp_path / "merged", base=loaded)  # its name_or_path
@@ -156,7 +157,8 @@ def test_an_interrupted_merge_leaves_nothing_and_the_retry_succeeds(llama, tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(modeling, "safe_save_file", torn)
-    with pytest.raises(KeyboardInterrupt, match=r"^output_dir: interrupted while writing .*merged; nothing was left behind"):
+    with pytest.raises(KeyboardInterrupt,
+                       match=r"^output_dir: interrupted while writing .*merged; nothing was left behind"):
         lora_nb.merge(model, tmp_path / "merged", tokenizer=tok)
     assert list(tmp_path.iterdir()) == [], "no half-written folder, no temporary sibling"
     monkeypatch.setattr(modeling, "safe_save_file", real)

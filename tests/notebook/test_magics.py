@@ -197,8 +197,9 @@ def test_library_names_in_lines_and_cells(ip, llama, data_file, tmp_path):
     assert (run.recipe.train.lr, run.recipe.train.batch_size, run.recipe.train.warmup) == (2e-3, 8, 0.5)
     ip.run_cell_magic("lora", "inject", "r: 4\nlora_alpha: 16\nuse_dora: true\n")
     assert session(ip).model.peft_config["default"].use_dora and session(ip).lora_section.alpha == 16
-    run = ip.run_cell_magic("lora", "train", f"data: {data_file}\ntrain: {{max_steps: 2, gradient_accumulation_steps: 2}}\n"
-                                             f"output_dir: {tmp_path / 'cell'}\n")
+    body = (f"data: {data_file}\ntrain: {{max_steps: 2, gradient_accumulation_steps: 2}}\n"
+            f"output_dir: {tmp_path / 'cell'}\n")
+    run = ip.run_cell_magic("lora", "train", body)
     assert run.status == "finished" and run.step == 2 and run.recipe.train.grad_accum == 2
     run = ip.run_cell_magic("lora", "", f"""
 model: {{model_name_or_path: {llama}, torch_dtype: float32}}
