@@ -12,7 +12,7 @@ from .core.errors import ConfigError
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    figures = run_demo(args.out, model=args.model, steps=args.steps, quant=None if args.no_quant else "auto",
+    figures = run_demo(args.output_dir, model=args.model, steps=args.steps, quant=None if args.no_quant else "auto",
                        overwrite=args.force)
     return 0 if figures["accuracy_after"] > figures["accuracy_before"] else 1
 
@@ -98,11 +98,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lora-nb", description="LoRA/QLoRA fine-tuning: demo, recipes, target discovery, script export.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the whole workflow offline on an embedded tiny model")
-    d.add_argument("--out", default="lora_nb_demo", help="folder for the run, merged model, chart and script")
+    d.add_argument("--output-dir", "--out", dest="output_dir", default="lora_nb_demo",
+                   help="folder for the run, merged model, chart and script (--out: its older name)")
     d.add_argument("--model", default=None, help="a Hub name or folder instead of the embedded model")
     d.add_argument("--steps", type=int, default=None, help="training steps (default 200 embedded, 100 otherwise)")
     d.add_argument("--no-quant", action="store_true", help="plain LoRA even where 4-bit runs")
-    d.add_argument("--force", action="store_true", help="write into --out even if it holds an earlier demo")
+    d.add_argument("--force", action="store_true", help="write into --output-dir even if it holds an earlier demo")
     d.set_defaults(fn=_demo)
     r = sub.add_parser("run", help="run a recipe: load, inject, train")
     r.add_argument("recipe", help="recipe YAML file")

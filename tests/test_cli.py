@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import lora_nb
 from lora_nb.model.memory import targets_with_memory
@@ -109,7 +110,9 @@ def test_run_trains_the_recipe(cli, recipe_file, tmp_path):
 @pytest.mark.parametrize(
     "verb, section, key, nearest",
     [("run", "train: {stpes: 2}", "train.stpes", "steps"), ("export", "trian: {steps: 2}", "trian", "train"),
-     ("run", "lora: {variant: dorra}", "lora.variant", "dora")],
+     ("run", "lora: {variant: dorra}", "lora.variant", "dora"),
+     ("run", "train: {max_step: 2}", "train.max_step", "steps"),
+     ("export", "train: {learning_rte: 0.001}", "train.learning_rte", "lr")],
 )
 def test_bad_setting_exits_2_with_one_line(cli, llama, tmp_path, verb, section, key, nearest):
     path = tmp_path / "recipe.yaml"
@@ -122,8 +125,29 @@ def test_bad_setting_exits_2_with_one_line(cli, llama, tmp_path, verb, section, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"lora-nb: {key}")
-    assert f"Did you mean {nearest!r}?" in lines[0]
+    assert f"Did you mean {nearest!r}" in lines[0]
     assert result.stdout == ""
+
+
+def test_a_recipe_in_the_libraries_names_exports_the_same_script(cli, recipe_file, tmp_path):
+    path, _ = recipe_file
+    raw = Recipe.from_yaml(path).to_dict()
+    named = dict(raw, lora={"r": 4, "target_modules": "attention", "lora_alpha": 32, "use_rslora": False},
+                 train={"max_steps": 2, "per_device_train_batch_size": 4, "max_seq_length": 64,
+                        "sft": {"weight_decay": 0.125}},
+                 model={"model_name_or_path": raw["model"]["name"], "torch_dtype": "auto"})
+    named_path = tmp_path / "named.yaml"
+    named_path.write_text(yaml.safe_dump(named))
+
+    ours, theirs = cli("export", path, cwd=tmp_path), cli("export", named_path, cwd=tmp_path)
+
+    assert theirs.returncode == 0, theirs.stderr
+    assert theirs.stdout == ours.stdout and "LoraConfig" in theirs.stdout
+    named["train"]["learning_rate"], named["train"]["lr"] = 1e-3, 2e-3
+    named_path.write_text(yaml.safe_dump(named))
+    conflict = cli("export", named_path, cwd=tmp_path)
+    assert conflict.returncode == 2 and conflict.stderr.strip() == (
+        "lora-nb: train.lr: given twice, as learning_rate=0.001 and lr=0.002: keep one.")
 
 
 def test_missing_data_file_exits_2_without_traceback(cli, recipe_file, tmp_path):
@@ -157,8 +181,10 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     taken = tmp_path / "demo"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    demo = cli("demo", "--out", taken, cwd=tmp_path)
-    assert demo.returncode == 2 and "lora-nb: out: the folder is not empty" in demo.stderr and "--force" in demo.stderr
+    for option in ("--output-dir", "--out"):  # --out: its older name
+        demo = cli("demo", option, taken, cwd=tmp_path)
+        assert demo.returncode == 2 and "lora-nb: output_dir: the folder is not empty" in demo.stderr
+        assert "--force" in demo.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 

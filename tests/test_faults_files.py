@@ -51,7 +51,7 @@ def test_a_full_disk_leaves_nothing_of_a_save_or_a_merge(adapted, disk, fill):
     message = str(saved.value)
     assert message.startswith(f"folder: cannot write {disk / 'adapter'}: the disk is full (")
     assert "KiB free); nothing was left behind. Free some space" in message and "\n" not in message
-    with pytest.raises(lora_nb.ConfigError, match=r"^out_dir: cannot write .*merged: the disk is full"):
+    with pytest.raises(lora_nb.ConfigError, match=r"^output_dir: cannot write .*merged: the disk is full"):
         lora_nb.merge(model, disk / "nested" / "merged", tokenizer=tok)  # model.safetensors torn mid-write
     assert snapshot(disk) == before, "no folder, no temporary sibling, no parent made for it"
     (disk / "filler").unlink()
@@ -65,7 +65,7 @@ def test_a_full_disk_leaves_an_overwritten_merge_as_it_was(adapted, disk, fill):
     (out / "notes.txt").write_text("mine")
     fill(disk, leave=64 * 1024)
     before = snapshot(disk)
-    with pytest.raises(lora_nb.ConfigError, match="out_dir: .*the disk is full.*nothing was left behind"):
+    with pytest.raises(lora_nb.ConfigError, match="output_dir: .*the disk is full.*nothing was left behind"):
         lora_nb.merge(model, out, tokenizer=tok, overwrite=True)
     assert snapshot(disk) == before
     (disk / "filler").unlink()
@@ -82,7 +82,7 @@ def test_a_read_only_disk_is_named(adapted, disk):
     with pytest.raises(lora_nb.ConfigError, match=r"^folder: cannot write .*adapter: the disk is read-only; "
                        r"nothing was left behind\. Choose a folder on a writable disk\.$"):
         lora_nb.save(model, disk / "adapter")
-    with pytest.raises(lora_nb.ConfigError, match=r"^out_dir: cannot write .*taken: the disk is read-only"):
+    with pytest.raises(lora_nb.ConfigError, match=r"^output_dir: cannot write .*taken: the disk is read-only"):
         lora_nb.merge(model, disk / "taken", overwrite=True)
     with pytest.raises(lora_nb.ConfigError, match=r"^output_dir: cannot write .*run: the disk is read-only"):
         with writing(disk / "run", "output_dir") as tmp:  # the helper itself, as a training save would call it
@@ -95,7 +95,7 @@ def test_a_parent_that_is_a_file_is_named(adapted, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
     for out in (tmp_path / "notes.txt" / "merged", tmp_path / "notes.txt" / "a" / "b"):
-        with pytest.raises(lora_nb.ConfigError, match=rf"^out_dir: cannot write {re.escape(str(out))}: "
+        with pytest.raises(lora_nb.ConfigError, match=rf"^output_dir: cannot write {re.escape(str(out))}: "
                            rf"{re.escape(str(tmp_path / 'notes.txt'))} is a file but should be a directory; "
                            r"nothing was left behind\. Move that file"):
             lora_nb.merge(model, out)

@@ -198,3 +198,17 @@ def test_matching_past_the_time_limit_is_refused(monkeypatch):
     names = [f"model.layers.{i}.self_attn.q_proj" for i in range(2000)]
     with pytest.raises(ConfigError, match=r"^lora.targets: takes over 0 s to match 2000 module names.*nested repeats"):
         injection.matching("lora.targets", r"(.{1,20}){1,20}z", names)
+
+
+def test_peft_names_inject_the_same_adapter(llama):
+    model, _ = lora_nb.load(llama)
+    ours = lora_nb.inject(model, r=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"], variant="rslora",
+                          seed=3, verbose=False)
+    ours_config, ours_weights = ours.peft_config["default"].to_dict(), dict(ours.named_parameters())
+    theirs = lora_nb.inject(ours, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                            use_rslora=True, seed=3, verbose=False)
+    assert theirs.peft_config["default"].to_dict() == ours_config
+    assert all(torch.equal(p, ours_weights[n]) for n, p in theirs.named_parameters() if "lora_" in n)
+    assert lora_nb.inject(theirs, r=4, use_dora=True, verbose=False).peft_config["default"].use_dora
+    with pytest.raises(ConfigError, match=r"^alpha: given twice, as alpha=8 and lora_alpha=16: keep one"):
+        lora_nb.inject(theirs, alpha=8, lora_alpha=16, verbose=False)

@@ -129,3 +129,17 @@ def test_device_maps_this_machine_cannot_take_are_refused_before_loading(llama, 
 def test_device_maps_for_the_cpu_load(llama, device_map):
     model, _ = lora_nb.load(llama, dtype="fp32", device_map=device_map)
     assert model.device.type == "cpu"
+
+
+def test_transformers_names_load_the_same(llama):
+    from lora_nb.runs.provenance import model_section
+
+    ours, _ = lora_nb.load(llama, quant="4bit", dtype="fp32")
+    theirs, _ = lora_nb.load(llama, load_in_4bit=True, torch_dtype=torch.float32)
+    assert model_section(theirs) == model_section(ours)
+    assert model_section(theirs).quant == "4bit" and model_section(theirs).dtype == "fp32"
+    assert type(theirs.model.layers[0].self_attn.q_proj) is type(ours.model.layers[0].self_attn.q_proj)
+    with pytest.raises(ConfigError, match=r"^load_in_4bits: unknown keyword.*Did you mean 'quant' \(load_in_4bit in"):
+        lora_nb.load(llama, load_in_4bits=True)
+    with pytest.raises(ConfigError, match=r"^quant: given twice, as quant='8bit' and load_in_4bit=True: keep one"):
+        lora_nb.load(llama, quant="8bit", load_in_4bit=True)

@@ -141,3 +141,21 @@ def test_targets_are_a_discovery_with_memory_lines(llama):
 
     assert planned.roles == lora_nb.discover(llama, r=4).roles  # what code using a Discovery reads still works
     assert "QLoRA (4-bit)" in str(planned) and "Fits T4 16 GB" in str(planned)
+
+
+@pytest.mark.parametrize("device, kind", [("cuda", "gpu"), ("cuda:0", "gpu"), ("cpu", "cpu"), ("gpu", "gpu")])
+def test_torch_device_names_are_taken(device, kind):
+    import torch
+
+    assert estimate(_seven_b(), device=device).total() == estimate(_seven_b(), device=kind).total()
+    assert estimate(_seven_b(), device=torch.device(device.replace("gpu", "cuda"))).device == kind
+    with pytest.raises(ConfigError, match=r"^device: Apple's MPS memory is not modelled.*device='cpu'"):
+        estimate(_seven_b(), device="mps")
+
+
+def test_library_names_estimate_the_same():
+    ours = estimate(_seven_b(), quant="4bit", dtype="bf16", targets=["q_proj", "v_proj"], batch_size=2,
+                    max_length=512, gradient_checkpointing=True, device="gpu")
+    theirs = estimate(_seven_b(), load_in_4bit=True, torch_dtype="bfloat16", target_modules=["q_proj", "v_proj"],
+                      per_device_train_batch_size=2, max_seq_length=512, activation_checkpointing=True, device="cuda")
+    assert theirs == ours

@@ -88,6 +88,24 @@ def test_save_and_load_adapter_round_trip(llama, parity, tmp_path):
     assert not any(p.requires_grad for p in reloaded.parameters())
 
 
+def test_one_name_for_the_folder_written_and_one_meaning_of_base(llama, parity, tmp_path):
+    """output_dir everywhere (the old folder=/out_dir= still work); base: a name or folder, a loaded model,
+    or the (model, tokenizer) pair lora_nb.load returns."""
+    model, tok = trained(llama, parity, tmp_path)
+    expected = logits(model, tok)
+    folder = lora_nb.save(model, output_dir=tmp_path / "adapter", tokenizer=tok)
+    assert lora_nb.save(model, folder=tmp_path / "old", tokenizer=tok) == tmp_path / "old"
+    for base in (lambda: llama, lambda: lora_nb.load(llama, dtype="fp32"),
+                 lambda: lora_nb.load(llama, dtype="fp32")[0]):
+        assert rel_err(expected, logits(lora_nb.load_adapter(base(), folder), tok)) < 1e-6
+    loaded = lora_nb.load(llama, dtype="fp32")[0]
+    merged = lora_nb.merge(str(folder), output_dir=tmp_path / "merged", base=loaded)  # its name_or_path
+    assert rel_err(expected, logits(AutoModelForCausalLM.from_pretrained(merged), tok)) < 1e-5
+    assert lora_nb.merge(str(folder), out_dir=tmp_path / "old-merged", base=llama).name == "old-merged"
+    with pytest.raises(lora_nb.ConfigError, match=r"^output_dir: given twice, as output_dir and as out_dir"):
+        lora_nb.merge(model, tmp_path / "x", out_dir=tmp_path / "y")
+
+
 def test_bad_merge_arguments(llama, tmp_path):
     model, _ = lora_nb.load(llama)
     with pytest.raises(lora_nb.ConfigError, match="not a PeftModel"):
@@ -111,17 +129,17 @@ def test_merge_never_overwrites(llama, parity, tmp_path):
     assert (base / "model.safetensors").read_bytes() == weights
     existing = tmp_path / "notes.txt"
     existing.write_text("mine")
-    with pytest.raises(lora_nb.ConfigError, match=r"out_dir: the file exists.*overwrite=True"):
+    with pytest.raises(lora_nb.ConfigError, match=r"output_dir: the file exists.*overwrite=True"):
         lora_nb.merge(model, existing)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    with pytest.raises(lora_nb.ConfigError, match=r"out_dir: the folder is not empty.*overwrite=True"):
+    with pytest.raises(lora_nb.ConfigError, match=r"output_dir: the folder is not empty.*overwrite=True"):
         lora_nb.merge(model, taken)
     assert existing.read_text() == "mine" and (taken / "keep.txt").read_text() == "mine"
     out = lora_nb.merge(model, taken, overwrite=True)  # asked for: written beside the user's file
     assert (out / "model.safetensors").exists() and (taken / "keep.txt").read_text() == "mine"
-    with pytest.raises(lora_nb.ConfigError, match=r"folder: the folder is not empty"):
+    with pytest.raises(lora_nb.ConfigError, match=r"output_dir: the folder is not empty"):
         lora_nb.save(model, taken)
 
 
@@ -139,7 +157,8 @@ def test_an_interrupted_merge_leaves_nothing_and_the_retry_succeeds(llama, tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(modeling, "safe_save_file", torn)
-    with pytest.raises(KeyboardInterrupt, match=r"^out_dir: interrupted while writing .*merged; nothing was left behind"):
+    with pytest.raises(KeyboardInterrupt,
+                       match=r"^output_dir: interrupted while writing .*merged; nothing was left behind"):
         lora_nb.merge(model, tmp_path / "merged", tokenizer=tok)
     assert list(tmp_path.iterdir()) == [], "no half-written folder, no temporary sibling"
     monkeypatch.setattr(modeling, "safe_save_file", real)

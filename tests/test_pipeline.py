@@ -102,3 +102,39 @@ def test_an_adapter_made_outside_a_recipe_exports_with_its_own_seed(llama, parit
     values = {t.id: ast.literal_eval(n.value) for n in ast.parse(lora_nb.to_script(recipe)).body
               if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name) and t.id.endswith("SEED")}
     assert values == {"SEED": 7, "ADAPTER_SEED": 42}
+
+
+def test_library_names_train_the_same_as_lora_nb_keys(recipe_for, llama, tmp_path):
+    """A recipe in transformers'/PEFT's/TRL's names, run on a base given by folder, and train()'s keywords in
+    those names, train exactly as lora_nb's own keys do."""
+    plain = recipe_for("plain")
+    named = lora_nb.Recipe.from_dict({
+        "model": {"model_name_or_path": "replaced-by-base"},
+        "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "target_modules": "attention"},
+        "data": {"dataset_name": plain.data.path},
+        "train": {"max_steps": 3, "per_device_train_batch_size": 4, "max_seq_length": 64, "learning_rate": 1e-3,
+                  "seed": 7},
+        "output_dir": str(tmp_path / "named")})
+    ours, theirs = lora_nb.run(plain), lora_nb.run(named, base=llama)  # base: a folder, loaded as the recipe says
+    assert theirs.recipe.model.name == llama and (theirs.recipe.lora, theirs.recipe.train) == (ours.recipe.lora,
+                                                                                             ours.recipe.train)
+    assert _same_training(ours.dir, theirs.dir)
+    with pytest.raises(lora_nb.ConfigError, match=r"^base: a loaded model comes with its tokenizer here"):
+        lora_nb.run(plain, base=object())
+
+    def trained(out: str, **settings):
+        model, tok = lora_nb.load(llama)
+        model = lora_nb.inject(model, r=4, alpha=8, targets="attention", seed=7, verbose=False)
+        return lora_nb.train(model, tok, plain.data.path, seed=7, output_dir=str(tmp_path / out), progress=False,
+                             **settings)
+
+    ours = trained("ours", steps=2, lr=1e-3, batch_size=4, max_length=64, warmup=0.5, scheduler="linear")
+    theirs = trained("theirs", max_steps=2, learning_rate=1e-3, per_device_train_batch_size=4, max_seq_length=64,
+                     warmup_ratio=0.5, lr_scheduler_type="linear")
+    assert theirs.recipe.train == ours.recipe.train and _same_training(ours.dir, theirs.dir)
+
+
+def _same_training(a: Path, b: Path) -> bool:
+    (losses_a, weights_a), (losses_b, weights_b) = results(a), results(b)
+    return losses_a == losses_b and weights_a.keys() == weights_b.keys() and all(
+        (weights_a[k] == weights_b[k]).all() for k in weights_a)

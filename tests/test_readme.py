@@ -30,6 +30,14 @@ def test_recipe_reference_is_generated_from_the_fields():
     assert table == Recipe.reference(), "run Recipe.reference() and paste it into README.md"
 
 
+def test_library_names_table_is_generated_from_the_names():
+    from lora_nb.recipe.names import table
+
+    start = README.index("<!-- generated from lora_nb/recipe/names.py")
+    generated = README[start:README.index("<!-- end of generated names -->")].split("\n", 1)[1].strip()
+    assert generated == table(), "run lora_nb.recipe.names.table() and paste it into README.md"
+
+
 def test_magics_reference_has_every_verb():
     from lora_nb.notebook.magics import VERBS
 

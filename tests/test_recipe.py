@@ -426,3 +426,121 @@ def test_a_path_object_is_taken_for_a_path_setting(tmp_path):
     recipe = Recipe.from_dict({"model": {"name": tmp_path / "m"}, "data": {"path": tmp_path / "train.jsonl"}})
     assert recipe.model.name == str(tmp_path / "m") and recipe.data.path == str(tmp_path / "train.jsonl")
     assert Recipe.from_yaml(recipe.to_yaml()) == recipe  # plain text in the YAML
+
+
+# --- the names users know from transformers, PEFT and TRL (lora_nb.recipe.names) -------------------
+
+# each library name, a value for it, and the lora_nb setting and value it must give
+KNOWN_NAMES = [
+    ("model", "model_name_or_path", "./m", "name", "./m"),
+    ("model", "pretrained_model_name_or_path", "./m", "name", "./m"),
+    ("model", "load_in_4bit", True, "quant", "4bit"),
+    ("model", "load_in_8bit", True, "quant", "8bit"),
+    ("model", "torch_dtype", "bfloat16", "dtype", "bf16"),
+    ("model", "dtype", "float32", "dtype", "fp32"),
+    ("lora", "lora_alpha", 64, "alpha", 64.0),
+    ("lora", "lora_dropout", 0.1, "dropout", 0.1),
+    ("lora", "target_modules", ["q_proj", "v_proj"], "targets", ["q_proj", "v_proj"]),
+    ("lora", "use_dora", True, "variant", "dora"),
+    ("lora", "use_rslora", True, "variant", "rslora"),
+    ("data", "dataset_name", "other.jsonl", "path", "other.jsonl"),
+    ("data", "dataset_train_split", "dev", "split", "dev"),
+    ("train", "max_steps", 10, "steps", 10),
+    ("train", "num_train_epochs", 2, "epochs", 2.0),
+    ("train", "learning_rate", 1e-4, "lr", 1e-4),
+    ("train", "per_device_train_batch_size", 2, "batch_size", 2),
+    ("train", "gradient_accumulation_steps", 8, "grad_accum", 8),
+    ("train", "max_seq_length", 256, "max_length", 256),
+    ("train", "lr_scheduler_type", "linear", "scheduler", "linear"),
+    ("train", "warmup_ratio", 0.1, "warmup", 0.1),
+    ("train", "warmup_steps", 5, "warmup", 5.0),
+    ("train", "resume_from_checkpoint", "runs/a", "resume", "runs/a"),
+    ("train", "activation_checkpointing", True, "gradient_checkpointing", True),
+]
+
+
+def _with(section: str, settings: dict) -> dict:
+    """A recipe dict with ``settings`` in ``section`` (a library name for the model or data path replaces ours)."""
+    raw = {"model": {"name": "./base"}, "data": {"path": "train.jsonl"}}
+    if settings.keys() & {"model_name_or_path", "pretrained_model_name_or_path", "dataset_name"}:
+        raw[section].pop("name" if section == "model" else "path")
+    raw[section] = {**raw.get(section, {}), **settings}
+    return raw
+
+
+@pytest.mark.parametrize("section, name, value, key, expected", KNOWN_NAMES, ids=[row[1] for row in KNOWN_NAMES])
+def test_a_library_name_is_read_as_the_lora_nb_setting(section, name, value, key, expected):
+    by_library = Recipe.from_dict(_with(section, {name: value}))
+    by_lora_nb = Recipe.from_dict(_with(section, {key: expected}))
+    assert getattr(getattr(by_library, section), key) == expected
+    assert by_library == by_lora_nb
+    assert Recipe.from_yaml(yaml.safe_dump(_with(section, {name: value}))) == by_lora_nb  # YAML too
+
+
+def test_every_library_name_is_tested_and_in_the_help():
+    from lora_nb.recipe.names import KNOWN
+
+    aliases = {k.name for k in KNOWN if k.name != k.key or k.convert}
+    assert aliases == {row[1] for row in KNOWN_NAMES}
+    reference = Recipe.reference()
+    for k in KNOWN:
+        if k.name != k.key:
+            assert f"Also: {k.name} (" in reference or f"; {k.name} (" in reference, k.name
+
+
+@pytest.mark.parametrize("section, typo, message", [
+    ("train", "max_step", r"train.max_step: unknown key.*Did you mean 'steps' \(max_steps in transformers\)\?"),
+    ("train", "learning_rte", r"train.learning_rte: unknown key.*Did you mean 'lr' \(learning_rate in transformers"),
+    ("model", "load_in_4bits", r"model.load_in_4bits: unknown key.*Did you mean 'quant' \(load_in_4bit in bitsand"),
+    ("lora", "learning_rate", r"lora.learning_rate: unknown key.*Did you mean 'train.lr' .*in the train section"),
+])
+def test_a_name_close_to_a_library_name_suggests_the_lora_nb_key(section, typo, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        Recipe.from_dict(_with(section, {typo: 1}))
+    assert "\n" not in str(error.value)
+
+
+def test_a_setting_in_the_wrong_place_names_its_section():
+    with pytest.raises(ConfigError, match=r"^learning_rate: unknown section.*Did you mean 'train.lr'"):
+        Recipe.from_dict({"model": {"name": "m"}, "learning_rate": 1e-4})
+    with pytest.raises(ConfigError, match=r"^train.output_dir: unknown key.*'output_dir' \(at the top level\)"):
+        Recipe.from_dict({"model": {"name": "m"}, "train": {"output_dir": "x"}})
+
+
+@pytest.mark.parametrize("section, settings, message", [
+    ("train", {"lr": 2e-4, "learning_rate": 1e-3},
+     r"^train.lr: given twice, as lr=0.0002 and learning_rate=0.001: keep one\.$"),
+    ("lora", {"use_dora": True, "use_rslora": True},
+     r"^lora.variant: given twice, as use_dora=True and use_rslora=True"),
+    ("model", {"quant": "8bit", "load_in_4bit": True},
+     r"^model.quant: given twice, as quant='8bit' and load_in_4bit=True"),
+    ("train", {"warmup_ratio": 0.1, "warmup_steps": 10}, r"^train.warmup: given twice"),
+])
+def test_a_setting_and_its_library_name_that_disagree_are_one_error(section, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict(_with(section, settings))
+
+
+def test_values_a_library_name_converts():
+    agree = Recipe.from_dict(_with("train", {"lr": 1e-4, "learning_rate": 1e-4}))  # the same value: no conflict
+    assert agree.train.lr == 1e-4
+    assert Recipe.from_dict(_with("train", {"max_steps": -1})).train.steps is None  # transformers' "not set"
+    assert Recipe.from_dict(_with("lora", {"use_dora": False})).lora.variant == "lora"  # false sets nothing
+    assert Recipe.from_dict(_with("model", {"load_in_4bit": False, "load_in_8bit": True})).model.quant == "8bit"
+    with pytest.raises(ConfigError, match=r"train.warmup_ratio: must be a fraction of the steps in \[0, 1\)"):
+        Recipe.from_dict(_with("train", {"warmup_ratio": 1.5}))
+    with pytest.raises(ConfigError, match=r"lora.use_dora: must be True or False"):
+        Recipe.from_dict(_with("lora", {"use_dora": "yes"}))
+
+
+def test_train_sft_refuses_what_lora_nb_sets_from_the_same_table():
+    from lora_nb.recipe.names import KNOWN
+    from lora_nb.training.sft_settings import check_sft_overrides
+
+    for k in KNOWN:
+        if k.section in ("train", ""):
+            refusal = rf"^train.sft.{k.name}: is set by lora_nb from '{k.key}'; set {k.key}= "
+            with pytest.raises(ConfigError, match=refusal):
+                check_sft_overrides({k.name: 1})
+    with pytest.raises(ConfigError, match=r"train.sft.max_step: is not an SFTConfig setting.*Did you mean 'train"):
+        check_sft_overrides({"max_step": 1})

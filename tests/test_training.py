@@ -149,10 +149,10 @@ def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, par
     model, tok = lora_llama
     out = tmp_path / "run"
     cases = [(dict(weight_decya=0.1), r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
-             (dict(max_seq_length=512), r"max_seq_length: was renamed: use max_length"),
-             (dict(learning_rate=1e-3), r"train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead"),
-             (dict(resume_from_checkpoint="x"), r"set resume= instead"),
-             (dict(activation_checkpointing=True), r"set gradient_checkpointing= instead"),
+             (dict(evaluation_strategy="steps"), r"evaluation_strategy: was renamed: use eval_strategy"),
+             # learning_rate=, max_steps= ... are lora_nb's lr=, steps= (tests/test_pipeline.py); close to one:
+             (dict(max_step=1), r"train.sft.max_step: is not an SFTConfig setting.*Did you mean 'train.steps'"),
+             (dict(learning_rate=1e-3, lr=2e-3), r"^lr: given twice, as learning_rate=0.001 and lr=0.002: keep one"),
              (dict(padding_free=True), r"train.sft.padding_free.*Set packing=true instead"),
              # a wrong type fails before anything is written, not at the first step
              (dict(weight_decay="heavy"), r"^train.sft.weight_decay: must be a number \(got 'heavy'\)"),

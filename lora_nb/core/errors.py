@@ -24,7 +24,8 @@ class ConfigError(ValueError):
     """A bad argument or setting. The message names the key, the value and what is allowed.
 
     It is a ``ValueError``, so scripts can catch it as one; the notebook layer shows it without a
-    traceback.
+    traceback. ``hint`` replaces the nearest allowed value as what "Did you mean" offers, written
+    out (``"'steps' (max_steps in transformers)"``).
 
     Example:
         >>> raise ConfigError("lora.rank", problem="unknown key", allowed=["r", "alpha"])
@@ -33,7 +34,8 @@ class ConfigError(ValueError):
         lora_nb.core.errors.ConfigError: lora.rank: unknown key. Allowed: r, alpha. Did you mean 'r'?
     """
 
-    def __init__(self, key: str, value: Any = None, *, allowed: Iterable[Any] | None = None, problem: str = ""):
+    def __init__(self, key: str, value: Any = None, *, allowed: Iterable[Any] | None = None, problem: str = "",
+                 hint: str | None = None):
         self.key, self.value = key, value
         self.allowed = [str(a) for a in allowed] if allowed is not None else None
         parts = [f"{key}: {problem or 'invalid value'}"]
@@ -43,9 +45,11 @@ class ConfigError(ValueError):
         if self.allowed is not None:
             shown = ", ".join(self.allowed[:20]) + (f", … ({len(self.allowed)} in all)" if len(self.allowed) > 20 else "")
             parts.append(f"Allowed: {shown}.")
-            hint = nearest(value if isinstance(value, str) else key.rsplit(".", 1)[-1], self.allowed)
-            if hint:
-                parts.append(f"Did you mean {hint!r}?")
+            if hint is None:
+                match = nearest(value if isinstance(value, str) else key.rsplit(".", 1)[-1], self.allowed)
+                hint = repr(match) if match else None
+        if hint:
+            parts.append(f"Did you mean {hint}?")
         super().__init__(" ".join(parts))
 
 

@@ -25,6 +25,7 @@ from . import tasks
 from ..core.files import check_free, replace_folder
 from ..core.progress import worth_a_bar
 from ..core.quiet import captured, quietly
+from ..recipe.arguments import known_names
 
 ANSWER_TOKENS = 6  # "even" / "odd" and the end of the turn, with room to show an answer that runs on
 
@@ -203,9 +204,10 @@ class QuickStart(NamedTuple):
     steps: int
 
 
-def quickstart(folder: str | Path = "quickstart_data") -> QuickStart:
-    """The quickstart notebook's setup: writes the demo task into ``folder`` and picks the base,
-    saying in one line which it is and how to switch.
+@known_names(renamed={"folder": "output_dir"})
+def quickstart(output_dir: str | Path = "quickstart_data") -> QuickStart:
+    """The quickstart notebook's setup: writes the demo task into ``output_dir`` (``folder`` works
+    too) and picks the base, saying in one line which it is and how to switch.
 
     On a GPU the small pretrained instruct model (:func:`pretrained_base`) when there is one, in
     4-bit (measured: 0.00 → 1.00 held-out accuracy in 150 steps, 0.64 s a step); on a CPU the
@@ -220,7 +222,7 @@ def quickstart(folder: str | Path = "quickstart_data") -> QuickStart:
 
     from .tiny import tiny_model
 
-    train_path, test_path = write_data(Path(folder))
+    train_path, test_path = write_data(Path(output_dir))
     gpu = torch.cuda.is_available()
     pretrained = pretrained_base() if gpu or os.environ.get("LORA_NB_BASE") else None
     if pretrained:
@@ -244,20 +246,22 @@ def write_data(folder: Path, train_rows: int = 2000, test_rows: int = 100) -> tu
     return paths
 
 
+@known_names(renamed={"out": "output_dir"})
 @strict_flags
-def run_demo(out: str | Path = "lora_nb_demo", model: Optional[str] = None, steps: Optional[int] = None,
+def run_demo(output_dir: str | Path = "lora_nb_demo", model: Optional[str] = None, steps: Optional[int] = None,
              quant: Optional[str] = "auto", overwrite: bool = False) -> dict:
     """Run the demo and return its figures: accuracy before/after, merged accuracy, seconds, paths.
 
-    ``out`` must be new or empty; ``overwrite=True`` (``lora-nb demo --force``) writes the demo's
-    files over an earlier demo's there.
+    ``output_dir`` (``out`` works too) must be new or empty; ``overwrite=True`` (``lora-nb demo
+    --force``) writes the demo's files over an earlier demo's there.
 
     Example:
         >>> figures = run_demo("demo-out")        # doctest: +SKIP
         >>> figures["accuracy_after"] > figures["accuracy_before"]   # doctest: +SKIP
         True
     """
-    out = check_free(out, "out", overwrite=overwrite, option="--force (overwrite=True)")  # before any slow import
+    # before any slow import
+    out = check_free(output_dir, "output_dir", overwrite=overwrite, option="--force (overwrite=True)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..model.discovery import discover

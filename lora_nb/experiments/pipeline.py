@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import strict_flags
+from ..recipe.arguments import recipe_base
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs, model_kwargs, train_kwargs
 
 
@@ -33,12 +34,15 @@ def build(recipe: Recipe, base: Optional[tuple] = None):
     return inject(model, **settings, verbose=base is None), tokenizer
 
 
+@recipe_base
 @strict_flags
-def run(recipe: Recipe, *, base: Optional[tuple] = None, callbacks: Sequence[Any] = (), background: bool = False,
+def run(recipe: Recipe, *, base: Any = None, callbacks: Sequence[Any] = (), background: bool = False,
         progress: Optional[bool] = None, on_model: Optional[Callable[[Any, Any], None]] = None):
     """Load, inject and train as ``recipe`` says: the whole experiment. Returns the training Run.
 
-    ``base``: a loaded ``(model, tokenizer)`` to adapt instead of loading (see :func:`build`).
+    ``base``: the base model, instead of ``recipe.model.name``: a loaded ``(model, tokenizer)``, as
+    :func:`lora_nb.load` returns, to adapt (see :func:`build`), or a Hub name or folder to load with
+    the recipe's quant and dtype.
     ``on_model(model, tokenizer)`` is called once the adapter is on, before training (the
     notebook session keeps them this way).
 

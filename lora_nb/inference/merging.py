@@ -20,35 +20,39 @@ from ..core.errors import ConfigError, strict_flags
 from ..core.files import check_free, user_path, writing
 from ..core.progress import worth_a_bar
 from ..core.quiet import quietly
+from ..recipe.arguments import known_names
 from ..recipe.schema import DTYPES
 
 MERGE_INTO = ("dequantized", "original")
 
 
+@known_names(renamed={"out_dir": "output_dir"})
 @strict_flags
 @quietly(progress=worth_a_bar)
 def merge(
     model: Any,
-    out_dir: Union[str, Path],
+    output_dir: Union[str, Path],
     *,
-    base: Optional[str] = None,
+    base: Any = None,
     dtype: Optional[str] = None,
     into: str = "dequantized",
     tokenizer: Any = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a standalone model (weights + tokenizer, no LoRA left) to ``out_dir``.
+    """Write a standalone model (weights + tokenizer, no LoRA left) to ``output_dir`` (``out_dir`` works too).
 
-    ``model`` is a PeftModel or an adapter folder (its base is read from the folder, or ``base``).
-    ``dtype`` ("bf16", "fp16", "fp32"; default: the dtype the adapter computed in). For 4-bit and
-    8-bit bases, ``into="dequantized"`` (default) merges into the dequantised weights the adapter
-    was trained against; ``into="original"`` reloads the original checkpoint in ``dtype`` and
-    merges there. The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+    ``model`` is a PeftModel or an adapter folder (its base is read from the folder, or ``base``:
+    a Hub name or folder, or a loaded model, standing for the name or folder it was loaded from;
+    merging always reads the base's weights again). ``dtype`` ("bf16", "fp16", "fp32"; default:
+    the dtype the adapter computed in). For 4-bit and 8-bit bases, ``into="dequantized"`` (default)
+    merges into the dequantised weights the adapter was trained against; ``into="original"``
+    reloads the original checkpoint in ``dtype`` and merges there. The result loads with
+    ``AutoModelForCausalLM.from_pretrained(output_dir)``.
 
-    ``out_dir`` must be new or empty unless ``overwrite=True`` (then the merge's files replace
+    ``output_dir`` must be new or empty unless ``overwrite=True`` (then the merge's files replace
     theirs; other files stay); the base model's own folder is refused always. The files are
-    written beside ``out_dir`` and moved in once all are complete: a full disk, a read-only disk or
-    a Ctrl-C leaves ``out_dir`` as it was (absent, or as before), with one line saying why.
+    written beside ``output_dir`` and moved in once all are complete: a full disk, a read-only disk
+    or a Ctrl-C leaves ``output_dir`` as it was (absent, or as before), with one line saying why.
 
     Example:
         >>> merge(model, "merged", tokenizer=tok)                       # doctest: +SKIP
@@ -61,7 +65,8 @@ def merge(
         raise ConfigError("into", into, allowed=MERGE_INTO)
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError("dtype", dtype, allowed=DTYPES)
-    out_dir = check_free(out_dir, "out_dir", overwrite=overwrite)
+    out_dir = check_free(output_dir, "output_dir", overwrite=overwrite)
+    base = _base_name(base)
     if isinstance(model, (str, Path)):
         folder = user_path(model)
         meta = adapter_meta(folder, key="model")
@@ -81,17 +86,30 @@ def merge(
     else:
         standalone = _with_adapter(float_copy(model.get_base_model(), target), model)
     merged = standalone.merge_and_unload()
-    with writing(out_dir, "out_dir") as tmp:
+    with writing(out_dir, "output_dir") as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return out_dir
 
 
+def _base_name(base: Any) -> Optional[str]:
+    """``base`` as the name or folder to load it from: a loaded model (or ``(model, tokenizer)``) gives its own."""
+    if isinstance(base, (tuple, list)) and base:
+        base = base[0]
+    if base is None or isinstance(base, (str, Path)):
+        return None if base is None else str(base)
+    name = getattr(getattr(base, "config", None), "name_or_path", None) or getattr(base, "name_or_path", None)
+    if not name:
+        raise ConfigError("base", type(base).__name__, problem="is neither a Hub name or folder nor a model loaded "
+                          "from one (it has no name_or_path)")
+    return str(name)
+
+
 def _refuse_base_folder(out_dir: Path, base: Any) -> None:
     """Writing the merge over the base model it is read from would destroy the base."""
     if base and Path(str(base)).expanduser().exists() and out_dir.resolve() == Path(str(base)).expanduser().resolve():
-        raise ConfigError("out_dir", str(out_dir), problem="is the base model's own folder: the merge would replace "
+        raise ConfigError("output_dir", str(out_dir), problem="is the base model's own folder: the merge would replace "
                           "the base weights; write it to a new folder")
 
 

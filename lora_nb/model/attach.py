@@ -21,9 +21,10 @@ from ..runs.adapters import adapter_meta, check_folder
 def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
     """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
 
-    ``base`` is a loaded model, or a name/folder loaded (quantised as at training time) for you.
-    A folder that is missing, incomplete, pickled or made for another model is refused with one
-    line (:func:`check_folder`), and a loaded ``base`` is then left exactly as it was.
+    ``base`` is the base model: a Hub name or folder, loaded (quantised as at training time) for
+    you, or a model already loaded, alone or as the ``(model, tokenizer)`` pair :func:`lora_nb.load`
+    returns. A folder that is missing, incomplete, pickled or made for another model is refused
+    with one line (:func:`check_folder`), and a loaded ``base`` is then left exactly as it was.
 
     Example:
         >>> model = load_adapter("./base-model", "runs/x/adapter")   # doctest: +SKIP
@@ -31,6 +32,8 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     from .loading import load
 
     folder = user_path(folder)
+    if isinstance(base, tuple) and len(base) == 2:  # what lora_nb.load returns
+        base = base[0]
     if isinstance(base, (str, Path)):
         meta = adapter_meta(folder)
         base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])

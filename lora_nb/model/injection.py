@@ -14,6 +14,7 @@ from .discovery import Discovery, discover, is_peft_internal, task_type
 from ..core.errors import ConfigError, strict_flags
 from ..runs.provenance import record, unwrap
 from ..core.quiet import quietly
+from ..recipe.arguments import known_names
 from ..recipe.schema import LoraSection, TrainSection, build_section
 
 _REGEX_CHARS = set("^$*+?[](){}|\\")
@@ -151,6 +152,7 @@ def peft_patterns(key: str, patterns: dict, all_names: list[str]) -> dict:
     return out
 
 
+@known_names()
 @strict_flags
 @quietly()
 def inject(
@@ -178,6 +180,8 @@ def inject(
     that already carries an adapter has it removed first, so rerunning a notebook cell starts
     fresh; a call that fails (a bad setting or target) leaves that adapter in place. Prints one
     line: the adapter's parameters and their share of the base model, as :func:`discover` counts.
+    PEFT's names work too: ``lora_alpha``, ``lora_dropout``, ``target_modules``, ``use_dora=True``,
+    ``use_rslora=True`` (:mod:`lora_nb.recipe.names`).
 
     Example:
         >>> model = inject(model, r=8, alpha=16, targets="attention")   # doctest: +SKIP

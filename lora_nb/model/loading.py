@@ -19,6 +19,7 @@ from ..core.files import expand_user
 from ..runs.provenance import record
 from ..core.progress import worth_a_bar
 from ..core.quiet import quietly
+from ..recipe.arguments import known_names
 from ..recipe.schema import DTYPES, QUANTS, ModelSection, coerce
 
 
@@ -151,6 +152,7 @@ def _only_pickles(folder: str) -> bool:
     return os.path.isdir(folder) and not any(Path(folder).glob("*.safetensors")) and any(Path(folder).glob("*.bin"))
 
 
+@known_names()
 @strict_flags
 @quietly(progress=worth_a_bar)
 def load(
@@ -169,6 +171,8 @@ def load(
     ``trust_remote_code`` stays off unless you ask.
 
     Returns ``(model, tokenizer)``. A tokenizer without a pad token gets its eos token as pad.
+    transformers' names work too: ``load_in_4bit=True`` is ``quant="4bit"``, ``torch_dtype=torch.bfloat16``
+    is ``dtype="bf16"`` (:mod:`lora_nb.recipe.names`).
 
     Example:
         >>> model, tok = load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")   # doctest: +SKIP

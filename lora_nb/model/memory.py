@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ..core.errors import ConfigError, strict_flags
+from ..recipe.arguments import known_names
+from ..recipe.names import device_kind
 from ..recipe.schema import QUANTS, coerce
 
 GIB = 2 ** 30
@@ -108,6 +110,7 @@ class MemoryEstimate:
         return html_table(["part", "GiB", "what"], self.rows(), self._title()) + f"<p>{html.escape(self.summary())}</p>"
 
 
+@known_names()
 @strict_flags
 def estimate(
     model: Any,
@@ -126,10 +129,12 @@ def estimate(
     before loading anything: only the config is read (a Hub name, a folder, a config, or a
     model already loaded, whose quantisation is then taken as it is).
 
-    ``device``: "gpu" or "cpu" (default: this machine's); it sets the activation dtype ("auto":
-    bf16 on a GPU and on a CPU with bf16 instructions, else fp32, as ``resolve_dtype`` picks) and
-    the reserve. :meth:`MemoryEstimate.fits` says whether a given memory is enough, with or
-    without gradient checkpointing.
+    ``device``: "gpu" or "cpu", or as torch names it ("cuda", "cuda:0"; default: this machine's); it
+    sets the activation dtype ("auto": bf16 on a GPU and on a CPU with bf16 instructions, else fp32,
+    as ``resolve_dtype`` picks) and the reserve. The library names of the settings work too
+    (``load_in_4bit=True``, ``target_modules``, ``per_device_train_batch_size``, ``max_seq_length``).
+    :meth:`MemoryEstimate.fits` says whether a given memory is enough, with or without gradient
+    checkpointing.
 
     Example:
         >>> from transformers import LlamaConfig
@@ -144,9 +149,7 @@ def estimate(
     for key, value in (("r", r), ("batch_size", batch_size), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, value, problem="must be a positive integer")
-    if device not in (None, "gpu", "cpu"):
-        raise ConfigError("device", device, allowed=["gpu", "cpu"])
-    device = device or _this_device()
+    device = device_kind(device) or _this_device()
     loaded = hasattr(model, "named_modules")
     meta, report = model_and_report(model, r, trust_remote_code)
     if loaded:

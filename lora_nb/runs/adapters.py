@@ -17,23 +17,26 @@ from ..core.files import check_free, user_path, writing
 from .provenance import lora_section, model_section
 from ..core.progress import worth_a_bar
 from ..core.quiet import quietly
+from ..recipe.arguments import known_names
 
 META_FILE = "lora_nb.json"
 
 
+@known_names(renamed={"folder": "output_dir"})
 @strict_flags
 @quietly()
-def save(model: Any, folder: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
+def save(model: Any, output_dir: Union[str, Path], tokenizer: Any = None, *, overwrite: bool = False) -> Path:
     """Save ``model``'s adapter (safetensors), its tokenizer, and how the base was loaded.
 
-    ``folder`` must be new or empty unless ``overwrite=True`` (then the adapter's files replace
-    theirs; other files stay). The files are written beside it and moved in once all are complete:
-    a full disk, a read-only disk or a Ctrl-C leaves ``folder`` as it was, with one line saying why.
+    ``output_dir`` (``folder`` works too) must be new or empty unless ``overwrite=True`` (then the
+    adapter's files replace theirs; other files stay). The files are written beside it and moved in
+    once all are complete: a full disk, a read-only disk or a Ctrl-C leaves it as it was, with one
+    line saying why.
 
     Example:
         >>> save(model, "my-adapter", tokenizer=tok)   # doctest: +SKIP
     """
-    folder = check_free(folder, "folder", overwrite=overwrite)
+    folder = check_free(output_dir, "output_dir", overwrite=overwrite)
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__, problem="has no adapter to save; call lora_nb.inject first")
     with writing(folder, "folder") as tmp:

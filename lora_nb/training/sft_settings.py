@@ -12,7 +12,8 @@ import math
 from typing import Any
 
 from ..hf.compat import RENAMED_TRAINING_FIELDS, sft_config_fields
-from ..core.errors import ConfigError, strict_flags
+from ..core.errors import ConfigError, nearest, strict_flags
+from ..recipe.names import KNOWN, owner
 from ..recipe.schema import TrainSection
 
 
@@ -65,40 +66,35 @@ def total_steps(t: TrainSection, rows: int) -> int:
     return t.steps or math.ceil(max(1, math.ceil(rows / (t.batch_size * t.grad_accum))) * (t.epochs or 1))
 
 
-# SFTConfig keys that lora_nb sets from a train setting: given in ``sft`` they would silently
-# disagree with the recipe, so the error names the setting to use instead.
-OWNED = {"output_dir": "output_dir", "max_steps": "steps", "num_train_epochs": "epochs", "learning_rate": "lr",
-         "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-         "max_length": "max_length", "packing": "packing",
-         "group_by_length": "group_by_length",
-         "lr_scheduler_type": "scheduler", "warmup_steps": "warmup",
-         "logging_steps": "logging_steps", "seed": "seed", "eval_steps": "eval_steps",
-         "resume_from_checkpoint": "resume", "gradient_checkpointing": "gradient_checkpointing",
-         "activation_checkpointing": "gradient_checkpointing"}
 # Keys users bring from older transformers / TRL versions, and what replaced them.
-RENAMED = {"max_seq_length": "max_length",
-           "evaluation_strategy": "eval_strategy", "dataset_text_field": "a 'text' column (data.format: text)"}
+# (SFTConfig keys that lora_nb sets from a train setting are refused as lora_nb.recipe.names.owner says:
+# given in ``sft`` they would silently disagree with the recipe.)
+RENAMED = {"evaluation_strategy": "eval_strategy", "dataset_text_field": "a 'text' column (data.format: text)"}
 
 
 def check_sft_overrides(sft: dict) -> dict:
     """Check extra ``SFTConfig`` settings (``train(**overrides)``, the recipe's ``train.sft``)
     before anything runs: unknown keys get the nearest valid one, renamed keys their new name,
-    keys lora_nb sets the setting to use instead.
+    keys lora_nb sets the setting to use instead (:func:`lora_nb.recipe.names.owner`: one table).
 
     Example:
-        >>> check_sft_overrides({"max_seq_length": 512})
+        >>> check_sft_overrides({"learning_rate": 1e-3})
         Traceback (most recent call last):
         ...
-        lora_nb.core.errors.ConfigError: train.sft.max_seq_length: was renamed: use max_length (transformers 5 / TRL 1).
+        lora_nb.core.errors.ConfigError: train.sft.learning_rate: is set by lora_nb from 'lr'; set lr= instead.
     """
     fields = sorted(sft_config_fields() | set(RENAMED_TRAINING_FIELDS))  # the newest names work on any release
     for key in sft:
-        if key in OWNED:
-            raise ConfigError(f"train.sft.{key}", problem=f"is set by lora_nb from {OWNED[key]!r}; set {OWNED[key]}= instead")
+        setting = owner(key)
+        if setting is not None:
+            raise ConfigError(f"train.sft.{key}",
+                              problem=f"is set by lora_nb from {setting.key!r}; set {setting.key}= instead")
         if key in RENAMED:
             raise ConfigError(f"train.sft.{key}", problem=f"was renamed: use {RENAMED[key]} (transformers 5 / TRL 1)")
         if key not in fields:
-            raise ConfigError(f"train.sft.{key}", problem="is not an SFTConfig setting", allowed=fields)
+            close = owner(nearest(key, [*fields, *(k.name for k in KNOWN)]) or "")  # max_step: train.steps
+            hint = f"{close.setting!r} ({close.name} in {close.origin}; set {close.key}=)" if close else None
+            raise ConfigError(f"train.sft.{key}", problem="is not an SFTConfig setting", allowed=fields, hint=hint)
     types = sft_field_types()
     for key, value in sft.items():
         if key in types and not _fits(value, types[key]):

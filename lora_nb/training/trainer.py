@@ -28,6 +28,7 @@ from ..hf.folders import last_checkpoint
 from ..hf.memory_model import choose_checkpointing
 from ..runs.provenance import lora_section, model_section
 from ..core.quiet import Capture, captured
+from ..recipe.arguments import known_names
 from ..recipe.schema import DataSection, Recipe, TrainSection, build_section
 from ..runs.folders import never_trained, new_run_dir, prune_checkpoints, remove_new
 from ..runs.busy import check_not_training, training
@@ -37,6 +38,7 @@ from ..runs.record import Run
 from .sft_settings import check_sft_overrides, saving_notes, sft_config_kwargs, total_steps
 
 
+@known_names()
 @strict_flags
 def train(
     model: Any,
@@ -76,7 +78,9 @@ def train(
     ``datasets.Dataset``/``DatasetDict`` or a list of dicts, in text, alpaca, messages or
     prompt/completion format (detected, or named with ``format``). ``eval``: a fraction of the
     rows, a file, or a split name. ``callbacks`` are transformers ``TrainerCallback``s; any other
-    keyword goes to ``trl.SFTConfig`` (checked first: a typo names the nearest key).
+    keyword goes to ``trl.SFTConfig`` (checked first: a typo names the nearest key). transformers' and
+    TRL's names of the settings above work too (``learning_rate``, ``max_steps``,
+    ``per_device_train_batch_size``, ``warmup_ratio``...: :mod:`lora_nb.recipe.names`).
 
     Nothing is lost: the run folder is new (an ``output_dir`` holding files is refused unless
     ``overwrite=True``); a checkpoint is saved at least every 10% of the steps and every 2

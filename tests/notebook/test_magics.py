@@ -185,6 +185,37 @@ output_dir: {tmp_path / 'run'}
         ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\nlora: {{rank: 4}}\n")
 
 
+def test_library_names_in_lines_and_cells(ip, llama, data_file, tmp_path):
+    """transformers'/PEFT's/TRL's names work in %lora key=value and %%lora cells as lora_nb's keys do."""
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 lora_alpha=8 lora_dropout=0 target_modules=attention use_rslora=true")
+    assert (session(ip).lora_section.alpha, session(ip).lora_section.dropout) == (8, 0)
+    assert session(ip).lora_section.variant == "rslora" and session(ip).lora_section.targets == "attention"
+    with pytest.raises(UsageError, match=r"^alpha: given twice, as alpha=8 and lora_alpha=16: keep one"):
+        ip.run_line_magic("lora", "inject alpha=8 lora_alpha=16")
+    with pytest.raises(UsageError, match=r"learning_rte: unknown setting.*Did you mean 'lr' \(learning_rate in"):
+        ip.run_line_magic("lora", f"train data={data_file} learning_rte=1e-3")
+    run = ip.run_line_magic("lora", f"train data={data_file} max_steps=2 learning_rate=2e-3 "
+                                    f"per_device_train_batch_size=8 warmup_ratio=0.5 output_dir={tmp_path / 'line'}")
+    assert run.status == "finished" and run.step == 2
+    assert (run.recipe.train.lr, run.recipe.train.batch_size, run.recipe.train.warmup) == (2e-3, 8, 0.5)
+    ip.run_cell_magic("lora", "inject", "r: 4\nlora_alpha: 16\nuse_dora: true\n")
+    assert session(ip).model.peft_config["default"].use_dora and session(ip).lora_section.alpha == 16
+    body = (f"data: {data_file}\ntrain: {{max_steps: 2, gradient_accumulation_steps: 2}}\n"
+            f"output_dir: {tmp_path / 'cell'}\n")
+    run = ip.run_cell_magic("lora", "train", body)
+    assert run.status == "finished" and run.step == 2 and run.recipe.train.grad_accum == 2
+    run = ip.run_cell_magic("lora", "", f"""
+model: {{model_name_or_path: {llama}, torch_dtype: float32}}
+lora: {{r: 4, target_modules: [q_proj, v_proj]}}
+data: {{dataset_name: {data_file}}}
+train: {{max_steps: 1, per_device_train_batch_size: 8, lr_scheduler_type: constant}}
+output_dir: {tmp_path / 'recipe'}
+""")
+    assert run.status == "finished" and run.recipe.model.dtype == "fp32" and run.recipe.train.scheduler == "constant"
+    assert run.recipe.lora.targets == ["q_proj", "v_proj"]
+
+
 def test_background_training_refuses_a_second_run_and_stops(ip, llama, data_file, tmp_path):
     ip.run_line_magic("lora", f"load {llama}")
     ip.run_line_magic("lora", "inject r=4")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ...core.errors import ConfigError, strict_flags
 from ...core.files import is_taken, user_path
+from ...recipe.arguments import recipe_base
 from ...recipe.schema import Recipe
 from ...runs.background import Background
 from ...runs.busy import check_not_training
@@ -185,8 +186,9 @@ class Sweep(Background):
                               f"{self.dir.name} ({self.status})")
 
 
+@recipe_base
 @strict_flags
-def sweep(recipe: Recipe, *, base: Optional[tuple] = None, seeds: int = 1, eval_data: Any = None,
+def sweep(recipe: Recipe, *, base: Any = None, seeds: int = 1, eval_data: Any = None,
           metric: Any = "exact_match", callbacks: Sequence[Any] = (), progress: Optional[bool] = None,
           background: bool = False, output_dir: Optional[str] = None, **grid: Any) -> Sweep:
     """Train ``recipe`` once per point of ``grid`` (the Cartesian product of its values), each
@@ -196,7 +198,8 @@ def sweep(recipe: Recipe, *, base: Optional[tuple] = None, seeds: int = 1, eval_
     ``targets=["attention", "all-linear"]``) or dotted (``**{"lora.dropout": [0, 0.1]}``); every
     value is checked before anything trains. ``seeds``: train each point with ``train.seed``,
     ``train.seed + 1``, …; the table then gives mean ± spread. ``base``: a loaded ``(model,
-    tokenizer)`` (an adapter on it is replaced); None loads ``recipe.model`` once. ``eval_data``:
+    tokenizer)`` (an adapter on it is replaced), or a Hub name or folder loaded instead of
+    ``recipe.model.name``; None loads ``recipe.model`` once. ``eval_data``:
     held-out rows scored after each finished point with :func:`lora_nb.inference.evaluation.evaluate` and
     ``metric`` (exact_match, contains, token_accuracy, or a function).
     ``callbacks`` go to every point's training; one with a ``begin_sweep(sweep)`` method is handed

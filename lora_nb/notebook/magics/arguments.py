@@ -14,6 +14,7 @@ from typing import Any, Mapping, NoReturn, Optional
 from IPython.core.error import UsageError
 
 from ...core.errors import ConfigError
+from ...recipe.names import to_settings
 from ...recipe.schema import parse_yaml
 from ..values import read_value
 
@@ -77,12 +78,10 @@ def read_settings(items: list[str], allowed: Mapping[str, Any], names: Optional[
         if "=" not in item:
             raise UsageError(f"%lora: expected key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        if key not in allowed:
-            raise ConfigError(key, problem="unknown setting", allowed=allowed)
         if key in out:
             raise ConfigError(key, problem=f"given twice ({key}={out[key]!r} and {item}): keep one")
         out[key] = read_value(raw, names)
-    return out
+    return to_settings(out, allowed, problem="unknown setting")  # lora_alpha=64 is alpha=64: recipe.names
 
 
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:

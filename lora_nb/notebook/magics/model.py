@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Optional
 
+from ...recipe.names import to_settings
 from ...recipe.schema import LoraSection, ModelSection
 from .arguments import field_help, fields_of, section_body
 from .magic import LoraMagics
@@ -51,5 +52,6 @@ def _targets(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> An
 def _inject(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> None:
     settings = m.settings(args.settings, LORA_KEYS)
     if cell is not None:
-        settings = {**section_body(cell, "inject", "lora"), **settings}
+        body = to_settings(section_body(cell, "inject", "lora"), LORA_KEYS, problem="unknown setting")
+        settings = {**body, **settings}
     m.session.inject(**settings)

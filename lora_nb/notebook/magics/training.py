@@ -10,6 +10,7 @@ from IPython.core.error import UsageError
 
 from ...core.errors import ConfigError
 from ...core.files import check_free, expand_user
+from ...recipe.names import to_settings
 from ...recipe.schema import DataSection, Recipe, TrainSection
 from ..values import comma_values
 from .arguments import cell_yaml, fields_of, overwrite_flag
@@ -44,10 +45,7 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
             body.update({("data" if k == "path" else k): v for k, v in data.items()})
         elif data is not None:
             body["data"] = data
-        flat = {**body.pop("train", {}), **body}
-        unknown = [k for k in flat if k not in TRAIN_KEYS]
-        if unknown:
-            raise ConfigError(unknown[0], problem="unknown setting", allowed=TRAIN_KEYS)
+        flat = to_settings({**body.pop("train", {}), **body}, TRAIN_KEYS, problem="unknown setting")
         settings = {**flat, **settings}
     if "data" not in settings:
         raise UsageError("%lora train needs data=PATH (a file, a Hub dataset, or a notebook variable)")
