@@ -154,7 +154,7 @@ def test_missing_data_file_exits_2_without_traceback(cli, recipe_file, tmp_path)
     path, out = recipe_file
     recipe = Recipe.from_yaml(path)
     recipe.data.path = str(tmp_path / "missing.jsonl")
-    recipe.to_yaml(path)
+    recipe.to_yaml(path, overwrite=True)
 
     result = cli("run", path, cwd=tmp_path)
 

@@ -87,6 +87,18 @@ def test_yaml_file_round_trip(tmp_path):
     assert Recipe.from_yaml(str(path)) == r  # a path given as a string works too
 
 
+def test_to_yaml_never_overwrites_a_file_unless_told(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("mine\n")
+    r = Recipe.from_yaml(RECIPE)
+
+    with pytest.raises(ConfigError, match=r"^path: .*overwrite=True"):
+        r.to_yaml(path)
+    assert path.read_text() == "mine\n"
+    r.to_yaml(path, overwrite=True)
+    assert Recipe.from_yaml(path) == r
+
+
 def test_missing_recipe_file_is_reported_as_missing(tmp_path):
     missing = tmp_path / "recipe.yaml"
 

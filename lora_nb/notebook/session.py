@@ -256,7 +256,13 @@ class Session:
         return self._started(started, background)
 
     def recipe(self) -> Recipe:
-        """The experiment so far: the last run's recipe, else what has been loaded and injected."""
+        """The experiment so far: the last run's recipe. Before any run there is no data to put in a
+        recipe, so it raises a ConfigError saying what to run first (and, with no model, to load one).
+
+        Example:
+            >>> session.recipe().train.steps   # doctest: +SKIP
+            200
+        """
         if self.runs:
             return self.runs[-1].recipe
         self.require_model()

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, strict_flags
+from ..core.files import atomic_write, check_free, write_error
 # The sections and the value checks live in their own modules; imported here too, so
 # ``from lora_nb.recipe.schema import LoraSection, build_section, ...`` keeps working everywhere.
 from .fields import (BIASES, DTYPES, FORMATS, QUANTS, SCHEDULERS, SECTIONS, VARIANTS, DataSection,  # noqa: F401
@@ -110,8 +111,10 @@ class Recipe:
         """
         return dataclasses.asdict(self)
 
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        """YAML text of the recipe; also written to ``path`` when given.
+    @strict_flags
+    def to_yaml(self, path: str | Path | None = None, *, overwrite: bool = False) -> str:
+        """YAML text of the recipe; also written to ``path`` when given — a new file, or an existing one
+        with ``overwrite=True``; written whole or not at all.
 
         Example:
             >>> "quant: null" in Recipe.from_dict({"model": {"name": "m"}}).to_yaml()
@@ -123,7 +126,11 @@ class Recipe:
         if self.reasons:
             text = _commented(text, self.reasons)
         if path is not None:
-            Path(path).write_text(text)
+            target = check_free(path, "path", overwrite=overwrite)
+            try:
+                atomic_write(target, text)
+            except OSError as e:
+                raise (write_error(e, target, "path") or e) from None
         return text
 
     @staticmethod
