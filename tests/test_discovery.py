@@ -187,7 +187,7 @@ def test_rank_must_be_positive(llama, r, capsys):
 
     with pytest.raises(ConfigError) as err:
         discover(llama, r=r)
-    assert str(err.value) == f"r: the LoRA rank must be a positive integer (8–64 covers most tasks) (got {r})."
+    assert str(err.value) == f"r: the LoRA rank must be a positive whole number (8–64 covers most tasks) (got {r})."
 
     assert main(["targets", llama, "--r", str(r)]) == 2
     assert capsys.readouterr().err == f"lora-nb: {err.value}\n"

@@ -171,7 +171,7 @@ def test_grid_keys_are_checked_and_a_typo_gets_the_nearest(llama, grid, words):
 
 
 @pytest.mark.parametrize("grid, words", [
-    ({"r": [4, 0]}, r"lora.r: must be a positive integer \(got 0\)"),
+    ({"r": [4, 0]}, r"lora.r: must be a positive whole number \(got 0\)"),
     ({"lr": [1e-4, "x"]}, r"train.lr: must be float \(got 'x'\)"),
     ({"targets": ["attention", "nope"]}, r"lora.targets: matches no linear module \(got 'nope'\)"),  # needs the model
     ({"seeds": 0}, r"seeds: must be a positive whole number"),

@@ -159,3 +159,30 @@ def _signature(fn: Callable) -> Any:
     import inspect  # here, not at the top: importing lora_nb stays cheap
 
     return inspect.signature(fn)
+
+
+@strict_flags
+def is_positive(value: Any, *, whole: bool = True) -> bool:
+    """True for a positive whole number (``whole``) or a positive number; a bool is neither.
+
+    Example:
+        >>> is_positive(8), is_positive(True), is_positive(0.5), is_positive(0.5, whole=False)
+        (True, False, False, True)
+    """
+    kinds = int if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
+
+
+@strict_flags
+def check_positive(key: str, value: Any, *, whole: bool = True, of: str = "", problem: Optional[str] = None) -> None:
+    """Raise the one ConfigError for a setting that must be a positive whole number (or, not ``whole``, a
+    positive number) ``of`` something: ``key: must be a positive whole number of runs (got 0).``
+
+    Example:
+        >>> check_positive("limit", 0, of="runs")
+        Traceback (most recent call last):
+        lora_nb.core.errors.ConfigError: limit: must be a positive whole number of runs (got 0).
+    """
+    if not is_positive(value, whole=whole):
+        kind = "whole number" if whole else "number"
+        raise ConfigError(key, value, problem=problem or f"must be a positive {kind}" + (f" of {of}" if of else ""))

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..core.errors import ConfigError, strict_flags
+from ..core.errors import ConfigError, check_positive, strict_flags
 from ..runs.provenance import unwrap
 from ..core.quiet import quietly
 from ..core.render import html_table, text_table
@@ -160,8 +160,7 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
         >>> report                             # doctest: +SKIP
         (a table per role: modules, LoRA parameters, % of the 70B)
     """
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ConfigError("r", r, problem="the LoRA rank must be a positive integer (8–64 covers most tasks)")
+    check_positive("r", r, problem="the LoRA rank must be a positive whole number (8–64 covers most tasks)")
     source = getattr(model, "name_or_path", None) or type(model).__name__
     if isinstance(model, os.PathLike):
         model = os.fspath(model)

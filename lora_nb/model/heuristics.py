@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .discovery import smallest_dimension, task_type
-from ..core.errors import ConfigError, strict_flags
+from ..core.errors import ConfigError, check_positive, strict_flags
 from .memory import GIB, count_memory, model_and_report
 from ..recipe.schema import Recipe
 
@@ -45,10 +45,10 @@ def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None
     """
     if task not in TASKS:
         raise ConfigError("task", task, allowed=TASKS)
-    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
-        raise ConfigError("rows", rows, problem="must be a positive number of examples")
-    if gpu_gb is not None and (isinstance(gpu_gb, bool) or not isinstance(gpu_gb, (int, float)) or not gpu_gb > 0):
-        raise ConfigError("gpu_gb", gpu_gb, problem="must be a positive number of GiB")
+    if rows is not None:
+        check_positive("rows", rows, of="examples")
+    if gpu_gb is not None:
+        check_positive("gpu_gb", gpu_gb, whole=False, of="GiB")
     name = model if isinstance(model, str) else getattr(model, "name_or_path", "") or ""
     if not name:
         raise ConfigError("model", type(model).__name__, problem="has no name for the recipe: pass a Hub name or "

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ..core.errors import ConfigError, strict_flags
+from ..core.errors import ConfigError, check_positive, strict_flags
 from ..recipe.arguments import known_names
 from ..recipe.names import device_kind
 from ..recipe.schema import QUANTS, coerce
@@ -147,8 +147,7 @@ def estimate(
     coerce("quant", quant, Optional[str], QUANTS)
     coerce("dtype", dtype, str, ("auto", *DTYPE_BYTES))
     for key, value in (("r", r), ("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(key, value, problem="must be a positive integer")
+        check_positive(key, value)
     device = device_kind(device) or _this_device()
     loaded = hasattr(model, "named_modules")
     meta, report = model_and_report(model, r, trust_remote_code)

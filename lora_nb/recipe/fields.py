@@ -16,7 +16,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ..core.errors import ConfigError, check_flag, flag_kind
+from ..core.errors import ConfigError, check_flag, check_positive, flag_kind, is_positive
 from ..hf.devices import TORCH_DTYPES
 from .names import also
 from .values import check_plain
@@ -81,14 +81,12 @@ class LoraSection:
 
     def __post_init__(self) -> None:
         _check_fields(self, "lora")
-        if not _positive_int(self.r):
-            raise ConfigError("lora.r", self.r, problem="must be a positive integer")
-        if self.alpha <= 0:
-            raise ConfigError("lora.alpha", self.alpha, problem="must be positive")
+        check_positive("lora.r", self.r)
+        check_positive("lora.alpha", self.alpha, whole=False)
         if not 0 <= self.dropout < 1:
             raise ConfigError("lora.dropout", self.dropout, problem="must be in [0, 1)")
-        _check_pattern("lora.rank_pattern", self.rank_pattern, _positive_int, "a positive integer")
-        _check_pattern("lora.alpha_pattern", self.alpha_pattern, _positive_number, "a positive number")
+        _check_pattern("lora.rank_pattern", self.rank_pattern, is_positive, "a positive whole number")
+        _check_pattern("lora.alpha_pattern", self.alpha_pattern, lambda v: is_positive(v, whole=False), "a positive number")
 
 
 @dataclass
@@ -143,12 +141,11 @@ class TrainSection:
         _check_fields(self, "train")
         for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "steps", "eval_steps"):
             value = getattr(self, key)
-            if value is not None and value < 1:  # only steps and eval_steps may be None
-                raise ConfigError(f"train.{key}", value, problem="must be at least 1")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError("train.epochs", self.epochs, problem="must be positive")
-        if self.lr <= 0:
-            raise ConfigError("train.lr", self.lr, problem="must be positive")
+            if value is not None:  # only steps and eval_steps may be None
+                check_positive(f"train.{key}", value)
+        if self.epochs is not None:
+            check_positive("train.epochs", self.epochs, whole=False)
+        check_positive("train.lr", self.lr, whole=False)
         if self.warmup < 0:
             raise ConfigError("train.warmup", self.warmup, problem="must be 0 or more")
 
@@ -175,15 +172,6 @@ def _check_fields(section: Any, prefix: str) -> None:
         optional = flag_kind(f.type)
         if optional is not None:  # trust_remote_code="false" is a non-empty string: true to Python
             check_flag(f"{prefix}.{f.name}", getattr(section, f.name), optional=optional)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _positive_number(value: Any) -> bool:
-    # inf and nan: refused by _check_fields first
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _check_pattern(key: str, pattern: dict | None, valid: Any, what: str) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, check_positive
 from ..core.files import user_path
 from ..recipe.schema import SECTIONS
 from .record import PREPARING, Run, started_time
@@ -49,8 +49,8 @@ def find_runs(root: Union[str, Path] = "runs", *, filter: Optional[str] = None, 
         >>> [run.name for run in find_runs("runs", filter="r=16 status=finished", limit=5)]   # doctest: +SKIP
         ['20261128-101500-r16-attention-lr2e-4']
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError("limit", limit, problem="must be a positive whole number of runs")
+    if limit is not None:
+        check_positive("limit", limit, of="runs")
     terms = (filter or "").split()
     keys = _filter_keys()
     for term in terms:

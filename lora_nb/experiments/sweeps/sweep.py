@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ...core.errors import ConfigError, strict_flags
+from ...core.errors import ConfigError, check_positive, strict_flags
 from ...core.files import is_taken, user_path
 from ...recipe.arguments import recipe_base
 from ...recipe.schema import Recipe
@@ -49,8 +49,7 @@ class Sweep(Background):
                               problem="must be a lora_nb.Recipe (Recipe.from_yaml, Recipe.from_dict)")
         if recipe.train.resume:
             raise ConfigError("train.resume", recipe.train.resume, problem="a sweep starts new runs: leave it empty")
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError("seeds", seeds, problem="must be a positive whole number of seeds per point")
+        check_positive("seeds", seeds, of="seeds per point")
         self.recipe, self.seeds = recipe, seeds
         self.grid = {key: grid_values(key, value) for key, value in grid.items()}
         self.dir = user_path(output_dir or recipe.output_dir or timestamped_folder("sweep-"))

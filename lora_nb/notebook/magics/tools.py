@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any, Optional
 
+from ...core.errors import is_positive
 from .magic import LoraMagics
 from .registry import help_text, verb, verb_help
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isdigit() and is_positive(int(text))):
         raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
     return int(text)
 
