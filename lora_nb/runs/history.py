@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METRICS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
+# What a run keeps of each of the trainer's logs in metrics.jsonl (evaluation metrics: inference.evaluation.METRICS)
+LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "mean_token_accuracy", "memory_mb")
 
 
 def memory_mb() -> float:

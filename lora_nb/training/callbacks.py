@@ -19,7 +19,7 @@ with captured():  # the one module importing the libraries at its top (a live ch
     from transformers import TrainerCallback
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..runs.history import METRICS, memory_mb
+from ..runs.history import LOGGED, memory_mb
 from ..runs.record import Run
 
 
@@ -101,7 +101,7 @@ class Recorder(TrainerCallback):
             return
         now = time.time()
         row = {"step": state.global_step, "epoch": logs.get("epoch"), "elapsed": round(now - self.start, 3)}
-        row.update({k: logs[k] for k in METRICS if k in logs})
+        row.update({k: logs[k] for k in LOGGED if k in logs})
         if "num_tokens" in logs:
             if self.last_tokens is not None and now > self.last_tokens[1]:
                 row["tokens_per_s"] = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
