@@ -13,7 +13,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     figures = run_demo(args.output_dir, model=args.model, steps=args.steps, quant=None if args.no_quant else "auto",
-                       overwrite=args.force)
+                       overwrite=args.overwrite)
     return 0 if figures["accuracy_after"] > figures["accuracy_before"] else 1
 
 
@@ -52,10 +52,10 @@ def _export(args: argparse.Namespace) -> int:
     if not args.output:
         print(to_script(recipe))
         return 0
-    target = check_free(args.output, "--output", overwrite=args.force, option="--force")
+    target = check_free(args.output, "--output", overwrite=args.overwrite, option="--overwrite")
     config = None
     if args.launcher:
-        config = check_free(target.with_name(CONFIG_FILE), "--output", overwrite=args.force, option="--force")
+        config = check_free(target.with_name(CONFIG_FILE), "--output", overwrite=args.overwrite, option="--overwrite")
         if config == target:
             raise ConfigError("--output", str(target),
                               problem=f"{CONFIG_FILE} is the accelerate config's name: name the script otherwise")
@@ -103,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None, help="a Hub name or folder instead of the embedded model")
     d.add_argument("--steps", type=int, default=None, help="training steps (default 200 embedded, 100 otherwise)")
     d.add_argument("--no-quant", action="store_true", help="plain LoRA even where 4-bit runs")
-    d.add_argument("--force", action="store_true", help="write into --output-dir even if it holds an earlier demo")
+    d.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="write into --output-dir even if it holds an earlier demo (--force: its older name)")
     d.set_defaults(fn=_demo)
     r = sub.add_parser("run", help="run a recipe: load, inject, train")
     r.add_argument("recipe", help="recipe YAML file")
@@ -116,7 +117,8 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="a recipe as a standalone transformers/peft/trl script")
     e.add_argument("recipe", help="recipe YAML file")
     e.add_argument("-o", "--output", help="write the script here instead of printing it")
-    e.add_argument("--force", action="store_true", help="replace --output (and its accelerate config) if it exists")
+    e.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="replace --output (and its accelerate config) if it exists (--force: its older name)")
     e.add_argument("--launcher", choices=["accelerate"],
                    help="also write accelerate_config.yaml next to --output and print the command that launches the script")
     e.add_argument("--gpus", type=int, help="GPUs to train on with --launcher, one process each")

@@ -171,12 +171,15 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     refused = cli("export", path, "-o", data, cwd=tmp_path)  # the data file itself, the worst case
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
-    assert f"lora-nb: --output: the file exists" in refused.stderr and "--force" in refused.stderr
+    assert f"lora-nb: --output: the file exists" in refused.stderr and "--overwrite" in refused.stderr
     assert Path(data).read_bytes() == before
     target = tmp_path / "old.py"
     target.write_text("# mine")
-    forced = cli("export", path, "-o", target, "--force", cwd=tmp_path)
+    forced = cli("export", path, "-o", target, "--overwrite", cwd=tmp_path)
     assert forced.returncode == 0 and target.read_text().startswith('"""')
+    target.write_text("# mine")
+    older = cli("export", path, "-o", target, "--force", cwd=tmp_path)  # the older name still works
+    assert older.returncode == 0 and target.read_text().startswith('"""')
 
     taken = tmp_path / "demo"
     taken.mkdir()
@@ -184,7 +187,7 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     for option in ("--output-dir", "--out"):  # --out: its older name
         demo = cli("demo", option, taken, cwd=tmp_path)
         assert demo.returncode == 2 and "lora-nb: output_dir: the folder is not empty" in demo.stderr
-        assert "--force" in demo.stderr
+        assert "--overwrite" in demo.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 
@@ -209,7 +212,7 @@ def test_export_for_a_launch_writes_the_accelerate_config_beside_the_script(cli,
     again = cli("export", path, "--launcher", "accelerate", "--gpus", "4", "-o", target, cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [again.stderr.strip()]
     assert again.stderr.startswith("lora-nb: --output: the file exists") and f"(got '{config}')" in again.stderr
-    assert "--force" in again.stderr
+    assert "--overwrite" in again.stderr
     assert not target.exists() and yaml.safe_load(config.read_text())["num_processes"] == 2
 
 

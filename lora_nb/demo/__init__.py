@@ -253,7 +253,7 @@ def run_demo(output_dir: str | Path = "lora_nb_demo", model: Optional[str] = Non
     """Run the demo and return its figures: accuracy before/after, merged accuracy, seconds, paths.
 
     ``output_dir`` (``out`` works too) must be new or empty; ``overwrite=True`` (``lora-nb demo
-    --force``) writes the demo's files over an earlier demo's there.
+    --overwrite``) writes the demo's files over an earlier demo's there.
 
     Example:
         >>> figures = run_demo("demo-out")        # doctest: +SKIP
@@ -261,7 +261,7 @@ def run_demo(output_dir: str | Path = "lora_nb_demo", model: Optional[str] = Non
         True
     """
     # before any slow import
-    out = check_free(output_dir, "output_dir", overwrite=overwrite, option="--force (overwrite=True)")
+    out = check_free(output_dir, "output_dir", overwrite=overwrite, option="--overwrite (overwrite=True)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..model.discovery import discover
