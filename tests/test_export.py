@@ -347,7 +347,7 @@ def test_an_epoch_run_checkpoints_in_the_script_as_in_lora_nb(llama, parity, tmp
     data = write_rows(tmp_path / "train.jsonl", parity[0])  # 48 rows
     recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "data": {"path": data},
                                        "train": {"epochs": 2, "batch_size": 4}})
-    from lora_nb.training.trainer.sft_settings import sft_config_kwargs
+    from lora_nb.training.sft_settings import sft_config_kwargs
 
     expected = sft_config_kwargs(recipe.train, "", False, 48)  # what train() computes from the prepared rows
     settings = constants(lora_nb.to_script(recipe))["SFT_CONFIG"]

@@ -14,7 +14,7 @@ from test_export import HOSTILE, StripStrings, constants, imports, script_losses
 from test_portable import undefined_names
 
 import lora_nb
-from lora_nb.training.trainer.callbacks import RunCallback
+from lora_nb.training.callbacks import RunCallback
 from lora_nb.core.errors import ConfigError
 from lora_nb.runs.record import Run
 from lora_nb.experiments.sweeps import Spread, Sweep, sweep
