@@ -30,7 +30,7 @@ HF = ("devices", "memory_model", "models", "formats", "folders", "compat")
 # Imports a script never carries: its helpers' code replaces lora_nb's; the future import comes first.
 SKIPPED = ("lora_nb", "__future__")
 
-# The builtins such a test may call.
+# The builtins a test the settings decide may call: isinstance(EVAL, float).
 BUILTINS = {f.__name__: f for f in (isinstance, len, str, int, float, bool, dict, list, tuple)}
 
 # What a test the settings decide may hold: reading settings, their items and methods, comparing.
@@ -234,13 +234,15 @@ def _standard(module: str) -> bool:
 
 def _evaluate(node: ast.expr, known: dict[str, Any]) -> tuple[bool, Any]:
     """(True, value) of expression ``node`` when it reads only ``known`` names, else (False, None)."""
-    names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-    private = any(isinstance(n, ast.Attribute) and n.attr.startswith("_") for n in ast.walk(node))
-    if not names <= known.keys() | BUILTINS.keys() or private or not all(isinstance(n, _EVALUABLE) for n in ast.walk(node)):
+    nodes = list(ast.walk(node))
+    names = {n.id for n in nodes if isinstance(n, ast.Name)}
+    private = any(isinstance(n, ast.Attribute) and n.attr.startswith("_") for n in nodes)
+    if not names <= known.keys() | BUILTINS.keys() or private or not all(isinstance(n, _EVALUABLE) for n in nodes):
         return False, None
+    values = copy.deepcopy({name: known[name] for name in names if name in known})  # a test cannot change a setting
     try:
         return True, eval(compile(ast.Expression(node), "<settings>", "eval"),  # noqa: S307 - the template's test
-                          {"__builtins__": BUILTINS}, copy.deepcopy({name: known[name] for name in names if name in known}))
+                          {"__builtins__": BUILTINS}, values)
     except Exception:  # a test that fails on these values: left to the script
         return False, None
 
