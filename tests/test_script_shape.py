@@ -209,3 +209,5 @@ def test_pruning_keeps_the_taken_branchs_comments_and_leaves_unknown_tests_alone
         "def f():\n    # the quantised path\n    # load it quantised\n    return 1\n"
     assert prune(code, {}) == code
     assert prune("if R:\n    x = 1\n", {"R": None}) == "pass\n"  # a block never ends up empty
+    kept = "def f():\n    if R:\n        x = 1\n\n        y = '''a\nb'''\n    return x\n"
+    assert prune(kept, {"R": 1}) == "def f():\n    x = 1\n\n    y = '''a\nb'''\n    return x\n"

@@ -307,7 +307,8 @@ def _take_branch(lines: list[str], block: list[ast.stmt], i: int, value: bool) -
             start = next(k for k in range(node.body[-1].end_lineno, branch[0].lineno)
                          if lines[k].strip().startswith("else")) + 1
         shift = branch[0].col_offset - node.col_offset
-        new = [line[shift:] if line[:shift].isspace() else line for line in lines[start:branch[-1].end_lineno]]
+        new = [(line[shift:] if line[:shift].isspace() else line) if line.strip() else "\n"
+               for line in lines[start:branch[-1].end_lineno]]
         comment = _comment(lines[node.lineno - 1]) if value and node.lineno == node.test.end_lineno else None
         if comment:
             new.insert(0, " " * node.col_offset + comment + "\n")
