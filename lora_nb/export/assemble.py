@@ -141,7 +141,12 @@ def prune(code: str, known: dict[str, Any]) -> str:
 
 
 def hf_definitions() -> dict[str, Definition]:
-    """Every top-level function, class and constant of :data:`HF`'s modules, by name."""
+    """Every top-level function, class and constant of :data:`HF`'s modules, by name.
+
+    Example:
+        >>> "load_model" in hf_definitions()
+        True
+    """
     found = {}
     for module in HF:
         for node, text in _top_level(_hf_source(module)):
@@ -156,7 +161,12 @@ def hf_definitions() -> dict[str, Definition]:
 
 
 def hf_imports() -> list[ast.stmt]:
-    """The module-level import statements of :data:`HF`'s modules (``if TYPE_CHECKING:`` ones too)."""
+    """The module-level import statements of :data:`HF`'s modules (``if TYPE_CHECKING:`` ones too).
+
+    Example:
+        >>> any(isinstance(node, ast.If) for node in hf_imports())   # if TYPE_CHECKING:
+        True
+    """
     return [node for module in HF for node in ast.parse(_hf_source(module)).body
             if isinstance(node, (ast.Import, ast.ImportFrom, ast.If))]
 

@@ -106,7 +106,12 @@ def trainer_device_kwargs(dtype: torch.dtype) -> dict[str, bool]:
 def process_device_map(device_map: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
     """``device_map`` as given; when None, this process's GPU if there is one (so each process of
     ``accelerate launch`` takes its own), else the CPU (None). Under FSDP / ZeRO-3 it stays None:
-    the launcher places (and shards) the weights itself."""
+    the launcher places (and shards) the weights itself.
+
+    Example:
+        >>> process_device_map("auto")
+        'auto'
+    """
     import torch
 
     if device_map is None and torch.cuda.is_available() and not shards_weights():
@@ -117,7 +122,12 @@ def process_device_map(device_map: str | dict[str, Any] | None) -> str | dict[st
 
 
 def shards_weights() -> bool:
-    """Whether accelerate launch started this process to shard the model's weights: FSDP or DeepSpeed ZeRO-3."""
+    """Whether accelerate launch started this process to shard the model's weights: FSDP or DeepSpeed ZeRO-3.
+
+    Example:
+        >>> shards_weights() in (True, False)
+        True
+    """
     import os
 
     def on(name: str) -> bool:

@@ -30,6 +30,10 @@ def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
 
     Trainer writes a checkpoint's trainer_state.json last, so a checkpoint counts only once that
     file parses: one torn by a kill in the middle of saving is passed over for the one before.
+
+    Example:
+        >>> last_checkpoint("/nonexistent-lora_nb-run") is None
+        True
     """
     import json
 

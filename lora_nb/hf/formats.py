@@ -33,7 +33,12 @@ FORMAT_COLUMNS = {"text": ["text"], "messages": ["messages"], "prompt_completion
 
 
 def detect_format(columns: Iterable[str]) -> str | None:
-    """The data format its columns imply: messages, alpaca, prompt_completion or text; None if none fits."""
+    """The data format its columns imply: messages, alpaca, prompt_completion or text; None if none fits.
+
+    Example:
+        >>> detect_format(["instruction", "input", "output"])
+        'alpaca'
+    """
     columns = set(columns)
     if "messages" in columns:
         return "messages"
@@ -47,13 +52,23 @@ def detect_format(columns: Iterable[str]) -> str | None:
 
 
 def alpaca_user_text(row: dict[str, Any]) -> str:
-    """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line."""
+    """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line.
+
+    Example:
+        >>> alpaca_user_text({"instruction": "Add", "input": "2 2"})
+        'Add\\n\\n2 2'
+    """
     extra = alpaca_input(row)
     return f"{row['instruction']}\n\n{extra}" if extra else str(row["instruction"])
 
 
 def alpaca_input(row: dict[str, Any]) -> str:
-    """An alpaca row's input as text ("" when absent or null)."""
+    """An alpaca row's input as text ("" when absent or null).
+
+    Example:
+        >>> alpaca_input({"instruction": "Add", "input": None})
+        ''
+    """
     value = row.get("input")
     return "" if value is None else str(value).strip()
 
@@ -169,7 +184,12 @@ def hold_out(rows: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datase
 
 def is_split(source: Any, name: Any) -> bool:
     """Whether eval ``name`` is a split of ``source`` rather than a file: ``name`` is no existing
-    path, and ``source`` is a DatasetDict holding it, or a Hub name or saved-dataset folder."""
+    path, and ``source`` is a DatasetDict holding it, or a Hub name or saved-dataset folder.
+
+    Example:
+        >>> is_split({"train": None, "validation": None}, "validation")
+        True
+    """
     if not isinstance(name, str) or os.path.exists(name):
         return False
     if hasattr(source, "keys"):  # a DatasetDict
@@ -244,7 +264,12 @@ def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBas
 
 
 def masks_assistant_turns(tokenizer: PreTrainedTokenizerBase | None) -> bool:
-    """Whether TRL can compute an assistant-only loss mask with this tokenizer's chat template."""
+    """Whether TRL can compute an assistant-only loss mask with this tokenizer's chat template.
+
+    Example:
+        >>> masks_assistant_turns(None)
+        False
+    """
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
     template = getattr(tokenizer, "chat_template", None)

@@ -96,7 +96,12 @@ def activation_bytes(dims: dict[str, int], *, batch_size: int, max_length: int, 
 
 def free_memory(device: torch.device | str | None = None) -> int:
     """Bytes free for training now: on the GPU the model is on (CUDA's own count), else the
-    memory the OS can still give (MemAvailable)."""
+    memory the OS can still give (MemAvailable).
+
+    Example:
+        >>> free_memory("cpu") > 0   # doctest: +SKIP
+        True
+    """
     import torch
 
     if torch.cuda.is_available() and (device is None or getattr(device, "type", device) == "cuda"):
