@@ -16,6 +16,7 @@ import ast
 import copy
 import io
 import sys
+import textwrap
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,22 +218,47 @@ def _without_examples(text: str) -> str:
 
 def _imports(nodes: list[ast.stmt], used: set[str]) -> str:
     """``from __future__ import annotations`` and the imports of ``nodes`` that bind a name in ``used``, one
-    statement per module, standard library first (``if TYPE_CHECKING:`` blocks opened; lora_nb's left out)."""
-    plain, named = set(), {}
-    flat = [inner for node in nodes for inner in (node.body if isinstance(node, ast.If) else [node])]
-    for node in flat:
-        if isinstance(node, ast.Import):
-            plain |= {a.name for a in node.names if not a.asname and a.name.split(".")[0] in used}
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module.split(".")[0] not in SKIPPED:
-            named.setdefault(node.module, set()).update(a.name for a in node.names if not a.asname and a.name in used)
+    statement per module, standard library first; those that only ``if TYPE_CHECKING:`` blocks hold (names
+    for annotations) stay in such a block, so no import the script does not run can fail it. lora_nb's are
+    left out."""
+    found: dict[tuple[str | None, str], bool] = {}  # (module of a from-import, name) -> imported when run
+    for node in nodes:
+        checking = isinstance(node, ast.If)
+        for inner in node.body if checking else [node]:
+            if isinstance(inner, ast.Import):
+                names = [((None, a.name), a.name.split(".")[0]) for a in inner.names if not a.asname]
+            elif isinstance(inner, ast.ImportFrom) and not inner.level and inner.module.split(".")[0] not in SKIPPED:
+                names = [((inner.module, a.name), a.name) for a in inner.names if not a.asname]
+            else:
+                names = []
+            for key, bound in names:
+                if bound in used:
+                    found[key] = found.get(key, False) or not checking
+    annotations = [key for key, run in found.items() if not run]
+    text = "from __future__ import annotations\n\n" + _import_sections(
+        [key for key, run in found.items() if run] + ([("typing", "TYPE_CHECKING")] if annotations else []))
+    if annotations:
+        text += "\nif TYPE_CHECKING:\n" + textwrap.indent(_import_sections(annotations), "    ")
+    return text
+
+
+def _import_sections(keys: list[tuple[str | None, str]]) -> str:
+    """Import statements of (module, name) pairs (module None: ``import name``), standard library first."""
     sections = []
     for standard in (True, False):
-        lines = [f"import {m}" for m in sorted(plain) if _standard(m) == standard]
-        lines += [f"from {m} import {', '.join(sorted(names))}" for m, names in sorted(named.items())
-                  if names and _standard(m) == standard]
+        mine = [(module, name) for module, name in keys if _standard(module or name) == standard]
+        lines = sorted(f"import {name}" for module, name in mine if module is None)
+        modules = sorted({module for module, _ in mine if module is not None})
+        lines += [f"from {m} import {', '.join(sorted((n for k, n in mine if k == m), key=_name_order))}"
+                  for m in modules]
         if lines:
             sections.append("\n".join(lines) + "\n")
-    return "from __future__ import annotations\n\n" + "\n".join(sections)
+    return "\n".join(sections)
+
+
+def _name_order(name: str) -> tuple[int, str]:
+    """isort's order of imported names: constants, classes, functions."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2), name.lower()
 
 
 def _standard(module: str) -> bool:

@@ -26,12 +26,11 @@ import argparse
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import PartialState
-from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from transformers import PreTrainedTokenizerBase
 from trl import SFTTrainer
 
 from lora_nb.hf.compat import sft_config
@@ -41,6 +40,10 @@ from lora_nb.hf.formats import (FORMAT_COLUMNS, detect_format, hold_out, load_cs
                                 split_eval, to_sft_dataset)
 from lora_nb.hf.memory_model import auto_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 # --- settings: the recipe's, as lora_nb export wrote them ---
 MODEL = "HuggingFaceTB/SmolLM2-135M"

@@ -90,9 +90,9 @@ def trainer_device_kwargs(dtype: torch.dtype) -> dict[str, bool]:
         >>> trainer_device_kwargs(torch.float32)["bf16"]
         False
     """
-    import torch
-
     import importlib.util
+
+    import torch
 
     gpu = torch.cuda.is_available()
     kwargs = dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=gpu)
