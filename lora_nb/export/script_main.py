@@ -1,9 +1,10 @@
 # The template of every script lora_nb.export.script renders (these comment lines are left out). It is
 # valid Python that linters check, and lora_nb never runs it. Rendering keeps its docstring, main() and
 # the other functions below as written, and changes only this: the settings block gets the recipe's
-# values as NAME = <literal> lines; each `if` (or `x if ... else y`) whose test reads settings alone is
-# replaced by the branch the recipe takes; the `from lora_nb.hf...` imports give way to the code of the
-# helpers the remaining code calls, copied from lora_nb.hf below it, with the imports they need.
+# values as NAME = <literal> lines; each `if`, `x if test else y` and `and`/`or` whose test reads settings
+# alone becomes what the recipe makes of it (lora_nb.export.assemble.prune); the `from lora_nb.hf...`
+# imports give way to the code of the helpers the remaining code calls, copied from lora_nb.hf below it.
+# So a test on a setting here is a choice of what the script carries: keep such tests on settings alone.
 # tests/test_portable.py checks that a rendered script defines every name it uses.
 """LoRA fine-tuning exported by lora_nb {version}: the recipe's settings are the constants below.
 
