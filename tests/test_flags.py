@@ -27,6 +27,8 @@ FALSY_SPELLINGS = ["false", "False", "0", "no", "off", "", "None", 0, 1, None, [
 def _public_callables():
     """(where, function) for every public function and method of every lora_nb module."""
     for info in pkgutil.walk_packages(lora_nb.__path__, "lora_nb."):
+        if info.name.startswith("lora_nb.hf."):
+            continue  # plain HF code, shared with exported scripts: its callers in lora_nb check their flags first
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if name.startswith("_") or getattr(obj, "__module__", None) != info.name:

@@ -185,7 +185,7 @@ def test_qlora_stores_4bit_weights_in_the_compute_dtype_where_weights_are_sharde
     script = load_script(tmp_path / "train_lora.py")
 
     settings = script["quantization"](torch.bfloat16)
-    model, _ = script["load_model_and_tokenizer"](llama, dtype=torch.bfloat16, quantization=settings)
+    model = script["load_quantized_model"](llama, dtype=torch.bfloat16, quantization=settings)
 
     storage = {p.dtype for p in model.parameters() if type(p).__name__ == "Params4bit"}
     assert storage == ({torch.bfloat16} if sharded else {torch.uint8})  # bf16: shards like the layers around it

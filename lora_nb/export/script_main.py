@@ -1,9 +1,11 @@
-# The fixed code of every script lora_nb.export.script renders (these comment lines are left out).
-# It is read as text, never imported by lora_nb: the script is this docstring and these imports,
-# then the recipe's settings as NAME = <literal> lines (MODEL, DATA, SEED, ...), then the code of
-# lora_nb.hf's shared modules (export.script.SHARED) and the lora_nb.hf.compat functions this code uses, then the code
-# below. So the names it uses come from those; tests/test_portable.py
-# checks that a rendered script defines every name it uses. No recipe value is ever written here.
+# The template of every script lora_nb.export.script renders (these comment lines are left out). It is
+# valid Python that linters check, and lora_nb never runs it. Rendering keeps its docstring, main() and
+# the other functions below as written, and changes only this: the settings block gets the recipe's
+# values as NAME = <literal> lines; each `if`, `x if test else y` and `and`/`or` whose test reads settings
+# alone becomes what the recipe makes of it (lora_nb.export.assemble.prune); the `from lora_nb.hf...`
+# imports give way to the code of the helpers the remaining code calls, copied from lora_nb.hf below it.
+# So a test on a setting here is a choice of what the script carries: keep such tests on settings alone.
+# tests/test_portable.py checks that a rendered script defines every name it uses.
 """LoRA fine-tuning exported by lora_nb {version}: the recipe's settings are the constants below.
 
 Standalone: needs torch, transformers, peft, trl and datasets (not lora_nb).
@@ -19,74 +21,64 @@ process's batch; each process prints one "process i of N" line, and only the mai
 
 It never writes into a folder that already holds files unless --overwrite is given.
 """
+from __future__ import annotations
+
 import argparse
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import PartialState
 from peft import LoraConfig, get_peft_model
 from trl import SFTTrainer
 
+from lora_nb.hf.compat import sft_config
+from lora_nb.hf.devices import compute_dtype, resolve_dtype, shards_weights, trainer_device_kwargs
+from lora_nb.hf.folders import last_checkpoint
+from lora_nb.hf.formats import (FORMAT_COLUMNS, detect_format, hold_out, load_csv, load_json, load_parquet, load_rows,
+                                split_eval, to_sft_dataset)
+from lora_nb.hf.memory_model import auto_checkpointing
+from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
 
-def output_folder():
-    """(folder to write, checkpoint to resume from), from the command line.
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
-    Every process checks before anything is written, so no earlier run gets overwritten.
-    """
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--output-dir", help="a new folder for the adapter and trainer state (default: OUTPUT_DIR)")
-    cli.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files")
-    cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its last complete checkpoint (default: RESUME; '' starts a new run)")
-    opts = cli.parse_args()
-    if opts.resume:
-        if opts.output_dir:
-            cli.error("--resume continues the run in its own folder: leave out --output-dir")
-        checkpoint = last_checkpoint(opts.resume)
-        if checkpoint is None:
-            sys.exit(f"--resume {opts.resume}: no complete checkpoint to continue from "
-                     "(checkpoints/checkpoint-N holding its trainer_state.json)")
-        return opts.resume, checkpoint
-    output_dir = opts.output_dir or OUTPUT_DIR
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not opts.overwrite:
-        sys.exit(f"{output_dir} already holds files: pass --output-dir NEW for a new run, or --overwrite to write into it")
-    return output_dir, None
-
-
-def load_datasets(tokenizer):
-    """(train, eval) datasets in TRL's formats, split as lora_nb splits them; eval is None without EVAL."""
-    rows = load_rows(DATA, DATA_SPLIT)
-    fmt = DATA_FORMAT or detect_format(rows.column_names)
-    rows, eval_rows = split_eval(rows, EVAL, SEED, DATA)
-    eval_dataset = to_sft_dataset(eval_rows, fmt, tokenizer) if eval_rows is not None else None
-    return to_sft_dataset(rows, fmt, tokenizer), eval_dataset
+# --- settings: the recipe's, as lora_nb export wrote them ---
+MODEL = "HuggingFaceTB/SmolLM2-135M"
+MODEL_CLASS = "AutoModelForCausalLM"
+TRUST_REMOTE_CODE = False
+DTYPE = "auto"
+QUANTIZATION: dict | None = None
+DEVICE_MAP: str | dict | None = None
+LORA_CONFIG: dict = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
+DATA = "train.jsonl"
+DATA_SPLIT = "train"
+DATA_FORMAT: str | None = None
+EVAL: float | str | None = None
+SEED = 0
+ADAPTER_SEED = 0
+SFT_CONFIG: dict = {"per_device_train_batch_size": 4, "max_length": 1024, "max_steps": 100}
+OUTPUT_DIR = "lora-run-script"
+RESUME: str | None = None
+# --- end of settings ---
 
 
-def quantization(dtype):
-    """QUANTIZATION's BitsAndBytesConfig keywords for this launch. Where the launcher shards the
-    weights over the processes (FSDP, DeepSpeed ZeRO-3), 4-bit weights are stored in the compute
-    dtype, so they shard and gather like the rest (bnb_4bit_quant_storage, as PEFT's QLoRA guides set it)."""
-    if QUANTIZATION and QUANTIZATION.get("load_in_4bit") and shards_weights():
-        return {**QUANTIZATION, "bnb_4bit_quant_storage": dtype}
-    return QUANTIZATION
-
-
-def has_accelerator():
-    """Whether torch sees a GPU (or another accelerator) to put this process on."""
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every kind; older ones, CUDA
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
-def main():
+def main() -> None:
     output_dir, checkpoint = output_folder()
     dtype = resolve_dtype(DTYPE)
-    model, tokenizer = load_model_and_tokenizer(MODEL, dtype=dtype, quantization=quantization(dtype), device_map=DEVICE_MAP,
-                                                trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
+    if QUANTIZATION:
+        model = load_quantized_model(MODEL, dtype=dtype, quantization=quantization(dtype), device_map=DEVICE_MAP,
+                                     trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
+    else:
+        model = load_model(MODEL, dtype=dtype, device_map=DEVICE_MAP, trust_remote_code=TRUST_REMOTE_CODE,
+                           model_class=MODEL_CLASS)
+    tokenizer = load_tokenizer(MODEL, trust_remote_code=TRUST_REMOTE_CODE)
 
     torch.manual_seed(ADAPTER_SEED)  # the adapter's initialisation, as recorded with the run's adapter
-    # sharded 4-bit weights are stored in the compute dtype: the adapter joins them in it (FSDP wraps one dtype)
+    # where the launcher shards the weights (FSDP, ZeRO-3) the adapter takes their dtype: FSDP wraps one dtype
     model = get_peft_model(model, LoraConfig(**LORA_CONFIG), autocast_adapter_dtype=not shards_weights())
     model.print_trainable_parameters()
 
@@ -96,9 +88,12 @@ def main():
         # them one CPU (gloo) run, as accelerate launch --cpu does; left alone, transformers would train each
         # process alone, and each would write the adapter
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    checkpointing = choose_checkpointing(model, SFT_CONFIG.get("activation_checkpointing"),
-                                         batch_size=SFT_CONFIG["per_device_train_batch_size"],
-                                         max_length=SFT_CONFIG["max_length"])
+    if SFT_CONFIG.get("activation_checkpointing") is None:  # unset: on only where a step would not fit without it
+        checkpointing = auto_checkpointing(model, compute_dtype(model) if QUANTIZATION else dtype,
+                                           batch_size=SFT_CONFIG["per_device_train_batch_size"],
+                                           max_length=SFT_CONFIG["max_length"])
+    else:
+        checkpointing = SFT_CONFIG["activation_checkpointing"]
     args = sft_config({
         **trainer_device_kwargs(dtype),  # mixed precision as the dtype, pinned memory only on a GPU
         "activation_checkpointing": checkpointing,
@@ -122,7 +117,76 @@ def main():
         end_processes(trainer)
 
 
-def end_processes(trainer):
+def output_folder() -> tuple[str, str | None]:
+    """(folder to write, checkpoint to resume from), from the command line.
+
+    Every process checks before anything is written, so no earlier run gets overwritten.
+    """
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--output-dir", help="a new folder for the adapter and trainer state (default: OUTPUT_DIR)")
+    cli.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files")
+    cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
+                     "last complete checkpoint (default: RESUME; '' starts a new run)")
+    opts = cli.parse_args()
+    if opts.resume:
+        if opts.output_dir:
+            cli.error("--resume continues the run in its own folder: leave out --output-dir")
+        checkpoint = last_checkpoint(opts.resume)
+        if checkpoint is None:
+            sys.exit(f"--resume {opts.resume}: no complete checkpoint to continue from "
+                     "(checkpoints/checkpoint-N holding its trainer_state.json)")
+        return opts.resume, checkpoint
+    output_dir = opts.output_dir or OUTPUT_DIR
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not opts.overwrite:
+        sys.exit(f"{output_dir} already holds files: pass --output-dir NEW for a new run, "
+                 "or --overwrite to write into it")
+    return output_dir, None
+
+
+def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset | None]:
+    """(train, eval) datasets in TRL's formats, split as lora_nb splits them; eval is None without EVAL."""
+    if DATA.lower().endswith((".json", ".jsonl")):
+        rows = load_json(DATA)
+    elif DATA.lower().endswith(".csv"):
+        rows = load_csv(DATA)
+    elif DATA.lower().endswith(".parquet"):
+        rows = load_parquet(DATA)
+    else:
+        rows = load_rows(DATA, DATA_SPLIT)  # a folder, or a dataset on the Hub
+    fmt = DATA_FORMAT or detect_format(rows.column_names)
+    if EVAL is None:
+        return sft_rows(rows, fmt, tokenizer), None
+    if isinstance(EVAL, float):
+        rows, eval_rows = hold_out(rows, EVAL, SEED)
+    else:
+        rows, eval_rows = split_eval(rows, EVAL, SEED, DATA)  # another split of DATA, or eval data of its own
+    eval_dataset = sft_rows(eval_rows, fmt, tokenizer)
+    return sft_rows(rows, fmt, tokenizer), eval_dataset
+
+
+def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    """``rows`` in TRL's format: text and prompt/completion rows as they are, others converted."""
+    if DATA_FORMAT in ("text", "prompt_completion"):
+        return rows.select_columns(FORMAT_COLUMNS[DATA_FORMAT])
+    return to_sft_dataset(rows, fmt, tokenizer)
+
+
+def quantization(dtype: torch.dtype) -> dict:
+    """QUANTIZATION's BitsAndBytesConfig keywords for this launch. Where the launcher shards the
+    weights over the processes (FSDP, DeepSpeed ZeRO-3), 4-bit weights are stored in the compute
+    dtype, so they shard and gather like the rest (bnb_4bit_quant_storage, as PEFT's QLoRA guides set it)."""
+    if QUANTIZATION.get("load_in_4bit") and shards_weights():
+        return {**QUANTIZATION, "bnb_4bit_quant_storage": dtype}
+    return QUANTIZATION
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) to put this process on."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every kind; older ones, CUDA
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def end_processes(trainer: SFTTrainer) -> None:
     """End a several-process run so that no process hangs or aborts as it exits. Left to the
     interpreter, torch's gloo group aborts the process; freed while its worker thread still drops
     the last collective's tensors, it deadlocks on the GIL (pytorch#56297). So: wait for every

@@ -10,6 +10,13 @@ imports nothing from lora_nb, and its imports sit inside the functions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from trl import SFTConfig
+
 # The versions CI runs (.ci/run): the oldest in the lowest and colab jobs, the newest in the latest
 # job (colab's Python). pyproject's lower bounds are the oldest (tests/test_compat.py checks), and the
 # README's support matrix is this table. lora-nb doctor says what is installed outside it.
@@ -36,7 +43,7 @@ RENAMED_TRAINING_FIELDS = {
 }
 
 
-def sft_config_fields():
+def sft_config_fields() -> set[str]:
     """The keyword names the installed TRL's ``SFTConfig`` takes.
 
     Example:
@@ -50,7 +57,7 @@ def sft_config_fields():
     return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
 
-def sft_keywords(kwargs, fields=None):
+def sft_keywords(kwargs: dict[str, Any], fields: Iterable[str] | None = None) -> dict[str, Any]:
     """``kwargs`` for ``SFTConfig``, written with the newest field names, renamed to the names the
     installed release takes (``fields``: another release's names, to force a side in a test).
 
@@ -68,7 +75,7 @@ def sft_keywords(kwargs, fields=None):
     return renamed
 
 
-def sft_config(kwargs):
+def sft_config(kwargs: dict[str, Any]) -> SFTConfig:
     """TRL's ``SFTConfig`` from keywords in their newest names, on whichever release is installed.
 
     Example:
@@ -80,7 +87,7 @@ def sft_config(kwargs):
     return SFTConfig(**sft_keywords(kwargs))
 
 
-def tooltip_keyword(ipywidgets_version):
+def tooltip_keyword(ipywidgets_version: str) -> str:
     """The keyword that sets a widget's tooltip: ``tooltip`` in ipywidgets 8, ``description_tooltip``
     in 7 (Colab's 7.7.1).
 

@@ -6,12 +6,16 @@ Shared with exported scripts (:mod:`lora_nb.export.script`): standard library an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 # The dtype names of a recipe, as torch names them ("auto" is resolved by resolve_dtype).
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def resolve_dtype(name):
+def resolve_dtype(name: str) -> torch.dtype:
     """torch dtype for "auto", "bf16", "fp16" or "fp32". auto is bf16 where the hardware computes
     in it natively: GPUs that support it (fp16 on older ones), and CPUs with AVX512-BF16 or AMX
     (:func:`cpu_computes_bf16`), where it trains about 1.2x faster than fp32 at half the memory;
@@ -30,7 +34,7 @@ def resolve_dtype(name):
     return getattr(torch, TORCH_DTYPES[name])
 
 
-def cpu_computes_bf16():
+def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which torch's CPU
     kernels use: there bf16 is faster than fp32; elsewhere it is emulated and slower.
 
@@ -41,7 +45,7 @@ def cpu_computes_bf16():
     return bool(cpu_bf16_features())
 
 
-def cpu_bf16_features():
+def cpu_bf16_features() -> list[str]:
     """The bf16 matrix instruction sets this CPU has, by name ("AVX512-BF16", "AMX"), from torch's
     own probes (torch.cpu).
 
@@ -56,7 +60,7 @@ def cpu_bf16_features():
     return [name for name, probe in probes if getattr(cpu, probe, lambda: False)()]
 
 
-def compute_dtype(model):
+def compute_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype ``model`` computes in: a 4-bit model's compute dtype, else its config's dtype.
 
     Example:
@@ -74,7 +78,7 @@ def compute_dtype(model):
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
-def trainer_device_kwargs(dtype):
+def trainer_device_kwargs(dtype: torch.dtype) -> dict[str, bool]:
     """SFTConfig settings that follow the compute ``dtype`` and the machine: bf16/fp16 mixed
     precision matching it (TRL turns bf16 on by default), bf16 on a machine without a GPU allowed
     (transformers refuses it there unless told it trains on the CPU on purpose), pinned
@@ -86,9 +90,9 @@ def trainer_device_kwargs(dtype):
         >>> trainer_device_kwargs(torch.float32)["bf16"]
         False
     """
-    import torch
-
     import importlib.util
+
+    import torch
 
     gpu = torch.cuda.is_available()
     kwargs = dict(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=gpu)
@@ -99,10 +103,15 @@ def trainer_device_kwargs(dtype):
     return kwargs
 
 
-def process_device_map(device_map):
+def process_device_map(device_map: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
     """``device_map`` as given; when None, this process's GPU if there is one (so each process of
     ``accelerate launch`` takes its own), else the CPU (None). Under FSDP / ZeRO-3 it stays None:
-    the launcher places (and shards) the weights itself."""
+    the launcher places (and shards) the weights itself.
+
+    Example:
+        >>> process_device_map("auto")
+        'auto'
+    """
     import torch
 
     if device_map is None and torch.cuda.is_available() and not shards_weights():
@@ -112,11 +121,16 @@ def process_device_map(device_map):
     return device_map
 
 
-def shards_weights():
-    """Whether accelerate launch started this process to shard the model's weights: FSDP or DeepSpeed ZeRO-3."""
+def shards_weights() -> bool:
+    """Whether accelerate launch started this process to shard the model's weights: FSDP or DeepSpeed ZeRO-3.
+
+    Example:
+        >>> shards_weights() in (True, False)
+        True
+    """
     import os
 
-    def on(name):
+    def on(name: str) -> bool:
         return os.environ.get(name, "false").lower() == "true"
 
     zero3 = on("ACCELERATE_USE_DEEPSPEED") and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"

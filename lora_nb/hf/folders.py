@@ -5,8 +5,10 @@ Shared with exported scripts (:mod:`lora_nb.export.script`): standard library an
 
 from __future__ import annotations
 
+import os
 
-def expand_user(location):
+
+def expand_user(location: str | os.PathLike[str]) -> str:
     """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
     ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
     returned unchanged, as text.
@@ -19,20 +21,21 @@ def expand_user(location):
         >>> expand_user("~/m") == os.path.join(os.path.expanduser("~"), "m")
         True
     """
-    import os
-
     text = os.fspath(location)
     return os.path.expandvars(os.path.expanduser(text)) if text.startswith("~") or "$" in text else text
 
 
-def last_checkpoint(run_dir):
+def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
     """The newest complete checkpoint folder under ``run_dir/checkpoints``, or None.
 
     Trainer writes a checkpoint's trainer_state.json last, so a checkpoint counts only once that
     file parses: one torn by a kill in the middle of saving is passed over for the one before.
+
+    Example:
+        >>> last_checkpoint("/nonexistent-lora_nb-run") is None
+        True
     """
     import json
-    import os
 
     folder = os.path.join(str(run_dir), "checkpoints")
     steps = []

@@ -6,7 +6,16 @@ Shared with exported scripts (:mod:`lora_nb.export.script`): standard library an
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
 from .folders import expand_user
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 
 ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
@@ -19,8 +28,17 @@ ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\
 DATA_FILES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def detect_format(columns):
-    """The data format its columns imply: messages, alpaca, prompt_completion or text; None if none fits."""
+# The columns TRL reads of each format it takes as they are (alpaca rows are converted).
+FORMAT_COLUMNS = {"text": ["text"], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}
+
+
+def detect_format(columns: Iterable[str]) -> str | None:
+    """The data format its columns imply: messages, alpaca, prompt_completion or text; None if none fits.
+
+    Example:
+        >>> detect_format(["instruction", "input", "output"])
+        'alpaca'
+    """
     columns = set(columns)
     if "messages" in columns:
         return "messages"
@@ -33,39 +51,97 @@ def detect_format(columns):
     return None
 
 
-def alpaca_user_text(row):
-    """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line."""
+def alpaca_user_text(row: dict[str, Any]) -> str:
+    """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line.
+
+    Example:
+        >>> alpaca_user_text({"instruction": "Add", "input": "2 2"})
+        'Add\\n\\n2 2'
+    """
     extra = alpaca_input(row)
     return f"{row['instruction']}\n\n{extra}" if extra else str(row["instruction"])
 
 
-def alpaca_input(row):
-    """An alpaca row's input as text ("" when absent or null)."""
+def alpaca_input(row: dict[str, Any]) -> str:
+    """An alpaca row's input as text ("" when absent or null).
+
+    Example:
+        >>> alpaca_input({"instruction": "Add", "input": None})
+        ''
+    """
     value = row.get("input")
     return "" if value is None else str(value).strip()
 
 
-def load_rows(source, split="train"):
-    """A datasets.Dataset from a json/jsonl/csv/parquet file, a folder, or a Hub dataset name."""
-    import os
+def load_rows(source: str, split: str = "train") -> Dataset:
+    """A datasets.Dataset from a json/jsonl/csv/parquet file, a folder, or a Hub dataset name.
 
+    Example:
+        >>> len(load_rows("train.jsonl"))   # doctest: +SKIP
+        48
+    """
+    source = expand_user(str(source))  # ~/data/train.jsonl, $DATA/train.jsonl; a Hub name stays as it is
+    kind = DATA_FILES.get(os.path.splitext(source)[1].lower())
+    if kind is not None and os.path.isfile(source):
+        return {"json": load_json, "csv": load_csv, "parquet": load_parquet}[kind](source)
+    return load_saved_or_hub(source, split)
+
+
+def load_json(source: str) -> Dataset:
+    """The rows of a .json or .jsonl file.
+
+    Example:
+        >>> load_json("train.jsonl").column_names   # doctest: +SKIP
+        ['instruction', 'output']
+    """
+    from datasets import load_dataset
+
+    source = expand_user(source)
+    with open(source, "rb") as f:  # a byte order mark: datasets 5 reads past it, 4.x fails on it unless told
+        options = {"encoding": "utf-8-sig"} if f.read(3) == b"\xef\xbb\xbf" else {}
+    return load_dataset("json", data_files=source, split="train", **options)
+
+
+def load_csv(source: str) -> Dataset:
+    """The rows of a .csv file, every column as text, as written: pandas would make "007" the number 7.
+
+    Example:
+        >>> load_csv("train.csv")[0]["id"]   # doctest: +SKIP
+        '007'
+    """
+    import csv
+
+    from datasets import Features, Value, load_dataset
+
+    source = expand_user(source)
+    with open(source, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    features = Features({name: Value("string") for name in header})
+    return load_dataset("csv", data_files=source, split="train", features=features)
+
+
+def load_parquet(source: str) -> Dataset:
+    """The rows of a .parquet file.
+
+    Example:
+        >>> len(load_parquet("train.parquet"))   # doctest: +SKIP
+        48
+    """
+    from datasets import load_dataset
+
+    return load_dataset("parquet", data_files=expand_user(source), split="train")
+
+
+def load_saved_or_hub(source: str, split: str = "train") -> Dataset:
+    """``split`` of a folder written by ``save_to_disk`` (a Dataset's or a DatasetDict's), else of a
+    Hub dataset.
+
+    Example:
+        >>> load_saved_or_hub("tatsu-lab/alpaca", "train")   # doctest: +SKIP
+    """
     from datasets import load_dataset, load_from_disk
 
-    source = expand_user(str(source))  # ~/data/train.jsonl, $DATA/train.jsonl; a Hub name stays as it is
-    ext = os.path.splitext(source)[1].lower()
-    if os.path.isfile(source) and ext in DATA_FILES:
-        with open(source, "rb") as f:  # a byte order mark: datasets 5 reads past it, 4.x fails on it unless told
-            bom = DATA_FILES[ext] == "json" and f.read(3) == b"\xef\xbb\xbf"
-        options = {"encoding": "utf-8-sig"} if bom else {}
-        if DATA_FILES[ext] == "csv":  # every column as text, as written: pandas would make "007" the number 7
-            import csv
-
-            from datasets import Features, Value
-
-            with open(source, newline="", encoding="utf-8-sig") as f:
-                header = next(csv.reader(f), [])
-            options["features"] = Features({name: Value("string") for name in header})
-        return load_dataset(DATA_FILES[ext], data_files=source, split="train", **options)
+    source = expand_user(source)
     saved = ("dataset_info.json", "dataset_dict.json")  # save_to_disk's folder of a Dataset, of a DatasetDict
     if os.path.isdir(source) and any(os.path.exists(os.path.join(source, name)) for name in saved):
         data = load_from_disk(source)
@@ -73,7 +149,8 @@ def load_rows(source, split="train"):
     return load_dataset(source, split=split)
 
 
-def split_eval(rows, eval, seed, source, read=load_rows):
+def split_eval(rows: Dataset, eval: float | str | None, seed: int, source: Any,
+               read: Callable[[str, str], Dataset] = load_rows) -> tuple[Dataset, Dataset | None]:
     """(train rows, eval rows): ``eval`` is a fraction of ``rows`` held out by datasets' seeded
     split, another split of ``source`` (see :func:`is_split`), or eval data of its own (a file);
     without ``eval`` the eval rows are None. ``read(data, split)`` reads eval rows.
@@ -87,18 +164,32 @@ def split_eval(rows, eval, seed, source, read=load_rows):
     if eval is None:
         return rows, None
     if isinstance(eval, float):
-        parts = rows.train_test_split(test_size=eval, seed=seed)
-        return parts["train"], parts["test"]
+        return hold_out(rows, eval, seed)
     if is_split(source, eval):
         return rows, read(source, eval)
     return rows, read(eval, "train")
 
 
-def is_split(source, name):
-    """Whether eval ``name`` is a split of ``source`` rather than a file: ``name`` is no existing
-    path, and ``source`` is a DatasetDict holding it, or a Hub name or saved-dataset folder."""
-    import os
+def hold_out(rows: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train rows, eval rows): ``fraction`` of ``rows`` held out by datasets' seeded split.
 
+    Example:
+        >>> from datasets import Dataset
+        >>> [len(part) for part in hold_out(Dataset.from_list([{"text": str(i)} for i in range(10)]), 0.2, 0)]
+        [8, 2]
+    """
+    parts = rows.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def is_split(source: Any, name: Any) -> bool:
+    """Whether eval ``name`` is a split of ``source`` rather than a file: ``name`` is no existing
+    path, and ``source`` is a DatasetDict holding it, or a Hub name or saved-dataset folder.
+
+    Example:
+        >>> is_split({"train": None, "validation": None}, "validation")
+        True
+    """
     if not isinstance(name, str) or os.path.exists(name):
         return False
     if hasattr(source, "keys"):  # a DatasetDict
@@ -106,7 +197,8 @@ def is_split(source, name):
     return isinstance(source, str) and not os.path.isfile(source)
 
 
-def to_sft_dataset(dataset, fmt, tokenizer, max_chars=None, on_batch=None):
+def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase | None, max_chars: int | None = None,
+                   on_batch: Callable[[int], Any] | None = None) -> Dataset:
     """Rows in one of TRL's SFT formats, so the loss falls on the response tokens only.
 
     alpaca becomes prompt/completion (chat turns when the tokenizer has a chat template, else the
@@ -123,20 +215,20 @@ def to_sft_dataset(dataset, fmt, tokenizer, max_chars=None, on_batch=None):
     """
     chat = bool(getattr(tokenizer, "chat_template", None))
     last_turn = fmt == "messages" and not masks_assistant_turns(tokenizer)
-    rows = dataset if fmt == "alpaca" or last_turn else dataset.select_columns(
-        {"text": ["text"], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[fmt])
+    rows = dataset if fmt == "alpaca" or last_turn else dataset.select_columns(FORMAT_COLUMNS[fmt])
     if rows is not dataset and max_chars is None:  # nothing to change
         if on_batch is not None:
             on_batch(len(rows))
         return rows
 
-    def cut(text):
+    def cut(text: str | None) -> str | None:
         return text[:max_chars] if max_chars is not None and text is not None and len(text) > max_chars else text
 
-    def cut_turns(value):  # a conversation: each message's content (not recursive: datasets could not hash it)
+    def cut_turns(value: Any) -> Any:
+        # a conversation: each message's content (not recursive: datasets could not hash it)
         return [{**m, "content": cut(m["content"])} for m in value] if isinstance(value, list) else cut(value)
 
-    def rows_for_trl(batch):
+    def rows_for_trl(batch: dict[str, list]) -> dict[str, list]:
         n = len(next(iter(batch.values())))
         if fmt == "alpaca":
             rows = [{"instruction": i, "input": x, "output": o}
@@ -153,7 +245,8 @@ def to_sft_dataset(dataset, fmt, tokenizer, max_chars=None, on_batch=None):
                     "completion": [cut_turns(turns[last:last + 1]) for turns, last in zip(batch["messages"], ends)]}
         return {name: [cut_turns(v) for v in values] for name, values in batch.items()}
 
-    def convert(batch, on_batch):  # on_batch comes as an argument: datasets hashes it by name, a closure by value
+    def convert(batch: dict[str, list], on_batch: Callable[[int], Any] | None) -> dict[str, list]:
+        # on_batch comes as an argument: datasets hashes it by name, a closure by value
         import gc
 
         collecting = gc.isenabled()
@@ -170,8 +263,13 @@ def to_sft_dataset(dataset, fmt, tokenizer, max_chars=None, on_batch=None):
     return rows.map(convert, batched=True, remove_columns=rows.column_names, fn_kwargs={"on_batch": on_batch})
 
 
-def masks_assistant_turns(tokenizer):
-    """Whether TRL can compute an assistant-only loss mask with this tokenizer's chat template."""
+def masks_assistant_turns(tokenizer: PreTrainedTokenizerBase | None) -> bool:
+    """Whether TRL can compute an assistant-only loss mask with this tokenizer's chat template.
+
+    Example:
+        >>> masks_assistant_turns(None)
+        False
+    """
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
     template = getattr(tokenizer, "chat_template", None)

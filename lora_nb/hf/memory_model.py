@@ -5,7 +5,13 @@ Shared with exported scripts (:mod:`lora_nb.export.script`): standard library an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .devices import compute_dtype
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
 
 
 # What one training step holds, per token, in the activation dtype (lora_nb.model.memory explains it).
@@ -31,7 +37,7 @@ ACTIVATIONS = {
 HEAD_TILE = (4096, 32768)
 
 
-def model_dims(config):
+def model_dims(config: PretrainedConfig) -> dict[str, int]:
     """The sizes of a decoder that set its activation memory, from its transformers config.
 
     Example:
@@ -51,7 +57,7 @@ def model_dims(config):
     return dict(hidden=hidden, layers=text.num_hidden_layers, heads=heads, kv=kv, mlp=mlp, vocab=text.vocab_size)
 
 
-def activation_kind(gpu, dtype_bytes):
+def activation_kind(gpu: bool, dtype_bytes: int) -> str:
     """The key of :data:`ACTIVATIONS` (and of lora_nb.model.memory's reserve) for a step on a GPU, or on a
     CPU in fp32 or in a half dtype, where autocast keeps copies in both.
 
@@ -62,7 +68,8 @@ def activation_kind(gpu, dtype_bytes):
     return "gpu" if gpu else "cpu" if dtype_bytes == 4 else "cpu-bf16"
 
 
-def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes, gpu):
+def activation_bytes(dims: dict[str, int], *, batch_size: int, max_length: int, checkpointing: bool, dtype_bytes: int,
+                     gpu: bool) -> tuple[int, int]:
     """(decoder layers, LM head and loss) bytes a training step of ``batch_size`` examples of
     ``max_length`` tokens holds at its peak, for ``dims`` from :func:`model_dims`.
 
@@ -71,7 +78,8 @@ def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes
 
     Example:
         >>> dims = dict(hidden=576, layers=30, heads=9, kv=192, mlp=1536, vocab=49152)
-        >>> layers, head = activation_bytes(dims, batch_size=4, max_length=256, checkpointing=False, dtype_bytes=4, gpu=False)
+        >>> layers, head = activation_bytes(dims, batch_size=4, max_length=256, checkpointing=False, dtype_bytes=4,
+        ...                                 gpu=False)
         >>> round(layers / 2**30, 2), round(head / 2**30, 2)
         (2.68, 1.22)
     """
@@ -86,9 +94,14 @@ def activation_bytes(dims, *, batch_size, max_length, checkpointing, dtype_bytes
     return layers, int(head)
 
 
-def free_memory(device=None):
+def free_memory(device: torch.device | str | None = None) -> int:
     """Bytes free for training now: on the GPU the model is on (CUDA's own count), else the
-    memory the OS can still give (MemAvailable)."""
+    memory the OS can still give (MemAvailable).
+
+    Example:
+        >>> free_memory("cpu") > 0   # doctest: +SKIP
+        True
+    """
     import torch
 
     if torch.cuda.is_available() and (device is None or getattr(device, "type", device) == "cuda"):
@@ -98,13 +111,15 @@ def free_memory(device=None):
     return int(fields["MemAvailable"].split()[0]) * 1024
 
 
-def needs_checkpointing(model, *, batch_size, max_length):
-    """(whether to turn gradient checkpointing on, why): on only when a step's activations would
-    not fit in 90% of the memory still free with the model loaded; without it a step runs about
-    1.3–3× faster (benchmarks/results.md), so it is off when it is not needed.
+def needs_checkpointing(model: torch.nn.Module, dtype: torch.dtype, *, batch_size: int,
+                        max_length: int) -> tuple[bool, str]:
+    """(whether to turn gradient checkpointing on, why): on only when a step's activations, in the
+    ``dtype`` the model computes in, would not fit in 90% of the memory still free with the model
+    loaded; without it a step runs about 1.3–3× faster (benchmarks/results.md), so it is off when it
+    is not needed.
 
     Example:
-        >>> on, why = needs_checkpointing(model, batch_size=4, max_length=1024)   # doctest: +SKIP
+        >>> on, why = needs_checkpointing(model, torch.bfloat16, batch_size=4, max_length=1024)   # doctest: +SKIP
     """
     import torch
 
@@ -112,7 +127,7 @@ def needs_checkpointing(model, *, batch_size, max_length):
     gpu = device.type == "cuda"
     dims = model_dims(model.config)
     layers, head = activation_bytes(dims, batch_size=batch_size, max_length=max_length, checkpointing=False,
-                                    dtype_bytes=torch.finfo(compute_dtype(model)).bits // 8, gpu=gpu)
+                                    dtype_bytes=torch.finfo(dtype).bits // 8, gpu=gpu)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) * 16  # fp32 weight, grad, AdamW's two
     need, free = layers + head + trainable, free_memory(device if gpu else "cpu")
     gib = 2 ** 30
@@ -122,9 +137,9 @@ def needs_checkpointing(model, *, batch_size, max_length):
                   f"optimizer state, more than the {free / gib:.1f} GiB free")
 
 
-def choose_checkpointing(model, setting, *, batch_size, max_length):
-    """Gradient checkpointing as the recipe sets it (True/False), or, unset (None), on only when
-    :func:`needs_checkpointing` says a step would not fit without it; it says so when it turns it on.
+def choose_checkpointing(model: torch.nn.Module, setting: bool | None, *, batch_size: int, max_length: int) -> bool:
+    """Gradient checkpointing as the recipe sets it (True/False), or, unset (None), as
+    :func:`auto_checkpointing` decides it for the dtype the model computes in (:func:`compute_dtype`).
 
     Example:
         >>> choose_checkpointing(None, False, batch_size=4, max_length=1024)
@@ -132,7 +147,18 @@ def choose_checkpointing(model, setting, *, batch_size, max_length):
     """
     if setting is not None:
         return setting
-    on, why = needs_checkpointing(model, batch_size=batch_size, max_length=max_length)
+    return auto_checkpointing(model, compute_dtype(model), batch_size=batch_size, max_length=max_length)
+
+
+def auto_checkpointing(model: torch.nn.Module, dtype: torch.dtype, *, batch_size: int, max_length: int) -> bool:
+    """Gradient checkpointing on only when :func:`needs_checkpointing` says a step would not fit
+    without it; it says so when it turns it on.
+
+    Example:
+        >>> auto_checkpointing(model, torch.bfloat16, batch_size=4, max_length=1024)   # doctest: +SKIP
+        False
+    """
+    on, why = needs_checkpointing(model, dtype, batch_size=batch_size, max_length=max_length)
     if on:
         print(why, flush=True)
     return on

@@ -6,51 +6,103 @@ Shared with exported scripts (:mod:`lora_nb.export.script`): standard library an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .devices import process_device_map
 from .folders import expand_user
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def load_model_and_tokenizer(name, *, dtype, quantization=None, device_map=None, trust_remote_code=False,
-                             model_class="AutoModelForCausalLM"):
+
+def load_model_and_tokenizer(
+    name: str, *, dtype: torch.dtype, quantization: dict[str, Any] | None = None,
+    device_map: str | dict[str, Any] | None = None, trust_remote_code: bool = False,
+    model_class: str = "AutoModelForCausalLM",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model (ready for LoRA) and its tokenizer, loaded from safetensors.
 
     ``dtype`` is a torch dtype (:func:`resolve_dtype`); ``quantization`` holds ``BitsAndBytesConfig``
     keywords (4-bit computes in ``dtype``) or None; ``model_class`` names the transformers class.
-    A quantised model gets PEFT's ``prepare_model_for_kbit_training``, every 4-bit layer keeps the
-    NF4 layout (:func:`pin_4bit_layout`), its full-precision tensors stop mapping the checkpoint file
-    (:func:`release_checkpoint_memory`), and a tokenizer without a pad token pads with eos.
+    A quantised model is loaded by :func:`load_quantized_model`, a full-precision one by :func:`load_model`;
+    every 4-bit layer keeps the NF4 layout (:func:`pin_4bit_layout`, for a checkpoint saved in 4-bit too),
+    and a tokenizer without a pad token pads with eos (:func:`load_tokenizer`).
 
     Example:
         >>> model, tok = load_model_and_tokenizer("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
         ...                                       quantization={"load_in_8bit": True})   # doctest: +SKIP
     """
-    import torch
+    where = dict(dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, model_class=model_class)
+    if quantization:
+        model = load_quantized_model(name, quantization=quantization, **where)
+    else:
+        model = pin_4bit_layout(load_model(name, **where))
+    return model, load_tokenizer(name, trust_remote_code=trust_remote_code)
+
+
+def load_model(name: str, *, dtype: torch.dtype, device_map: str | dict[str, Any] | None = None,
+               trust_remote_code: bool = False, model_class: str = "AutoModelForCausalLM") -> PreTrainedModel:
+    """The model in full precision (``dtype``), loaded from safetensors onto this process's device
+    (:func:`process_device_map`); ``model_class`` names the transformers class.
+
+    Example:
+        >>> model = load_model("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"))   # doctest: +SKIP
+    """
     import transformers
 
     name = expand_user(name)  # ~/models/x, $MODELS/x; a Hub name stays as it is
-    config = None
-    if quantization:
-        compute = {"bnb_4bit_compute_dtype": dtype} if quantization.get("load_in_4bit") else {}
-        config = transformers.BitsAndBytesConfig(**quantization, **compute)
+    return getattr(transformers, model_class).from_pretrained(
+        name, dtype=dtype, device_map=process_device_map(device_map), trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+
+
+def load_quantized_model(name: str, *, dtype: torch.dtype, quantization: dict[str, Any],
+                         device_map: str | dict[str, Any] | None = None, trust_remote_code: bool = False,
+                         model_class: str = "AutoModelForCausalLM") -> PreTrainedModel:
+    """The model quantised by bitsandbytes (``quantization``: ``BitsAndBytesConfig`` keywords; 4-bit
+    computes in ``dtype``), ready for LoRA: PEFT's ``prepare_model_for_kbit_training``, every 4-bit
+    layer in the NF4 layout (:func:`pin_4bit_layout`), and its full-precision tensors no longer
+    mapping the checkpoint file (:func:`release_checkpoint_memory`).
+
+    Example:
+        >>> model = load_quantized_model("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
+        ...                              quantization={"load_in_4bit": True})   # doctest: +SKIP
+    """
+    import transformers
+
+    name = expand_user(name)  # ~/models/x, $MODELS/x; a Hub name stays as it is
+    compute = {"bnb_4bit_compute_dtype": dtype} if quantization.get("load_in_4bit") else {}
     model = getattr(transformers, model_class).from_pretrained(
-        name, dtype=dtype, quantization_config=config, device_map=process_device_map(device_map),
-        trust_remote_code=trust_remote_code, use_safetensors=True,
+        name, dtype=dtype, quantization_config=transformers.BitsAndBytesConfig(**quantization, **compute),
+        device_map=process_device_map(device_map), trust_remote_code=trust_remote_code, use_safetensors=True,
     )
     pin_4bit_layout(model)
-    if quantization and "bnb_4bit_quant_storage" not in quantization:  # sharded QLoRA keeps one dtype per layer (TRL does the same)
+    if "bnb_4bit_quant_storage" not in quantization:  # sharded QLoRA keeps one dtype per layer (TRL does the same)
         from peft import prepare_model_for_kbit_training
 
         # gradient checkpointing is the trainer's to decide, from the memory a step needs (needs_checkpointing)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    if quantization:
-        release_checkpoint_memory(model)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    return release_checkpoint_memory(model)
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The model's tokenizer; one without a pad token pads with its eos token.
+
+    Example:
+        >>> load_tokenizer("Qwen/Qwen2.5-0.5B").pad_token   # doctest: +SKIP
+        '<|endoftext|>'
+    """
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(expand_user(name), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
-def release_checkpoint_memory(model):
+def release_checkpoint_memory(model: torch.nn.Module) -> torch.nn.Module:
     """Give the full-precision tensors of a quantised ``model`` memory of their own, so the
     checkpoint file it was loaded from is no longer mapped, and hand freed heap back to the OS.
     Returns ``model``.
@@ -83,7 +135,7 @@ def release_checkpoint_memory(model):
     return model
 
 
-def pin_4bit_layout(model):
+def pin_4bit_layout(model: torch.nn.Module) -> torch.nn.Module:
     """Keep every bitsandbytes 4-bit layer of ``model`` in the standard NF4 layout, on any CPU.
 
     Why: on CPUs with AVX512-BF16, bitsandbytes (0.49+) repacks a ``Linear4bit`` weight into a

@@ -1,0 +1,376 @@
+"""A script assembled from its template's source text: the settings block filled in, the branches
+the settings decide taken, and the helpers of :mod:`lora_nb.hf` the remaining code calls copied in.
+
+A template (``script_main.py``, ``sweep_main.py``) is valid Python: a docstring, imports (those from
+:mod:`lora_nb.hf` name the helpers it calls), one settings block between :data:`START` and
+:data:`END`, then its code. :func:`assemble` keeps the code as written, except that each ``if``,
+``x if test else y`` and ``and``/``or`` operand whose test reads only the settings (``known``) is
+replaced by what the settings make of it; then it copies, from the modules of :mod:`lora_nb.hf`,
+the definitions the code uses, with what they use in turn, as their source text (comments kept,
+docstring examples left out), each after its first user.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import io
+import sys
+import textwrap
+import tokenize
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START = "# --- settings: the recipe's, as lora_nb export wrote them ---"
+END = "# --- end of settings ---"
+
+# The modules of lora_nb.hf a script takes helpers from.
+HF = ("devices", "memory_model", "models", "formats", "folders", "compat")
+
+# Imports a script never carries: its helpers' code replaces lora_nb's; the future import comes first.
+SKIPPED = ("lora_nb", "__future__")
+
+# The builtins a test the settings decide may call: isinstance(EVAL, float).
+BUILTINS = {f.__name__: f for f in (isinstance, len, str, int, float, bool, dict, list, tuple)}
+
+# What a test the settings decide may hold: reading settings, their items and methods, comparing.
+_EVALUABLE = (ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.Call, ast.Subscript, ast.Compare, ast.BoolOp,
+              ast.UnaryOp, ast.keyword, ast.Tuple, ast.List, ast.Slice, ast.cmpop, ast.boolop, ast.unaryop)
+
+
+@dataclass
+class Template:
+    """A template's parts: its docstring's text, its import statements, its setting names and its code."""
+
+    docstring: str
+    imports: list[ast.stmt]
+    settings: list[str]
+    code: str
+
+
+@dataclass
+class Definition:
+    """A top-level definition: its source text (with the comment lines just above it), the names it
+    uses in order of appearance, and those it needs defined before it (default values, decorators)."""
+
+    name: str
+    text: str
+    uses: list[str] = field(default_factory=list)
+    early: set[str] = field(default_factory=set)
+
+
+def read_template(source: str) -> Template:
+    """The parts of a template's ``source`` (its leading comment lines are left out).
+
+    Example:
+        >>> read_template(Path("lora_nb/export/script_main.py").read_text()).settings[0]   # doctest: +SKIP
+        'MODEL'
+    """
+    lines = source.splitlines(keepends=True)
+    start, end = lines.index(START + "\n"), lines.index(END + "\n")
+    tree = ast.parse(source)
+    head = [node for node in tree.body if node.end_lineno <= start]
+    docstring = head[0]
+    settings = ast.parse("".join(lines[start + 1:end]))
+    names = [target.id for node in settings.body
+             for target in ([node.target] if isinstance(node, ast.AnnAssign) else node.targets)]
+    return Template("".join(lines[docstring.lineno - 1:docstring.end_lineno]), head[1:], names,
+                    "".join(lines[end + 1:]).lstrip("\n"))
+
+
+def assemble(docstring: str, templates: list[Template], settings: str, known: dict[str, Any]) -> str:
+    """The script: ``docstring``, the imports its code uses, the ``settings`` lines between the
+    markers, the templates' definitions that its entry point (the first template's ``if __name__ ==
+    "__main__":``) reaches, in the templates' order, with the branches ``known`` decides taken, then
+    the :mod:`lora_nb.hf` helpers they call, each after its first user, then the entry point.
+
+    Example:
+        >>> print(assemble(t.docstring, [t], "MODEL = 'm'\\n", {"MODEL": "m"}))   # doctest: +SKIP
+    """
+    own, entry = {}, []
+    for number, template in enumerate(templates):
+        for node, text in _top_level(prune(template.code, known)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                own[node.name] = Definition(node.name, text, _uses(node))
+            elif number == 0:
+                entry.append(Definition("", text, _uses(node)))
+    reached, waiting = set(), [name for d in entry for name in d.uses]
+    while waiting:
+        name = waiting.pop()
+        if name in own and name not in reached:
+            reached.add(name)
+            waiting += own[name].uses
+    helpers, kept = hf_definitions(), {}
+
+    def visit(name: str) -> None:
+        if name in own or name in kept or name not in helpers:
+            return
+        definition = helpers[name]
+        for early in sorted(definition.early):
+            visit(early)
+        kept[name] = definition
+        for used in definition.uses:
+            visit(used)
+
+    ordered = [d for name, d in own.items() if name in reached]
+    for definition in [*ordered, *entry]:
+        for name in definition.uses:
+            visit(name)
+    code = [d.text for d in [*ordered, *kept.values(), *entry]]
+    used = set().union(*(_names(text) for text in code))
+    imports = _imports([node for template in templates for node in template.imports] + hf_imports(), used)
+    return f"{docstring}\n{imports}\n{START}\n{settings}{END}\n\n\n" + "\n\n".join(t.strip("\n") + "\n" for t in code)
+
+
+def prune(code: str, known: dict[str, Any]) -> str:
+    """``code`` with every test that reads only ``known`` names decided: an ``if`` becomes the branch
+    taken (statements after a branch that returns are left out), ``a if test else b`` the side taken,
+    and an ``and``/``or`` loses the operands that cannot change its value.
+
+    Example:
+        >>> print(prune("def f():\\n    if Q:\\n        return 1\\n    return 2\\n", {"Q": None}))
+        def f():
+            return 2
+        <BLANKLINE>
+    """
+    while True:
+        edited = _edit(code, known)
+        if edited is None:
+            return code
+        code = edited
+
+
+def hf_definitions() -> dict[str, Definition]:
+    """Every top-level function, class and constant of :data:`HF`'s modules, by name.
+
+    Example:
+        >>> "load_model" in hf_definitions()
+        True
+    """
+    found = {}
+    for module in HF:
+        for node, text in _top_level(_hf_source(module)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defaults = [*node.args.defaults, *node.args.kw_defaults] if isinstance(node, ast.FunctionDef) else []
+                early = {n for part in [*node.decorator_list, *filter(None, defaults)] for n in _uses(part)}
+                found[node.name] = Definition(node.name, _without_examples(text), _uses(node), early)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    found[target.id] = Definition(target.id, text, _uses(node), set(_uses(node)))
+    return found
+
+
+def hf_imports() -> list[ast.stmt]:
+    """The module-level import statements of :data:`HF`'s modules (``if TYPE_CHECKING:`` ones too).
+
+    Example:
+        >>> any(isinstance(node, ast.If) for node in hf_imports())   # if TYPE_CHECKING:
+        True
+    """
+    return [node for module in HF for node in ast.parse(_hf_source(module)).body
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.If))]
+
+
+def _hf_source(module: str) -> str:
+    return (Path(__file__).parent.parent / "hf" / f"{module}.py").read_text(encoding="utf-8")
+
+
+def _top_level(code: str) -> list[tuple[ast.stmt, str]]:
+    """(statement, its text with the comment lines just above it) for each top-level statement of ``code``."""
+    lines = code.splitlines(keepends=True)
+    found = []
+    for node in ast.parse(code).body:
+        start = (node.decorator_list[0] if getattr(node, "decorator_list", None) else node).lineno - 1
+        while start > 0 and lines[start - 1].startswith("#"):
+            start -= 1
+        found.append((node, "".join(lines[start:node.end_lineno])))
+    return found
+
+
+def _uses(node: ast.AST) -> list[str]:
+    """The names ``node`` reads, in the order they appear, each once."""
+    names = sorted((n.lineno, n.col_offset, n.id) for n in ast.walk(node) if isinstance(n, ast.Name)
+                   and isinstance(n.ctx, ast.Load))
+    return list(dict.fromkeys(name for _, _, name in names))
+
+
+def _names(code: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
+
+
+def _without_examples(text: str) -> str:
+    """A definition's text without its docstring's ``Example:`` section (doctests of lora_nb)."""
+    node = ast.parse(text).body[0]
+    docstring = node.body[0] if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) is not None else None
+    if docstring is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    first, last = docstring.lineno - 1, docstring.end_lineno - 1
+    example = next((i for i in range(first, last) if lines[i].strip() in ("Example:", "Examples:")), None)
+    if example is None or lines[last].strip() != '"""':
+        return text
+    while example > first and not lines[example - 1].strip():
+        example -= 1
+    lines[example - 1] = lines[example - 1].rstrip("\n") + '"""\n'  # the closing quotes end the text left
+    return "".join(lines[:example] + lines[last + 1:])
+
+
+def _imports(nodes: list[ast.stmt], used: set[str]) -> str:
+    """``from __future__ import annotations`` and the imports of ``nodes`` that bind a name in ``used``, one
+    statement per module, standard library first; those that only ``if TYPE_CHECKING:`` blocks hold (names
+    for annotations) stay in such a block, so no import the script does not run can fail it. lora_nb's are
+    left out."""
+    found: dict[tuple[str | None, str], bool] = {}  # (module of a from-import, name) -> imported when run
+    for node in nodes:
+        checking = isinstance(node, ast.If)
+        for inner in node.body if checking else [node]:
+            if isinstance(inner, ast.Import):
+                names = [((None, a.name), a.name.split(".")[0]) for a in inner.names if not a.asname]
+            elif isinstance(inner, ast.ImportFrom) and not inner.level and inner.module.split(".")[0] not in SKIPPED:
+                names = [((inner.module, a.name), a.name) for a in inner.names if not a.asname]
+            else:
+                names = []
+            for key, bound in names:
+                if bound in used:
+                    found[key] = found.get(key, False) or not checking
+    annotations = [key for key, run in found.items() if not run]
+    text = "from __future__ import annotations\n\n" + _import_sections(
+        [key for key, run in found.items() if run] + ([("typing", "TYPE_CHECKING")] if annotations else []))
+    if annotations:
+        text += "\nif TYPE_CHECKING:\n" + textwrap.indent(_import_sections(annotations), "    ")
+    return text
+
+
+def _import_sections(keys: list[tuple[str | None, str]]) -> str:
+    """Import statements of (module, name) pairs (module None: ``import name``), standard library first."""
+    sections = []
+    for standard in (True, False):
+        mine = [(module, name) for module, name in keys if _standard(module or name) == standard]
+        lines = sorted(f"import {name}" for module, name in mine if module is None)
+        modules = sorted({module for module, _ in mine if module is not None})
+        lines += [f"from {m} import {', '.join(sorted((n for k, n in mine if k == m), key=_name_order))}"
+                  for m in modules]
+        if lines:
+            sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
+
+
+def _name_order(name: str) -> tuple[int, str]:
+    """isort's order of imported names: constants, classes, functions."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2), name.lower()
+
+
+def _standard(module: str) -> bool:
+    return module.split(".")[0] in sys.stdlib_module_names
+
+
+# --- deciding what the settings decide ------------------------------------------------------------
+
+
+def _evaluate(node: ast.expr, known: dict[str, Any]) -> tuple[bool, Any]:
+    """(True, value) of expression ``node`` when it reads only ``known`` names, else (False, None)."""
+    nodes = list(ast.walk(node))
+    names = {n.id for n in nodes if isinstance(n, ast.Name)}
+    private = any(isinstance(n, ast.Attribute) and n.attr.startswith("_") for n in nodes)
+    if not names <= known.keys() | BUILTINS.keys() or private or not all(isinstance(n, _EVALUABLE) for n in nodes):
+        return False, None
+    values = copy.deepcopy({name: known[name] for name in names if name in known})  # a test cannot change a setting
+    try:
+        return True, eval(compile(ast.Expression(node), "<settings>", "eval"),  # noqa: S307 - the template's test
+                          {"__builtins__": BUILTINS}, values)
+    except Exception:  # a test that fails on these values: left to the script
+        return False, None
+
+
+def _edit(code: str, known: dict[str, Any]) -> str | None:
+    """``code`` with one decided test taken, or None when none is left."""
+    tree = ast.parse(code)
+    lines = code.splitlines(keepends=True)
+    for block in _blocks(tree):
+        for i, node in enumerate(block):
+            if isinstance(node, ast.If):
+                decided, value = _evaluate(node.test, known)
+                if decided:
+                    return _take_branch(lines, block, i, bool(value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.IfExp):
+            decided, value = _evaluate(node.test, known)
+            if decided:
+                return _splice(code, lines, node, _segment(code, node.body if value else node.orelse))
+        elif isinstance(node, ast.BoolOp):
+            kept = _operands(node, known)
+            if kept is not None:
+                joined = (" and " if isinstance(node.op, ast.And) else " or ").join(_segment(code, n) for n in kept)
+                return _splice(code, lines, node, joined)
+    return None
+
+
+def _operands(node: ast.BoolOp, known: dict[str, Any]) -> list[ast.expr] | None:
+    """The operands of ``node`` that can still matter (None if all can): a known one that passes the
+    value on (true in ``and``, false in ``or``) goes, unless last; everything after a known one that
+    decides (false in ``and``, true in ``or``) goes."""
+    kept, last = [], len(node.values) - 1
+    for i, operand in enumerate(node.values):
+        decided, value = _evaluate(operand, known)
+        if decided and bool(value) == isinstance(node.op, ast.And) and i < last:
+            continue
+        kept.append(operand)
+        if decided:
+            break
+    return None if len(kept) == len(node.values) else kept
+
+
+def _blocks(tree: ast.AST) -> list[list[ast.stmt]]:
+    return [getattr(node, name) for node in ast.walk(tree) for name in ("body", "orelse", "finalbody")
+            if isinstance(getattr(node, name, None), list) and getattr(node, name)
+            and isinstance(getattr(node, name)[0], ast.stmt)]
+
+
+def _take_branch(lines: list[str], block: list[ast.stmt], i: int, value: bool) -> str:
+    """The code with ``block[i]`` (an ``if``) replaced by the branch ``value`` takes, dedented."""
+    node = block[i]
+    branch = node.body if value else node.orelse
+    end = node.end_lineno
+    if branch and branch is node.orelse and isinstance(branch[0], ast.If) and \
+            lines[branch[0].lineno - 1].lstrip().startswith("elif"):
+        new = lines[branch[0].lineno - 1:branch[0].end_lineno]
+        new[0] = new[0].replace("elif", "if", 1)
+    elif branch:
+        if value:
+            start = node.test.end_lineno
+        else:
+            start = next(k for k in range(node.body[-1].end_lineno, branch[0].lineno)
+                         if lines[k].strip().startswith("else")) + 1
+        shift = branch[0].col_offset - node.col_offset
+        new = [(line[shift:] if line[:shift].isspace() else line) if line.strip() else "\n"
+               for line in lines[start:branch[-1].end_lineno]]
+        comment = _comment(lines[node.lineno - 1]) if value and node.lineno == node.test.end_lineno else None
+        if comment:
+            new.insert(0, " " * node.col_offset + comment + "\n")
+        if isinstance(branch[-1], (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+            end = block[-1].end_lineno  # what follows the branch is never reached
+    else:
+        new = [" " * node.col_offset + "pass\n"] if len(block) == 1 else []
+    return "".join(lines[:node.lineno - 1] + new + lines[end:])
+
+
+def _comment(line: str) -> str | None:
+    """The comment that ends ``line`` (an ``if`` line), or None."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(line.strip() + "\n    pass\n").readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return next((t.string for t in tokens if t.type == tokenize.COMMENT), None)
+
+
+def _segment(code: str, node: ast.expr) -> str:
+    text = ast.get_source_segment(code, node)
+    return f"({text})" if isinstance(node, (ast.BoolOp, ast.IfExp, ast.Lambda, ast.NamedExpr)) else text
+
+
+def _splice(code: str, lines: list[str], node: ast.expr, text: str) -> str:
+    def offset(line: int, column: int) -> int:  # ast's columns count UTF-8 bytes
+        return sum(map(len, lines[:line - 1])) + len(lines[line - 1].encode()[:column].decode())
+
+    return code[:offset(node.lineno, node.col_offset)] + text + code[offset(node.end_lineno, node.end_col_offset):]
