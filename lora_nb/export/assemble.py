@@ -200,20 +200,20 @@ def _names(code: str) -> set[str]:
 
 
 def _without_examples(text: str) -> str:
-    """A definition's text without its docstring's ``Example:`` section (doctests of lora_nb)."""
+    """A definition's text with its docstring cut to its first paragraph: a script says what each helper
+    does; the why, the caveats and the doctest examples stay in lora_nb.hf, where the link in the
+    script's header points."""
     node = ast.parse(text).body[0]
     docstring = node.body[0] if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) is not None else None
     if docstring is None:
         return text
     lines = text.splitlines(keepends=True)
     first, last = docstring.lineno - 1, docstring.end_lineno - 1
-    example = next((i for i in range(first, last) if lines[i].strip() in ("Example:", "Examples:")), None)
-    if example is None or lines[last].strip() != '"""':
+    blank = next((i for i in range(first + 1, last) if not lines[i].strip()), None)
+    if blank is None or lines[last].strip() != '"""':
         return text
-    while example > first and not lines[example - 1].strip():
-        example -= 1
-    lines[example - 1] = lines[example - 1].rstrip("\n") + '"""\n'  # the closing quotes end the text left
-    return "".join(lines[:example] + lines[last + 1:])
+    lines[blank - 1] = lines[blank - 1].rstrip("\n") + '"""\n'  # the closing quotes end the paragraph kept
+    return "".join(lines[:blank] + lines[last + 1:])
 
 
 def _imports(nodes: list[ast.stmt], used: set[str]) -> str:
