@@ -15,7 +15,6 @@ import lora_nb
 from lora_nb.hf import devices, folders, formats, memory_model, models
 from lora_nb.export.script import script_settings
 from lora_nb.model.loading import resolve_dtype
-from lora_nb.inference.merging import _dtype_name
 
 SHARED = (devices, memory_model, models, formats, folders)  # what lora_nb.export.script copies
 ALLOWED = {"torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes"}
@@ -90,7 +89,7 @@ def test_settings_never_shadow_the_shared_code(recipe):
 def test_one_dtype_table_both_ways():
     for name in devices.TORCH_DTYPES:
         assert resolve_dtype(name) == devices.resolve_dtype(name)
-        assert _dtype_name(devices.resolve_dtype(name)) == name
+        assert devices.dtype_name(devices.resolve_dtype(name)) == name
     with pytest.raises(lora_nb.ConfigError, match="model.dtype"):
         resolve_dtype("float64")
 

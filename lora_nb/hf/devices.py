@@ -15,6 +15,32 @@ if TYPE_CHECKING:
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The recipe's name of a torch dtype (``TORCH_DTYPES`` read backwards).
+
+    Example:
+        >>> import torch
+        >>> dtype_name(torch.bfloat16)
+        'bf16'
+    """
+    return {torch_name: name for name, torch_name in TORCH_DTYPES.items()}[str(dtype).removeprefix("torch.")]
+
+
+# bitsandbytes' quantised parameter types, by class name: no need to import bitsandbytes to tell them.
+QUANTISED_PARAMS = {"Params4bit": "4bit", "Int8Params": "8bit"}
+
+
+def quantisation_of(tensor: Any) -> str | None:
+    """"4bit" or "8bit" for a bitsandbytes quantised parameter, None for any other tensor.
+
+    Example:
+        >>> import torch
+        >>> quantisation_of(torch.nn.Parameter(torch.zeros(2))) is None
+        True
+    """
+    return QUANTISED_PARAMS.get(type(tensor).__name__)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     """torch dtype for "auto", "bf16", "fp16" or "fp32". auto is bf16 where the hardware computes
     in it natively: GPUs that support it (fp16 on older ones), and CPUs with AVX512-BF16 or AMX

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .devices import process_device_map
+from .devices import process_device_map, quantisation_of
 from .folders import expand_user
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def release_checkpoint_memory(model: torch.nn.Module) -> torch.nn.Module:
     import gc
 
     for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.device.type == "cpu" and type(tensor).__name__ not in ("Params4bit", "Int8Params"):
+        if tensor.device.type == "cpu" and quantisation_of(tensor) is None:
             tensor.data = tensor.data.clone()
     gc.collect()
     try:  # glibc keeps the quantiser's freed temporaries; elsewhere (macOS, Windows, musl) there is nothing to call

@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, strict_flags
 from ..core.files import check_free, user_path, writing
 from ..core.progress import worth_a_bar
 from ..core.quiet import quietly
+from ..hf.devices import dtype_name, quantisation_of
 from ..recipe.arguments import known_names
 from ..recipe.schema import DTYPES
 
@@ -81,7 +82,7 @@ def merge(
         from ..model.loading import load
 
         name = base or model.get_base_model().name_or_path
-        full, _ = load(name, dtype=dtype or _dtype_name(target))
+        full, _ = load(name, dtype=dtype or dtype_name(target))
         standalone = _with_adapter(full, model)
     else:
         standalone = _with_adapter(float_copy(model.get_base_model(), target), model)
@@ -114,7 +115,7 @@ def _refuse_base_folder(out_dir: Path, base: Any) -> None:
 
 
 def _is_quantized(model: Any) -> bool:
-    return any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
+    return any(quantisation_of(p) for p in model.parameters())
 
 
 def _torch_dtype(dtype: Optional[str], model: Any):
@@ -125,13 +126,6 @@ def _torch_dtype(dtype: Optional[str], model: Any):
         return resolve_dtype(dtype)
     p = device_kwargs(model)
     return resolve_dtype("bf16" if p["bf16"] else "fp16" if p["fp16"] else "fp32")
-
-
-def _dtype_name(dtype: Any) -> str:
-    """The recipe's name for a torch dtype: bf16, fp16 or fp32."""
-    from ..hf.devices import TORCH_DTYPES
-
-    return {torch_name: name for name, torch_name in TORCH_DTYPES.items()}[str(dtype).removeprefix("torch.")]
 
 
 def float_copy(base: Any, dtype: Any):
@@ -149,7 +143,7 @@ def float_copy(base: Any, dtype: Any):
         if any(part.startswith("lora_") for part in name.split(".")):
             continue
         owner = modules[name.rsplit(".", 1)[0]] if "." in name else base
-        if type(tensor).__name__ in ("Params4bit", "Int8Params"):
+        if quantisation_of(tensor):
             tensor = dequantize_bnb_weight(tensor, state=getattr(owner, "state", None))
         clean = name.replace(".base_layer.", ".")
         state[clean] = tensor.detach().to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, device="cpu", copy=True)

@@ -19,10 +19,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..core.errors import ConfigError, check_positive, strict_flags
+from ..core.errors import check_positive, strict_flags
 from ..runs.provenance import unwrap
 from ..core.quiet import quietly
 from ..core.render import html_table, text_table
+from ..hf.devices import quantisation_of
 
 ROLES = ("attention", "mlp", "router", "experts", "embedding", "head", "pooler", "other")
 LINEAR_KINDS = ("Linear", "Conv1D", "Linear4bit", "Linear8bitLt")
@@ -308,5 +309,5 @@ def peft_all_linear(model: Any) -> list[str]:
 def _param_count(model: Any) -> int:
     total = 0
     for p in model.parameters():
-        total += p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)  # two 4-bit values per byte
+        total += p.numel() * (2 if quantisation_of(p) == "4bit" else 1)  # two 4-bit values per byte
     return total

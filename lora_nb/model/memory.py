@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ..core.errors import ConfigError, check_positive, strict_flags
+from ..core.errors import check_positive, strict_flags
 from ..recipe.arguments import known_names
 from ..recipe.names import device_kind
 from ..recipe.schema import QUANTS, coerce
@@ -279,14 +279,16 @@ def _this_device() -> str:
 
 
 def _loaded_dtype(model: Any) -> str:
-    from ..hf.devices import TORCH_DTYPES, compute_dtype
+    from ..hf.devices import compute_dtype, dtype_name
 
-    return {torch: name for name, torch in TORCH_DTYPES.items()}[str(compute_dtype(model)).removeprefix("torch.")]
+    return dtype_name(compute_dtype(model))
 
 
 def _loaded_quant(model: Any) -> Optional[str]:
-    kinds = {type(p).__name__ for p in model.parameters()}
-    return "4bit" if "Params4bit" in kinds else "8bit" if "Int8Params" in kinds else None
+    from ..hf.devices import quantisation_of
+
+    kinds = {quantisation_of(p) for p in model.parameters()}
+    return "4bit" if "4bit" in kinds else "8bit" if "8bit" in kinds else None
 
 
 def _gib(n: float) -> float:
