@@ -57,7 +57,8 @@ def launch_config(recipe: Recipe, gpus: int, engine: Optional[str] = None) -> st
     config = {
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
-        "distributed_type": "FSDP" if engine == "fsdp" else "DEEPSPEED" if engine else "MULTI_GPU" if gpus > 1 else "NO",
+        "distributed_type": ("FSDP" if engine == "fsdp" else "DEEPSPEED" if engine
+                             else "MULTI_GPU" if gpus > 1 else "NO"),
         "downcast_bf16": "no",
         **_engine_config(recipe, engine),
         "machine_rank": 0,
@@ -133,6 +134,6 @@ def layer_classes(recipe: Recipe) -> list[str]:
     found = sorted(name for name in model._no_split_modules or () if name in present)
     if not found:
         raise ConfigError("model.name", recipe.model.name,
-                          problem="FSDP wraps the model's decoder layers, but transformers names no layer class for this "
-                                  "model (_no_split_modules); use engine zero3 (--deepspeed zero3) instead")
+                          problem="FSDP wraps the model's decoder layers, but transformers names no layer class "
+                                  "for this model (_no_split_modules); use engine zero3 (--deepspeed zero3) instead")
     return found

@@ -95,7 +95,8 @@ class Evaluation:
         head = f"<p><b>{self._headline()}</b></p>"
         if not rows:
             return head
-        table = html_table(self._HEADERS, rows, title="worst rows")  # its own markup has no newlines: these are the cells'
+        # its own markup has no newlines: these are the cells'
+        table = html_table(self._HEADERS, rows, title="worst rows")
         return head + table.replace("\n", "<br>").replace("<td>", "<td style='text-align:left;vertical-align:top'>")
 
     def to_dict(self) -> dict:
@@ -222,7 +223,8 @@ def _cases(data: Any, tokenizer: Any, limit: Optional[int], source: str) -> list
         else:
             prompt, completion = row["prompt"], row["completion"]
         if not _text(completion).strip():
-            raise ConfigError("data", problem=f"row {i + 1} of {source} has an empty reference answer; every row needs one")
+            raise ConfigError("data", problem=f"row {i + 1} of {source} has an empty reference answer; "
+                                              "every row needs one")
         cases.append((prompt if isinstance(prompt, list) else str(prompt),
                       completion if isinstance(completion, list) else str(completion)))
     return cases
@@ -255,7 +257,8 @@ def _answer_room(tokenizer: Any, references: list[str]) -> int:
     return min(longest + MARGIN, MAX_NEW_TOKENS)
 
 
-def _answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int, max_new_tokens: int, bar: Any) -> list[str]:
+def _answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int, max_new_tokens: int,
+             bar: Any) -> list[str]:
     from .generation import generate
 
     answers: list[str] = []

@@ -14,14 +14,16 @@ MAX_NEW_TOKENS = 128  # the answer length when a caller does not say
 
 def _encode(tokenizer: Any, prompts: list[str]):
     if getattr(tokenizer, "chat_template", None):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True)
                  for p in prompts]
         return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     return tokenizer(prompts, return_tensors="pt", padding=True)
 
 
 @quietly()
-def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **generation_kwargs: Any) -> Union[str, list[str]]:
+def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]],
+             **generation_kwargs: Any) -> Union[str, list[str]]:
     """Answer ``prompts`` (one string, or a list answered as a batch).
 
     Uses the tokenizer's chat template when it has one (the prompt becomes a user turn), else the
@@ -39,7 +41,8 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **gener
     if not batch or not all(isinstance(p, str) for p in batch):
         raise ConfigError("prompts", prompts, problem="must be a string or a non-empty list of strings")
     check_generation_kwargs(generation_kwargs)
-    kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    kwargs = dict(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
     kwargs.update(generation_kwargs)
     from ..hf.models import pin_4bit_layout
     from ..runs.busy import check_not_training
@@ -70,7 +73,7 @@ def check_generation_kwargs(kwargs: dict) -> None:
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: generate.max_new_tokenz: is not a generation setting. Allowed: ... Did you mean 'max_new_tokens'?
-    """
+    """  # noqa: E501
     import inspect
 
     from transformers import GenerationConfig, GenerationMixin
@@ -93,7 +96,8 @@ def check_generation_kwargs(kwargs: dict) -> None:
 # generation settings whose type transformers checks only deep in generate (or not at all)
 FLAGS = {"do_sample", "use_cache", "output_scores", "output_logits", "return_dict_in_generate", "renormalize_logits"}
 NUMBERS = {"max_new_tokens", "min_new_tokens", "max_length", "min_length", "temperature", "top_p", "top_k", "min_p",
-           "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "num_beams", "num_return_sequences"}
+           "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "num_beams",
+           "num_return_sequences"}
 
 
 @dataclass
@@ -176,7 +180,8 @@ def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **genera
         >>> compare(model, tok, ["Is 12 even or odd?", "Even or odd? 7"])   # doctest: +SKIP
     """
     if not hasattr(model, "disable_adapter"):
-        raise ConfigError("model", type(model).__name__, problem="has no adapter to compare; call lora_nb.inject or load_adapter first")
+        raise ConfigError("model", type(model).__name__,
+                          problem="has no adapter to compare; call lora_nb.inject or load_adapter first")
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
     with model.disable_adapter():
         base = generate(model, tokenizer, batch, **generation_kwargs)

@@ -73,7 +73,8 @@ def merge(
         meta = adapter_meta(folder, key="model")
         quant = None if into == "original" else meta["quant"]
         model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"], key="model")
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists() else base or meta["base"])
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists()
+                                                               else base or meta["base"])
     if not isinstance(model, PeftModel):
         raise ConfigError("model", type(model).__name__, problem="is not a PeftModel; give one or an adapter folder")
     _refuse_base_folder(out_dir, base or model.get_base_model().name_or_path)
@@ -146,7 +147,8 @@ def float_copy(base: Any, dtype: Any):
         if quantisation_of(tensor):
             tensor = dequantize_bnb_weight(tensor, state=getattr(owner, "state", None))
         clean = name.replace(".base_layer.", ".")
-        state[clean] = tensor.detach().to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, device="cpu", copy=True)
+        state[clean] = tensor.detach().to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, device="cpu",
+                                          copy=True)
     config = copy.deepcopy(base.config)
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attr):

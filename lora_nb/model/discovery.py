@@ -121,7 +121,8 @@ class Discovery:
     def detail_rows(self) -> list[list[Any]]:
         groups: dict[tuple, list[Module]] = defaultdict(list)
         for m in self.modules:
-            groups[(m.role, re.sub(r"\.\d+\.", ".*.", m.name), m.kind, m.out_features, m.in_features, m.experts)].append(m)
+            groups[(m.role, re.sub(r"\.\d+\.", ".*.", m.name), m.kind, m.out_features, m.in_features,
+                    m.experts)].append(m)
         rows = []
         for (role, pattern, kind, out_f, in_f, experts), mods in groups.items():
             shape = f"{experts}×{out_f}×{in_f}" if experts else f"{out_f}×{in_f}"
@@ -140,7 +141,8 @@ class Discovery:
                 + text_table(self._DETAIL, self.detail_rows()))
 
     def _repr_html_(self) -> str:
-        return html_table(self._SUMMARY, self.summary_rows(), self._title()) + html_table(self._DETAIL, self.detail_rows())
+        return (html_table(self._SUMMARY, self.summary_rows(), self._title())
+                + html_table(self._DETAIL, self.detail_rows()))
 
 
 def _pct(n: int, total: int) -> Optional[str]:
@@ -251,7 +253,8 @@ def _classify(model: Any) -> list[Module]:
         else:
             for pname, p in module.named_parameters(recurse=False):
                 if p.dim() == 3:  # experts × out × in, as transformers 5 stores MoE experts
-                    found.append(Module(f"{name}.{pname}", "experts", "Experts (3-D)", p.shape[2], p.shape[1], p.shape[0]))
+                    found.append(Module(f"{name}.{pname}", "experts", "Experts (3-D)", p.shape[2], p.shape[1],
+                                        p.shape[0]))
     return found
 
 

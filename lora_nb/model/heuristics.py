@@ -66,8 +66,8 @@ def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None
     reasons["lora.targets"] = (
         f"{targets} ({', '.join(short)}): " + (f"the guide adapts attention for classification{head}"
                                               if targets == "attention" else
-                                              "every linear layer, attention and MLP: the QLoRA paper needed all of them to match "
-                                              "full fine-tuning"))
+                                              "every linear layer, attention and MLP: the QLoRA paper needed all "
+                                              "of them to match full fine-tuning"))
 
     r, why = RANK[task]
     scaled = ""
@@ -81,24 +81,29 @@ def suggest(model: Any, *, task: str = "instruction", rows: Optional[int] = None
         r //= 2
         capped = f"; kept below the smallest adapted dimension ({smallest[1]})"
     recipe.lora.r, recipe.lora.alpha = r, 2 * r
-    reasons["lora.r"] = (f"{task}: {RANK[task][0]}, {why}{scaled}{capped}. Not scaled up with model size as the guide does: "
-                         "larger models need no larger rank (their intrinsic dimension is lower, Aghajanyan et al. 2020)")
-    reasons["lora.alpha"] = "2·r, the guide's rule: alpha/r stays 2 whatever the rank, so a learning rate carries over between ranks"
+    reasons["lora.r"] = (f"{task}: {RANK[task][0]}, {why}{scaled}{capped}. Not scaled up with model size as the "
+                         "guide does: larger models need no larger rank (their intrinsic dimension is lower, "
+                         "Aghajanyan et al. 2020)")
+    reasons["lora.alpha"] = ("2·r, the guide's rule: alpha/r stays 2 whatever the rank, so a learning rate carries "
+                             "over between ranks")
 
     if rows is None:
         reasons["lora.dropout"] = "the default: rows not given"
     else:
         recipe.lora.dropout = 0.1 if rows < 1000 else 0.05 if rows < 10_000 else 0.01
         reasons["lora.dropout"] = f"{rows:,} rows: " + ("under 1,000, more regularisation" if rows < 1000 else
-                                                        "1,000–10,000" if rows < 10_000 else "10,000 or more, little needed")
+                                                        "1,000–10,000" if rows < 10_000 else
+                                                        "10,000 or more, little needed")
         recipe.train.epochs = 3 if rows < 1000 else 2 if rows < 10_000 else 1
         reasons["train.epochs"] = (f"{rows:,} rows: " + ("few examples need several passes" if rows < 10_000 else
                                                          "one pass; more tends to memorise"))
         if rows >= 50:
             recipe.data.eval = 0.1 if rows < 10_000 else 0.02
-            reasons["data.eval"] = (f"{round(rows * recipe.data.eval):,} rows held out to tell learning from memorising")
+            reasons["data.eval"] = (f"{round(rows * recipe.data.eval):,} rows held out to tell learning from "
+                                    "memorising")
         else:
-            reasons["data.eval"] = f"{rows} rows are too few to hold some out: evaluate on a separate file (data.eval: path)"
+            reasons["data.eval"] = (f"{rows} rows are too few to hold some out: evaluate on a separate file "
+                                    "(data.eval: path)")
 
     big = report.total_params >= 20e9
     recipe.train.lr = 1e-4 if big else 2e-4
@@ -126,22 +131,25 @@ def _fit(recipe: Recipe, meta: Any, report: Any, gpu_gb: Optional[float], reason
     for quant in (None, "4bit"):
         for checkpointing in (False, True):
             for batch in BATCHES:
-                need = count_memory(report, meta, quant=quant, dtype="auto", r=recipe.lora.r, targets=recipe.lora.targets,
-                              batch_size=batch, max_length=recipe.train.max_length, gradient_checkpointing=None,
-                              device="gpu").total(checkpointing)
+                need = count_memory(report, meta, quant=quant, dtype="auto", r=recipe.lora.r,
+                                    targets=recipe.lora.targets, batch_size=batch, max_length=recipe.train.max_length,
+                                    gradient_checkpointing=None, device="gpu").total(checkpointing)
                 what = "4-bit (QLoRA)" if quant else "LoRA in bf16"
                 if need <= memory:
-                    setting = f"{what} needs {need / GIB:.1f} GiB at batch {batch}" + (" with gradient checkpointing" if checkpointing else "")
+                    setting = (f"{what} needs {need / GIB:.1f} GiB at batch {batch}"
+                               + (" with gradient checkpointing" if checkpointing else ""))
                     recipe.model.quant = quant
                     recipe.train.batch_size, recipe.train.grad_accum = batch, max(1, EFFECTIVE_BATCH // batch)
                     recipe.train.gradient_checkpointing = checkpointing
                     reasons["model.quant"] = "; ".join(tried + [f"{setting} ≤ {gpu_gb:g} GiB"])
                     reasons["train.batch_size"] = f"the largest of {', '.join(map(str, BATCHES))} that fits"
-                    reasons["train.grad_accum"] = f"batch {batch} × {recipe.train.grad_accum} = an effective batch of {batch * recipe.train.grad_accum}"
-                    reasons["train.gradient_checkpointing"] = ("needed to fit: about 1.3× the step time" if checkpointing
+                    reasons["train.grad_accum"] = (f"batch {batch} × {recipe.train.grad_accum} = an effective batch of "
+                                                   f"{batch * recipe.train.grad_accum}")
+                    reasons["train.gradient_checkpointing"] = ("needed to fit: about 1.3× the step time"
+                                                               if checkpointing
                                                                else "not needed: it fits without, at full speed")
                     return
             if checkpointing:
                 tried.append(f"{what} needs {need / GIB:.1f} GiB even at batch 1 with checkpointing > {gpu_gb:g} GiB")
-    raise ConfigError("gpu_gb", gpu_gb, problem=f"is too small for {recipe.model.name} at max_length {recipe.train.max_length}: "
-                      f"{tried[-1]}; a larger GPU, a shorter max_length or a smaller model")
+    raise ConfigError("gpu_gb", gpu_gb, problem=f"is too small for {recipe.model.name} at max_length "
+                      f"{recipe.train.max_length}: {tried[-1]}; a larger GPU, a shorter max_length or a smaller model")

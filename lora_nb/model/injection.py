@@ -21,8 +21,9 @@ _REGEX_CHARS = set("^$*+?[](){}|\\")
 
 
 def resolve_targets(report: Discovery, targets: Union[str, list], all_names: list[str]) -> Union[str, list[str]]:
-    """PEFT's ``target_modules`` for ``targets``: "all-linear" as is (the linear modules by name on MoE models), a role as the shortest name
-    suffixes that pick exactly its modules, a list of names (or roles) checked, a regex narrowed to the linear modules it matches.
+    """PEFT's ``target_modules`` for ``targets``: "all-linear" as is (the linear modules by name on
+    MoE models), a role as the shortest name suffixes that pick exactly its modules, a list of names
+    (or roles) checked, a regex narrowed to the linear modules it matches.
 
     Example:
         >>> resolve_targets(discover(gpt2_folder), "attention", names)   # doctest: +SKIP
@@ -44,7 +45,8 @@ def resolve_targets(report: Discovery, targets: Union[str, list], all_names: lis
         return compact(matched, all_names)
     names = [targets] if isinstance(targets, str) else list(targets)
     if not names:
-        raise ConfigError("lora.targets", names, problem="is an empty list; name at least one module or role", allowed=allowed)
+        raise ConfigError("lora.targets", names, problem="is an empty list; name at least one module or role",
+                          allowed=allowed)
     picked: list[str] = []
     for t in names:
         if t in roles:
@@ -73,7 +75,8 @@ def compact(names: list[str], all_names: list[str]) -> Union[str, list[str]]:
             if not any(p.isdigit() for s in suffixes for p in s.split(".")):
                 return suffixes
             break
-    regex = "|".join(dict.fromkeys(r"\.".join(r"\d+" if p.isdigit() else re.escape(p) for p in n.split(".")) for n in names))
+    regex = "|".join(dict.fromkeys(r"\.".join(r"\d+" if p.isdigit() else re.escape(p) for p in n.split("."))
+                                   for n in names))
     if {n for n in all_names if re.fullmatch(regex, n)} == chosen:
         return regex
     return list(names)
@@ -127,9 +130,9 @@ def matching(key: str, pattern: str, names: list[str], *, suffix: bool = False) 
             if compiled.fullmatch(name, timeout=max(0.0, deadline - time.monotonic())):
                 matched.append(name)
         except TimeoutError:
-            raise ConfigError(key, pattern, problem=f"takes over {MATCH_SECONDS:g} s to match {len(names)} module names "
-                              "(a repeated group that itself repeats, such as (\\w+\\.?)+, backtracks without end): "
-                              "write it without nested repeats") from None
+            raise ConfigError(key, pattern, problem=f"takes over {MATCH_SECONDS:g} s to match {len(names)} module "
+                              "names (a repeated group that itself repeats, such as (\\w+\\.?)+, backtracks without "
+                              "end): write it without nested repeats") from None
     return matched
 
 
@@ -198,7 +201,8 @@ def inject(
     # Every setting is checked, and the targets resolved, before the old adapter is removed: a
     # failed call leaves the model as it was.
     kwargs = lora_config_kwargs(model, r=r, alpha=alpha, dropout=dropout, targets=targets, rank_pattern=rank_pattern,
-                                alpha_pattern=alpha_pattern, variant=variant, bias=bias, modules_to_save=modules_to_save)
+                                alpha_pattern=alpha_pattern, variant=variant, bias=bias,
+                                modules_to_save=modules_to_save)
     config = LoraConfig(**kwargs)
     if isinstance(model, PeftModel):
         if verbose:

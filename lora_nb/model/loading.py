@@ -97,27 +97,30 @@ def read_config(source: str, trust_remote_code: bool = False):
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: model: is not a local folder with config.json, nor a reachable Hub model; check the path (got '/nope').
-    """
+    """  # noqa: E501
     from transformers import AutoConfig
 
     source = expand_user(source)  # ~/models/x, $MODELS/x; a Hub name stays as it is
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as error:  # transformers' own: a repo-id rule, a connection error, an unknown model_type
+    except (OSError, ValueError, KeyError) as error:
+        # transformers' own: a repo-id rule, a connection error, an unknown model_type
         reason = first_line(error)
         if "trust_remote_code" in str(error):
-            problem = ("ships its own model code (auto_map in config.json), which runs only with trust_remote_code=True: "
-                       "read that code first, then pass trust_remote_code=True if you trust it")
+            problem = ("ships its own model code (auto_map in config.json), which runs only with "
+                       "trust_remote_code=True: read that code first, then pass trust_remote_code=True if you trust it")
         elif os.path.isfile(os.path.join(source, "config.json")):
             problem = f"has a config.json that transformers cannot read ({reason})"
         elif os.path.isdir(source) or source.startswith((os.sep, ".", "~")):  # a path: a Hub reason would mislead
             problem = "is not a local folder with config.json, nor a reachable Hub model; check the path"
         else:
-            problem = f"is not a local folder with config.json, nor a reachable Hub model ({reason}); check the name and the network (HF_HUB_OFFLINE)"
+            problem = (f"is not a local folder with config.json, nor a reachable Hub model ({reason}); check the name "
+                       "and the network (HF_HUB_OFFLINE)")
         raise ConfigError("model", source, problem=problem) from None
 
 
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "cuda", "cuda:N", "mps", "a {module: device} dict")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "cuda", "cuda:N", "mps",
+               "a {module: device} dict")
 
 
 def check_device_map(device_map: Any) -> None:
@@ -128,7 +131,7 @@ def check_device_map(device_map: Any) -> None:
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: model.device_map: not a device map (got 'gpu'). Allowed: auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N, mps, a {module: device} dict. Did you mean 'cpu'?
-    """
+    """  # noqa: E501
     import torch
 
     key = "model.device_map"
@@ -193,7 +196,8 @@ def load(
         )
     except (OSError, ValueError, SafetensorError) as error:  # no safetensors weights, a torn file, a bad shape
         if isinstance(error, SafetensorError):
-            problem = f"its safetensors weights are damaged or cut short ({first_line(error)}): download or save them again"
+            problem = (f"its safetensors weights are damaged or cut short ({first_line(error)}): download or save "
+                       "them again")
         elif "safetensors" in str(error).lower() or _only_pickles(model):
             problem = (f"cannot be loaded: {first_line(error)}; lora_nb loads safetensors weights only "
                        "(model.safetensors), never pickle .bin files")

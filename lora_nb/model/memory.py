@@ -10,7 +10,8 @@ The total is the sum of five parts, each from a count, not a guess:
 * the decoder layers' activations, per token (:func:`lora_nb.hf.memory_model.activation_bytes`): all of
   them without gradient checkpointing, each layer's input plus one layer's with it;
 * the LM head and loss: TRL scores it in fp32 tiles of up to 4096 tokens;
-* a fixed reserve: 1 GiB on a GPU (the CUDA context and allocator slack), 40 MiB on the CPU (what the runtime adds once the libraries are imported).
+* a fixed reserve: 1 GiB on a GPU (the CUDA context and allocator slack), 40 MiB on the CPU (what
+  the runtime adds once the libraries are imported).
 
 The activation and head terms were measured on this project's CPU (RSS growth of real training
 steps; tests/test_memory.py keeps them within 15%) and checked on CUDA by benchmarks/gpu.sh.
@@ -179,7 +180,8 @@ def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r:
     dtype_name = dtype if dtype != "auto" else ("bf16" if device == "gpu" or cpu_computes_bf16() else "fp32")
     act_bytes = DTYPE_BYTES[dtype_name]
     # quantised linears (not the LM head: transformers keeps it in full precision)
-    quantized = sum(m.in_features * m.out_features for m in report.modules if m.is_linear and m.role != "head") if quant else 0
+    quantized = sum(m.in_features * m.out_features for m in report.modules
+                    if m.is_linear and m.role != "head") if quant else 0
     if quant:  # the rest is upcast to fp32 by prepare_model_for_kbit_training
         weights = quantized * QUANT_BYTES[quant] + (report.total_params - quantized) * 4
     else:
@@ -192,7 +194,8 @@ def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r:
     lora = report.lora_params(sorted(picked), r)
     return MemoryEstimate(source=report.source, device=device, quant=quant, dtype=dtype_name, batch_size=batch_size,
                           max_length=max_length, params=report.total_params, lora_params=lora, weights=int(weights),
-                          adapter=16 * lora, layers=layers, head=head, reserve=RESERVE[activation_kind(device == "gpu", act_bytes)],
+                          adapter=16 * lora, layers=layers, head=head,
+                          reserve=RESERVE[activation_kind(device == "gpu", act_bytes)],
                           gradient_checkpointing=gradient_checkpointing)
 
 
@@ -217,9 +220,11 @@ class Targets:
 
     def _lines(self) -> list[str]:
         def kind(m: MemoryEstimate) -> str:
-            return "QLoRA (4-bit)" if m.quant == "4bit" else "LoRA (8-bit)" if m.quant == "8bit" else f"LoRA ({m.dtype})"
+            return ("QLoRA (4-bit)" if m.quant == "4bit" else "LoRA (8-bit)" if m.quant == "8bit"
+                    else f"LoRA ({m.dtype})")
 
-        return [f"{kind(m)}, r={self.discovery.r} all-linear, batch {m.batch_size} × {m.max_length} tokens: {m.summary()}"
+        return [f"{kind(m)}, r={self.discovery.r} all-linear, batch {m.batch_size} × {m.max_length} tokens: "
+                f"{m.summary()}"
                 for m in self.memory]
 
     def __str__(self) -> str:
@@ -249,9 +254,11 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     shape = dict(r=r, targets="all-linear", batch_size=TrainSection.batch_size, max_length=TrainSection.max_length,
                  gradient_checkpointing=None)
     if loaded:
-        memory = [count_memory(report, meta, quant=_loaded_quant(model), dtype=_loaded_dtype(model), device=_this_device(), **shape)]
+        memory = [count_memory(report, meta, quant=_loaded_quant(model), dtype=_loaded_dtype(model),
+                               device=_this_device(), **shape)]
     else:
-        memory = [count_memory(report, meta, quant=quant, dtype="auto", device="gpu", **shape) for quant in (None, "4bit")]
+        memory = [count_memory(report, meta, quant=quant, dtype="auto", device="gpu", **shape)
+                  for quant in (None, "4bit")]
     return Targets(report, memory)
 
 
