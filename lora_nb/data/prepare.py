@@ -95,7 +95,7 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
         large = len(rows) >= LARGE_ROWS or stages.bar is not None
         if large:
             stages.start(f"checking {len(rows)} rows")
-        fmt = format or _detect(rows)
+        fmt = format or detect(rows)
         if fmt not in FORMATS:
             raise ConfigError("data.format", format or f"columns {rows.column_names}",
                               problem="cannot be read as any format" if format is None else "unknown format",
@@ -119,9 +119,14 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     return train, held, fmt
 
 
-def _detect(rows: Any) -> Optional[str]:
+def detect(rows: Any) -> Optional[str]:
     """The format of the first row's fields (the columns are every row's: a row of another format
-    mixed in is then the one refused), else of all columns."""
+    mixed in is then the one refused), else of all columns; None if none fits.
+
+    Example:
+        >>> detect(read([{"instruction": "2+2?", "output": "4"}]))
+        'alpaca'
+    """
     first = [name for name, value in rows[0].items() if value is not None] if len(rows) else []
     return detect_format(first) or detect_format(rows.column_names)
 
