@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -124,14 +125,30 @@ def test_a_script_holds_the_reader_of_its_data_file_only(llama, data, loader):
         assert names & readers == {loader}
 
 
-@pytest.mark.parametrize("fmt, converts", [(None, True), ("alpaca", True), ("messages", True), ("text", False),
-                                           ("prompt_completion", False)])
-def test_only_formats_that_need_converting_carry_the_conversion(llama, fmt, converts):
+@pytest.mark.parametrize("fmt, helpers", [
+    (None, {"detect_format", "to_sft_dataset", "sft_conversion", "alpaca_batch", "last_turn_batch",
+            "masks_assistant_turns", "alpaca_user_text"}),  # no data here to decide it: the script detects it
+    ("alpaca", {"alpaca_batch", "alpaca_user_text"}), ("messages", {"masks_assistant_turns", "last_turn_batch"}),
+    ("text", set()), ("prompt_completion", set())])
+def test_a_script_carries_the_conversion_of_its_format_only(llama, fmt, helpers):
     names = set(definitions(lora_nb.to_script(recipe(llama, data={"format": fmt}))))
 
-    assert ("to_sft_dataset" in names) == converts
-    assert ("alpaca_user_text" in names) == converts
-    assert ("detect_format" in names) == (fmt is None)
+    every = {"detect_format", "to_sft_dataset", "sft_conversion", "alpaca_batch", "last_turn_batch",
+             "masks_assistant_turns", "alpaca_user_text"}
+    assert names & every == helpers
+
+
+@pytest.mark.parametrize("rows, fmt", [({"instruction": "2+2?", "output": "4"}, "alpaca"), ({"text": "hi"}, "text"),
+                                       ({"messages": [{"role": "user", "content": "hi"}]}, "messages")])
+def test_export_decides_the_format_of_data_it_can_read(llama, in_tmp, rows, fmt):
+    (in_tmp / "train.jsonl").write_text(json.dumps(rows) + "\n")
+    script = lora_nb.to_script(recipe(llama))
+    names = set(definitions(script))
+
+    assert f"DATA_FORMAT = {fmt!r}" in script.splitlines()
+    assert "detect_format" not in names and "to_sft_dataset" not in names
+    hub = lora_nb.to_script(recipe(llama, path="org/dataset"))  # not readable at export time: detected as it runs
+    assert "DATA_FORMAT = None" in hub.splitlines() and "detect_format" in definitions(hub)
 
 
 @pytest.mark.parametrize("eval, helpers", [(None, set()), (0.25, {"hold_out"}),  # split_eval can hold rows out too
