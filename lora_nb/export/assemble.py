@@ -121,7 +121,8 @@ def assemble(docstring: str, templates: list[Template], settings: str, known: di
     used = set().union(*(_names(text) for text in code))
     nodes = [node for template in templates for node in template.imports] + hf_imports()
     imports, loaded = _imports(nodes, used), {key for key, run in _imported(nodes, used).items() if run}
-    code = [d.text for d in ordered] + [_without_imports(d.text, loaded) for d in kept.values()] + [d.text for d in entry]
+    code = [*(d.text for d in ordered), *(_without_imports(d.text, loaded) for d in kept.values()),
+            *(d.text for d in entry)]
     return f"{docstring}\n{imports}\n{START}\n{settings}{END}\n\n\n" + "\n\n".join(t.strip("\n") + "\n" for t in code)
 
 
