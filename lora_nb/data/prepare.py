@@ -2,7 +2,7 @@
 
 Formats: ``text``; ``alpaca`` (instruction / input / output); chat ``messages``; ``prompt`` /
 ``completion``. For all but text the loss falls on the response tokens only (see
-:func:`lora_nb.hf.formats.to_sft_dataset`).
+:func:`lora_nb.hf.formats.to_sft_dataset`, which :func:`to_sft_rows` follows).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import os
 import threading
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from .checks import check_columns, check_fraction, check_rows, holds_messages, mixed_row
 from .reading import load
 from ..core.errors import ConfigError
 from ..core.files import expand_user
 from ..core.interrupts import interruptible
-from ..hf.formats import DATA_FILES, detect_format, is_split, split_eval, to_sft_dataset
+from ..hf.formats import DATA_FILES, FORMAT_COLUMNS, detect_format, is_split, sft_conversion, split_eval
 from ..core.progress import progress_bar
 from ..core.quiet import quietly
 from ..recipe.schema import FORMATS, TrainSection
@@ -95,7 +95,7 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
         large = len(rows) >= LARGE_ROWS or stages.bar is not None
         if large:
             stages.start(f"checking {len(rows)} rows")
-        fmt = format or _detect(rows)
+        fmt = format or detect(rows)
         if fmt not in FORMATS:
             raise ConfigError("data.format", format or f"columns {rows.column_names}",
                               problem="cannot be read as any format" if format is None else "unknown format",
@@ -113,15 +113,64 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
             _check_template(eval_rows, fmt, tokenizer)
         if large:
             stages.start("converting rows", total=len(rows) + (len(eval_rows) if eval_rows is not None else 0))
-        train, held = (None if part is None else to_sft_dataset(part, fmt, tokenizer, on_batch=_advance,
-                                                                 max_chars=_cut_length(part, fmt, tokenizer, max_length))
+        train, held = (None if part is None else to_sft_rows(part, fmt, tokenizer, on_batch=_advance,
+                                                               max_chars=_cut_length(part, fmt, tokenizer, max_length))
                        for part in (rows, eval_rows))
     return train, held, fmt
 
 
-def _detect(rows: Any) -> Optional[str]:
+def to_sft_rows(dataset: Any, fmt: str, tokenizer: Any, max_chars: Optional[int] = None,
+                on_batch: Optional[Callable[[int], Any]] = None) -> Any:
+    """:func:`lora_nb.hf.formats.to_sft_dataset`'s rows (the same conversion of each format, which
+    exported scripts carry), with every text longer than ``max_chars`` cut to that (None keeps them
+    whole); ``on_batch(n)`` hears of each batch of ``n`` rows converted (a progress display).
+
+    Example:
+        >>> to_sft_rows(read([{"text": "abcdef"}]), "text", None, max_chars=3)[0]
+        {'text': 'abc'}
+    """
+    convert, kwargs = sft_conversion(fmt, tokenizer)
+    rows = dataset if convert is not None else dataset.select_columns(FORMAT_COLUMNS[fmt])
+    if convert is None and max_chars is None:  # nothing to change
+        if on_batch is not None:
+            on_batch(len(rows))
+        return rows
+
+    def cut(text: Optional[str]) -> Optional[str]:
+        return text[:max_chars] if max_chars is not None and text is not None and len(text) > max_chars else text
+
+    def cut_turns(value: Any) -> Any:
+        # a conversation: each message's content (not recursive: datasets could not hash it)
+        return [{**m, "content": cut(m["content"])} for m in value] if isinstance(value, list) else cut(value)
+
+    def rows_for_trl(batch: dict, on_batch: Optional[Callable[[int], Any]]) -> dict:
+        # on_batch comes as an argument: datasets hashes it by name, a closure by value
+        import gc
+
+        collecting = gc.isenabled()
+        gc.disable()  # a batch's thousands of small dicts would set off the cyclic collector, which walks every
+        try:  # object of the process (torch and transformers hold hundreds of thousands): 3x the time
+            out = batch if convert is None else convert(batch, **kwargs)
+            if max_chars is not None:
+                out = {name: [cut_turns(v) for v in values] for name, values in out.items()}
+        finally:
+            if collecting:
+                gc.enable()
+        if on_batch is not None:
+            on_batch(len(next(iter(out.values()))))
+        return out
+
+    return rows.map(rows_for_trl, batched=True, remove_columns=rows.column_names, fn_kwargs={"on_batch": on_batch})
+
+
+def detect(rows: Any) -> Optional[str]:
     """The format of the first row's fields (the columns are every row's: a row of another format
-    mixed in is then the one refused), else of all columns."""
+    mixed in is then the one refused), else of all columns; None if none fits.
+
+    Example:
+        >>> detect(read([{"instruction": "2+2?", "output": "4"}]))
+        'alpaca'
+    """
     first = [name for name, value in rows[0].items() if value is not None] if len(rows) else []
     return detect_format(first) or detect_format(rows.column_names)
 

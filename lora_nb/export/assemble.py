@@ -119,7 +119,10 @@ def assemble(docstring: str, templates: list[Template], settings: str, known: di
             visit(name)
     code = [d.text for d in [*ordered, *kept.values(), *entry]]
     used = set().union(*(_names(text) for text in code))
-    imports = _imports([node for template in templates for node in template.imports] + hf_imports(), used)
+    nodes = [node for template in templates for node in template.imports] + hf_imports()
+    imports, loaded = _imports(nodes, used), {key for key, run in _imported(nodes, used).items() if run}
+    code = [*(d.text for d in ordered), *(_without_imports(d.text, loaded) for d in kept.values()),
+            *(d.text for d in entry)]
     return f"{docstring}\n{imports}\n{START}\n{settings}{END}\n\n\n" + "\n\n".join(t.strip("\n") + "\n" for t in code)
 
 
@@ -151,6 +154,7 @@ def hf_definitions() -> dict[str, Definition]:
     found = {}
     for module in HF:
         for node, text in _top_level(_hf_source(module)):
+            text = _short_comment(text, module)
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 defaults = [*node.args.defaults, *node.args.kw_defaults] if isinstance(node, ast.FunctionDef) else []
                 early = {n for part in [*node.decorator_list, *filter(None, defaults)] for n in _uses(part)}
@@ -199,6 +203,18 @@ def _names(code: str) -> set[str]:
     return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
 
 
+def _short_comment(text: str, module: str) -> str:
+    """A definition's text with the comment block above it cut to its first line and a pointer to
+    ``module``, where the rest stays (as :func:`_without_examples` does for docstrings)."""
+    lines = text.splitlines(keepends=True)
+    comments = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    if comments < 2:
+        return text
+    first, see = lines[0].rstrip("\n"), f"(see lora_nb.hf.{module})"
+    kept = [f"{first} {see}\n"] if len(first) + len(see) < 120 else [first + "\n", f"# {see}\n"]
+    return "".join(kept + lines[comments:])
+
+
 def _without_examples(text: str) -> str:
     """A definition's text with its docstring cut to its first paragraph: a script says what each helper
     does; the why, the caveats and the doctest examples stay in lora_nb.hf, where the link in the
@@ -221,25 +237,53 @@ def _imports(nodes: list[ast.stmt], used: set[str]) -> str:
     statement per module, standard library first; those that only ``if TYPE_CHECKING:`` blocks hold (names
     for annotations) stay in such a block, so no import the script does not run can fail it. lora_nb's are
     left out."""
-    found: dict[tuple[str | None, str], bool] = {}  # (module of a from-import, name) -> imported when run
-    for node in nodes:
-        checking = isinstance(node, ast.If)
-        for inner in node.body if checking else [node]:
-            if isinstance(inner, ast.Import):
-                names = [((None, a.name), a.name.split(".")[0]) for a in inner.names if not a.asname]
-            elif isinstance(inner, ast.ImportFrom) and not inner.level and inner.module.split(".")[0] not in SKIPPED:
-                names = [((inner.module, a.name), a.name) for a in inner.names if not a.asname]
-            else:
-                names = []
-            for key, bound in names:
-                if bound in used:
-                    found[key] = found.get(key, False) or not checking
+    found = _imported(nodes, used)
     annotations = [key for key, run in found.items() if not run]
     text = "from __future__ import annotations\n\n" + _import_sections(
         [key for key, run in found.items() if run] + ([("typing", "TYPE_CHECKING")] if annotations else []))
     if annotations:
         text += "\nif TYPE_CHECKING:\n" + textwrap.indent(_import_sections(annotations), "    ")
     return text
+
+
+def _imported(nodes: list[ast.stmt], used: set[str]) -> dict[tuple[str | None, str], bool]:
+    """(module of a from-import or None, name) -> whether it is imported when the script runs (not only
+    under ``if TYPE_CHECKING:``), for each import of ``nodes`` that binds a name in ``used``."""
+    found: dict[tuple[str | None, str], bool] = {}
+    for node in nodes:
+        checking = isinstance(node, ast.If)
+        for inner in node.body if checking else [node]:
+            for key, bound in _import_keys(inner):
+                if bound in used:
+                    found[key] = found.get(key, False) or not checking
+    return found
+
+
+def _import_keys(node: ast.stmt) -> list[tuple[tuple[str | None, str], str]]:
+    """((module or None, name), the name bound) for each name an import statement imports (none for
+    other statements, relative imports, ``as`` names and :data:`SKIPPED` modules)."""
+    if isinstance(node, ast.Import):
+        return [((None, a.name), a.name.split(".")[0]) for a in node.names if not a.asname]
+    if isinstance(node, ast.ImportFrom) and not node.level and node.module.split(".")[0] not in SKIPPED:
+        return [((node.module, a.name), a.name) for a in node.names if not a.asname]
+    return []
+
+
+def _without_imports(text: str, loaded: set[tuple[str | None, str]]) -> str:
+    """A helper's text without the imports in its body that the script's own imports (``loaded``)
+    already make (``import torch`` where the script imports torch), with the blank line that set
+    each apart; one that is alone in its block stays."""
+    lines = text.splitlines(keepends=True)
+    redundant = [node for block in _blocks(ast.parse(text)) for node in block if len(block) > 1
+                 and _import_keys(node) and all(key in loaded for key, _ in _import_keys(node))
+                 and len(_import_keys(node)) == len(node.names)]
+    for node in sorted(redundant, key=lambda n: -n.lineno):
+        start = node.lineno - 1
+        del lines[start:node.end_lineno]
+        before = lines[start - 1].rstrip()
+        if start < len(lines) and not lines[start].strip() and (not before or before.endswith((":", '"""'))):
+            del lines[start]
+    return "".join(lines)
 
 
 def _import_sections(keys: list[tuple[str | None, str]]) -> str:

@@ -15,6 +15,7 @@ checked to read back as the same literal, so no setting, path or name can inject
 from __future__ import annotations
 
 import ast
+import os
 import pprint
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,10 @@ def script_settings(recipe: Recipe) -> dict:
     """The script's constants, name → value: everything of ``recipe`` the fixed code reads.
 
     A run given in epochs needs the number of training rows (its length sets the checkpoint and
-    eval intervals), so the data is read then, as :func:`lora_nb.train` reads it.
+    eval intervals), so the data is read then, as :func:`lora_nb.train` reads it. A recipe without a
+    data format whose data is on this machine gets the format lora_nb detects in it now
+    (:func:`_data_format`), so the script needs no detection; for a Hub name, or data not here, the
+    script detects it when it runs.
 
     Example:
         >>> script_settings(Recipe.from_yaml("recipe.yaml"))["OUTPUT_DIR"]   # doctest: +SKIP
@@ -100,7 +104,7 @@ def script_settings(recipe: Recipe) -> dict:
         MODEL=m.name, MODEL_CLASS=_class_name(meta), TRUST_REMOTE_CODE=m.trust_remote_code, DTYPE=m.dtype,
         QUANTIZATION=quant_kwargs(m.quant), DEVICE_MAP=m.device_map,
         LORA_CONFIG=lora_config_kwargs(meta, **lora_kwargs(recipe.lora)),
-        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format, EVAL=d.eval, SEED=t.seed,
+        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format or _data_format(recipe), EVAL=d.eval, SEED=t.seed,
         ADAPTER_SEED=adapter_seed(recipe.lora, t), SFT_CONFIG=sft_config,
         # a folder of its own: running the script must not overwrite the API run's adapter and checkpoints
         OUTPUT_DIR=f"{recipe.output_dir or 'lora-run'}-script", RESUME=t.resume,
@@ -126,6 +130,21 @@ def _train_rows(recipe: Recipe) -> int:
 
     n = len(load_rows(recipe.data.path, recipe.data.split))
     return n - math.ceil(n * recipe.data.eval) if isinstance(recipe.data.eval, float) else n
+
+
+def _data_format(recipe: Recipe) -> str | None:
+    """The format lora_nb detects in the recipe's data (:func:`lora_nb.data.prepare.detect`), when that
+    is a file or folder on this machine that reads; else None (the script detects it as it runs)."""
+    from ..core.files import expand_user
+    from ..data.prepare import detect
+
+    path = recipe.data.path
+    if not isinstance(path, str) or not os.path.exists(expand_user(path)):
+        return None
+    try:
+        return detect(load_rows(path, recipe.data.split))
+    except Exception:  # unreadable here: the script reads it, and says why, where it runs
+        return None
 
 
 def _meta_model(recipe: Recipe) -> Any:

@@ -37,8 +37,8 @@ from trl import SFTTrainer
 from lora_nb.hf.compat import sft_config
 from lora_nb.hf.devices import compute_dtype, resolve_dtype, shards_weights, trainer_device_kwargs
 from lora_nb.hf.folders import last_checkpoint
-from lora_nb.hf.formats import (FORMAT_COLUMNS, detect_format, hold_out, load_csv, load_json, load_parquet, load_rows,
-                                split_eval, to_sft_dataset)
+from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hold_out, last_turn_batch, load_csv,
+                                load_json, load_parquet, load_rows, masks_assistant_turns, split_eval, to_sft_dataset)
 from lora_nb.hf.memory_model import auto_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
 
@@ -165,9 +165,17 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
 
 
 def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """``rows`` in TRL's format: text and prompt/completion rows as they are, others converted."""
+    """``rows`` in TRL's format, as lora_nb converts them (lora_nb.hf.formats.to_sft_dataset): the
+    conversion of a DATA_FORMAT the recipe names, else of the format detected (``fmt``)."""
+    if DATA_FORMAT == "alpaca":
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        return rows.map(alpaca_batch, batched=True, remove_columns=rows.column_names, fn_kwargs={"chat": chat})
     if DATA_FORMAT in ("text", "prompt_completion"):
         return rows.select_columns(FORMAT_COLUMNS[DATA_FORMAT])
+    if DATA_FORMAT == "messages":  # whole where TRL can mask the assistant turns, else the last turn as completion
+        if masks_assistant_turns(tokenizer):
+            return rows.select_columns(FORMAT_COLUMNS[DATA_FORMAT])
+        return rows.map(last_turn_batch, batched=True, remove_columns=rows.column_names)
     return to_sft_dataset(rows, fmt, tokenizer)
 
 

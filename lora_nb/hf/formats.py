@@ -197,70 +197,70 @@ def is_split(source: Any, name: Any) -> bool:
     return isinstance(source, str) and not os.path.isfile(source)
 
 
-def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase | None, max_chars: int | None = None,
-                   on_batch: Callable[[int], Any] | None = None) -> Dataset:
+def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase | None) -> Dataset:
     """Rows in one of TRL's SFT formats, so the loss falls on the response tokens only.
 
     alpaca becomes prompt/completion (chat turns when the tokenizer has a chat template, else the
-    alpaca prompt). messages stay whole when the template can mask assistant turns (TRL's
-    assistant_only_loss); otherwise the last assistant turn becomes the completion. text and
-    prompt_completion pass through. ``max_chars`` cuts every text longer than that (None keeps
-    them whole); ``on_batch(n)`` hears of each batch of ``n`` rows converted (a progress display).
-    Rows are converted a thousand at a time: no per-row Python call.
+    alpaca prompt: :func:`alpaca_batch`). messages stay whole when the template can mask assistant
+    turns (TRL's assistant_only_loss); otherwise the last assistant turn becomes the completion
+    (:func:`last_turn_batch`). text and prompt_completion pass through. Rows are converted a
+    thousand at a time: no per-row Python call.
 
     Example:
         >>> from datasets import Dataset
         >>> to_sft_dataset(Dataset.from_list([{"instruction": "2+2?", "output": "4"}]), "alpaca", None)[0]
         {'prompt': '### Instruction:\\n2+2?\\n\\n### Response:\\n', 'completion': '4'}
     """
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    last_turn = fmt == "messages" and not masks_assistant_turns(tokenizer)
-    rows = dataset if fmt == "alpaca" or last_turn else dataset.select_columns(FORMAT_COLUMNS[fmt])
-    if rows is not dataset and max_chars is None:  # nothing to change
-        if on_batch is not None:
-            on_batch(len(rows))
-        return rows
+    convert, kwargs = sft_conversion(fmt, tokenizer)
+    if convert is None:
+        return dataset.select_columns(FORMAT_COLUMNS[fmt])
+    return dataset.map(convert, batched=True, remove_columns=dataset.column_names, fn_kwargs=kwargs)
 
-    def cut(text: str | None) -> str | None:
-        return text[:max_chars] if max_chars is not None and text is not None and len(text) > max_chars else text
 
-    def cut_turns(value: Any) -> Any:
-        # a conversation: each message's content (not recursive: datasets could not hash it)
-        return [{**m, "content": cut(m["content"])} for m in value] if isinstance(value, list) else cut(value)
+def sft_conversion(fmt: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple[Callable[..., dict] | None, dict]:
+    """(the function that turns a batch of ``fmt`` rows into TRL's format, its keywords); the function
+    is None where TRL takes the rows as they are (their :data:`FORMAT_COLUMNS`).
 
-    def rows_for_trl(batch: dict[str, list]) -> dict[str, list]:
-        n = len(next(iter(batch.values())))
-        if fmt == "alpaca":
-            rows = [{"instruction": i, "input": x, "output": o}
-                    for i, x, o in zip(batch["instruction"], batch.get("input", [None] * n), batch["output"])]
-            if chat:
-                return {"prompt": [[{"role": "user", "content": cut(alpaca_user_text(r))}] for r in rows],
-                        "completion": [[{"role": "assistant", "content": cut(r["output"])}] for r in rows]}
-            return {"prompt": [cut((ALPACA_PROMPT_INPUT if alpaca_input(r) else ALPACA_PROMPT)
-                                   .format(instruction=r["instruction"], input=alpaca_input(r))) for r in rows],
-                    "completion": [cut(r["output"]) for r in rows]}
-        if last_turn:
-            ends = [max(i for i, m in enumerate(turns) if m["role"] == "assistant") for turns in batch["messages"]]
-            return {"prompt": [cut_turns(turns[:last]) for turns, last in zip(batch["messages"], ends)],
-                    "completion": [cut_turns(turns[last:last + 1]) for turns, last in zip(batch["messages"], ends)]}
-        return {name: [cut_turns(v) for v in values] for name, values in batch.items()}
+    Example:
+        >>> sft_conversion("alpaca", None)[0].__name__, sft_conversion("text", None)
+        ('alpaca_batch', (None, {}))
+    """
+    if fmt == "alpaca":
+        return alpaca_batch, {"chat": bool(getattr(tokenizer, "chat_template", None))}
+    if fmt == "messages" and not masks_assistant_turns(tokenizer):
+        return last_turn_batch, {}
+    return None, {}
 
-    def convert(batch: dict[str, list], on_batch: Callable[[int], Any] | None) -> dict[str, list]:
-        # on_batch comes as an argument: datasets hashes it by name, a closure by value
-        import gc
 
-        collecting = gc.isenabled()
-        gc.disable()  # a batch's thousands of small dicts would set off the cyclic collector, which walks every
-        try:  # object of the process (torch and transformers hold hundreds of thousands): 3x the time
-            out = rows_for_trl(batch)
-        finally:
-            if collecting:
-                gc.enable()
-        if on_batch is not None:
-            on_batch(len(next(iter(out.values()))))
-        return out
+def alpaca_batch(batch: dict[str, list], chat: bool) -> dict[str, list]:
+    """A batch of alpaca rows as prompt/completion: chat turns where the tokenizer has a chat template
+    (``chat``), else the alpaca prompt and the output as text.
 
-    return rows.map(convert, batched=True, remove_columns=rows.column_names, fn_kwargs={"on_batch": on_batch})
+    Example:
+        >>> alpaca_batch({"instruction": ["2+2?"], "output": ["4"]}, chat=True)
+        {'prompt': [[{'role': 'user', 'content': '2+2?'}]], 'completion': [[{'role': 'assistant', 'content': '4'}]]}
+    """
+    n = len(batch["instruction"])
+    rows = [{"instruction": i, "input": x, "output": o}
+            for i, x, o in zip(batch["instruction"], batch.get("input", [None] * n), batch["output"])]
+    if chat:
+        return {"prompt": [[{"role": "user", "content": alpaca_user_text(r)}] for r in rows],
+                "completion": [[{"role": "assistant", "content": r["output"]}] for r in rows]}
+    return {"prompt": [(ALPACA_PROMPT_INPUT if alpaca_input(r) else ALPACA_PROMPT)
+                       .format(instruction=r["instruction"], input=alpaca_input(r)) for r in rows],
+            "completion": [r["output"] for r in rows]}
+
+
+def last_turn_batch(batch: dict[str, list]) -> dict[str, list]:
+    """A batch of messages rows as prompt (the turns before the last assistant turn) and completion (that turn).
+
+    Example:
+        >>> last_turn_batch({"messages": [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]})
+        {'prompt': [[{'role': 'user', 'content': 'hi'}]], 'completion': [[{'role': 'assistant', 'content': 'yo'}]]}
+    """
+    ends = [max(i for i, m in enumerate(turns) if m["role"] == "assistant") for turns in batch["messages"]]
+    return {"prompt": [turns[:last] for turns, last in zip(batch["messages"], ends)],
+            "completion": [turns[last:last + 1] for turns, last in zip(batch["messages"], ends)]}
 
 
 def masks_assistant_turns(tokenizer: PreTrainedTokenizerBase | None) -> bool:
