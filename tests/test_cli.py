@@ -171,7 +171,7 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     refused = cli("export", path, "-o", data, cwd=tmp_path)  # the data file itself, the worst case
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
-    assert f"lora-nb: --output: the file exists" in refused.stderr and "--force" in refused.stderr
+    assert "lora-nb: --output: the file exists" in refused.stderr and "--force" in refused.stderr
     assert Path(data).read_bytes() == before
     target = tmp_path / "old.py"
     target.write_text("# mine")

@@ -9,7 +9,6 @@ import re
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import typing
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
-
 import lora_nb
 from lora_nb.notebook.sweep_view import SweepChart
 from lora_nb.experiments.sweeps.sweep import sweep
