@@ -55,7 +55,8 @@ def save_from_checkpoint(model: Any, folder: Path, checkpoint: Union[str, Path],
     False, having written nothing, when the checkpoint lacks them (then call :func:`save`).
 
     Example:
-        >>> save_from_checkpoint(model, Path("runs/x/.adapter.tmp"), "runs/x/checkpoints/checkpoint-20")   # doctest: +SKIP
+        >>> save_from_checkpoint(model, Path("runs/x/.adapter.tmp"),
+        ...                      "runs/x/checkpoints/checkpoint-20")  # doctest: +SKIP
         True
     """
     import shutil
