@@ -549,9 +549,11 @@ def tables(results: dict) -> str:
     env = results["env"]
     lines = [f"GPU: {env.get('gpu', 'cpu')} | torch {env.get('torch')} (CUDA {env.get('torch_cuda')}) | "
              f"transformers {env.get('transformers')} | peft {env.get('peft')} | trl {env.get('trl')} | "
-             f"bitsandbytes {env.get('bitsandbytes')} | liger {env.get('liger-kernel')} | datasets {env.get('datasets')}",
+             f"bitsandbytes {env.get('bitsandbytes')} | liger {env.get('liger-kernel')} | "
+             f"datasets {env.get('datasets')}",
              f"model: {results['config'].get('model')} | {results['config'].get('timing')}", "",
-             "| # | case | status | tok/s | step ms | peak GiB | estimate GiB | loss/tok | trainable | total | bs | max_len | ga | gc | pf | liger |",
+             "| # | case | status | tok/s | step ms | peak GiB | estimate GiB | loss/tok | trainable | total | "
+             "bs | max_len | ga | gc | pf | liger |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in results["cases"]:
         s = r.get("settings", {})
@@ -584,7 +586,8 @@ def save(ctx) -> None:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, 2 timed steps: checks the code paths")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="tiny model on the CPU, 2 timed steps: checks the code paths")
     p.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).resolve().parent),
                    help="folder for gpu.json and gpu.md (default $OUT, else benchmarks/)")
     p.add_argument("--cases", default="1-11", help="e.g. 1-5,11")

@@ -47,22 +47,24 @@ def main() -> None:
         before = lora_nb.evaluate(model, tok, test_path, progress=False)
         t = time.time()
         run = lora_nb.train(model, tok, train_path, eval=str(test_path), steps=steps, lr=lr, batch_size=16,
-                            max_length=64, eval_steps=50, output_dir=f"/tmp/smol_runs/{time.time():.0f}-s{steps}-lr{lr}", progress=False)
+                            max_length=64, eval_steps=50,
+                            output_dir=f"/tmp/smol_runs/{time.time():.0f}-s{steps}-lr{lr}", progress=False)
         train_s = time.time() - t
         after = lora_nb.evaluate(model, tok, test_path, progress=False)
         shown = lora_nb.compare(model, tok, PROMPTS, max_new_tokens=16)
         row = {"steps": steps, "lr": lr, "quant": "4bit", "r": 16, "batch_size": 16, "max_length": 64,
                "load_s": round(load_s, 1), "train_s": round(train_s, 1), "s_per_step": round(train_s / steps, 3),
                "accuracy_before": before.score, "accuracy_after": after.score, "final_loss": run.last("loss"),
-               "eval_loss": run.last("eval_loss"), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+               "eval_loss": run.last("eval_loss"),
+               "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                "compare": shown.rows, "worst_after": [r[:3] for r in after.worst(3)]}
         print(json.dumps(row), flush=True)
         results.append(row)
         del model
         if cuda:
             torch.cuda.empty_cache()
-    Path(args.out, "smollm2_gpu.json").write_text(json.dumps({"gpu": torch.cuda.get_device_name() if cuda else "cpu", "base": base,
-                                                              "results": results}, indent=1))
+    Path(args.out, "smollm2_gpu.json").write_text(json.dumps(
+        {"gpu": torch.cuda.get_device_name() if cuda else "cpu", "base": base, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 from .core import quiet as _quiet  # noqa: F401 - first: from here on the training stack's import-time notes go to the log
 
-from .core.version import __version__  # noqa: E402 - after quiet on purpose
+from .core.version import __version__  # noqa: E402, F401 - after quiet on purpose; re-exported as lora_nb.__version__
 
 _EXPORTS = {  # public name -> the module that defines it
     "load": "model.loading",

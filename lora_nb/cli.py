@@ -95,7 +95,8 @@ def _engine(args: argparse.Namespace) -> Optional[str]:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (one subcommand per verb)."""
-    p = argparse.ArgumentParser(prog="lora-nb", description="LoRA/QLoRA fine-tuning: demo, recipes, target discovery, script export.")
+    p = argparse.ArgumentParser(prog="lora-nb",
+                                description="LoRA/QLoRA fine-tuning: demo, recipes, target discovery, script export.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the whole workflow offline on an embedded tiny model")
     d.add_argument("--output-dir", "--out", dest="output_dir", default="lora_nb_demo",
@@ -120,12 +121,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
                    help="replace --output (and its accelerate config) if it exists (--force: its older name)")
     e.add_argument("--launcher", choices=["accelerate"],
-                   help="also write accelerate_config.yaml next to --output and print the command that launches the script")
+                   help="also write accelerate_config.yaml next to --output and print the command "
+                        "that launches the script")
     e.add_argument("--gpus", type=int, help="GPUs to train on with --launcher, one process each")
     e.add_argument("--fsdp", action="store_true", help="with --launcher: shard the weights with FSDP (LoRA and QLoRA)")
     e.add_argument("--deepspeed", metavar="zero2|zero3", help="with --launcher: DeepSpeed ZeRO stage 2 or 3")
     e.set_defaults(fn=_export)
-    sub.add_parser("doctor", help="versions against the tested matrix, device, dtype, 4-bit path, caches").set_defaults(fn=_doctor)
+    sub.add_parser("doctor", help="versions against the tested matrix, device, dtype, "
+                                  "4-bit path, caches").set_defaults(fn=_doctor)
     return p
 
 

@@ -171,7 +171,7 @@ def test_export_and_demo_never_overwrite(cli, recipe_file, tmp_path):
     refused = cli("export", path, "-o", data, cwd=tmp_path)  # the data file itself, the worst case
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
-    assert f"lora-nb: --output: the file exists" in refused.stderr and "--overwrite" in refused.stderr
+    assert "lora-nb: --output: the file exists" in refused.stderr and "--overwrite" in refused.stderr
     assert Path(data).read_bytes() == before
     target = tmp_path / "old.py"
     target.write_text("# mine")
@@ -205,7 +205,8 @@ def test_export_for_a_launch_writes_the_accelerate_config_beside_the_script(cli,
     assert result.stdout.splitlines() == [f"wrote {target}", f"wrote {config}", launch_command(target, config)]
     assert launch_command(target, config) == f"accelerate launch --config_file {config} {target}"
     assert config.read_text() == launch_config(Recipe.from_yaml(path), 2, "fsdp")
-    assert yaml.safe_load(config.read_text())["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert (yaml.safe_load(config.read_text())["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
+            == "LlamaDecoderLayer")
     assert target.read_text().strip() == lora_nb.to_script(Recipe.from_yaml(path)).strip()
 
     target.unlink()  # the config is still there: refused before anything is written
@@ -217,12 +218,15 @@ def test_export_for_a_launch_writes_the_accelerate_config_beside_the_script(cli,
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--launcher", "accelerate", "--gpus", "0", "-o", "t.py"], "--gpus: the number of GPUs (one process each) is required"),
-    (["--launcher", "accelerate", "--gpus", "2", "--fsdp", "--deepspeed", "zero3", "-o", "t.py"], "--fsdp: one engine at a time"),
+    (["--launcher", "accelerate", "--gpus", "0", "-o", "t.py"],
+     "--gpus: the number of GPUs (one process each) is required"),
+    (["--launcher", "accelerate", "--gpus", "2", "--fsdp", "--deepspeed", "zero3", "-o", "t.py"],
+     "--fsdp: one engine at a time"),
     (["--launcher", "accelerate", "--gpus", "2", "--deepspeed", "zero4", "-o", "t.py"],
      "--deepspeed: invalid value (got 'zero4'). Allowed: zero2, zero3."),
     (["--gpus", "2", "-o", "t.py"], "--gpus: configures a launch: add --launcher accelerate"),
-    (["--launcher", "accelerate", "--gpus", "2"], "--launcher: writes the script and its accelerate config side by side"),
+    (["--launcher", "accelerate", "--gpus", "2"],
+     "--launcher: writes the script and its accelerate config side by side"),
 ])
 def test_bad_launch_options_exit_2_with_one_line(cli, recipe_file, tmp_path, options, message):
     path, _ = recipe_file

@@ -37,7 +37,8 @@ def test_training_with_checkpointing_on_takes_either_keyword(side, llama, parity
     real = compat.sft_config_fields()
     if side not in real:
         pytest.skip(f"the installed transformers has no {side} field: the other CI job runs this side")
-    fields = real - {"activation_checkpointing", "activation_checkpointing_kwargs"} if side == "gradient_checkpointing" else real
+    fields = (real - {"activation_checkpointing", "activation_checkpointing_kwargs"} if side == "gradient_checkpointing"
+              else real)
     monkeypatch.setattr(compat, "sft_config_fields", lambda: fields)
     given = []
     monkeypatch.setattr(compat, "sft_keywords", lambda kwargs, f=None, keywords=compat.sft_keywords:

@@ -391,7 +391,8 @@ def one_paragraph(error: ConfigError) -> str:
 
 
 @pytest.mark.parametrize("name, content", [("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.json", "[]"),
-                                           ("train.csv", ""), ("train.csv", "instruction,output\n"), ("train.parquet", "")])
+                                           ("train.csv", ""), ("train.csv", "instruction,output\n"),
+                                           ("train.parquet", "")])
 def test_a_file_without_rows(name, content, tmp_path):
     path = tmp_path / name
     path.write_text(content)
@@ -403,7 +404,8 @@ def test_a_file_without_rows(name, content, tmp_path):
     assert message.startswith(f"data.path: {path} has no rows")
 
 
-@pytest.mark.parametrize("bad_line, reason", [('{"text": "a"', "Expecting ',' delimiter"), ("not json", "Expecting value"),
+@pytest.mark.parametrize("bad_line, reason", [('{"text": "a"', "Expecting ',' delimiter"),
+                                              ("not json", "Expecting value"),
                                               ('"just text"', "not a JSON object")])
 def test_malformed_jsonl_names_the_first_bad_line(bad_line, reason, tmp_path):
     path = tmp_path / "train.jsonl"
@@ -469,7 +471,8 @@ def test_an_unknown_dataset_name(tmp_path):
         read("no-such-user/no-such-dataset")
 
     message = one_paragraph(info.value)
-    assert message.startswith("data.path: no-such-user/no-such-dataset is neither a data file nor a saved dataset folder")
+    assert message.startswith("data.path: no-such-user/no-such-dataset is neither a data file "
+                              "nor a saved dataset folder")
 
 
 ALPACA = {"instruction": "Even or odd? 12", "input": "", "output": "even"}
@@ -503,7 +506,8 @@ def test_a_mixed_list_is_refused_at_the_first_row_of_another_format(first, fmt, 
     with pytest.raises(ConfigError) as info:
         prepare([first, first, ALPACA], tok)
 
-    assert one_paragraph(info.value).startswith(f"data: row 3 of the rows given has {missing} (null or missing); every {fmt} row")
+    assert one_paragraph(info.value).startswith(f"data: row 3 of the rows given has {missing} (null or missing); "
+                                                f"every {fmt} row")
 
 
 def test_a_none_completion_is_refused(tok):
@@ -530,7 +534,8 @@ def test_a_null_field_in_a_file_names_the_file_and_row(tmp_path, tok):
     assert one_paragraph(info.value).startswith(f"data.path: row 3 of {path} has no 'output'")
 
 
-@pytest.mark.parametrize("content, problem", [('{"instruction": "a", "output": null}\n', "row 1 of {path} has no 'output'"),
+@pytest.mark.parametrize("content, problem", [('{"instruction": "a", "output": null}\n',
+                                               "row 1 of {path} has no 'output'"),
                                               ("", "{path} has no rows"),
                                               ("{oops\n", "line 1 of {path} is not valid JSON")])
 def test_eval_file_errors_name_data_eval(content, problem, tmp_path, tok):

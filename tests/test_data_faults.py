@@ -77,7 +77,8 @@ def test_a_text_field_that_is_no_string_is_refused(fmt, field, value, kind, wher
 
 def test_parquet_types_are_checked_too(tok, tmp_path):
     path = tmp_path / "train.parquet"
-    pd.DataFrame([{"instruction": "Even or odd?", "output": 1}, {"instruction": "Even or odd?", "output": 0}]).to_parquet(path)
+    pd.DataFrame([{"instruction": "Even or odd?", "output": 1},
+                  {"instruction": "Even or odd?", "output": 0}]).to_parquet(path)
 
     assert refusal(str(path), tok).startswith(f"data.path: row 1 of {path} has 'output' as a number (1), not a string")
 
@@ -94,7 +95,8 @@ def test_a_csv_file_is_text_as_written(tok, tmp_path):
 
 
 def test_keys_that_only_later_rows_have_are_kept(tok):
-    rows = [{"instruction": "Even or odd?", "output": "even"}, {"instruction": "Even or odd?", "input": "7", "output": "odd"}]
+    rows = [{"instruction": "Even or odd?", "output": "even"},
+            {"instruction": "Even or odd?", "input": "7", "output": "odd"}]
 
     train, _, _ = prepare(rows, tok)
 
@@ -127,7 +129,8 @@ MESSAGE_FAULTS = [
     ([USER, {"content": "even"}], "a message with no 'role' (null or missing)"),
     ([USER, {"role": "assistant", "content": [{"type": "text", "text": "even"}]}],
      "a message with 'content' as a list ([{'type': 'text', 'text': 'even'}]), not a string"),
-    ([USER, {"role": "assistant", "content": {"text": "even"}}], "a message with 'content' as a dict ({'text': 'even'}), not a string"),
+    ([USER, {"role": "assistant", "content": {"text": "even"}}],
+     "a message with 'content' as a dict ({'text': 'even'}), not a string"),
     ([USER, {"role": "assistant", "content": 0}], "a message with 'content' as a number (0), not a string"),
     ([{"role": 1, "content": "hi"}, ANSWER], "a message with 'role' as a number (1), not a string"),
     ("Even or odd? 12", "'messages' as a string ('Even or odd? 12'), not a list of messages"),
@@ -158,8 +161,10 @@ def test_extra_keys_of_mixed_types_in_messages_do_not_stop_a_conversation(tok, t
     train, _, fmt = prepare(path, tok)
 
     assert fmt == "messages" and len(train) == 2
-    bad = write_jsonl(rows + [{"messages": [{**USER, "weight": 2}, {"role": "assistant", "content": 7}]}], tmp_path / "bad.jsonl")
-    assert refusal(bad, tok).startswith(f"data.path: row 3 of {bad} has a message with 'content' as a number (7), not a string")
+    bad = write_jsonl(rows + [{"messages": [{**USER, "weight": 2}, {"role": "assistant", "content": 7}]}],
+                      tmp_path / "bad.jsonl")
+    assert refusal(bad, tok).startswith(f"data.path: row 3 of {bad} has a message with 'content' as a number (7), "
+                                        "not a string")
 
 
 # --- prompt / completion --------------------------------------------------------------------------------
@@ -182,12 +187,14 @@ def test_conversational_prompt_completion_trains(tok, llama, tmp_path):
 
 
 @pytest.mark.parametrize("row, what", [
-    ({"prompt": "Even or odd? 12\n", "completion": [ANSWER]}, "'prompt' as a string and 'completion' as a list of messages"),
+    ({"prompt": "Even or odd? 12\n", "completion": [ANSWER]},
+     "'prompt' as a string and 'completion' as a list of messages"),
     ({"prompt": [USER], "completion": "even"}, "'completion' as a string and 'prompt' as a list of messages"),
     ({"prompt": "Even or odd? 12\n", "completion": ["even"]}, "'completion' as a list (['even']), not a string"),
     ({"prompt": [], "completion": [ANSWER]}, "no messages in 'prompt' (an empty list)"),
     ({"prompt": [USER], "completion": []}, "no messages in 'completion' (an empty list)"),
-    ({"prompt": [USER], "completion": [{"role": "assistant", "content": 4}]}, "a message with 'content' as a number (4)"),
+    ({"prompt": [USER], "completion": [{"role": "assistant", "content": 4}]},
+     "a message with 'content' as a number (4)"),
 ])
 def test_prompt_and_completion_are_both_text_or_both_conversations(row, what, tok):
     assert refusal([row], tok).startswith(f"data: row 1 of the rows given has {what}")
@@ -199,7 +206,8 @@ def test_conversations_need_a_chat_template(llama):
 
     message = refusal([CONVERSATION], plain)
 
-    assert message.startswith("data.format: with lists of messages as prompt and completion needs a tokenizer with a chat template")
+    assert message.startswith("data.format: with lists of messages as prompt and completion needs a tokenizer "
+                              "with a chat template")
     assert prepare([GOOD["prompt_completion"]], plain)[2] == "prompt_completion"  # text needs none
 
 
@@ -208,7 +216,8 @@ def test_conversations_need_a_chat_template(llama):
 EMPTY = {"text": ({"text": ""}, "an empty 'text'"),
          "alpaca": ({"instruction": "Even or odd?", "input": "12", "output": " "}, "an empty 'output'"),
          "prompt_completion": ({"prompt": "Even or odd? 12\n", "completion": ""}, "an empty 'completion'"),
-         "conversational": ({"prompt": [USER], "completion": [{"role": "assistant", "content": ""}]}, "an empty 'completion'"),
+         "conversational": ({"prompt": [USER], "completion": [{"role": "assistant", "content": ""}]},
+                            "an empty 'completion'"),
          "messages": ({"messages": [USER, {"role": "assistant", "content": "\n"}]}, "only empty assistant turns")}
 
 
@@ -230,7 +239,8 @@ def test_data_with_mostly_nothing_to_learn_gets_a_note(fmt, tok):
         train, _, _ = prepare([row] * 3 + [good], tok)
 
     assert len(train) == 4
-    assert [str(n.message) for n in notes] == [f"3 of 4 rows of the rows given (75%) have {what}: they teach only the end-of-turn token"]
+    assert [str(n.message) for n in notes] == [f"3 of 4 rows of the rows given (75%) have {what}: "
+                                               "they teach only the end-of-turn token"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", LoraNbWarning)
         prepare([row] * 2 + [good] * 2, tok)  # half is not most
@@ -239,7 +249,8 @@ def test_data_with_mostly_nothing_to_learn_gets_a_note(fmt, tok):
 def test_an_eval_file_with_nothing_to_learn_names_data_eval(tok, tmp_path):
     path = write_jsonl([EMPTY["alpaca"][0]] * 2, tmp_path / "held.jsonl")
 
-    assert refusal([GOOD["alpaca"]] * 4, tok, eval=path).startswith(f"data.eval: every row of {path} has an empty 'output'")
+    assert refusal([GOOD["alpaca"]] * 4, tok, eval=path).startswith(f"data.eval: every row of {path} "
+                                                                    "has an empty 'output'")
 
 
 # --- eval settings ------------------------------------------------------------------------------------------
@@ -253,7 +264,8 @@ def test_an_eval_fraction_that_holds_out_nothing_or_everything_names_data_eval(e
 
 
 @pytest.mark.parametrize("eval, start", [([], "data.eval: a list must hold dicts"),
-                                         ([{"text": {"q": 1}}], "data.eval: row 1 of the rows given has 'text' as a dict"),
+                                         ([{"text": {"q": 1}}],
+                                          "data.eval: row 1 of the rows given has 'text' as a dict"),
                                          (42, "data.eval: a fraction must be between 0 and 1")])
 def test_eval_rows_given_in_memory_name_data_eval(eval, start, tok):
     assert refusal([GOOD["text"]] * 4, tok, eval=eval).startswith(start)
@@ -298,7 +310,8 @@ def test_nothing_is_cut_where_the_tokenizer_drops_characters(llama):
 def test_preview_of_a_long_row_shows_its_first_max_length_tokens(tok):
     shown = preview([{"text": LONG}], tok, max_length=32)
 
-    assert len(shown.rows[0]) == 32 and "".join(t for t, _ in shown.rows[0]) == LONG[:len("".join(t for t, _ in shown.rows[0]))]
+    assert (len(shown.rows[0]) == 32
+            and "".join(t for t, _ in shown.rows[0]) == LONG[:len("".join(t for t, _ in shown.rows[0]))])
 
 
 @pytest.mark.parametrize("section, kept", [
@@ -316,7 +329,8 @@ def test_texts_are_cut_only_where_trl_keeps_their_start(section, kept):
 
 
 def test_prepared_rows_are_cached_and_found_again(tok, tmp_path):
-    """The conversion's fingerprint is stable, so datasets finds its result (and TRL's tokenised rows after it) again."""
+    """The conversion's fingerprint is stable, so datasets finds its result (and TRL's tokenised rows after it)
+    again."""
     path = write_jsonl([GOOD["alpaca"]] * 50, tmp_path / "train.jsonl")
 
     first, _, _ = prepare(path, tok)
@@ -385,7 +399,8 @@ def test_ctrl_c_stops_preparing_large_data_in_every_stage(llama, tmp_path):
     report = json.loads(lines[-1][len("REPORT "):])
     for stage, where in STAGES.items():
         assert report[where] != "finished", f"{stage}: prepare was not interrupted ({report})"
-        assert report[where] < report["whole"] / 4, f"{stage}: {report[where]:.2f} s to stop, of {report['whole']:.2f} s"
+        assert report[where] < report["whole"] / 4, (
+            f"{stage}: {report[where]:.2f} s to stop, of {report['whole']:.2f} s")
 
 
 BAR_CHILD = r"""
@@ -395,7 +410,8 @@ from lora_nb.data.prepare import prepare
 
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 for n in (100, 30_000):
-    prepare([{"instruction": "Even or odd?", "input": str(i), "output": "odd" if i % 2 else "even"} for i in range(n)], tokenizer)
+    prepare([{"instruction": "Even or odd?", "input": str(i), "output": "odd" if i % 2 else "even"}
+             for i in range(n)], tokenizer)
     sys.stderr.write(f"PREPARED {n}\n")
 """
 

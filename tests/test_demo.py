@@ -158,7 +158,8 @@ def test_notebook_base_is_the_embedded_model_unless_a_pretrained_one_is_asked_fo
     assert notebook_base() == (str(tmp_path), True)
 
 
-def test_notebook_base_pretrained_takes_what_pretrained_base_finds_or_names_the_fix(nothing_at_hand, monkeypatch, tmp_path):
+def test_notebook_base_pretrained_takes_what_pretrained_base_finds_or_names_the_fix(nothing_at_hand, monkeypatch,
+                                                                                    tmp_path):
     monkeypatch.setenv("LORA_NB_BASE", "pretrained")
     with pytest.raises(ConfigError) as error:
         notebook_base()

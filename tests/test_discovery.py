@@ -17,7 +17,8 @@ def peft_lora_count(model, targets="all-linear", r=16):
 
     from lora_nb.model.discovery import task_type
 
-    peft_model = get_peft_model(model, LoraConfig(r=r, target_modules=targets, lora_dropout=0.0, task_type=task_type(model)))
+    peft_model = get_peft_model(model, LoraConfig(r=r, target_modules=targets, lora_dropout=0.0,
+                                                  task_type=task_type(model)))
     return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
 
 
@@ -176,7 +177,8 @@ def test_an_unreadable_config_names_the_model(tmp_path):
     from lora_nb.core.errors import ConfigError
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
-    with pytest.raises(ConfigError, match=r"^model: has a config.json that transformers cannot read \(.*no_such_architecture"):
+    with pytest.raises(ConfigError,
+                       match=r"^model: has a config.json that transformers cannot read \(.*no_such_architecture"):
         discover(str(tmp_path))
 
 

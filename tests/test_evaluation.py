@@ -21,8 +21,8 @@ def trained(tiny, parity, tmp_path_factory):
     model, tok = lora_nb.load(str(tiny("llama", "demo")))
     model = lora_nb.inject(model, r=8, dropout=0.0, verbose=False)
     run = lora_nb.train(model, tok, parity[0], eval=parity[1], eval_steps=STEPS, steps=STEPS, lr=3e-3, warmup=0,
-                        batch_size=8, max_length=64, save_steps=STEPS, output_dir=str(tmp_path_factory.mktemp("eval") / "run"),
-                        progress=False)
+                        batch_size=8, max_length=64, save_steps=STEPS,
+                        output_dir=str(tmp_path_factory.mktemp("eval") / "run"), progress=False)
     state = json.loads((run.dir / "checkpoints" / "trainer_state.json").read_text())
     logged = [h for h in state["log_history"] if h.get("step") == STEPS and "eval_mean_token_accuracy" in h]
     return model, tok, run, logged[0]["eval_mean_token_accuracy"]
@@ -37,7 +37,8 @@ def test_exact_match_scores_the_greedy_answers(trained, parity):
     model, tok = trained[:2]
     held = parity[1]
     result = evaluate(trained, held)
-    answers = lora_nb.generate(model, tok, [alpaca_user_text(r) for r in held])  # 128 tokens: the short default cut nothing
+    # 128 tokens: the short default cut nothing
+    answers = lora_nb.generate(model, tok, [alpaca_user_text(r) for r in held])
     assert set(answers) <= {"even", "odd"}  # the model learned the answer's form; its score is what it got right
     assert [row[:3] for row in result.rows] == [(alpaca_user_text(r), r["output"], a) for r, a in zip(held, answers)]
     assert result.score == sum(a == r["output"] for a, r in zip(answers, held)) / len(held) > 0
@@ -106,7 +107,8 @@ def test_rows_without_a_reference_are_refused(trained, parity):
 
 
 def test_conversations_are_scored_like_their_single_turn(trained, parity):
-    chats = [{"messages": [{"role": "user", "content": alpaca_user_text(r)}, {"role": "assistant", "content": r["output"]}]}
+    chats = [{"messages": [{"role": "user", "content": alpaca_user_text(r)},
+                           {"role": "assistant", "content": r["output"]}]}
              for r in parity[1]]
     assert evaluate(trained, chats).rows == evaluate(trained, parity[1]).rows
     with_system = [{"messages": [{"role": "system", "content": "Answer in one word."}] + c["messages"]} for c in chats]

@@ -97,7 +97,8 @@ def test_script_reproduces_the_run_losses(llama, parity, tmp_path, quant):
     assert "lora_nb" not in imports(script.read_text())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     (tmp_path / "elsewhere").mkdir()  # not the repository: nothing of lora_nb on the path
-    done = subprocess.run(without_lora_nb(script, "--output-dir", tmp_path / "script"), env=env, cwd=tmp_path / "elsewhere",
+    done = subprocess.run(without_lora_nb(script, "--output-dir", tmp_path / "script"), env=env,
+                          cwd=tmp_path / "elsewhere",
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     train, evals = script_losses(tmp_path / "script")
@@ -106,7 +107,8 @@ def test_script_reproduces_the_run_losses(llama, parity, tmp_path, quant):
     assert (tmp_path / "script" / "adapter" / "adapter_model.safetensors").exists()
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+@pytest.mark.skipif(shutil.which("accelerate") is None
+                    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
                     reason="accelerate's launcher is not on PATH")
 def test_script_runs_unchanged_under_accelerate_launch(llama, parity, tmp_path):
     data = write_rows(tmp_path / "train.jsonl", parity[0])
@@ -116,7 +118,8 @@ def test_script_runs_unchanged_under_accelerate_launch(llama, parity, tmp_path):
     script.write_text(lora_nb.to_script(recipe))
     launcher = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     done = subprocess.run([launcher, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), "--output-dir", str(tmp_path / "acc")],
+                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+                           "--output-dir", str(tmp_path / "acc")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert script_losses(tmp_path / "acc") == run_losses(run)
@@ -159,7 +162,8 @@ def test_model_folder_name_cannot_inject_code(llama, parity, in_tmp, monkeypatch
     script = in_tmp / "train_lora.py"
     script.write_text(lora_nb.to_script(recipe))
 
-    done = subprocess.run([sys.executable, str(script), "--help"], cwd=in_tmp, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(script), "--help"], cwd=in_tmp, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     namespace = load_script(script)
     assert namespace["MODEL"] == model
@@ -187,7 +191,8 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     recipe = lora_nb.Recipe.from_dict({
         "model": {"name": copy_model(llama, tmp_path / HOSTILE), "device_map": HOSTILE},
         # a pattern key must match a module (else it is refused): q_proj does, the hostile rest rides along
-        "lora": {"targets": "attention", "rank_pattern": {f"q_proj|{HOSTILE}": 4}, "alpha_pattern": {f"q_proj|{HOSTILE}": 8},
+        "lora": {"targets": "attention", "rank_pattern": {f"q_proj|{HOSTILE}": 4},
+                 "alpha_pattern": {f"q_proj|{HOSTILE}": 8},
                  "modules_to_save": [HOSTILE]},
         "data": {"path": HOSTILE, "split": HOSTILE, "eval": HOSTILE},
         "train": {"steps": 1, "resume": HOSTILE, "sft": {"run_name": HOSTILE}},

@@ -13,7 +13,6 @@ import json
 import pkgutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError

@@ -22,8 +22,10 @@ def test_generate_uses_the_chat_template(llama):
     model, tok = lora_nb.load(llama)
     prompt = "Even or odd?\n\n42"
     answer = lora_nb.generate(model, tok, prompt, max_new_tokens=5)
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
     assert answer == tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     batch = lora_nb.generate(model, tok, [prompt, "Even or odd?\n\n7"], max_new_tokens=5)
     assert isinstance(batch, list) and batch[0] == answer  # left padding keeps batched answers identical
@@ -64,7 +66,8 @@ def test_compare_says_when_the_base_is_the_untrained_embedded_model(llama, tmp_p
     from lora_nb.inference.generation import is_embedded
     from lora_nb.core.files import cache_dir
 
-    converted = shutil.copytree(llama, cache_dir() / "pretrained" / f"copy-{tmp_path.name}")  # pretrained_base()'s place
+    # pretrained_base()'s place
+    converted = shutil.copytree(llama, cache_dir() / "pretrained" / f"copy-{tmp_path.name}")
     try:
         assert is_embedded(lora_nb.load(str(converted))[0]) is False and is_embedded(lora_nb.load(llama)[0]) is True
     finally:
@@ -78,7 +81,8 @@ def test_a_misspelt_or_mistyped_generation_setting_is_one_line(llama):
     import pytest
 
     model, tok = lora_nb.load(llama)
-    cases = [(dict(max_new_tokenz=4), r"^generate.max_new_tokenz: is not a generation setting\..*Did you mean 'max_new_tokens'\?"),
+    cases = [(dict(max_new_tokenz=4),
+              r"^generate.max_new_tokenz: is not a generation setting\..*Did you mean 'max_new_tokens'\?"),
              (dict(max_new_tokens="4"), r"^generate.max_new_tokens: must be a number"),
              (dict(max_new_tokens=0), r"^generate.max_new_tokens: must be a whole number above 0"),
              (dict(do_sample="false"), r"^generate.do_sample: must be True or False"),

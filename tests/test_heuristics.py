@@ -28,10 +28,12 @@ def test_qlora_only_when_lora_does_not_fit(seven_b):
     assert roomy.model.quant is None and roomy.train.gradient_checkpointing is False and roomy.train.batch_size == 8
     assert small.model.quant == "4bit"
     # the estimator agrees with each choice: what was picked fits, bf16 LoRA at batch 1 does not fit 10 GiB
-    picked = estimate(seven_b, quant="4bit", r=small.lora.r, batch_size=small.train.batch_size, max_length=1024, device="gpu")
+    picked = estimate(seven_b, quant="4bit", r=small.lora.r, batch_size=small.train.batch_size, max_length=1024,
+                      device="gpu")
     assert picked.total(small.train.gradient_checkpointing) <= 10 * GIB
     assert estimate(seven_b, r=small.lora.r, batch_size=1, max_length=1024, device="gpu").total(True) > 10 * GIB
-    assert "LoRA in bf16 needs" in small.reasons["model.quant"] and "4-bit (QLoRA) needs" in small.reasons["model.quant"]
+    assert ("LoRA in bf16 needs" in small.reasons["model.quant"]
+            and "4-bit (QLoRA) needs" in small.reasons["model.quant"])
     assert small.train.batch_size * small.train.grad_accum == 16
 
 
@@ -41,7 +43,8 @@ def test_rank_dropout_epochs_and_eval_follow_the_task_and_rows(seven_b):
     assert (few.lora.dropout, some.lora.dropout, many.lora.dropout) == (0.1, 0.05, 0.01)
     assert (few.train.epochs, some.train.epochs, many.train.epochs) == (3, 2, 1)
     assert all(r.lora.alpha == 2 * r.lora.r for r in (few, some, many))
-    by_task = {task: lora_nb.suggest(seven_b, task=task, rows=5000, gpu_gb=80) for task in ("classification", "instruction", "domain")}
+    by_task = {task: lora_nb.suggest(seven_b, task=task, rows=5000, gpu_gb=80)
+               for task in ("classification", "instruction", "domain")}
     assert [by_task[t].lora.r for t in ("classification", "instruction", "domain")] == [8, 16, 32]
     assert by_task["classification"].lora.targets == "attention" and by_task["domain"].lora.targets == "all-linear"
     assert lora_nb.suggest(seven_b, rows=20, gpu_gb=80).data.eval is None  # too few to hold out: the reason says so
@@ -79,7 +82,8 @@ def test_a_suggested_recipe_trips_no_lint(seven_b):
     for task in ("classification", "instruction", "domain"):
         recipe = lora_nb.suggest(seven_b, task=task, rows=5000, gpu_gb=24)
         report = lora_nb.discover(seven_b)
-        adapted = {m.name: (m.in_features, m.out_features) for m in report.modules if m.name in report.names(recipe.lora.targets)}
+        adapted = {m.name: (m.in_features, m.out_features) for m in report.modules
+                   if m.name in report.names(recipe.lora.targets)}
         assert lints(lora=recipe.lora, lr=recipe.train.lr, has_eval=recipe.data.eval is not None, adapted=adapted) == []
 
 

@@ -73,7 +73,8 @@ def test_same_seed_same_initialisation(llama):
     a = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=1, verbose=False)
     b = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=1, verbose=False)
     c = lora_nb.inject(lora_nb.load(llama)[0], r=4, seed=2, verbose=False)
-    wa, wb, wc = (m.get_submodule("base_model.model.model.layers.0.self_attn.q_proj").lora_A["default"].weight for m in (a, b, c))
+    wa, wb, wc = (m.get_submodule("base_model.model.model.layers.0.self_attn.q_proj").lora_A["default"].weight
+                  for m in (a, b, c))
     assert (wa == wb).all() and not (wa == wc).all()
 
 

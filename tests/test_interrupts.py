@@ -97,7 +97,8 @@ def test_a_folder_left_by_a_kill_before_training_takes_the_next_run(lora_nb_mode
         model = lora_nb.inject(model, r=4, verbose=False)
         lora_nb.train(model, tok, {str(data)!r}, steps=5, output_dir={str(out)!r}, progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "ds")})
+    proc = subprocess.Popen([sys.executable, "-c", script],
+                            env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "ds")})
     deadline = time.time() + 300
     while not (out / ".lora_nb-preparing.json").exists() and time.time() < deadline:
         time.sleep(0.05)

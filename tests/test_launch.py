@@ -60,7 +60,8 @@ def launch(command, *script_args, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
-    accelerate_launch(launch_command_parser().parse_args(["--main_process_port", str(free_port()), *words[2:], *script_args]))
+    accelerate_launch(launch_command_parser().parse_args(["--main_process_port", str(free_port()), *words[2:],
+                                                          *script_args]))
 
 
 def test_two_processes_log_the_losses_of_one_with_the_same_global_batch(llama, parity, in_tmp, monkeypatch, capfd):
@@ -81,7 +82,8 @@ def test_two_processes_log_the_losses_of_one_with_the_same_global_batch(llama, p
     for (_, a), (_, b) in zip(one_losses, two_losses):
         assert b == pytest.approx(a, rel=LOSS_RTOL)
     state = json.loads((in_tmp / "two" / "checkpoints" / "trainer_state.json").read_text())
-    assert state["log_history"][-1]["epoch"] == STEPS * 2 * 2 / len(parity[0])  # each step: 2 rows in each of 2 processes
+    # each step: 2 rows in each of 2 processes
+    assert state["log_history"][-1]["epoch"] == STEPS * 2 * 2 / len(parity[0])
     # one adapter, written once: the same files as the one-process run's, and each process's RNG state checkpointed
     assert sorted(os.listdir(in_tmp / "two")) == ["adapter", "checkpoints"]
     assert sorted(os.listdir(in_tmp / "two" / "adapter")) == sorted(os.listdir(in_tmp / "one" / "adapter"))
@@ -141,7 +143,8 @@ def test_accelerate_reads_each_config_for_n_processes(llama, tmp_path, engine):
         stage = engine[-1]
         assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == stage
         assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == str(stage == "3").lower()
-        assert env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] == env["ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"] == "none"
+        assert (env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] == env["ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"]
+                == "none")
         assert env.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL") == ("true" if stage == "3" else None)
 
 
@@ -172,7 +175,8 @@ def test_fsdp_wraps_decoder_layers_and_lora_weights_as_peft_documents(llama, tmp
 
 
 @pytest.mark.parametrize("engine, sharded", [(None, False), ("zero2", False), ("fsdp", True), ("zero3", True)])
-def test_qlora_stores_4bit_weights_in_the_compute_dtype_where_weights_are_sharded(llama, tmp_path, monkeypatch, engine, sharded):
+def test_qlora_stores_4bit_weights_in_the_compute_dtype_where_weights_are_sharded(llama, tmp_path, monkeypatch, engine,
+                                                                                  sharded):
     import torch
 
     qlora = recipe(llama, "d.jsonl", 4, quant="4bit")
@@ -208,5 +212,6 @@ def test_launch_config_refuses_what_cannot_launch(llama, change, key):
 
 
 def test_layer_classes_are_the_models_own(tiny):
-    for family, expected in [("gpt2", ["GPT2Block"]), ("phi3", ["Phi3DecoderLayer"]), ("qwen3_moe", ["Qwen3MoeDecoderLayer"])]:
+    for family, expected in [("gpt2", ["GPT2Block"]), ("phi3", ["Phi3DecoderLayer"]),
+                             ("qwen3_moe", ["Qwen3MoeDecoderLayer"])]:
         assert layer_classes(lora_nb.Recipe.from_dict({"model": {"name": str(tiny(family))}})) == expected

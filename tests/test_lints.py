@@ -30,8 +30,8 @@ def test_each_mistake_is_named_once_in_stdout_not_stderr(llama, parity, tmp_path
         out, err = capsys.readouterr()
         notes = [line for line in out.splitlines() if line.startswith("note: ")]
         if attempt == 0:
-            assert [n.split()[1] for n in notes] == ["lora.alpha", "train.lr", "lora.r", "data.eval", "train.max_length",
-                                                     "train.warmup"], out
+            assert [n.split()[1] for n in notes] == ["lora.alpha", "train.lr", "lora.r", "data.eval",
+                                                     "train.max_length", "train.warmup"], out
             assert "train.warmup 5 steps is not shorter than the run (1 steps)" in out
             assert "alpha/r = 0.25, so each step moves the adapter 8x less" in out and "set alpha=32" in out
             assert "k_proj: 32→16" in out and "use r < 16" in out
@@ -52,7 +52,8 @@ def test_good_settings_say_nothing(llama, parity, tmp_path, capsys):
 def test_the_thresholds():
     lora = LoraSection(r=16, alpha=32)
     assert lint_module.lints(lora=lora, lr=2e-4, has_eval=True) == []
-    assert lint_module.lints(lora=LoraSection(r=64, alpha=16, variant="rslora"), lr=2e-4, has_eval=True) == []  # alpha/sqrt(r) = 2
+    assert lint_module.lints(lora=LoraSection(r=64, alpha=16, variant="rslora"), lr=2e-4,
+                             has_eval=True) == []  # alpha/sqrt(r) = 2
     assert "below LoRA's usual range" in lint_module.lints(lora=lora, lr=1e-6, has_eval=True)[0]
     assert lint_module.lints(lora=lora, lr=2e-3, has_eval=True) == []  # small models take up to 2e-3
     assert lint_module.lints(lora=lora, lr=2e-4, has_eval=True, adapted={"q": (64, 17)}) == []

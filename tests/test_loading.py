@@ -98,8 +98,10 @@ def _truncate(path):
     (lambda f: (f / "config.json").unlink(), r"^model: is not a local folder with config\.json"),
     (lambda f: (f / "config.json").write_text('{"model_type": "no_such_family"}'),
      r"^model: has a config\.json that transformers cannot read \(.*no_such_family"),
-    (lambda f: (f / "config.json").write_text("{not json"), r"^model: has a config\.json that transformers cannot read"),
-    (lambda f: (f / "model.safetensors").rename(f / "pytorch_model.bin"), r"safetensors weights only.*never pickle \.bin"),
+    (lambda f: (f / "config.json").write_text("{not json"),
+     r"^model: has a config\.json that transformers cannot read"),
+    (lambda f: (f / "model.safetensors").rename(f / "pytorch_model.bin"),
+     r"safetensors weights only.*never pickle \.bin"),
     (lambda f: _truncate(f / "model.safetensors"), r"^model: its safetensors weights are damaged or cut short"),
 ], ids=["no-config", "unknown-model-type", "garbage-config", "pickle-only", "truncated-weights"])
 def test_a_broken_model_folder_is_one_line(llama, tmp_path, change, message):

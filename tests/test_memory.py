@@ -32,9 +32,9 @@ def hundred_m(tmp_path_factory):
     from lora_nb.demo.tiny import tiny_tokenizer
 
     folder = tmp_path_factory.mktemp("m71")
-    config = transformers.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=9,
-                                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
-                                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = transformers.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=12,
+                                      num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                                      tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(tiny_tokenizer()).save_pretrained(folder)

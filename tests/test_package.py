@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import lora_nb
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, lora_nb; print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules))"
+    code = ("import sys, lora_nb; print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -127,7 +129,8 @@ def test_the_layer_check_catches_a_lazy_upward_import(tmp_path):
     (package / "core" / "files.py").write_text("x = 1\n\ndef f():\n    from ..training.trainer import train\n")
     graph = import_graph(package, "pkg")
 
-    assert upward_imports(graph, {"core": 2, "training": 7}) == ["pkg.core.files (layer 2) imports pkg.training.trainer (layer 7)"]
+    assert upward_imports(graph, {"core": 2, "training": 7}) == [
+        "pkg.core.files (layer 2) imports pkg.training.trainer (layer 7)"]
     (package / "core" / "files.py").write_text("x = 1\n")
     assert upward_imports(import_graph(package, "pkg"), {"core": 2, "training": 7}) == []
 

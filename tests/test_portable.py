@@ -59,7 +59,8 @@ def test_shared_code_imports_only_the_standard_library_the_training_stack_and_it
     for module in SHARED:
         source = inspect.getsource(module)
         assert imported_modules(source) <= allowed, module.__name__
-        relative = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) and node.level}
+        relative = {node.module for node in ast.walk(ast.parse(source))
+                    if isinstance(node, ast.ImportFrom) and node.level}
         assert relative <= {m.__name__.rsplit(".", 1)[1] for m in SHARED}, module.__name__
 
 

@@ -9,7 +9,6 @@ import re
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -121,7 +120,8 @@ def test_a_lora_nb_call_says_nothing_on_stderr_with_verbose_libraries(tmp_path, 
             "from lora_nb.demo.tiny import tiny_model\n"
             "model, tok = lora_nb.load(str(tiny_model('llama')), quant='4bit')\n"
             "model = lora_nb.inject(model, r=4)\n"
-            f"lora_nb.train(model, tok, tasks.split(16, 2)[0], steps=2, batch_size=4, output_dir={str(tmp_path / 'run')!r})\n"
+            "lora_nb.train(model, tok, tasks.split(16, 2)[0], steps=2, batch_size=4, "
+            f"output_dir={str(tmp_path / 'run')!r})\n"
             f"lora_nb.merge(model, {str(tmp_path / 'merged')!r})\n")
     env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TRANSFORMERS_VERBOSITY="info", DATASETS_VERBOSITY="info", TQDM_DISABLE="")

@@ -87,7 +87,8 @@ def test_a_pid_the_os_gave_to_another_process_is_not_taken_for_the_run(llama, pa
     run = train_one(llama, parity[0], r=4)
     info = json.loads((run.dir / "run.json").read_text())
     assert info["pid"] == os.getpid() and abs(info["pid_started"] - psutil.Process().create_time()) < 1
-    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running", "pid_started": info["pid_started"] - 3600}))
+    (run.dir / "run.json").write_text(json.dumps({**info, "status": "running",
+                                                  "pid_started": info["pid_started"] - 3600}))
     assert Run.load(run.dir).status == "killed"
     (run.dir / "run.json").write_text(json.dumps({**info, "status": "running", "host": "elsewhere"}))
     assert Run.load(run.dir).status == "running"  # another machine's process: cannot tell, so not called killed

@@ -26,7 +26,8 @@ def test_each_verdict_and_what_it_tells_to_run():
     assert support.verdict("python", "3.13.15") == "tested" and support.verdict("python", "3.9.18") == "older"
     lines = support.outside({"transformers": "5.14.1", "peft": "9.0.0", "trl": None, "python": "3.9.18"})
     assert lines == [
-        "transformers 5.14.1 is older than lora_nb is tested with (5.15.0–5.25.0): pip install -U 'transformers>=5.15.0'",
+        "transformers 5.14.1 is older than lora_nb is tested with (5.15.0–5.25.0): "
+        "pip install -U 'transformers>=5.15.0'",
         f"peft 9.0.0 is newer than lora_nb is tested with (0.20.0–{TESTED['peft'][1]}); "
         f"if something breaks: pip install 'peft=={TESTED['peft'][1]}'",
         "trl is not installed: pip install 'trl>=1.9.0'",
@@ -41,7 +42,8 @@ def test_pyproject_lower_bounds_are_the_oldest_tested_versions():
     assert re.search(r'requires-python = ">=([0-9.]+)"', text).group(1) == OLDEST["python"]
     for name, oldest in OLDEST.items():
         if name != "python":
-            assert bounds.get(name) == oldest, f"pyproject's {name} bound {bounds.get(name)} is not the oldest tested {oldest}"
+            assert bounds.get(name) == oldest, (
+                f"pyproject's {name} bound {bounds.get(name)} is not the oldest tested {oldest}")
 
 
 def test_the_readme_matrix_is_the_tested_one():

@@ -1,4 +1,5 @@
-"""lora_nb.experiments.sweeps: one recipe over a grid, each point a fresh adapter on one loaded base, each a normal run."""
+"""lora_nb.experiments.sweeps: one recipe over a grid, each point a fresh adapter on one loaded base, each a normal
+run."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def recipe(model, data, quant=None, steps=3, **lora):
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention", **lora},
         "data": {"path": data},
         # a checkpoint only at the end: the points are short, saving each step would be most of their time
-        "train": {"steps": steps, "batch_size": 4, "max_length": 64, "lr": 1e-3, "warmup": 0, "sft": {"save_steps": 100}},
+        "train": {"steps": steps, "batch_size": 4, "max_length": 64, "lr": 1e-3, "warmup": 0,
+                  "sft": {"save_steps": 100}},
     })
 
 
@@ -79,10 +81,12 @@ def test_the_table_has_a_row_per_point_and_marks_the_best(grid):
 
 
 def test_seeds_are_grouped_into_mean_and_spread(llama, data, tmp_path):
-    s = sweep(recipe(llama, data, steps=2), lr=[1e-3, 3e-3], seeds=2, output_dir=str(tmp_path / "seeds"), progress=False)
+    s = sweep(recipe(llama, data, steps=2), lr=[1e-3, 3e-3], seeds=2, output_dir=str(tmp_path / "seeds"),
+              progress=False)
 
     # seeds outermost: a stopped sweep has covered the grid once before it repeats one
-    assert [(p.label, p.seed) for p in s.points] == [("lr1e-3-s0", 42), ("lr3e-3-s0", 42), ("lr1e-3-s1", 43), ("lr3e-3-s1", 43)]
+    assert [(p.label, p.seed) for p in s.points] == [("lr1e-3-s0", 42), ("lr3e-3-s0", 42), ("lr1e-3-s1", 43),
+                                                     ("lr3e-3-s1", 43)]
     assert [Run.load(s.dir / p.label).recipe.train.seed for p in s.points] == [42, 42, 43, 43]
     rows = s.table()
     assert [(row["lr"], row["seeds"]) for row in rows] == [(1e-3, 2), (3e-3, 2)]
@@ -158,7 +162,8 @@ def test_an_interrupt_ends_the_sweep_without_an_error(llama, data, tmp_path):
     ({"rank": [4]}, "rank: is not a setting a sweep can vary. Allowed: .* Did you mean 'r'?"),
     ({"lrr": [1e-4]}, "Did you mean 'lr'?"),
     ({"lora.rnak": [4]}, r"lora.rnak: unknown setting. Allowed: r, alpha, .* Did you mean 'r'?"),
-    ({"lorra.r": [4]}, r"lorra: unknown section \(in 'lorra.r'\). Allowed: model, lora, data, train. Did you mean 'lora'?"),
+    ({"lorra.r": [4]},
+     r"lorra: unknown section \(in 'lorra.r'\). Allowed: model, lora, data, train. Did you mean 'lora'?"),
     ({"seed": [1]}, "seed: is a setting of several sections: write lora.seed or train.seed"),
     ({"name": ["gpt2"]}, "name: cannot vary in a sweep: the points share one loaded base model"),
     ({"train.seed": [1, 2]}, "train.seed: cannot vary in a sweep: use seeds=n"),
@@ -224,4 +229,5 @@ def test_grid_values_reach_the_sweep_script_only_as_literals(llama):
     points = constants(script)["POINTS"]
     assert [c["DATA"] for _, c in points] == paths
     assert [label for label, _ in points] == [p.label for p in s.points]
-    assert all("/" not in label and not label.startswith(".") for label, _ in points)  # one folder each, inside the sweep's
+    # one folder each, inside the sweep's
+    assert all("/" not in label and not label.startswith(".") for label, _ in points)

@@ -148,7 +148,8 @@ def test_a_folder_with_the_users_files_is_refused(lora_llama, parity, tmp_path):
 def test_bad_sft_settings_are_refused_before_anything_is_written(lora_llama, parity, tmp_path):
     model, tok = lora_llama
     out = tmp_path / "run"
-    cases = [(dict(weight_decya=0.1), r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
+    cases = [(dict(weight_decya=0.1),
+              r"train.sft.weight_decya: is not an SFTConfig setting.*Did you mean 'weight_decay'"),
              (dict(evaluation_strategy="steps"), r"evaluation_strategy: was renamed: use eval_strategy"),
              # learning_rate=, max_steps= ... are lora_nb's lr=, steps= (tests/test_pipeline.py); close to one:
              (dict(max_step=1), r"train.sft.max_step: is not an SFTConfig setting.*Did you mean 'train.steps'"),
@@ -227,7 +228,8 @@ def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_t
     assert kept == ["checkpoint-20"]  # what resuming needs, no more
     assert json.loads((run.dir / "run.json").read_text())["saved_step"] == 20
     # the last checkpoint's adapter is the run's adapter file, stored once
-    assert (run.dir / "checkpoints/checkpoint-20/adapter_model.safetensors").samefile(run.adapter_dir / "adapter_model.safetensors")
+    assert (run.dir / "checkpoints/checkpoint-20/adapter_model.safetensors").samefile(
+        run.adapter_dir / "adapter_model.safetensors")
 
 
 def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
@@ -383,8 +385,10 @@ def test_a_save_during_training_links_the_checkpoints_adapter(lora_llama, parity
         def on_save(self, args, state, control, **kw):
             ours = tmp_path / "run" / "adapter"
             theirs = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            seen.append((state.global_step, (ours / "adapter_model.safetensors").samefile(theirs / "adapter_model.safetensors"),
-                         json.loads((ours / "lora_nb.json").read_text())["lora"]["r"], (ours / "tokenizer.json").is_file()))
+            seen.append((state.global_step,
+                         (ours / "adapter_model.safetensors").samefile(theirs / "adapter_model.safetensors"),
+                         json.loads((ours / "lora_nb.json").read_text())["lora"]["r"],
+                         (ours / "tokenizer.json").is_file()))
 
     lora_nb.train(model, tok, parity[0], steps=2, output_dir=str(tmp_path / "run"), callbacks=[AfterSave()],
                   progress=False, save_steps=1)

@@ -69,12 +69,13 @@ def measure(size: dict) -> CaseResult:
         compare("defaults", "training speed (one epoch)", "tokens_per_s", results, unit="tokens/s",
                 higher_is_better=True, goal="≥ 1.30", **kw),
         compare("defaults", "whole train() call", "train_s", results, unit="s", higher_is_better=False, **kw),
-        compare("defaults", "loss per token (same examples)", "loss_per_token", results, unit="", higher_is_better=False,
-                **kw),
+        compare("defaults", "loss per token (same examples)", "loss_per_token", results, unit="",
+                higher_is_better=False, **kw),
     ], settings={**size, "lora": LORA, "trl": config, "data": lengths(tok, rows)},
         notes=[f"lora_nb trained with {describe(seen['lora_nb'])}.", f"TRL trained with {describe(seen['trl'])}.",
                "speed: real (non-padding) tokens per second over the whole epoch, from its first step (both sides "
-               "see the same examples, in their own order); loss: summed over every label token of the run, per token."])
+               "see the same examples, in their own order); loss: summed over every label token of the run, "
+               "per token."])
 
 
 def describe(settings: dict) -> str:

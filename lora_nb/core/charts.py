@@ -120,7 +120,8 @@ class Dashboard:
         grid = self.fig.subplots(2, 2)
         axes = [grid[0][0], grid[0][1], grid[1][0], grid[1][1]]
         axes.append(axes[3].twinx())
-        titles = ("loss (light: raw, dark: smoothed, red: eval)", "learning rate", "grad norm", "tokens/s (purple), memory MiB (grey)")
+        titles = ("loss (light: raw, dark: smoothed, red: eval)", "learning rate", "grad norm",
+                  "tokens/s (purple), memory MiB (grey)")
         for ax, name in zip(axes, titles):
             ax.set_title(name, fontsize=10)
             ax.grid(alpha=0.3)

@@ -91,7 +91,8 @@ def outside(versions: Optional[dict[str, Optional[str]]] = None) -> list[str]:
         elif said == "older" and name == "python":
             lines.append(f"Python {version} is older than lora_nb supports ({span}): use Python {oldest} or newer")
         elif said == "older":
-            lines.append(f"{name} {version} is older than lora_nb is tested with ({span}): pip install -U '{name}>={oldest}'")
+            lines.append(f"{name} {version} is older than lora_nb is tested with ({span}): "
+                         f"pip install -U '{name}>={oldest}'")
         elif said == "newer" and name != "python":
             lines.append(f"{name} {version} is newer than lora_nb is tested with ({span}); "
                          f"if something breaks: pip install '{name}=={newest}'")
@@ -117,7 +118,8 @@ class Report:
     def _repr_html_(self) -> str:
         import html
 
-        advice = "".join(f"<li>{html.escape(line)}</li>" for line in self.advice) or "<li>all versions inside the tested matrix</li>"
+        advice = ("".join(f"<li>{html.escape(line)}</li>" for line in self.advice)
+                  or "<li>all versions inside the tested matrix</li>")
         return html_table(HEADERS, self.rows, title="lora_nb doctor") + f"<ul>{advice}</ul>"
 
 
@@ -161,7 +163,8 @@ def _device_rows(versions: dict[str, Optional[str]]) -> list[tuple[str, str, str
         four_bit = "CUDA kernels"
     else:
         flags = cpu_bf16_features()
-        device = f"CPU, {os.cpu_count()} cores" + (f", {' and '.join(flags)}" if flags else ", no bf16 matrix instructions")
+        device = f"CPU, {os.cpu_count()} cores" + (f", {' and '.join(flags)}" if flags
+                                                    else ", no bf16 matrix instructions")
         four_bit = ("CPU (AVX512-BF16 repack kept off: pin_4bit_layout)" if "AVX512-BF16" in flags
                     else "CPU, generic kernel")
     rows = [("device", device, ""), ("dtype auto", dtype, "what load(dtype='auto') picks")]

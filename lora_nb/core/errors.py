@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import typing
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,7 +42,8 @@ class ConfigError(ValueError):
             parts[0] += f" (got {value!r})"
         parts[0] += "."
         if self.allowed is not None:
-            shown = ", ".join(self.allowed[:20]) + (f", … ({len(self.allowed)} in all)" if len(self.allowed) > 20 else "")
+            shown = ", ".join(self.allowed[:20]) + (f", … ({len(self.allowed)} in all)"
+                                                    if len(self.allowed) > 20 else "")
             parts.append(f"Allowed: {shown}.")
             if hint is None:
                 match = nearest(value if isinstance(value, str) else key.rsplit(".", 1)[-1], self.allowed)

@@ -71,7 +71,8 @@ def _in_kernel() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-SMALL_BYTES = 2 ** 30  # a local folder under 1 GiB loads in about a second (SmolLM2-135M, 513 MiB: 0.3 s): a bar there is noise
+# a local folder under 1 GiB loads in about a second (SmolLM2-135M, 513 MiB: 0.3 s): a bar there is noise
+SMALL_BYTES = 2 ** 30
 
 
 def worth_a_bar(source: Any) -> bool:
@@ -85,7 +86,8 @@ def worth_a_bar(source: Any) -> bool:
     """
     if hasattr(source, "parameters"):
         return sum(p.numel() * p.element_size() for p in source.parameters()) >= SMALL_BYTES
-    folder = Path(os.path.expandvars(os.path.expanduser(os.fspath(source)))) if isinstance(source, (str, os.PathLike)) else None
+    folder = (Path(os.path.expandvars(os.path.expanduser(os.fspath(source))))
+              if isinstance(source, (str, os.PathLike)) else None)
     if folder is None or not folder.is_dir() or (folder / "adapter_config.json").is_file():
         return True  # a Hub name, or an adapter whose base is loaded from elsewhere
     return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")) >= SMALL_BYTES

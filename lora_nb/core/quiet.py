@@ -72,7 +72,7 @@ class Capture:
             self._flush()
 
     def to(self, path: Optional[Path]) -> None:
-        """Write what was captured so far to ``path`` (appending), and what follows as it comes; None: keep it in memory."""
+        """Write what was captured so far to ``path`` (appending), then what follows; None: keep it in memory."""
         with self._guard:
             if path is None or self.path != Path(path):
                 self.path, self._written = (None if path is None else Path(path)), 0
@@ -195,7 +195,7 @@ class _QuietImports(importlib.abc.MetaPathFinder):
         if name not in LIBRARIES:
             return None
         for finder in sys.meta_path:
-            found = finder.find_spec(name, path, target) if finder is not self and hasattr(finder, "find_spec") else None
+            found = None if finder is self or not hasattr(finder, "find_spec") else finder.find_spec(name, path, target)
             if found is not None:
                 if hasattr(found.loader, "exec_module"):
                     found.loader = _QuietLoader(found.loader)

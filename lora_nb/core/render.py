@@ -39,7 +39,8 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str
     """
     cells = [[_cell(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and rows for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and rows
+               for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()

@@ -21,7 +21,8 @@ from ..core.errors import ConfigError, LoraNbWarning
 
 REQUIRED = {"text": ("text",), "alpaca": ("instruction", "output"), "messages": ("messages",),
             "prompt_completion": ("prompt", "completion")}
-TEXT_FIELDS = {"text": ("text",), "alpaca": ("instruction", "input", "output"), "prompt_completion": ("prompt", "completion")}
+TEXT_FIELDS = {"text": ("text",), "alpaca": ("instruction", "input", "output"),
+               "prompt_completion": ("prompt", "completion")}
 NEEDS = {"text": "a text (a string)", "alpaca": "an instruction and an output, both strings (input is optional)",
          "messages": "messages, each with a role and a content (strings), and an assistant turn",
          "prompt_completion": "a prompt and a completion: both strings, or both lists of messages"}
@@ -39,7 +40,7 @@ def check_columns(columns: list[str], fmt: str) -> None:
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: data.format: needs columns ['instruction', 'output'] that the data lacks (it has ['text']) (got 'alpaca').
-    """
+    """  # noqa: E501 - a doctest's expected error, one line
     missing = [c for c in REQUIRED[fmt] if c not in columns]
     if missing:
         raise ConfigError("data.format", fmt, problem=f"needs columns {missing} that the data lacks (it has {columns})")
@@ -56,11 +57,12 @@ def check_rows(rows: Any, fmt: str, key: str, source: str) -> None:
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: data: row 1 of the rows given has 'text' as a dict ({'q': 'Is 0 even?'}), not a string; every text row needs a text (a string). Fix or drop that row.
-    """
+    """  # noqa: E501 - a doctest's expected error, one line
     if len(rows) == 0:
         raise ConfigError(key, None, problem=f"{source} has no rows")
     table = rows.with_format("arrow")  # whole columns in Arrow, not a Python loop per row
-    columns = {name: _combined(table[name]) for name in REQUIRED[fmt] + TEXT_FIELDS.get(fmt, ()) if name in rows.column_names}
+    columns = {name: _combined(table[name]) for name in REQUIRED[fmt] + TEXT_FIELDS.get(fmt, ())
+               if name in rows.column_names}
     problems: list[Problem] = []
     written = None
     for name in [n for n in columns if _has_json(columns[n].type)]:
@@ -101,14 +103,17 @@ def check_fraction(fraction: Any, n: int) -> None:
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: data.eval: a fraction must be between 0 and 1; leave eval out for no eval rows (got 0).
-    """
+    """  # noqa: E501 - a doctest's expected error, one line
     if isinstance(fraction, bool) or not 0 < fraction < 1:
-        raise ConfigError("data.eval", fraction, problem="a fraction must be between 0 and 1; leave eval out for no eval rows")
+        raise ConfigError("data.eval", fraction,
+                          problem="a fraction must be between 0 and 1; leave eval out for no eval rows")
     held = math.ceil(fraction * n)
     if held >= n:
         most = math.floor(100 * (n - 1) / n) / 100
-        fix = f"with {n} rows use a fraction of at most {most}, or an eval file" if most > 0 else "give more rows, or an eval file"
-        raise ConfigError("data.eval", fraction, problem=f"holds out every row ({held} of {n}), leaving none to train on; {fix}")
+        fix = (f"with {n} rows use a fraction of at most {most}, or an eval file" if most > 0
+               else "give more rows, or an eval file")
+        raise ConfigError("data.eval", fraction,
+                          problem=f"holds out every row ({held} of {n}), leaving none to train on; {fix}")
 
 
 def holds_messages(rows: Any, column: str) -> bool:
@@ -158,9 +163,11 @@ def _mixture(rows: list[Any], path: str, kinds: dict[str, int]) -> tuple[int, st
     value = next(v for p, v in _leaves(rows[row]) if p == path and _shape(v, path) == bad)
     where = f"a message with {field!r}" if parents else repr(field)
     if len(wrong) == 1:
-        return row, f"{where} as {bad} ({_short(value)}), not {'a list of messages' if field == 'messages' else 'a string'}"
+        return row, (f"{where} as {bad} ({_short(value)}), "
+                     f"not {'a list of messages' if field == 'messages' else 'a string'}")
     other = next(k for k in kinds if k != bad)
-    return row, f"{where} as {bad} ({_short(value)}) where row {kinds[other] + 1} has {other}; a field holds one type in every row"
+    return row, (f"{where} as {bad} ({_short(value)}) where row {kinds[other] + 1} has {other}; "
+                 "a field holds one type in every row")
 
 
 _ALLOWED = {"messages": {"a list of messages"}, "prompt": {"a string", "a list of messages"},
@@ -282,12 +289,14 @@ def _conversations(values: Any, name: str, *, answered: bool) -> tuple[list[Prob
             fields[field] = pa.nulls(len(turns), pa.string())
             continue
         strings, found = _texts(pc.struct_field(turns, field), field, required=True)
-        problems += [(parents[j].as_py(), missing, f"a message with no {field!r}" if missing else f"a message with {what}")
+        problems += [(parents[j].as_py(), missing,
+                      f"a message with no {field!r}" if missing else f"a message with {what}")
                      for j, missing, what in found]
         fields[field] = strings
     counts = pc.list_value_length(values)
     if not answered and pc.any(pc.equal(counts, 0)).as_py():
-        problems.append((pc.index(pc.equal(counts, 0), True).as_py(), False, f"no messages in {name!r} (an empty list)"))
+        problems.append((pc.index(pc.equal(counts, 0), True).as_py(), False,
+                         f"no messages in {name!r} (an empty list)"))
     if problems:
         return problems, None
     rows = pa.array(range(len(values)))
@@ -328,7 +337,8 @@ def _written(source: str, n: int) -> Optional[list[dict]]:
     with open(source, encoding="utf-8-sig") as f:
         text = f.read()
     try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = (json.loads(text) if text.lstrip().startswith("[")
+                else [json.loads(line) for line in text.splitlines() if line.strip()])
     except ValueError:
         return None
     return rows if len(rows) == n and all(isinstance(r, dict) for r in rows) else None
@@ -369,8 +379,8 @@ def _row_problem(problems: list[Problem], fmt: str, source: str) -> str:
     missing = [what for r, gone, what in problems if r == row and gone]
     wrong = [what for r, gone, what in problems if r == row and not gone]
     parts = ([" and ".join(missing) + " (null or missing)"] if missing else []) + wrong
-    return (f"row {row + 1} of {source} has {'; and '.join(parts)}; every {fmt} row needs {NEEDS[fmt]}. Fix or drop that "
-            "row" + (" (rows of another format lack these fields too)" if missing else ""))
+    return (f"row {row + 1} of {source} has {'; and '.join(parts)}; every {fmt} row needs {NEEDS[fmt]}. "
+            "Fix or drop that row" + (" (rows of another format lack these fields too)" if missing else ""))
 
 
 def _check_learnable(empty: Any, fmt: str, key: str, source: str) -> None:
@@ -380,8 +390,8 @@ def _check_learnable(empty: Any, fmt: str, key: str, source: str) -> None:
     n, blank = len(empty), pc.sum(empty).as_py() or 0
     what = f"an empty {LEARNED[fmt]!r}" if fmt in LEARNED else "only empty assistant turns"
     if blank == n:
-        raise ConfigError(key, None, problem=f"every row of {source} has {what} ({n} of {n}): there is nothing to learn "
-                                             "(an empty answer trains only the end-of-turn token); fill them in")
+        raise ConfigError(key, None, problem=f"every row of {source} has {what} ({n} of {n}): there is nothing to "
+                                             "learn (an empty answer trains only the end-of-turn token); fill them in")
     if blank / n > MOSTLY_EMPTY:
         warnings.warn(f"{blank} of {n} rows of {source} ({blank / n:.0%}) have {what}: they teach only the "
                       "end-of-turn token", LoraNbWarning, stacklevel=3)

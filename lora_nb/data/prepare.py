@@ -24,7 +24,8 @@ from ..core.progress import progress_bar
 from ..core.quiet import quietly
 from ..recipe.schema import FORMATS, TrainSection
 
-SOURCES = "a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a datasets.Dataset or DatasetDict, or a list of dicts"
+SOURCES = ("a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, "
+           "a datasets.Dataset or DatasetDict, or a list of dicts")
 LARGE_ROWS = 20_000  # from about here checking and converting take a second or more: worth a progress bar
 LARGE_FILE = 16 * 2**20  # a data file of 16 MiB or more takes a second or more to read
 CUT_SAMPLE = 8  # long texts whose cut is tokenised to confirm it still fills max_length
@@ -51,7 +52,8 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
     if isinstance(data, list):
         if not data or not all(isinstance(r, dict) for r in data):
             raise ConfigError(given, f"list of {len(data)} items", problem="a list must hold dicts (one per example)")
-        columns = dict.fromkeys(name for row in data for name in row)  # every row's keys: from_list takes the first row's
+        # every row's keys: from_list takes the first row's
+        columns = dict.fromkeys(name for row in data for name in row)
         try:
             return Dataset.from_dict({name: [row.get(name) for row in data] for name in columns})
         except Exception:  # Arrow keeps one type per column: say which row breaks it
@@ -109,12 +111,14 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
         rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
         if eval_rows is not None and not isinstance(eval, float):
             check_columns(eval_rows.column_names, fmt)
-            check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval) else _where(eval, "data.eval")))
+            check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval)
+                                         else _where(eval, "data.eval")))
             _check_template(eval_rows, fmt, tokenizer)
         if large:
             stages.start("converting rows", total=len(rows) + (len(eval_rows) if eval_rows is not None else 0))
-        train, held = (None if part is None else to_sft_rows(part, fmt, tokenizer, on_batch=_advance,
-                                                               max_chars=_cut_length(part, fmt, tokenizer, max_length))
+        train, held = (None if part is None else
+                       to_sft_rows(part, fmt, tokenizer, on_batch=_advance,
+                                   max_chars=_cut_length(part, fmt, tokenizer, max_length))
                        for part in (rows, eval_rows))
     return train, held, fmt
 
@@ -181,7 +185,8 @@ def kept_tokens(train: TrainSection) -> Optional[int]:
     strategies that wrap or split long sequences) or its end (``truncation_mode="keep_end"``).
 
     Example:
-        >>> kept_tokens(TrainSection(max_length=512)), kept_tokens(TrainSection(max_length=512, sft={"truncation_mode": "keep_end"}))
+        >>> (kept_tokens(TrainSection(max_length=512)),
+        ...  kept_tokens(TrainSection(max_length=512, sft={"truncation_mode": "keep_end"})))
         (512, None)
     """
     if train.sft.get("truncation_mode", "keep_start") != "keep_start":
@@ -196,10 +201,12 @@ def _check_template(rows: Any, fmt: str, tokenizer: Any) -> None:
     if getattr(tokenizer, "chat_template", None):
         return
     if fmt == "messages":
-        raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; set tokenizer.chat_template or use format 'text'")
+        raise ConfigError("data.format", fmt, problem="needs a tokenizer with a chat template; "
+                          "set tokenizer.chat_template or use format 'text'")
     if fmt == "prompt_completion" and (holds_messages(rows, "prompt") or holds_messages(rows, "completion")):
-        raise ConfigError("data.format", fmt, problem="with lists of messages as prompt and completion needs a tokenizer with a "
-                          "chat template; set tokenizer.chat_template or give prompt and completion as strings")
+        raise ConfigError("data.format", fmt, problem="with lists of messages as prompt and completion needs a "
+                          "tokenizer with a chat template; set tokenizer.chat_template or give prompt and completion "
+                          "as strings")
 
 
 def _where(data: Any, key: str) -> tuple[str, str]:
@@ -273,7 +280,8 @@ def _cut_length(rows: Any, fmt: str, tokenizer: Any, max_length: Optional[int]) 
     if longest <= chars:
         return None
     heads = [head for t in texts for head in
-             pc.utf8_slice_codeunits(pc.filter(t, pc.greater(pc.utf8_length(t), chars)).slice(0, CUT_SAMPLE), 0, chars).to_pylist()]
+             pc.utf8_slice_codeunits(pc.filter(t, pc.greater(pc.utf8_length(t), chars)).slice(0, CUT_SAMPLE),
+                                     0, chars).to_pylist()]
     tokens = tokenizer(heads[:CUT_SAMPLE], add_special_tokens=False)["input_ids"]
     return chars if all(len(ids) > max_length for ids in tokens) else None
 
@@ -289,7 +297,8 @@ def _all_texts(rows: Any, fmt: str) -> list[Any]:
     texts = []
     for name in (n for n in names if n in rows.column_names):
         values = table[name].combine_chunks()
-        if (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)) and pa.types.is_struct(values.type.value_type):
+        if ((pa.types.is_list(values.type) or pa.types.is_large_list(values.type))
+                and pa.types.is_struct(values.type.value_type)):
             values = pc.struct_field(pc.list_flatten(values), "content")
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             texts.append(values)
@@ -335,9 +344,11 @@ class Preview:
             style = "background:#c8f7c5;font-weight:bold" if loss else "color:#888"
             return f"<span style='{style}'>{html.escape(token)}</span>"
 
-        blocks = "".join(f"<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:4px'>{''.join(span(t, l) for t, l in row)}</pre>"
+        blocks = "".join("<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:4px'>"
+                         f"{''.join(span(t, loss) for t, loss in row)}</pre>"
                          for row in self.rows)
-        return f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> tokens carry loss{blocks}</div>"
+        return (f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> "
+                f"tokens carry loss{blocks}</div>")
 
 
 @quietly()
@@ -374,14 +385,16 @@ def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[in
 
     Example:
         >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))   # doctest: +SKIP
-        >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]), tok, config)  # doctest: +SKIP
+        >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]),
+        ...                               tok, config)  # doctest: +SKIP
         >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]   # doctest: +SKIP
         True
     """
     from trl import SFTTrainer
 
     with _random_state_kept():
-        trainer = SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset, processing_class=tokenizer)
+        trainer = SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset,
+                             processing_class=tokenizer)
     prepared = []
     for example in trainer.train_dataset:
         labels = trainer.data_collator([example])["labels"][0]

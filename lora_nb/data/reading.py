@@ -25,12 +25,14 @@ def load(source: str, split: str, key: str) -> Any:
     try:
         rows = load_rows(source, split)
         if DATA_FILES.get(os.path.splitext(source)[1].lower()) == "json":
-            rows.data.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8; training would fail on them
+            # Arrow's JSON reader keeps bytes that are not UTF-8; training would fail on them
+            rows.data.validate(full=True)
     except Exception as error:  # datasets wraps the cause (ArrowInvalid, UnicodeDecodeError, StopIteration) in its own
         if os.path.isfile(source):
             problem = _file_problem(source) or f"{source} could not be read ({_reason(error)})"
         else:
-            problem = f"{source} is neither a data file nor a saved dataset folder, and loading it as a Hub dataset failed ({_reason(error)})"
+            problem = (f"{source} is neither a data file nor a saved dataset folder, and loading it as a Hub dataset "
+                       f"failed ({_reason(error)})")
         raise ConfigError(key, None, problem=problem) from None
     if len(rows) == 0:
         raise ConfigError(key, None, problem=f"{source} has no rows")
@@ -76,7 +78,9 @@ def _json_problem(path: str, text: str, lines: list[tuple[int, str]], whole: boo
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            return f"line {n} of {path} is not valid JSON ({e.msg}): {line.strip()[:80]!r}; each line must be one JSON object"
+            return (f"line {n} of {path} is not valid JSON ({e.msg}): {line.strip()[:80]!r}; "
+                    "each line must be one JSON object")
         if not isinstance(row, dict):
-            return f"line {n} of {path} is not a JSON object ({line.strip()[:80]!r}); each line must be one row like {{\"text\": ...}}"
+            return (f"line {n} of {path} is not a JSON object ({line.strip()[:80]!r}); "
+                    "each line must be one row like {\"text\": ...}")
     return None

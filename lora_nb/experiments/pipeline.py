@@ -1,9 +1,9 @@
 """The one orchestrator: a Recipe becomes a loaded model, an adapter and a training run.
 
 The API (``lora_nb.run``), the CLI (``lora-nb run``), a ``%%lora`` recipe cell and the panel's
-Train (on the base it has loaded) all come through :func:`run`, so they cannot drift apart: the same load, the same adapter seeded with
-``lora.seed`` (else ``train.seed``), the same training keywords. The exported script (:func:`to_script`) is rendered
-from the same recipe by :mod:`lora_nb.export.script`.
+Train (on the base it has loaded) all come through :func:`run`, so they cannot drift apart: the same load,
+the same adapter seeded with ``lora.seed`` (else ``train.seed``), the same training keywords. The exported
+script (:func:`to_script`) is rendered from the same recipe by :mod:`lora_nb.export.script`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from ..core.charts import Dashboard
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600
+            else f"{seconds // 60}:{seconds % 60:02d}")
 
 
 def status_line(run: Any) -> str:
@@ -226,7 +227,8 @@ def _buttons(chart: LiveChart):
         import ipywidgets as w
     except ImportError:
         return None
-    stop = w.Button(description="Stop", button_style="danger", icon="stop", tooltip="stop after this step; the adapter is saved")
+    stop = w.Button(description="Stop", button_style="danger", icon="stop",
+                    tooltip="stop after this step; the adapter is saved")
     save = w.Button(description="Save now", icon="save", tooltip="save the adapter after this step and keep training")
     stop.on_click(lambda _: chart.run.stop())
     save.on_click(lambda _: chart.run.save_now())

@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional, Union
 
 from ..core.errors import ConfigError, strict_flags
 from ..core.files import expand_user
-from ..recipe.schema import LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs, model_kwargs
+from ..recipe.schema import (LoraSection, ModelSection, Recipe, TrainSection, adapter_seed, build_section, lora_kwargs,
+                             model_kwargs)
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainSection)}
 
@@ -180,7 +181,8 @@ class Session:
             if data is None or self.model_section is None:
                 raise ConfigError("data", problem="a sweep needs training data: data=PATH (or train once first: "
                                   "the sweep then starts from that run's recipe)")
-            recipe = Recipe(model=self.model_section, lora=self.lora_section or LoraSection(), data=DataSection(path=data))
+            recipe = Recipe(model=self.model_section, lora=self.lora_section or LoraSection(),
+                            data=DataSection(path=data))
         elif data is not None:
             recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=data))
         recipe = dataclasses.replace(recipe, output_dir=None)
@@ -312,4 +314,5 @@ def describe(lora: LoraSection) -> str:
         'r=8, alpha=32, targets=[q_proj, v_proj], variant=dora'
     """
     targets = lora.targets if isinstance(lora.targets, str) else f"[{', '.join(map(str, lora.targets))}]"
-    return f"r={lora.r}, alpha={lora.alpha:g}, targets={targets}" + (f", variant={lora.variant}" if lora.variant != "lora" else "")
+    return f"r={lora.r}, alpha={lora.alpha:g}, targets={targets}" + (f", variant={lora.variant}"
+                                                                     if lora.variant != "lora" else "")

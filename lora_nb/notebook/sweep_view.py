@@ -53,7 +53,8 @@ class SweepChart(BudgetedChart):
 
     Example:
         >>> chart = SweepChart()                                                      # doctest: +SKIP
-        >>> s = lora_nb.sweep(recipe, r=[4, 8], targets=["attention", "all-linear"], callbacks=[chart])  # doctest: +SKIP
+        >>> s = lora_nb.sweep(recipe, r=[4, 8], targets=["attention", "all-linear"],
+        ...                   callbacks=[chart])                                          # doctest: +SKIP
         >>> chart.overhead                                                            # doctest: +SKIP
         0.006
     """
@@ -104,7 +105,8 @@ class SweepChart(BudgetedChart):
         """Update the view in place: the status line; the chart unless ``image=False``; the table with ``table``."""
         if self.view is None:
             return
-        self._timed(image, count, lambda png: self.view.show(png, self._status_html(), self._table_html() if table else ""))
+        self._timed(image, count, lambda png: self.view.show(png, self._status_html(),
+                                                             self._table_html() if table else ""))
 
     def _png(self) -> Optional[bytes]:
         series = self._series()
@@ -133,7 +135,8 @@ class SweepChart(BudgetedChart):
             if not done:
                 return f"<code>sweep of {len(s.points)} points, starting</code>"
             number, point = done[-1]
-            return f"<code>point {number}/{len(s.points)} {html.escape(point.label)}: {html.escape(point.status)}</code>"
+            return (f"<code>point {number}/{len(s.points)} {html.escape(point.label)}: "
+                    f"{html.escape(point.status)}</code>")
         point = s.points[number - 1]
         hint = " — Stop ends the sweep after this step" if s.running else (
             " — to stop, interrupt the kernel (■ / I,I): finished points and this point's adapter are kept")
@@ -154,6 +157,7 @@ def _stop_button(chart: SweepChart):
     except ImportError:
         return None
     stop = w.Button(description="Stop sweep", button_style="danger", icon="stop",
-                    tooltip="stop the point in training (its adapter is saved) and end the sweep; finished points are kept")
+                    tooltip="stop the point in training (its adapter is saved) and end the sweep; "
+                            "finished points are kept")
     stop.on_click(lambda _: chart.sweep.stop())
     return w.HBox([stop])

@@ -86,7 +86,8 @@ class LoraSection:
         if not 0 <= self.dropout < 1:
             raise ConfigError("lora.dropout", self.dropout, problem="must be in [0, 1)")
         _check_pattern("lora.rank_pattern", self.rank_pattern, is_positive, "a positive whole number")
-        _check_pattern("lora.alpha_pattern", self.alpha_pattern, lambda v: is_positive(v, whole=False), "a positive number")
+        _check_pattern("lora.alpha_pattern", self.alpha_pattern, lambda v: is_positive(v, whole=False),
+                       "a positive number")
 
 
 @dataclass

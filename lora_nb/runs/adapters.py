@@ -4,18 +4,15 @@ base was loaded and how the adapter was made (settings as asked, initialisation 
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from ..core.errors import ConfigError, first_line, strict_flags
 from ..core.files import check_free, user_path, writing
 from .provenance import lora_section, model_section
-from ..core.progress import worth_a_bar
 from ..core.quiet import quietly
 from ..recipe.arguments import known_names
 
@@ -58,7 +55,8 @@ def save_from_checkpoint(model: Any, folder: Path, checkpoint: Union[str, Path],
     False, having written nothing, when the checkpoint lacks them (then call :func:`save`).
 
     Example:
-        >>> save_from_checkpoint(model, Path("runs/x/.adapter.tmp"), "runs/x/checkpoints/checkpoint-20")   # doctest: +SKIP
+        >>> save_from_checkpoint(model, Path("runs/x/.adapter.tmp"),
+        ...                      "runs/x/checkpoints/checkpoint-20")  # doctest: +SKIP
         True
     """
     import shutil

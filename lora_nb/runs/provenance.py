@@ -56,7 +56,8 @@ def model_section(model: Any) -> ModelSection:
     recorded = made(model).model
     if recorded is not None:
         return recorded
-    quant = "4bit" if getattr(model, "is_loaded_in_4bit", False) else "8bit" if getattr(model, "is_loaded_in_8bit", False) else None
+    quant = ("4bit" if getattr(model, "is_loaded_in_4bit", False)
+             else "8bit" if getattr(model, "is_loaded_in_8bit", False) else None)
     return ModelSection(name=str(getattr(model, "name_or_path", "") or "unknown"), quant=quant)
 
 

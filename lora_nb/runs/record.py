@@ -33,9 +33,9 @@ class Run(Background):
     ``history`` is a list of dicts (step, loss, eval_loss, learning_rate, grad_norm, tokens_per_s,
     memory_mb, elapsed). ``status`` is running, finished, stopped (by :meth:`stop` or a callback),
     interrupted (Ctrl-C), diverged (the loss became NaN or infinite), failed (an error; ``message``
-    says which), or killed (read back from a folder whose process died mid-run). A run trained with ``background=True`` has the background API
-    (:meth:`stop`, :meth:`wait`, :meth:`on_done`, :attr:`running`) of
-    :class:`lora_nb.runs.background.Background`.
+    says which), or killed (read back from a folder whose process died mid-run). A run trained with
+    ``background=True`` has the background API (:meth:`stop`, :meth:`wait`, :meth:`on_done`,
+    :attr:`running`) of :class:`lora_nb.runs.background.Background`.
 
     Example:
         >>> run = lora_nb.train(model, tok, "data.jsonl", steps=100)   # doctest: +SKIP

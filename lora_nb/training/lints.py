@@ -8,7 +8,7 @@ notebooks measure (``notebooks/learn/``).
 Example:
     >>> lints(lora=LoraSection(r=64, alpha=16), lr=2e-4, has_eval=True)
     ['lora.alpha 16 is below lora.r 64: the update is scaled by alpha/r = 0.25, so each step moves the adapter 8x less than at alpha = 2·r; set alpha=128 (or variant=rslora)']
-"""
+"""  # noqa: E501 - a doctest's expected output, one line
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ _shown: set[str] = set()
 
 @strict_flags
 def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dict[str, tuple[int, int]]] = None,
-          max_length: Optional[int] = None, cut: int = 0, rows: int = 0, warmup: float = 0, steps: int = 0) -> list[str]:
+          max_length: Optional[int] = None, cut: int = 0, rows: int = 0, warmup: float = 0,
+          steps: int = 0) -> list[str]:
     """The settings' likely mistakes, one sentence each (empty when none).
 
     ``adapted``: {module name: (in_features, out_features)} of the adapted layers; ``cut`` of
@@ -44,17 +45,17 @@ def lints(*, lora: LoraSection, lr: float, has_eval: bool, adapted: Optional[dic
     found = []
     if lora.variant != "rslora" and lora.alpha < lora.r:
         scale = lora.alpha / lora.r
-        found.append(f"lora.alpha {lora.alpha:g} is below lora.r {lora.r}: the update is scaled by alpha/r = {scale:.3g}, "
-                     f"so each step moves the adapter {2 / scale:.3g}x less than at alpha = 2·r; set alpha={2 * lora.r} "
-                     "(or variant=rslora)")
+        found.append(f"lora.alpha {lora.alpha:g} is below lora.r {lora.r}: the update is scaled by alpha/r = "
+                     f"{scale:.3g}, so each step moves the adapter {2 / scale:.3g}x less than at alpha = 2·r; "
+                     f"set alpha={2 * lora.r} (or variant=rslora)")
     low, high = LR_RANGE
     if lr > high:
-        found.append(f"train.lr {lr:g} is above LoRA's usual range for pretrained models ({low:g}–{high:g}): such steps "
-                     "tend to diverge or overwrite what the base model knows; 2e-4 is the usual start (small models take "
-                     "up to 2e-3; only a randomly initialised toy model wants more)")
+        found.append(f"train.lr {lr:g} is above LoRA's usual range for pretrained models ({low:g}–{high:g}): "
+                     "such steps tend to diverge or overwrite what the base model knows; 2e-4 is the usual start "
+                     "(small models take up to 2e-3; only a randomly initialised toy model wants more)")
     elif lr < low:
-        found.append(f"train.lr {lr:g} is below LoRA's usual range for pretrained models ({low:g}–{high:g}): the adapter "
-                     "starts at zero and barely moves in a short run; 2e-4 is the usual start")
+        found.append(f"train.lr {lr:g} is below LoRA's usual range for pretrained models ({low:g}–{high:g}): "
+                     "the adapter starts at zero and barely moves in a short run; 2e-4 is the usual start")
     smallest = smallest_dimension(adapted)
     if smallest and lora.r >= smallest[1]:
         name, (d_in, d_out) = smallest[0], adapted[smallest[0]]

@@ -130,11 +130,12 @@ def saving_notes(sft: dict) -> list[str]:
     if strategy != "steps":
         notes.append(f"train.sft.save_strategy {strategy!r} switches off checkpoints by steps: a crash or kill before "
                      "the end loses " + ("the whole run (nothing to resume)" if strategy == "no" else
-                                         "everything since the last " + ("epoch" if strategy == "epoch" else "best eval")))
+                                         "everything since the last " + ("epoch" if strategy == "epoch" else
+                                                                         "best eval")))
     limit = sft.get("save_total_limit", 2)
     if isinstance(limit, int) and not isinstance(limit, bool) and limit < 2:
-        notes.append(f"train.sft.save_total_limit {limit} keeps fewer than 2 checkpoints: a kill in the middle of a save "
-                     "can leave none complete to resume from")
+        notes.append(f"train.sft.save_total_limit {limit} keeps fewer than 2 checkpoints: a kill in the middle "
+                     "of a save can leave none complete to resume from")
     if sft.get("save_only_model"):
         notes.append("train.sft.save_only_model leaves the optimizer, scheduler and RNG out of the checkpoints: a "
                      "resumed run will not continue with the same losses")

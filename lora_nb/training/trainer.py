@@ -104,8 +104,9 @@ def train(
     with captured(Capture(), progress=False) as log:
         return _train(model, tokenizer, data, log, dict(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-            packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps, logging_steps=logging_steps,
-            seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
+            packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
+            logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
+            sft=dict(sft_overrides)), eval=eval, format=format, split=split,
             output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
             progress=progress, background=background)
 
@@ -123,7 +124,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     section = build_section(TrainSection, settings, "train")
     build_section(DataSection, dict(format=format, split=split), "data")
     if not hasattr(model, "peft_config"):
-        raise ConfigError("model", type(model).__name__, problem="has no adapter to train: call lora_nb.inject(model, ...) first")
+        raise ConfigError("model", type(model).__name__,
+                          problem="has no adapter to train: call lora_nb.inject(model, ...) first")
     check_not_training(model)
     check_sft_overrides(section.sft)
     folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
@@ -140,7 +142,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
                                                  len(train_rows), report_to)})
     except (TypeError, ValueError) as e:
-        raise ConfigError("train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
+        raise ConfigError("train.sft",
+                          problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
     before = set(folder.iterdir()) if folder.is_dir() else None
@@ -155,7 +158,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        shown = ticking(f"tokenising {len(train_rows):,} rows (TRL)") if len(train_rows) >= LARGE_ROWS else nullcontext()
+        shown = (ticking(f"tokenising {len(train_rows):,} rows (TRL)") if len(train_rows) >= LARGE_ROWS
+                 else nullcontext())
         with interruptible(), shown:  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
             trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
                                  processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
@@ -242,7 +246,8 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opt
         run.status = "interrupted"
     except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
         e = _one_line(e, run)
-        run.status, run.error, run.message = "failed", e, str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        run.status, run.error, run.message = "failed", e, (str(e) if isinstance(e, ConfigError)
+                                                           else f"{type(e).__name__}: {e}")
     finally:
         run.step = trainer.state.global_step
         try:
@@ -284,7 +289,8 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
             run.status = "failed"
             run.error = run.error or e
             run.message = (run.message + " " if run.message else "") + (
-                f"final save failed: {e}" if isinstance(e, ConfigError) else f"final save failed: {type(e).__name__}: {e}")
+                f"final save failed: {e}" if isinstance(e, ConfigError)
+                else f"final save failed: {type(e).__name__}: {e}")
     try:
         run.write_status()
     except BaseException as e:  # noqa: BLE001
@@ -350,7 +356,8 @@ def _report(run: Run, log: Capture) -> None:
     """One line saying how the run ended, where its adapter is, and how much library noise it hid."""
     hidden = f" ({log.summary()})" if log.count else ""
     where = f"adapter saved in {run.adapter_dir}{hidden}"
-    kept = (f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step else "no adapter was saved") + hidden
+    kept = (f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step
+            else "no adapter was saved") + hidden
     if run.status in ("stopped", "interrupted"):
         how = " (interrupted)" if run.status == "interrupted" else ""
         print(f"stopped at step {run.step}{how}, {where}")
@@ -362,7 +369,8 @@ def _report(run: Run, log: Capture) -> None:
         print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")
     else:
         loss = run.last("loss")
-        print(f"finished {run.step} steps, final loss {loss:.4f}, {where}" if loss is not None else f"finished, {where}")
+        print(f"finished {run.step} steps, final loss {loss:.4f}, {where}" if loss is not None
+              else f"finished, {where}")
 
 
 def _data_path(data: Any, run: Run) -> str:

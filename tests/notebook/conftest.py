@@ -39,7 +39,8 @@ def execute_together(notebooks: dict, folder_for, timeout: int, at_once: int = 2
             folder = folder_for(name)
             shutil.copy(path, folder)
             nb = nbformat.read(folder / path.name, as_version=4)
-            client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+            client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                    resources={"metadata": {"path": str(folder)}})
             try:
                 await client.async_execute()
             except Exception as e:  # noqa: BLE001 - reported by that notebook's test

@@ -110,7 +110,8 @@ def stop_server(server: subprocess.Popen, base: str, token: str) -> None:
     (A kernel outliving its server exits by itself: ipykernel watches its parent, JPY_PARENT_PID.)"""
     if server.poll() is None:
         try:
-            request = urllib.request.Request(f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"})
+            request = urllib.request.Request(f"{base}/api/shutdown", method="POST",
+                                             headers={"Authorization": f"token {token}"})
             urllib.request.urlopen(request, timeout=10).close()
         except (urllib.error.URLError, OSError):
             pass
@@ -231,7 +232,8 @@ def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
             break
         except AssertionError:  # seen once while exploring: the click right after start-up went nowhere
             assert attempt == 0 and idle.is_visible(), "Run All Cells did not start the notebook"
-            print("\nRun All Cells did not start the notebook within 60 s (nothing ran, kernel idle): clicking it again")
+            print("\nRun All Cells did not start the notebook within 60 s (nothing ran, kernel idle): "
+                  "clicking it again")
     panel = page.locator(".lora-nb-panel")  # by its class: a role locator misses what sits in a hidden tab
     error = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
     panel.or_(error).first.wait_for(timeout=NOTEBOOK_RUN_S * 1000)
@@ -247,7 +249,8 @@ def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
     steps.fill("5000")
     steps.press("Enter")  # IntText syncs on Enter / blur
     panel.get_by_role("button", name="Train", exact=True).click()
-    expect(status).to_contain_text(step_at_least(5, 5000), timeout=TRAINING_S * 1000)  # 5000: the field reached the kernel
+    # 5000: the field reached the kernel
+    expect(status).to_contain_text(step_at_least(5, 5000), timeout=TRAINING_S * 1000)
     expect(status).to_contain_text("running")
     first_src, first_step = chart.get_attribute("src"), current_step(status.inner_text())
     # The chart is redrawn as its time budget allows (seconds apart), the status line every second.

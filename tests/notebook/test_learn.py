@@ -47,7 +47,8 @@ def test_runs_quietly_and_states_its_results_from_the_run(name, executed):
         raise nb
     stderr = [o.text for o in outputs(nb) if o.output_type == "stream" and o.name == "stderr"]
     assert not stderr, f"a red stderr box: {stderr}"
-    bars = [o["data"]["text/plain"][:60] for o in outputs(nb) if PROGRESS_BAR.search(o.get("data", {}).get("text/plain", ""))]
+    bars = [o["data"]["text/plain"][:60] for o in outputs(nb)
+            if PROGRESS_BAR.search(o.get("data", {}).get("text/plain", ""))]
     assert not bars, f"progress bars: {bars}"
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     markdown = [o for o in last.outputs if "text/markdown" in o.get("data", {})]
@@ -62,8 +63,9 @@ def check_01(text: str) -> None:
 
 
 def check_07(text: str) -> None:
-    assert re.search(r"printed 5 notes \(lora\.alpha, train\.lr, lora\.r, data\.eval, train\.max_length\) and trained anyway "
-                     r"\(status finished\); the suggested recipe on the same model: 0 notes, status finished", text), text
+    assert re.search(r"printed 5 notes \(lora\.alpha, train\.lr, lora\.r, data\.eval, train\.max_length\) "
+                     r"and trained anyway \(status finished\); the suggested recipe on the same model: 0 notes, "
+                     r"status finished", text), text
     gib = float(re.search(r"without checkpointing at batch \d \((\d+\.\d) GiB\)", text).group(1))
     assert 15 < gib < 30, text  # the guide's 24 GB is LoRA without checkpointing on the estimator's scale
     assert "70B domain, 200,000 rows, 80 GB:** 4bit" in text, text  # bf16 LoRA cannot fit 80 GB: QLoRA
@@ -72,7 +74,8 @@ def check_07(text: str) -> None:
 def check_08(text: str) -> None:
     full, lora, qlora = (float(re.search(pattern, text).group(1)) for pattern in (
         r"AdamW state alone take (\d+) GiB", r"LoRA in bf16 needs (\d+\.\d) GiB", r"QLoRA needs (\d+\.\d) GiB"))
-    assert 90 < full < 115 and qlora < lora < full, text  # 16 bytes x 6.7 B parameters; 4-bit weights < bf16 < full states
+    # 16 bytes x 6.7 B parameters; 4-bit weights < bf16 < full states
+    assert 90 < full < 115 and qlora < lora < full, text
 
 
 NUM = r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)"  # 1.3e-05, 8.42, 54 — not the sentence's full stop
@@ -86,7 +89,8 @@ def check_06(text: str) -> None:
     assert merge_diff < 1e-3 and effect > 100 * merge_diff, text  # equal logits, and the adapter was no no-op
     assert "no adapter files and 0 LoRA tensors" in text, text
     ratio = float(re.search(rf"\*\*{NUM}×\*\* \(pairs {NUM}–{NUM}\)", text).group(1))
-    assert ratio > 0.9, text  # merged generates faster than the unmerged adapter (1.2–1.9× measured; fastest of alternated runs)
+    # merged generates faster than the unmerged adapter (1.2–1.9× measured; fastest of alternated runs)
+    assert ratio > 0.9, text
     deq = float(re.search(rf"4-bit base by at most {NUM} in the logits", text).group(1))
     orig = float(re.search(rf"as the guide's recipe would, by {NUM} \(", text).group(1))
     assert deq < orig / 5, text  # into="dequantized" is what was trained; "original" swaps the base under it
@@ -103,16 +107,16 @@ def check_02(text: str) -> None:
     assert l1 > l8 > l64, text  # in a fixed short budget a higher rank (α = 2r) reaches a lower eval loss
     n1, n8, n64 = map(float, re.search(rf"median ‖ΔW‖ {NUM} at r=1, {NUM} at r=8, {NUM} at r=64", text).groups())
     assert n1 < n8 < n64, text  # ...because its update is larger at the same lr
-    used, random = map(float, re.search(rf"median \*\*{NUM} directions\*\* \(entropy effective rank [\d.]+\), against {NUM} \(",
-                                        text).groups())
+    used, random = map(float, re.search(rf"median \*\*{NUM} directions\*\* \(entropy effective rank [\d.]+\), "
+                                        rf"against {NUM} \(", text).groups())
     assert used <= 16 and random > 2 * used, text  # the r=64 update fills few of its 64 directions (measured ~4 vs ~24)
     assert re.search(r"\"r=8 is enough\"\*\* \*\*(holds|does not hold) here\*\*", text), text
 
 
 def check_04(text: str) -> None:
     g2r, p2r, grs, prs, g16, p16 = map(float, re.search(
-        rf"×{NUM} under α = 2r \(∝ r\^(-?[\d.]+)\), ×{NUM} under rsLoRA \(∝ r\^(-?[\d.]+)\) and ×{NUM} with α fixed at 16 "
-        r"\(∝ r\^(-?[\d.]+)\)", text).groups())
+        rf"×{NUM} under α = 2r \(∝ r\^(-?[\d.]+)\), ×{NUM} under rsLoRA \(∝ r\^(-?[\d.]+)\) and ×{NUM} "
+        r"with α fixed at 16 \(∝ r\^(-?[\d.]+)\)", text).groups())
     assert g2r > 5 and 0.5 < grs < 2.5 and g16 < 0.5, text  # one AdamW step: α=2r grows, rsLoRA steady, fixed α shrinks
     assert p2r > 0.3 and abs(prs) < 0.25 and p16 < -0.2, text  # (measured r^0.58, r^0.08, r^-0.42)
     less = float(re.search(rf"moves the weights {NUM}× less than with α = 2r", text).group(1))
@@ -132,13 +136,16 @@ def check_04(text: str) -> None:
 
 def check_03(text: str) -> None:
     losses = dict(re.findall(r"(attention|mlp|all-linear) (\d+\.\d+)", text.split("**Equal size**")[0]))
-    assert float(losses["all-linear"]) < float(losses["attention"]), text  # at equal r, all-linear learns faster (1.39 vs 2.51)
-    assert "16 bytes per LoRA parameter" in text, text  # fp32 weight, gradient, AdamW's two moments, read from the tensors
+    # at equal r, all-linear learns faster (1.39 vs 2.51)
+    assert float(losses["all-linear"]) < float(losses["attention"]), text
+    # fp32 weight, gradient, AdamW's two moments, read from the tensors
+    assert "16 bytes per LoRA parameter" in text, text
     for wrong in ("GPT-2 attention list also adapts mlp.c_proj ×12", "GPT-2 ffn list misses mlp.c_proj ×12",
                   "BERT-base (classifier) ffn list also adapts attention.output.dense ×12",
                   "Phi-3-mini attention list misses self_attn.qkv_proj ×32"):
         assert wrong in text, text  # the guide's hard-coded names, matched as PEFT matches them
-    assert re.search(r"8 of 15 lists pick exactly the role they name \(Llama-2-7B, Qwen2-7B in full\); 7 do not", text), text
+    assert re.search(r"8 of 15 lists pick exactly the role they name \(Llama-2-7B, Qwen2-7B in full\); 7 do not",
+                     text), text
     assert "catch exactly that role's modules on all 5 architectures" in text, text
 
 
@@ -147,15 +154,19 @@ def check_05(text: str) -> None:
     assert 15.5 < full_state < 16.5, text  # fp32 weight, gradient and AdamW's two moments, counted from the tensors
     qlora_w, lora_w = map(int, re.search(r"QLoRA's weights take (\d+) KiB against LoRA's (\d+) KiB", text).groups())
     assert qlora_w < lora_w, text
-    full_peak, lora_peak, _ = map(int, re.search(r"two training steps then peak (\d+), (\d+) and (\d+) MiB higher", text).groups())
+    full_peak, lora_peak, _ = map(int, re.search(r"two training steps then peak (\d+), (\d+) and (\d+) MiB higher",
+                                                 text).groups())
     state = int(re.search(r"\((\d+) MiB by the tensors", text).group(1))
-    assert full_peak > max(lora_peak, 0.9 * state), text  # measured: full fine-tuning's step holds its gradients and AdamW state
-    gb = float(re.search(r"LoRA's 24 GB is nearest to batch \d × 1024 tokens with gradient checkpointing o\w+ \((\d+\.\d) GB", text).group(1))
+    # measured: full fine-tuning's step holds its gradients and AdamW state
+    assert full_peak > max(lora_peak, 0.9 * state), text
+    gb = float(re.search(r"LoRA's 24 GB is nearest to batch \d × 1024 tokens with gradient checkpointing o\w+ "
+                         r"\((\d+\.\d) GB", text).group(1))
     assert 20 < gb < 28, text
     nf4, fp4 = map(float, re.search(r"relative error (\d\.\d+) vs (\d\.\d+)", text).groups())
     assert nf4 < 0.85 * fp4, text  # NF4's levels fit Gaussian weights better than FP4's
     saved = float(re.search(r"saves (\d\.\d+) bit", text).group(1))
-    assert 0.3 < saved < 0.45, text  # double quantisation: 32-bit absmax per 64 weights -> 8 bits + a constant per 256 blocks
+    # double quantisation: 32-bit absmax per 64 weights -> 8 bits + a constant per 256 blocks
+    assert 0.3 < saved < 0.45, text
     assert float(re.search(r"match bitsandbytes' to ([0-9.e+-]+)", text).group(1)) < 1e-6, text
 
 

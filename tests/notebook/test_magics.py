@@ -39,7 +39,8 @@ def test_load_ext_is_cheap_and_unload_removes_the_magics():
         "from IPython.testing.globalipapp import get_ipython\n"
         "ip = get_ipython()\n"
         "t = time.perf_counter(); ip.run_line_magic('load_ext', 'lora_nb'); t = time.perf_counter() - t\n"
-        "print('LOADED', t, 'torch' in sys.modules, 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
+        "print('LOADED', t, 'torch' in sys.modules, 'lora' in ip.magics_manager.magics['line'], "
+        "'lora' in ip.magics_manager.magics['cell'])\n"
         "ip.run_line_magic('unload_ext', 'lora_nb')\n"
         "print('UNLOADED', 'lora' in ip.magics_manager.magics['line'], 'lora' in ip.magics_manager.magics['cell'])\n"
     )
@@ -123,7 +124,8 @@ def test_the_whole_flow_with_magics(ip, llama, data_file, tmp_path, in_tmp, caps
         ip.run_line_magic("lora", "inject rnak=8")
     ip.run_line_magic("lora", "inject r=4 alpha=8 targets=attention")
     assert "LoRA adapter: " in capsys.readouterr().out
-    run = ip.run_line_magic("lora", f"train data={data_file} steps=3 lr=2e-3 batch_size=8 output_dir={tmp_path / 'run'}")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=3 lr=2e-3 batch_size=8 "
+                                    f"output_dir={tmp_path / 'run'}")
     assert run.status == "finished" and run.step == 3 and run.recipe.train.lr == 0.002
     result = ip.run_line_magic("lora", f"eval data={data_file} limit=8 metric=contains")
     assert result.n == 8 and result.metric == "contains" and 0 <= result.score <= 1
@@ -162,7 +164,9 @@ def test_cell_bodies_are_yaml_sections(ip, llama, data_file, tmp_path):
     ip.run_line_magic("lora", f"load {llama}")
     ip.run_cell_magic("lora", "inject", "r: 4\nalpha: 8\ntargets: mlp\nvariant: rslora\n")
     assert session(ip).model.peft_config["default"].use_rslora
-    run = ip.run_cell_magic("lora", "train", f"data: {{path: {data_file}, eval: 0.25}}\ntrain: {{steps: 2, batch_size: 8}}\noutput_dir: {tmp_path / 'run'}\n")
+    run = ip.run_cell_magic("lora", "train", f"data: {{path: {data_file}, eval: 0.25}}\n"
+                                             "train: {steps: 2, batch_size: 8}\n"
+                                             f"output_dir: {tmp_path / 'run'}\n")
     assert run.status == "finished" and any("eval_loss" in h for h in run.history)
     with pytest.raises(UsageError, match=r"stesp: unknown setting.*Did you mean 'steps'"):
         ip.run_cell_magic("lora", "train", f"data: {data_file}\nstesp: 2\n")
@@ -180,7 +184,8 @@ output_dir: {tmp_path / 'run'}
 """)
     assert run.status == "finished" and run.recipe.model.quant == "4bit"
     assert session(ip).runs == [run]
-    assert capsys.readouterr().out.startswith("fresh adapter (a recipe always starts one): r=4, alpha=32, targets=attention\n")
+    assert capsys.readouterr().out.startswith("fresh adapter (a recipe always starts one): "
+                                              "r=4, alpha=32, targets=attention\n")
     with pytest.raises(UsageError, match=r"lora.rank: unknown key.*Did you mean 'r'"):
         ip.run_cell_magic("lora", "", f"model: {{name: {llama}}}\nlora: {{rank: 4}}\n")
 
@@ -219,7 +224,8 @@ output_dir: {tmp_path / 'recipe'}
 def test_background_training_refuses_a_second_run_and_stops(ip, llama, data_file, tmp_path):
     ip.run_line_magic("lora", f"load {llama}")
     ip.run_line_magic("lora", "inject r=4")
-    ip.run_line_magic("lora", f"train data={data_file} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} --background")
+    ip.run_line_magic("lora", f"train data={data_file} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} "
+                              "--background")
     run = session(ip).active
     assert run is not None and run.running
     with pytest.raises(UsageError, match="still training in the background"):
@@ -306,7 +312,8 @@ def test_typed_paths_expand_home_and_variables(ip, llama, data_file, tmp_path, m
     assert (home / "adapter" / "adapter_model.safetensors").exists() and (home / "train_lora.py").exists()
     model = lora_nb.load_adapter("~/models/m", "~/adapter")
     assert hasattr(model, "peft_config")
-    assert lora_nb.merge("~/adapter", "~/merged") == home / "merged" and (home / "merged" / "model.safetensors").exists()
+    assert (lora_nb.merge("~/adapter", "~/merged") == home / "merged"
+            and (home / "merged" / "model.safetensors").exists())
     assert len(lora_nb.data.prepare.read("$LORA_NB_DATA/train.jsonl")) == len(lora_nb.data.prepare.read(str(data_file)))
 
 
@@ -367,7 +374,8 @@ def test_sweep_magic_trains_each_point_on_the_loaded_base(ip, llama, data_file, 
     assert (tmp_path / "sweep" / "sweep.json").exists() and "sweep finished: 2/2" in capsys.readouterr().out
     sess = session(ip)
     assert sess.runs[-1] is s.points[-1].run and sess.model is s.model  # the session carries the last adapter
-    again = ip.run_line_magic("lora", f"sweep lr=1e-3,2e-3 steps=2 output_dir={tmp_path / 'sweep2'}")  # the last run's recipe
+    # the last run's recipe
+    again = ip.run_line_magic("lora", f"sweep lr=1e-3,2e-3 steps=2 output_dir={tmp_path / 'sweep2'}")
     assert [p.recipe.train.lr for p in again.points] == [1e-3, 2e-3] and again.points[0].recipe.lora.r == 4
 
 
@@ -377,7 +385,8 @@ def test_train_says_its_lints_as_lines(ip, llama, data_file, tmp_path, capsys):
     lints._shown.clear()
     ip.run_line_magic("lora", f"load {llama}")
     ip.run_line_magic("lora", "inject r=4 alpha=2")
-    ip.run_line_magic("lora", f"train data={data_file} steps=1 batch_size=4 max_length=64 output_dir={tmp_path / 'run'}")
+    ip.run_line_magic("lora", f"train data={data_file} steps=1 batch_size=4 max_length=64 "
+                              f"output_dir={tmp_path / 'run'}")
     out, err = capsys.readouterr()
     assert "note: lora.alpha 2 is below lora.r 4" in out and "note: data.eval is not set" in out and "note:" not in err
 

@@ -23,7 +23,8 @@ def text_of(nb):
     parts = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            parts.append(o.get("text", "") + "".join(str(v) for k, v in o.get("data", {}).items() if k.startswith("text/")))
+            parts.append(o.get("text", "") + "".join(str(v) for k, v in o.get("data", {}).items()
+                                                      if k.startswith("text/")))
     return "\n".join(parts)
 
 
@@ -51,7 +52,8 @@ def test_notebook_runs_end_to_end(name, executed):
     pngs = outputs_of(nb, "image/png")
     assert pngs, "the finished training chart stays in the notebook as a PNG"
     runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1 and (runs[0] / "dashboard.png").exists() and (runs[0] / "adapter" / "adapter_model.safetensors").exists()
+    assert (len(runs) == 1 and (runs[0] / "dashboard.png").exists()
+            and (runs[0] / "adapter" / "adapter_model.safetensors").exists())
     merged = tmp_path / ("merged_model" if name == "quickstart" else "merged_api")
     assert (merged / "model.safetensors").exists()
     if name == "python_api":
@@ -78,11 +80,13 @@ def assert_quiet(nb) -> None:
         pngs = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         assert len(pngs) <= 1, f"{where} shows {len(pngs)} charts"
         bars = [o for o in cell.outputs if PROGRESS_BAR.search(str(o.get("data", {}).get("text/plain", "")))]
-        assert len(bars) <= 1, f"{where} shows {len(bars)} progress bars: " + "; ".join(o.data["text/plain"][:40] for o in bars)
+        assert len(bars) <= 1, (f"{where} shows {len(bars)} progress bars: "
+                                + "; ".join(o.data["text/plain"][:40] for o in bars))
         said = [json.dumps(o.get("data", o.get("text"))) for o in cell.outputs]
         assert sum(text.count("adapter saved in") for text in said) <= 1, f"{where} says twice where the adapter is"
         notes = [k for k, o in enumerate(cell.outputs) if "note: " in str(o.get("text", ""))]
-        assert not (notes and pngs) or max(notes) < cell.outputs.index(pngs[0]), f"{where} prints a note under its chart"
+        assert not (notes and pngs) or max(notes) < cell.outputs.index(pngs[0]), (
+            f"{where} prints a note under its chart")
     text = text_of(nb)
     assert text.count("finished 150 steps") == 1, "one result line per train cell"
 
@@ -156,13 +160,15 @@ def test_background_train_in_a_kernel_shows_controls_under_its_own_cell(llama, p
         execute("%load_ext lora_nb")
         execute(f"%lora load {llama}")
         execute("%lora inject r=4")
-        reply, outputs = execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} --background")
+        reply, outputs = execute(f"%lora train data={data} steps=100000 batch_size=4 output_dir={tmp_path / 'bg'} "
+                                 "--background")
         assert reply["content"]["status"] == "ok"
         kinds = [m["msg_type"] for m in outputs]
         widgets = [m for m in outputs if m["msg_type"] == "display_data"
                    and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
         assert widgets, kinds  # Stop / Save now, displayed under the cell that started the run
-        assert sum(1 for m in outputs if m["msg_type"] == "display_data" and m["content"].get("transient", {}).get("display_id")) >= 2
+        assert sum(1 for m in outputs if m["msg_type"] == "display_data"
+                   and m["content"].get("transient", {}).get("display_id")) >= 2
         metrics = tmp_path / "bg" / "metrics.jsonl"
         deadline = time.time() + 120
         while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:

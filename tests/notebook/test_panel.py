@@ -50,7 +50,8 @@ def test_parameter_count_follows_r_and_roles(tiny):
     panel.batch_size.value = 8
     assert "memory (attention, r=4, batch 8 × 1024)" in panel.params.value
     panel.r.value = 32  # k_proj and v_proj are 32 wide in the tiny Llama (grouped-query attention)
-    assert "r=32 is not below the smallest adapted dimension (32 in k_proj): LoRA stops being low-rank" in panel.params.value
+    assert ("r=32 is not below the smallest adapted dimension (32 in k_proj): LoRA stops being low-rank"
+            in panel.params.value)
     panel.r.value = 128
     assert "(32 in k_proj)" in panel.params.value and "% of the model's 179,648" in panel.params.value
 
@@ -195,7 +196,8 @@ def test_stop_ends_a_sweep_keeping_its_finished_points(tiny, in_tmp):
 
 @pytest.mark.parametrize("key, values, error", [
     ("r", "4, eight", "lora.r"),
-    ("r", "[4, 8", "r: is not a comma-separated list of values (e.g. 4, 8, 16 or [q_proj, v_proj], all-linear) (got '[4, 8')"),
+    ("r", "[4, 8", "r: is not a comma-separated list of values (e.g. 4, 8, 16 or [q_proj, v_proj], all-linear) "
+                   "(got '[4, 8')"),
     ("lr", "", "lr: type the values to try"),
     ("r", "8, 8", "r: is listed twice (got 8)"),
     ("targets", "attention, nonsense", "nonsense"),
@@ -261,12 +263,14 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     model = lora_nb.inject(model, r=8, verbose=False)
     view = Recorder()
     chart = LiveChart(every=0.2, view=view)
-    run = lora_nb.train(model, tok, parity[0] * 4, steps=60, batch_size=8, max_length=64, callbacks=[chart], progress=False)
+    run = lora_nb.train(model, tok, parity[0] * 4, steps=60, batch_size=8, max_length=64, callbacks=[chart],
+                        progress=False)
     pngs = [png for png, _ in view.shown if png]
     assert pngs and pngs[-1][:4] == b"\x89PNG" and (run.dir / "dashboard.png").read_bytes() == pngs[-1]
     assert "finished" in view.shown[-1][1] and "step 60/60" in view.shown[-1][1]
     assert len(view.shown) >= 3 and "ETA" in view.shown[len(view.shown) // 2][1]
-    print(f"live chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = {100 * chart.overhead:.2f}% of the run")
+    print(f"live chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = "
+          f"{100 * chart.overhead:.2f}% of the run")
     # Each image waits until the last one's drawing time fits the 2% budget (python -m benchmarks --cases live_chart
     # measures the resulting cost side by side on a long run).
     for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
-
 import lora_nb
 from lora_nb.notebook.sweep_view import SweepChart
 from lora_nb.experiments.sweeps.sweep import sweep
@@ -39,6 +37,7 @@ def test_one_chart_grows_with_each_point_and_the_table_follows(shell, llama, par
     assert "★" in html[-1] and html[-1].count("<td>finished</td>") == 2
     assert "loss=" not in shown.stderr  # no training bar: the chart shows progress (progress=None)
     assert s.status == "finished"
-    print(f"sweep chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = {100 * chart.overhead:.2f}%")
+    print(f"sweep chart: {chart.redraws} image redraws, {chart.render_seconds:.2f} s drawing = "
+          f"{100 * chart.overhead:.2f}%")
     for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):
         assert next_at - at >= cost / chart.budget  # each image waits until the last one fits the 2% budget
