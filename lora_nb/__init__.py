@@ -46,7 +46,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "Sweep": "experiments.sweeps.sweep",
     "to_script": "experiments.pipeline",
     "ConfigError": "core.errors",
-    "preview": "data.prepare",
+    "preview": "data.preview",
     "Panel": "notebook.panel.shell",
     "doctor": "core.doctor",
 }

@@ -22,7 +22,8 @@ from transformers import AutoTokenizer
 
 import lora_nb
 from lora_nb.hf.compat import sft_config
-from lora_nb.data.prepare import kept_tokens, prepare, preview, trl_prepare
+from lora_nb.data.prepare import kept_tokens, prepare
+from lora_nb.data.preview import preview, trl_prepare
 from lora_nb.core.errors import ConfigError, LoraNbWarning
 from lora_nb.recipe.schema import TrainSection
 

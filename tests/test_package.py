@@ -135,6 +135,15 @@ def test_the_layer_check_catches_a_lazy_upward_import(tmp_path):
     assert upward_imports(import_graph(package, "pkg"), {"core": 2, "training": 7}) == []
 
 
+def test_no_module_is_over_400_lines():
+    """A module that grows past a few hundred lines has two concerns: split it along them."""
+    from pathlib import Path
+
+    long = {str(p.relative_to(Path(lora_nb.__file__).parent)): n for p in Path(lora_nb.__file__).parent.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long
+
+
 def test_no_private_name_crosses_a_module():
     """A name another module needs is public in its owner: no ``from .x import _name`` anywhere in lora_nb."""
     import ast

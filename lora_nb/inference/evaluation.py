@@ -273,7 +273,7 @@ def _token_accuracy(model: Any, tokenizer: Any, cases: list[tuple[Any, Any]], ba
                     bar: Any) -> list[tuple[int, int, str]]:
     """(tokens predicted right, reference tokens, the predicted tokens as text) per case.
 
-    TRL's own tokenisation and loss mask (:func:`lora_nb.data.prepare.trl_prepare`, no truncation); a
+    TRL's own tokenisation and loss mask (:func:`lora_nb.data.preview.trl_prepare`, no truncation); a
     position counts when the argmax of the logits before it is its label, as TRL's ``is_top1``.
     Only the logits from the first answer token on are computed (``logits_to_keep``): a full
     vocabulary's logits for every prompt token would take gigabytes.
@@ -282,7 +282,7 @@ def _token_accuracy(model: Any, tokenizer: Any, cases: list[tuple[Any, Any]], ba
     from datasets import Dataset
     from torch.nn.utils.rnn import pad_sequence
     from ..hf.compat import sft_config
-    from ..data.prepare import trl_prepare
+    from ..data.preview import trl_prepare
     from ..hf.models import pin_4bit_layout
 
     config = sft_config(dict(output_dir="lora_nb-evaluate", report_to="none", max_length=None, bf16=False,

@@ -127,7 +127,7 @@ class DataTab:
         return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.eval, self.sample])
 
     def preview(self) -> None:
-        from ...data.prepare import preview
+        from ...data.preview import preview
 
         self.session.require_model()
         self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3,

@@ -1,0 +1,135 @@
+"""What training sees of the data: TRL's own tokenisation and loss mask of a few examples
+(:func:`preview`, ``lora_nb.preview``), and of whole datasets for evaluation (:func:`trl_prepare`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+from ..core.quiet import quietly
+from .prepare import prepare, read
+
+_STAND_INS: dict = {}
+
+
+class Preview:
+    """Tokenised examples with the tokens that carry loss marked: highlighted in notebooks,
+    ``[[in double brackets]]`` in terminals.
+
+    Example:
+        >>> preview("train.jsonl", tok, n=2)   # doctest: +SKIP
+    """
+
+    def __init__(self, rows: list[list[tuple[str, bool]]], fmt: str) -> None:
+        self.rows, self.format = rows, fmt
+
+    def loss_text(self, i: int) -> str:
+        """The text of example ``i``'s loss-carrying tokens: what training learns from it.
+
+        Example:
+            >>> Preview([[("2+2=", False), ("4", True), ("</s>", True)]], "prompt_completion").loss_text(0)
+            '4</s>'
+        """
+        return "".join(t for t, loss in self.rows[i] if loss)
+
+    def __str__(self) -> str:
+        lines = [f"format: {self.format}; [[…]] carries loss"]
+        for row in self.rows:
+            text, inside = "", False
+            for token, loss in row:
+                if loss != inside:
+                    text += "[[" if loss else "]]"
+                    inside = loss
+                text += token
+            lines.append(text + ("]]" if inside else ""))
+        return "\n---\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        def span(token: str, loss: bool) -> str:
+            style = "background:#c8f7c5;font-weight:bold" if loss else "color:#888"
+            return f"<span style='{style}'>{html.escape(token)}</span>"
+
+        blocks = "".join("<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:4px'>"
+                         f"{''.join(span(t, loss) for t, loss in row)}</pre>"
+                         for row in self.rows)
+        return (f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> "
+                f"tokens carry loss{blocks}</div>")
+
+
+@quietly()
+def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
+            max_length: int = 1024) -> Preview:
+    """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.
+
+    Example:
+        >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))   # doctest: +SKIP
+        format: prompt_completion; [[…]] carries loss
+        2+2=[[4</s>]]
+    """
+    from ..hf.compat import sft_config
+
+    rows = read(data, split)
+    rows = rows.select(range(min(n, len(rows))))
+    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length)
+    config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
+                             assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
+    out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
+           for ids, labels in trl_prepare(train, tokenizer, config)]
+    return Preview(out, fmt)
+
+
+def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example, as a trainer built with ``config`` sees them: TRL's own
+    tokenisation, chat template and loss mask, with -100 where a token carries no loss.
+
+    Through TRL's public interface only: a real ``SFTTrainer`` prepares ``dataset`` for a stand-in
+    model (one layer of width 8 with the tokenizer's vocabulary: no model of the user's is touched),
+    and its own data collator turns each prepared example into labels — whichever of the two builds
+    them in the installed release (the collator from TRL 1.0, the dataset since). The random state
+    is left as it was (a trainer seeds it).
+
+    Example:
+        >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))   # doctest: +SKIP
+        >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]),
+        ...                               tok, config)  # doctest: +SKIP
+        >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]   # doctest: +SKIP
+        True
+    """
+    from trl import SFTTrainer
+
+    with _random_state_kept():
+        trainer = SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset,
+                             processing_class=tokenizer)
+    prepared = []
+    for example in trainer.train_dataset:
+        labels = trainer.data_collator([example])["labels"][0]
+        prepared.append((list(example["input_ids"]), labels[:len(example["input_ids"])].tolist()))
+    return prepared
+
+
+def _stand_in(vocab_size: int) -> Any:
+    """The smallest causal LM with ``vocab_size`` tokens, built once per size (about a second)."""
+    if vocab_size not in _STAND_INS:
+        import transformers as tf
+
+        config = tf.LlamaConfig(vocab_size=vocab_size, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                num_attention_heads=1, num_key_value_heads=1)
+        _STAND_INS[vocab_size] = tf.LlamaForCausalLM(config)
+    return _STAND_INS[vocab_size]
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    import random
+
+    import numpy as np
+    import torch
+
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
