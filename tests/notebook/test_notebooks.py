@@ -136,6 +136,34 @@ def test_kernel_interrupt_stops_a_blocking_train_cleanly(llama, parity, tmp_path
         km.shutdown_kernel(now=True)
 
 
+def test_the_cell_export_puts_in_runs_in_the_kernel(llama, parity, tmp_path, kernel_env):
+    """``%lora export --cell`` puts the script in the next cell; run there, it trains (the kernel's own
+    command line, ``-f kernel.json``, is not taken for the script's)."""
+    from jupyter_client.manager import start_new_kernel
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0][:8]))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, "LORA_NB_CACHE": os.environ["LORA_NB_CACHE"]})
+    try:
+        def run(code, timeout=300):
+            kc.execute(code)
+            return kc.get_shell_msg(timeout=timeout)["content"]
+
+        for line in ("%load_ext lora_nb", f"%lora load {llama}", "%lora inject r=4",
+                     f"%lora train data={data} steps=2 batch_size=4 max_length=64 output_dir={tmp_path / 'run'}"):
+            assert run(line)["status"] == "ok", line
+        reply = run("%lora export --cell")
+        cell = next(p["text"] for p in reply["payload"] if p["source"] == "set_next_input")
+        assert cell.index("\ndef main(") < cell.index("\ndef output_folder(")  # settings, then main(), first
+        done = run(cell)
+        assert done["status"] == "ok", done.get("evalue")
+        assert (tmp_path / "run-script" / "adapter" / "adapter_model.safetensors").is_file()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_background_train_in_a_kernel_shows_controls_under_its_own_cell(llama, parity, tmp_path, kernel_env):
     from jupyter_client.manager import start_new_kernel
 
