@@ -122,7 +122,11 @@ def test_a_lora_nb_call_says_nothing_on_stderr_with_verbose_libraries(tmp_path, 
             "model = lora_nb.inject(model, r=4)\n"
             "lora_nb.train(model, tok, tasks.split(16, 2)[0], steps=2, batch_size=4, "
             f"output_dir={str(tmp_path / 'run')!r})\n"
-            f"lora_nb.merge(model, {str(tmp_path / 'merged')!r})\n")
+            f"lora_nb.merge(model, {str(tmp_path / 'merged')!r})\n"
+            f"recipe = lora_nb.Recipe.from_dict({{'model': {{'name': str(tiny_model('llama'))}}, "
+            f"'data': {{'path': {str(tmp_path / 'data.jsonl')!r}}}}})\n"
+            "lora_nb.to_script(recipe)\n")  # export reads the data (its format, its rows): quietly too
+    (tmp_path / "data.jsonl").write_text('{"text": "hello"}\n')
     env = dict(os.environ, LORA_NB_CACHE=model_cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TRANSFORMERS_VERBOSITY="info", DATASETS_VERBOSITY="info", TQDM_DISABLE="")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import strict_flags
+from ..core.quiet import quietly
 from ..recipe.arguments import recipe_base
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs, model_kwargs, train_kwargs
 
@@ -59,6 +60,7 @@ def run(recipe: Recipe, *, base: Any = None, callbacks: Sequence[Any] = (), back
                  background=background, progress=progress)
 
 
+@quietly()
 def to_script(recipe: Recipe) -> str:
     """A standalone Python script (transformers/peft/trl/datasets only) that runs ``recipe``.
 

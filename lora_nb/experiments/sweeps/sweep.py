@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ...core.errors import ConfigError, check_positive, strict_flags
+from ...core.quiet import quietly
 from ...core.files import is_taken, user_path
 from ...recipe.arguments import recipe_base
 from ...recipe.schema import Recipe
@@ -148,6 +149,7 @@ class Sweep(Background):
         """Every point's loss curves overlaid, as a matplotlib Figure."""
         return render.figure(self.points, f"{self.dir.name} ({self.status})")
 
+    @quietly()
     def to_script(self) -> str:
         """The sweep as a standalone script: the single-run script's code (:func:`lora_nb.to_script`)
         run once per point with that point's settings, into ``<folder>-script/<label>``.
