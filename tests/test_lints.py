@@ -41,6 +41,27 @@ def test_each_mistake_is_named_once_in_stdout_not_stderr(llama, parity, tmp_path
         assert "note:" not in err
 
 
+def test_notes_are_lora_nb_warnings_a_user_can_silence(llama, tmp_path, capsys):
+    import warnings
+
+    from lora_nb.core.errors import LoraNbWarning
+
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=8, alpha=2, verbose=False)
+    lint_module._shown.clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=LoraNbWarning)
+        lora_nb.train(model, tok, text_rows(8, 0), steps=1, batch_size=4, max_length=16,
+                      output_dir=str(tmp_path / "quiet"), progress=False)
+    out, err = capsys.readouterr()
+    assert "note:" not in out and "note:" not in err
+    lint_module._shown.clear()
+    lora_nb.train(model, tok, text_rows(8, 0), steps=1, batch_size=4, max_length=16,
+                  output_dir=str(tmp_path / "said"), progress=False)
+    out, err = capsys.readouterr()
+    assert "note: lora.alpha 2 is below lora.r 8" in out and "LoraNbWarning" not in err
+
+
 def test_good_settings_say_nothing(llama, parity, tmp_path, capsys):
     model, tok = lora_nb.load(llama)
     model = lora_nb.inject(model, r=4, alpha=8, verbose=False)

@@ -10,12 +10,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class LoraNbWarning(UserWarning):
-    """A warning from lora_nb itself: always shown, also while library messages are captured
-    (:mod:`lora_nb.core.quiet`).
+    """A warning from lora_nb itself — the lints before training, data that looks wrong: while library
+    messages are captured (:mod:`lora_nb.core.quiet`) it still shows, as a ``note: …`` line on stdout.
+    Silence them with ``warnings.filterwarnings("ignore", category=LoraNbWarning)``.
 
     Example:
         >>> import warnings
-        >>> warnings.warn("r=128 is not below the smallest adapted dimension", LoraNbWarning)  # doctest: +SKIP
+        >>> with warnings.catch_warnings(record=True) as said:
+        ...     warnings.warn("lora.r 128 is not below the smallest adapted dimension", LoraNbWarning)
+        >>> said[0].category.__name__
+        'LoraNbWarning'
     """
 
 

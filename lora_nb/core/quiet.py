@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from .errors import strict_flags
+from .errors import LoraNbWarning, strict_flags
 from .files import cache_dir
 
 LIBRARIES = ("transformers", "datasets", "bitsandbytes", "peft", "trl", "accelerate", "torch", "huggingface_hub")
@@ -284,8 +284,6 @@ def _library_file(filename: str) -> bool:
 def _from_library(category: type, filename: str) -> bool:
     """A library's warning: raised in an installed package (or pointing at lora_nb's own call site
     of one), and not a :class:`lora_nb.core.errors.LoraNbWarning`. A user's code warns as before."""
-    from .errors import LoraNbWarning
-
     if issubclass(category, LoraNbWarning):
         return False
     return _library_file(filename) or (bool(filename) and _PACKAGE in Path(filename).resolve().parents)
@@ -312,8 +310,10 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
     capture = current()
     if capture is not None and _from_library(category, filename):
         capture.add(f"{category.__name__}: {message} ({filename}:{lineno})")
-        return
-    _saved["showwarning"](message, category, filename, lineno, file, line)
+    elif capture is not None and issubclass(category, LoraNbWarning):  # lora_nb's own: a line, not a red box
+        print(f"note: {message}", flush=True)
+    else:
+        _saved["showwarning"](message, category, filename, lineno, file, line)
 
 
 def _call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:

@@ -12,9 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
-from ..core.errors import strict_flags
+from ..core.errors import LoraNbWarning, strict_flags
 from ..model.discovery import smallest_dimension
 from ..recipe.schema import LoraSection
 
@@ -88,14 +89,19 @@ def adapted_shapes(model: Any) -> dict[str, tuple[int, int]]:
 
 
 def warn_once(messages: list[str]) -> None:
-    """Print each message (``note: …``) unless this process showed it before.
+    """Warn each message as a :class:`~lora_nb.core.errors.LoraNbWarning` unless this process did before.
+    During a lora_nb call it shows as a ``note: …`` line on stdout (no stderr box in a notebook);
+    ``warnings.filterwarnings("ignore", category=LoraNbWarning)`` silences them.
 
     Example:
-        >>> warn_once(["lora.alpha 8 is below lora.r 16: …"])
-        note: lora.alpha 8 is below lora.r 16: …
-        >>> warn_once(["lora.alpha 8 is below lora.r 16: …"])
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as said:
+        ...     warn_once(["lora.alpha 8 is below lora.r 16: …"])
+        ...     warn_once(["lora.alpha 8 is below lora.r 16: …"])
+        >>> [str(w.message) for w in said]
+        ['lora.alpha 8 is below lora.r 16: …']
     """
     for message in messages:
         if message not in _shown:
             _shown.add(message)
-            print(f"note: {message}", flush=True)
+            warnings.warn(message, LoraNbWarning, stacklevel=2)
