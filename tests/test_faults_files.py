@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import lora_nb
-from lora_nb.model.attach import load_adapter_from
+from lora_nb.model.attach import load_adapter
 from lora_nb.runs.adapters import adapter_meta
 from lora_nb.core.files import atomic_write, replace_folder, write_error, writing
 
@@ -247,7 +247,7 @@ def test_a_wrong_adapter_folder_is_one_line_and_leaves_the_base_untouched(how, s
             lora_nb.load_adapter(str(tiny("llama")), folder)
     else:
         with pytest.raises(lora_nb.ConfigError, match=FAULTS[how]):
-            load_adapter_from(str(tiny("llama")), folder, None, "fp32")
+            load_adapter(str(tiny("llama")), folder, quant=None, dtype="fp32")
     assert not (tmp_path / "merged").exists() and not (tmp_path / "unpickled").exists()
     good = lora_nb.load_adapter(base, saved)  # the same base still takes the right adapter
     fresh = lora_nb.load_adapter(str(tiny("llama")), saved)

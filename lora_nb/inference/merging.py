@@ -14,7 +14,7 @@ import copy
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..model.attach import load_adapter_from
+from ..model.attach import load_adapter
 from ..runs.adapters import adapter_meta
 from ..core.errors import ConfigError, strict_flags
 from ..core.files import check_free, user_path, writing
@@ -72,7 +72,7 @@ def merge(
         folder = user_path(model)
         meta = adapter_meta(folder, key="model")
         quant = None if into == "original" else meta["quant"]
-        model = load_adapter_from(base or meta["base"], folder, quant, meta["dtype"], key="model")
+        model = load_adapter(base or meta["base"], folder, quant=quant, dtype=meta["dtype"], key="model")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").exists()
                                                                else base or meta["base"])
     if not isinstance(model, PeftModel):

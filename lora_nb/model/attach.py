@@ -16,15 +16,21 @@ from ..core.quiet import quietly
 from ..runs.adapters import adapter_meta, check_folder
 
 
+AS_TRAINED = "as trained"  # load_adapter's quant and dtype: as the adapter's lora_nb.json records
+
+
 @strict_flags
 @quietly(progress=worth_a_bar)
-def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False):
+def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False, quant: Optional[str] = AS_TRAINED,
+                 dtype: str = AS_TRAINED, key: str = "folder"):
     """Put the adapter saved in ``folder`` on ``base`` and return the ``PeftModel``.
 
-    ``base`` is the base model: a Hub name or folder, loaded (quantised as at training time) for
-    you, or a model already loaded, alone or as the ``(model, tokenizer)`` pair :func:`lora_nb.load`
-    returns. A folder that is missing, incomplete, pickled or made for another model is refused
-    with one line (:func:`check_folder`), and a loaded ``base`` is then left exactly as it was.
+    ``base`` is the base model: a Hub name or folder, loaded for you — quantised and in the dtype the
+    adapter was trained with unless ``quant`` / ``dtype`` say otherwise (``quant=None``: full
+    precision) — or a model already loaded, alone or as the ``(model, tokenizer)`` pair
+    :func:`lora_nb.load` returns. A folder that is missing, incomplete, pickled or made for another
+    model is refused with one line naming ``key`` (:func:`check_folder`), before a base is read,
+    and a loaded ``base`` is then left exactly as it was.
 
     Example:
         >>> model = load_adapter("./base-model", "runs/x/adapter")   # doctest: +SKIP
@@ -32,25 +38,14 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     from .loading import load
 
     folder = user_path(folder)
+    check_folder(folder, key=key)  # before the base's weights are read
     if isinstance(base, tuple) and len(base) == 2:  # what lora_nb.load returns
         base = base[0]
     if isinstance(base, (str, Path)):
-        meta = adapter_meta(folder)
-        base, _ = load(str(base), quant=meta["quant"], dtype=meta["dtype"])
-    return _attach(base, folder, "folder", trainable)
-
-
-def load_adapter_from(base: str, folder: Path, quant: Optional[str], dtype: str, *, key: str = "folder"):
-    """Load ``base`` (``quant``, ``dtype``) and put the adapter in ``folder`` on it, for inference.
-
-    Example:
-        >>> load_adapter_from("./base-model", Path("runs/x/adapter"), "4bit", "bf16")   # doctest: +SKIP
-    """
-    from .loading import load
-
-    check_folder(folder, key=key)  # before the base's weights are read
-    model, _ = load(base, quant=quant, dtype=dtype)
-    return _attach(model, folder, key, False)
+        meta = adapter_meta(folder, key=key)
+        base, _ = load(str(base), quant=meta["quant"] if quant == AS_TRAINED else quant,
+                       dtype=meta["dtype"] if dtype == AS_TRAINED else dtype)
+    return _attach(base, folder, key, trainable)
 
 
 def _attach(base: Any, folder: Path, key: str, trainable: bool):
