@@ -13,6 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ...model.discovery import smallest_dimension
 from ...core.errors import ConfigError
 from ...recipe.schema import FORMATS, VARIANTS, DataSection, LoraSection, ModelSection
 from ...runs.provenance import unwrap
@@ -85,13 +86,13 @@ class AdapterTab:
             self.params.value = "<i>load a model (Model tab) to see its targets</i>"
             return
         r, names = self.r.value, {n for role in self.targets() for n in self.report.names(role)}
-        picked = [m for m in self.report.modules if m.name in names]
+        shapes = {m.name: (m.in_features, m.out_features) for m in self.report.modules if m.name in names}
         n, base = self.report.lora_params(sorted(names), r=r), self.report.total_params - self.adapter_params
         line = (f"trainable LoRA parameters: <b>{n:,}</b> = {100 * n / base:.3g}% of the model's {base:,}"
                 if base else "")
-        smallest = min(picked, key=lambda m: min(m.in_features, m.out_features), default=None)
-        if smallest is not None and r >= min(smallest.in_features, smallest.out_features):
-            dim, where = min(smallest.in_features, smallest.out_features), smallest.name.rsplit(".", 1)[-1]
+        smallest = smallest_dimension(shapes)
+        if smallest is not None and r >= smallest[1]:
+            where, dim = smallest[0].rsplit(".", 1)[-1], smallest[1]
             line += (f"<br><span style='color:{WARN}'>⚠ r={r} is not below the smallest adapted dimension "
                      f"({dim} in {html.escape(where)}): LoRA stops being low-rank</span>")
         line += self._memory_line(r)
