@@ -7,6 +7,7 @@ doctest runs: ``pytest tests/`` pays nothing. Each doctest starts in a fresh fol
 - ``train.jsonl``, ``data.jsonl``, ``test.jsonl``: alpaca rows of the demo task (lora_nb.demo.tasks);
 - ``my-model``, ``base-model``: the tiny llama (lora_nb.demo.tiny);
 - ``recipe.yaml``: that model on that data, 2 steps;
+- ``runs/20261128-101500``: a finished run of it (1 step), its adapter also at ``runs/x/adapter``;
 
 and its namespace holds ``model`` and ``tok`` (the tiny llama, fp32), ``lora_nb``, ``Recipe``, ``Path``.
 ``model`` is shared: examples that change a model load their own (``lora_nb.load("my-model")``).
@@ -38,6 +39,7 @@ train: {steps: 2, batch_size: 4, max_length: 64}
 def doctest_world(tmp_path_factory):
     """The folder every doctest's files are copied from, and the shared (model, tok)."""
     import json
+    import shutil
 
     import lora_nb
     from lora_nb.demo import tasks
@@ -50,6 +52,11 @@ def doctest_world(tmp_path_factory):
     (source / "recipe.yaml").write_text(RECIPE)
     model_dir = tiny_model("llama")
     model, tok = lora_nb.load(str(model_dir), dtype="fp32")
+    trained, _ = lora_nb.load(str(model_dir), dtype="fp32")
+    peft = lora_nb.inject(trained, r=4, targets="attention", verbose=False)
+    run_dir = source / "runs" / "20261128-101500"
+    lora_nb.train(peft, tok, train, steps=1, batch_size=4, max_length=64, output_dir=str(run_dir), progress=False)
+    shutil.copytree(run_dir / "adapter", source / "runs" / "x" / "adapter")
     return source, model_dir, model, tok
 
 
@@ -66,8 +73,7 @@ def _doctest_folder(request, tmp_path, monkeypatch):
     from lora_nb import Recipe
 
     source, model_dir, model, tok = request.getfixturevalue("doctest_world")
-    for item in source.iterdir():
-        shutil.copy(item, tmp_path / item.name)
+    shutil.copytree(source, tmp_path, dirs_exist_ok=True)
     for name in ("my-model", "base-model"):
         (tmp_path / name).symlink_to(model_dir, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
