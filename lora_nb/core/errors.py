@@ -15,7 +15,7 @@ class LoraNbWarning(UserWarning):
 
     Example:
         >>> import warnings
-        >>> warnings.warn("r=128 is not below the smallest adapted dimension", LoraNbWarning)  # doctest: +SKIP
+        >>> warnings.warn("r=128 is not below the smallest adapted dimension", LoraNbWarning)
     """
 
 
