@@ -9,7 +9,8 @@ doctest runs: ``pytest tests/`` pays nothing. Each doctest starts in a fresh fol
 - ``recipe.yaml``: that model on that data, 2 steps;
 - ``runs/20261128-101500``: a finished run of it (1 step), its adapter also at ``runs/x/adapter``;
 
-and its namespace holds ``model`` and ``tok`` (the tiny llama, fp32), ``lora_nb``, ``Recipe``, ``Path``.
+and its namespace holds ``model`` and ``tok`` (the tiny llama, fp32), ``recipe`` (recipe.yaml's, fresh for each
+doctest), ``lora_nb``, ``Recipe``, ``Path``.
 ``model`` is shared: examples that change a model load their own (``lora_nb.load("my-model")``).
 """
 
@@ -78,5 +79,5 @@ def _doctest_folder(request, tmp_path, monkeypatch):
         (tmp_path / name).symlink_to(model_dir, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     namespace = request.getfixturevalue("doctest_namespace")
-    namespace.update(model=model, tok=tok, lora_nb=lora_nb, Recipe=Recipe, Path=Path)
+    namespace.update(model=model, tok=tok, recipe=Recipe.from_yaml(RECIPE), lora_nb=lora_nb, Recipe=Recipe, Path=Path)
     yield
