@@ -70,7 +70,7 @@ def to_script(recipe: Recipe) -> str:
     ``accelerate launch``.
 
     Example:
-        >>> print(lora_nb.to_script(lora_nb.Recipe.from_yaml("recipe.yaml")).splitlines()[0].strip('"'))  # doctest: +ELLIPSIS
+        >>> print(lora_nb.to_script(recipe).splitlines()[0].strip('"'))  # doctest: +ELLIPSIS
         LoRA fine-tuning exported by lora_nb ...: the recipe's settings are the constants below.
     """
     from ..export.script import render_script

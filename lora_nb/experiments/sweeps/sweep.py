@@ -107,7 +107,7 @@ class Sweep(Background):
         Example:
             >>> s = lora_nb.sweep(recipe, r=[4, 8], background=True); s.stop(); s.wait().status  # doctest: +ELLIPSIS
             sweep point 1/2: r4-s0
-            stopped at step ..., adapter saved in runs/sweep-.../r4-s0/adapter
+            stopped at step ..., adapter saved in runs/sweep-.../r4-s0/adapter...
             sweep stopped: 0/2 points finished in runs/sweep-...
             'stopped'
         """
@@ -217,7 +217,7 @@ def sweep(recipe: Recipe, *, base: Any = None, seeds: int = 1, eval_data: Any = 
     Example:
         >>> s = lora_nb.sweep(recipe, r=[4, 8], targets=["attention"])  # doctest: +ELLIPSIS
         sweep point 1/2: r4-s0
-        finished 2 steps, final loss ..., adapter saved in runs/sweep-.../r4-s0/adapter
+        finished 2 steps, final loss ..., adapter saved in runs/sweep-.../r4-s0/adapter...
         sweep point 2/2: r8-s0
         ...
         sweep finished: 2/2 points finished in runs/sweep-...; best ...
