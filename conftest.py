@@ -17,13 +17,10 @@ doctest), ``lora_nb``, ``Recipe``, ``Path``.
 from __future__ import annotations
 
 import os
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if not os.environ.get("LORA_NB_CACHE"):
-    os.environ["LORA_NB_CACHE"] = os.environ.get("LORA_NB_TEST_CACHE") or tempfile.mkdtemp(prefix="lora_nb_cache_")
 
 import pytest  # noqa: E402
 from _pytest.doctest import DoctestItem  # noqa: E402
@@ -46,6 +43,8 @@ def doctest_world(tmp_path_factory):
     from lora_nb.demo import tasks
     from lora_nb.demo.tiny import tiny_model
 
+    if not os.environ.get("LORA_NB_CACHE"):  # tests/conftest.py's model_cache sets it when tests run too
+        os.environ["LORA_NB_CACHE"] = os.environ.get("LORA_NB_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
     source = tmp_path_factory.mktemp("doctest_world")
     train, test = tasks.split(16, 4)
     for name, rows in (("train.jsonl", train), ("data.jsonl", train), ("test.jsonl", test)):
