@@ -136,7 +136,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``lora-nb``. Bad settings print one line naming the key, not a traceback.
 
     Example:
-        >>> main(["targets", "./my-model", "--r", "8"])   # doctest: +SKIP
+        >>> main(["targets", "./my-model", "--r", "8"])  # doctest: +ELLIPSIS
+        ./my-model: 46,816 parameters; LoRA at r=8
+        role               modules  LoRA params  % of model
+        -----------------  -------  -----------  ----------
+        attention                8        3,584  7.656%
+        ...
     """
     args = parser().parse_args(argv)
     try:

@@ -128,10 +128,10 @@ def doctor() -> Report:
     pick, bitsandbytes' 4-bit path, the cache folders and offline mode.
 
     Example:
-        >>> print(doctor())   # doctest: +SKIP
+        >>> print(doctor())  # doctest: +ELLIPSIS
         lora_nb doctor
-        python        3.11.7             tested (3.10–3.13)
-        torch         2.13.0+cpu         tested (2.6.0–2.13.0)
+        ...
+        python   ...tested (3.10–3.13)
         ...
     """
     versions = installed()

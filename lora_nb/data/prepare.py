@@ -86,7 +86,9 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     gets a progress bar; Ctrl-C stops it within a batch of rows (:func:`lora_nb.core.interrupts.interruptible`).
 
     Example:
-        >>> train, ev, fmt = prepare("alpaca.jsonl", tok, eval=0.1)   # doctest: +SKIP
+        >>> train, ev, fmt = prepare("train.jsonl", tok, eval=0.25)
+        >>> len(train), len(ev), fmt
+        (12, 4, 'alpaca')
     """
     # expanded here too: telling an eval file from a split name looks at the paths
     data, eval = (expand_user(x) if isinstance(x, (str, os.PathLike)) else x for x in (data, eval))

@@ -18,7 +18,15 @@ class Preview:
     ``[[in double brackets]]`` in terminals.
 
     Example:
-        >>> preview("train.jsonl", tok, n=2)   # doctest: +SKIP
+        >>> print(preview("train.jsonl", tok, n=1))
+        format: alpaca; [[…]] carries loss
+        ---
+        <|user|>
+        Tell me whether the number is even or odd.
+        <BLANKLINE>
+        50504<|end|>
+        <|assistant|>
+        [[even<|end|>]]
     """
 
     def __init__(self, rows: list[list[tuple[str, bool]]], fmt: str) -> None:
@@ -65,9 +73,10 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
     """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.
 
     Example:
-        >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))   # doctest: +SKIP
+        >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))
         format: prompt_completion; [[…]] carries loss
-        2+2=[[4</s>]]
+        ---
+        2+2=[[4<|end|>]]
     """
     from ..hf.compat import sft_config
 
@@ -92,10 +101,12 @@ def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[in
     is left as it was (a trainer seeds it).
 
     Example:
-        >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))   # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> from lora_nb.hf.compat import sft_config
+        >>> config = sft_config(dict(output_dir="o", report_to="none", bf16=False, max_length=None))
         >>> [(ids, labels)] = trl_prepare(Dataset.from_list([{"prompt": "2+2=", "completion": "4"}]),
-        ...                               tok, config)  # doctest: +SKIP
-        >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]   # doctest: +SKIP
+        ...                               tok, config)
+        >>> [i for i, label in zip(ids, labels) if label != -100] == ids[-2:]
         True
     """
     from trl import SFTTrainer

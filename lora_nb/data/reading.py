@@ -17,7 +17,7 @@ def load(source: str, split: str, key: str) -> Any:
     line naming ``key`` (the setting): datasets' own errors name neither the file nor the line.
 
     Example:
-        >>> load("missing.jsonl", "train", "data.path")   # doctest: +SKIP
+        >>> load("missing.jsonl", "train", "data.path")
         Traceback (most recent call last):
         ...
         lora_nb.core.errors.ConfigError: data.path: missing.jsonl is neither a data file nor a saved dataset folder, ...

@@ -215,7 +215,7 @@ def quickstart(output_dir: str | Path = "quickstart_data") -> QuickStart:
     step on 2 CPU cores (150 steps: about 15 minutes; fp32 LoRA, as 4-bit CPU layers are slower).
 
     Example:
-        >>> train_path, test_path, model_path, quant, lr, steps = quickstart("quickstart_data")   # doctest: +SKIP
+        >>> train_path, test_path, model_path, quant, lr, steps = quickstart("quickstart_data")  # doctest: +ELLIPSIS
         base: .../llama-demo-0 (embedded, untrained: its first answers are noise). For a pretrained one ...
     """
     import torch

@@ -7,8 +7,8 @@ Hub model does.
 
 Example:
     >>> from lora_nb.demo.tiny import tiny_model
-    >>> path = tiny_model("llama")          # doctest: +SKIP
-    >>> model, tok = lora_nb.load(path)     # doctest: +SKIP
+    >>> path = tiny_model("llama")
+    >>> model, tok = lora_nb.load(path)
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def build_tokenizer(folder: Path, texts: Iterable[str] | None = None, vocab_size
     ``PreTrainedTokenizerFast`` with a chat template, saved to ``folder``.
 
     Example:
-        >>> tok = build_tokenizer(Path("/tmp/tok"))   # doctest: +SKIP
+        >>> tok = build_tokenizer(Path("tok"))
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -134,7 +134,7 @@ def tiny_tokenizer() -> Path:
 
     Example:
         >>> from transformers import AutoTokenizer
-        >>> tok = AutoTokenizer.from_pretrained(tiny_tokenizer())   # doctest: +SKIP
+        >>> tok = AutoTokenizer.from_pretrained(tiny_tokenizer())
     """
     return _cached(cache_dir() / "tokenizer", lambda p: build_tokenizer(p))
 
@@ -148,8 +148,8 @@ def tiny_model(family: str = "llama", size: str = "tiny", seed: int = 0) -> Path
     and cached under :func:`cache_dir`.
 
     Example:
-        >>> path = tiny_model("gpt2")                               # doctest: +SKIP
-        >>> model, tok = lora_nb.load(path)                         # doctest: +SKIP
+        >>> path = tiny_model("gpt2")
+        >>> model, tok = lora_nb.load(path)
     """
     from transformers import AutoTokenizer
 

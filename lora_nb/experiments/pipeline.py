@@ -24,7 +24,8 @@ def build(recipe: Recipe, base: Optional[tuple] = None):
     Returns ``(model, tokenizer)``.
 
     Example:
-        >>> model, tok = build(Recipe.from_yaml("recipe.yaml"))   # doctest: +SKIP
+        >>> model, tok = build(Recipe.from_yaml("recipe.yaml"))
+        LoRA adapter: 1,792 trainable parameters, 3.828% of the model's 46,816 (attention, r=4)
     """
     from ..model.injection import inject
     from ..model.loading import load
@@ -48,8 +49,11 @@ def run(recipe: Recipe, *, base: Any = None, callbacks: Sequence[Any] = (), back
     notebook session keeps them this way).
 
     Example:
-        >>> run = lora_nb.run(lora_nb.Recipe.from_yaml("recipe.yaml"))   # doctest: +SKIP
-        >>> run.history[-1]["loss"]                                      # doctest: +SKIP
+        >>> run = lora_nb.run(lora_nb.Recipe.from_yaml("recipe.yaml"))  # doctest: +ELLIPSIS
+        LoRA adapter: 1,792 trainable parameters, 3.828% of the model's 46,816 (attention, r=4)
+        finished 2 steps, final loss ..., adapter saved in runs/...-r4-attention-lr2e-4/adapter...
+        >>> run.status, run.last("step")
+        ('finished', 2)
     """
     from ..training.trainer import train
 
@@ -68,7 +72,8 @@ def to_script(recipe: Recipe) -> str:
     ``accelerate launch``.
 
     Example:
-        >>> print(lora_nb.to_script(lora_nb.Recipe.from_yaml("recipe.yaml")))   # doctest: +SKIP
+        >>> print(lora_nb.to_script(recipe).splitlines()[0].strip('"'))  # doctest: +ELLIPSIS
+        LoRA fine-tuning exported by lora_nb ...: the recipe's settings are the constants below.
     """
     from ..export.script import render_script
 

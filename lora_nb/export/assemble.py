@@ -56,7 +56,7 @@ def read_template(source: str) -> Template:
     """The parts of a template's ``source`` (its leading comment lines are left out).
 
     Example:
-        >>> read_template(Path("lora_nb/export/script_main.py").read_text()).settings[0]   # doctest: +SKIP
+        >>> read_template(Path(__file__).with_name("script_main.py").read_text()).settings[0]
         'MODEL'
     """
     lines = source.splitlines(keepends=True)
@@ -78,7 +78,7 @@ def assemble(docstring: str, templates: list[Template], settings: str, known: di
     the :mod:`lora_nb.hf` helpers they call, each after its first user, then the entry point.
 
     Example:
-        >>> print(assemble(t.docstring, [t], "MODEL = 'm'\\n", {"MODEL": "m"}))   # doctest: +SKIP
+        >>> print(assemble(t.docstring, [t], "MODEL = 'm'\\n", {"MODEL": "m"}))  # doctest: +SKIP
     """
     own, entry = {}, []
     for number, template in enumerate(templates):

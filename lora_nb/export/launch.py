@@ -41,8 +41,9 @@ def launch_config(recipe: Recipe, gpus: int, engine: Optional[str] = None) -> st
     whose decoder layer class FSDP cannot find.
 
     Example:
-        >>> text = launch_config(Recipe.from_yaml("recipe.yaml"), 4, "fsdp")     # doctest: +SKIP
-        >>> yaml.safe_load(text)["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]   # doctest: +SKIP
+        >>> import yaml
+        >>> text = launch_config(Recipe.from_yaml("recipe.yaml"), 4, "fsdp")
+        >>> yaml.safe_load(text)["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
         'LlamaDecoderLayer'
     """
     import yaml
@@ -124,8 +125,8 @@ def layer_classes(recipe: Recipe) -> list[str]:
     model), the units FSDP wraps; read from the config alone (a model on the meta device).
 
     Example:
-        >>> layer_classes(Recipe.from_dict({"model": {"name": "Qwen/Qwen2.5-0.5B"}}))   # doctest: +SKIP
-        ['Qwen2DecoderLayer']
+        >>> layer_classes(Recipe.from_dict({"model": {"name": "my-model"}}))   # a Hub name reads its config
+        ['LlamaDecoderLayer']
     """
     from ..model.discovery import meta_model
 

@@ -32,7 +32,9 @@ def render_script(recipe: Recipe) -> str:
     imports, the recipe's settings, ``main()``, then only the helpers the recipe's path calls.
 
     Example:
-        >>> print(render_script(Recipe.from_yaml("recipe.yaml")))   # doctest: +SKIP
+        >>> script = render_script(Recipe.from_yaml("recipe.yaml"))
+        >>> compile(script, "train_lora.py", "exec") is not None, "MODEL = 'my-model'" in script
+        (True, True)
     """
     settings = script_settings(recipe)
     run = template("script_main.py")
@@ -49,7 +51,11 @@ def render_sweep_script(points: list[tuple[str, Recipe]], folder: str) -> str:
     ever assigns checked literals. Only the settings every point shares decide branches.
 
     Example:
-        >>> print(render_sweep_script([("r4-s0", r4), ("r8-s0", r8)], "runs/sweep-script"))   # doctest: +SKIP
+        >>> r4, r8 = Recipe.from_yaml("recipe.yaml"), Recipe.from_yaml("recipe.yaml")
+        >>> r8.lora.r = 8
+        >>> script = render_sweep_script([("r4-s0", r4), ("r8-s0", r8)], "runs/sweep-script")
+        >>> compile(script, "sweep_lora.py", "exec") is not None, "POINTS" in script
+        (True, True)
     """
     settings = [script_settings(recipe) for _, recipe in points]
     first = settings[0]
@@ -87,8 +93,8 @@ def script_settings(recipe: Recipe) -> dict:
     script detects it when it runs.
 
     Example:
-        >>> script_settings(Recipe.from_yaml("recipe.yaml"))["OUTPUT_DIR"]   # doctest: +SKIP
-        'runs/first-script'
+        >>> script_settings(Recipe.from_yaml("recipe.yaml"))["OUTPUT_DIR"]
+        'lora-run-script'
     """
     from ..model.injection import lora_config_kwargs
     from ..model.loading import quant_kwargs

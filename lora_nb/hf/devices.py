@@ -90,8 +90,8 @@ def compute_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype ``model`` computes in: a 4-bit model's compute dtype, else its config's dtype.
 
     Example:
-        >>> compute_dtype(model)   # doctest: +SKIP
-        torch.bfloat16
+        >>> compute_dtype(model)
+        torch.float32
     """
     import torch
 

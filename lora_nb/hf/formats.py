@@ -77,8 +77,8 @@ def load_rows(source: str, split: str = "train") -> Dataset:
     """A datasets.Dataset from a json/jsonl/csv/parquet file, a folder, or a Hub dataset name.
 
     Example:
-        >>> len(load_rows("train.jsonl"))   # doctest: +SKIP
-        48
+        >>> len(load_rows("train.jsonl"))
+        16
     """
     source = expand_user(str(source))  # ~/data/train.jsonl, $DATA/train.jsonl; a Hub name stays as it is
     kind = DATA_FILES.get(os.path.splitext(source)[1].lower())
@@ -91,8 +91,8 @@ def load_json(source: str) -> Dataset:
     """The rows of a .json or .jsonl file.
 
     Example:
-        >>> load_json("train.jsonl").column_names   # doctest: +SKIP
-        ['instruction', 'output']
+        >>> load_json("train.jsonl").column_names
+        ['instruction', 'input', 'output']
     """
     from datasets import load_dataset
 
@@ -106,7 +106,8 @@ def load_csv(source: str) -> Dataset:
     """The rows of a .csv file, every column as text, as written: pandas would make "007" the number 7.
 
     Example:
-        >>> load_csv("train.csv")[0]["id"]   # doctest: +SKIP
+        >>> _ = Path("train.csv").write_text("id,text\\n007,James\\n")
+        >>> load_csv("train.csv")[0]["id"]
         '007'
     """
     import csv
@@ -124,8 +125,9 @@ def load_parquet(source: str) -> Dataset:
     """The rows of a .parquet file.
 
     Example:
-        >>> len(load_parquet("train.parquet"))   # doctest: +SKIP
-        48
+        >>> _ = load_json("train.jsonl").to_parquet("train.parquet")
+        >>> len(load_parquet("train.parquet"))
+        16
     """
     from datasets import load_dataset
 
@@ -137,7 +139,9 @@ def load_saved_or_hub(source: str, split: str = "train") -> Dataset:
     Hub dataset.
 
     Example:
-        >>> load_saved_or_hub("tatsu-lab/alpaca", "train")   # doctest: +SKIP
+        >>> load_json("train.jsonl").save_to_disk("saved")  # doctest: +ELLIPSIS
+        >>> load_saved_or_hub("saved", "train").num_rows   # or a Hub dataset: load_saved_or_hub("tatsu-lab/alpaca")
+        16
     """
     from datasets import load_dataset, load_from_disk
 

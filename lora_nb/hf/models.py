@@ -30,8 +30,9 @@ def load_model_and_tokenizer(
     and a tokenizer without a pad token pads with eos (:func:`load_tokenizer`).
 
     Example:
-        >>> model, tok = load_model_and_tokenizer("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
-        ...                                       quantization={"load_in_8bit": True})   # doctest: +SKIP
+        >>> from lora_nb.hf.devices import resolve_dtype
+        >>> model, tok = load_model_and_tokenizer("my-model", dtype=resolve_dtype("auto"),
+        ...                                       quantization={"load_in_8bit": True})
     """
     where = dict(dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, model_class=model_class)
     if quantization:
@@ -47,7 +48,8 @@ def load_model(name: str, *, dtype: torch.dtype, device_map: str | dict[str, Any
     (:func:`process_device_map`); ``model_class`` names the transformers class.
 
     Example:
-        >>> model = load_model("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"))   # doctest: +SKIP
+        >>> from lora_nb.hf.devices import resolve_dtype
+        >>> model = load_model("my-model", dtype=resolve_dtype("auto"))
     """
     import transformers
 
@@ -67,8 +69,9 @@ def load_quantized_model(name: str, *, dtype: torch.dtype, quantization: dict[st
     mapping the checkpoint file (:func:`release_checkpoint_memory`).
 
     Example:
-        >>> model = load_quantized_model("Qwen/Qwen2.5-0.5B", dtype=resolve_dtype("auto"),
-        ...                              quantization={"load_in_4bit": True})   # doctest: +SKIP
+        >>> from lora_nb.hf.devices import resolve_dtype
+        >>> model = load_quantized_model("my-model", dtype=resolve_dtype("auto"),
+        ...                              quantization={"load_in_4bit": True})
     """
     import transformers
 
@@ -91,8 +94,8 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedT
     """The model's tokenizer; one without a pad token pads with its eos token.
 
     Example:
-        >>> load_tokenizer("Qwen/Qwen2.5-0.5B").pad_token   # doctest: +SKIP
-        '<|endoftext|>'
+        >>> load_tokenizer("my-model").pad_token
+        '<pad>'
     """
     import transformers
 

@@ -31,8 +31,9 @@ def generate(model: Any, tokenizer: Any, prompts: Union[str, list[str]],
     Returns the new text only, special tokens removed.
 
     Example:
-        >>> generate(model, tok, "Is 12 even or odd?")   # doctest: +SKIP
-        'even'
+        >>> answer = generate(model, tok, "Is 12 even or odd?", max_new_tokens=4)  # a trained model: 'even'
+        >>> type(answer)
+        <class 'str'>
     """
     import torch
 
@@ -109,9 +110,11 @@ class Comparison:
     are drawn as ``·``; ``rows`` keeps the answers as generated.
 
     Example:
-        >>> cmp = compare(model, tok, ["Is 7 even or odd?"])   # doctest: +SKIP
-        >>> cmp.rows[0]                                         # doctest: +SKIP
-        ('Is 7 even or odd?', 'the the the', 'odd')
+        >>> peft_model = lora_nb.load_adapter("base-model", "runs/x/adapter")
+        >>> cmp = compare(peft_model, tok, ["Is 7 even or odd?"], max_new_tokens=4)
+        >>> prompt, base_answer, adapter_answer = cmp.rows[0]   # a trained adapter: 'odd'
+        >>> prompt
+        'Is 7 even or odd?'
         >>> print(Comparison([("Is 7 even?", "\\x01\\ufffdU", "odd")]))
         prompt      base  adapter
         ----------  ----  -------
@@ -177,7 +180,10 @@ def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **genera
     """Answers from the base model (adapter disabled) and with the adapter, from the same model.
 
     Example:
-        >>> compare(model, tok, ["Is 12 even or odd?", "Even or odd? 7"])   # doctest: +SKIP
+        >>> peft_model = lora_nb.load_adapter("base-model", "runs/x/adapter")
+        >>> cmp = compare(peft_model, tok, ["Is 12 even or odd?", "Even or odd? 7"], max_new_tokens=4)
+        >>> print(cmp.note)  # doctest: +ELLIPSIS
+        The embedded demo model is untrained: its base answers are random tokens. Load a pretrained model ...
     """
     if not hasattr(model, "disable_adapter"):
         raise ConfigError("model", type(model).__name__,

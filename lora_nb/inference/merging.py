@@ -56,8 +56,10 @@ def merge(
     or a Ctrl-C leaves ``output_dir`` as it was (absent, or as before), with one line saying why.
 
     Example:
-        >>> merge(model, "merged", tokenizer=tok)                       # doctest: +SKIP
-        >>> merge("runs/x/adapter", "merged", into="original")          # doctest: +SKIP
+        >>> merge(lora_nb.load_adapter("base-model", "runs/x/adapter"), "merged", tokenizer=tok)
+        PosixPath('merged')
+        >>> merge("runs/x/adapter", "merged-fp32", dtype="fp32")
+        PosixPath('merged-fp32')
     """
     from peft import PeftModel
     from transformers import AutoTokenizer

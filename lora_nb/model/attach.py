@@ -33,7 +33,9 @@ def load_adapter(base: Any, folder: Union[str, Path], *, trainable: bool = False
     and a loaded ``base`` is then left exactly as it was.
 
     Example:
-        >>> model = load_adapter("./base-model", "runs/x/adapter")   # doctest: +SKIP
+        >>> model = load_adapter("./base-model", "runs/x/adapter")
+        >>> load_adapter("./base-model", "runs/x/adapter", quant=None, dtype="fp32").peft_config["default"].r
+        4
     """
     from .loading import load
 

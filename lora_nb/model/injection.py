@@ -26,8 +26,9 @@ def resolve_targets(report: Discovery, targets: Union[str, list], all_names: lis
     (or roles) checked, a regex narrowed to the linear modules it matches.
 
     Example:
-        >>> resolve_targets(discover(gpt2_folder), "attention", names)   # doctest: +SKIP
-        ['attn.c_attn', 'attn.c_proj']
+        >>> report = discover(model)
+        >>> resolve_targets(report, "attention", report.names("all-linear"))[:2]
+        ['q_proj', 'k_proj']
     """
     roles = {role: report.names(role) for role in report.roles if report.names(role)}
     linear = report.names("all-linear") + [n for names in roles.values() for n in names if n not in report.all_linear]
@@ -187,8 +188,8 @@ def inject(
     ``use_rslora=True`` (:mod:`lora_nb.recipe.names`).
 
     Example:
-        >>> model = inject(model, r=8, alpha=16, targets="attention")   # doctest: +SKIP
-        LoRA adapter: 73,728 trainable parameters, 0.059% of the model's 124,439,808 (attention, r=8)
+        >>> peft_model = inject(lora_nb.load("my-model", dtype="fp32")[0], r=8, alpha=16, targets="attention")
+        LoRA adapter: 3,584 trainable parameters, 7.656% of the model's 46,816 (attention, r=8)
     """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -225,8 +226,8 @@ def trainable_line(peft_model: Any, targets: Union[str, list], r: int) -> str:
     table gives (PEFT's own summary divides by base + adapter instead, a second, smaller figure).
 
     Example:
-        >>> trainable_line(inject(model, r=4, verbose=False), "attention", 4)   # doctest: +SKIP
-        'LoRA adapter: 4,096 trainable parameters, 8.750% of the model's 46,816 (attention, r=4)'
+        >>> trainable_line(inject(lora_nb.load("my-model")[0], r=4, verbose=False), "attention", 4)
+        "LoRA adapter: 4,096 trainable parameters, 8.749% of the model's 46,816 (attention, r=4)"
     """
     trainable, total = peft_model.get_nb_trainable_parameters()
     base = total - trainable

@@ -77,8 +77,8 @@ def device_kwargs(model: Any) -> dict:
     for the dtype ``model`` computes in).
 
     Example:
-        >>> device_kwargs(model)["bf16"]   # doctest: +SKIP
-        True
+        >>> device_kwargs(model)["bf16"]   # an fp32 model
+        False
     """
     from ..hf.devices import compute_dtype, trainer_device_kwargs
 
@@ -178,7 +178,7 @@ def load(
     is ``dtype="bf16"`` (:mod:`lora_nb.recipe.names`).
 
     Example:
-        >>> model, tok = load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")   # doctest: +SKIP
+        >>> model, tok = load("my-model")   # or a Hub name: load("Qwen/Qwen2.5-0.5B-Instruct", quant="4bit")
     """
     if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
         raise ConfigError("model", problem=f"must be a Hub model name or a local folder, not {model!r}")

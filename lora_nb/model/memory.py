@@ -44,8 +44,9 @@ class MemoryEstimate:
     """Training memory for one setting, in bytes, by part. Renders as a table in notebooks and terminals.
 
     Example:
-        >>> m = estimate("meta-llama/Llama-2-7b-hf", quant="4bit")   # doctest: +SKIP
-        >>> m.fits(GPUS["T4 16 GB"])                                   # doctest: +SKIP
+        >>> import transformers
+        >>> m = estimate(transformers.LlamaConfig(), quant="4bit", batch_size=1)   # Llama-2-7B's shape, or its Hub name
+        >>> m.fits(GPUS["T4 16 GB"])
         'yes, with gradient checkpointing'
     """
 
@@ -166,9 +167,10 @@ def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r:
     (:func:`estimate` and :func:`lora_nb.suggest` share it).
 
     Example:
-        >>> meta, report = model_and_report("./my-model", 16, False)                  # doctest: +SKIP
+        >>> meta, report = model_and_report("./my-model", 16, False)
         >>> count_memory(report, meta, quant="4bit", dtype="auto", r=16, targets="all-linear",
-        ...              batch_size=1, max_length=512, gradient_checkpointing=None, device="gpu")  # doctest: +SKIP
+        ...              batch_size=1, max_length=512, gradient_checkpointing=None, device="gpu")  # doctest: +ELLIPSIS
+        MemoryEstimate(source='./my-model', device='gpu', quant='4bit', dtype='bf16', batch_size=1, max_length=512, ...)
     """
     from .injection import resolve_targets
     from ..hf.devices import cpu_computes_bf16
@@ -206,7 +208,12 @@ class Targets:
     is, on this machine). ``discovery`` is the :class:`lora_nb.model.discovery.Discovery`.
 
     Example:
-        >>> print(targets_with_memory("meta-llama/Llama-3.1-8B"))   # doctest: +SKIP
+        >>> print(targets_with_memory("my-model"))  # doctest: +ELLIPSIS
+        my-model: 46,816 parameters; LoRA at r=16
+        ...
+        Training memory (lora_nb.estimate):
+        LoRA (bf16), r=16 all-linear, batch 4 × 1024 tokens: training needs about 1.02 GiB ...
+        QLoRA (4-bit), r=16 all-linear, batch 4 × 1024 tokens: training needs about 1.02 GiB ...
     """
 
     discovery: Any
@@ -245,7 +252,12 @@ def targets_with_memory(model: Any, *, r: int = 16, trust_remote_code: bool = Fa
     as it was loaded, on this machine.
 
     Example:
-        >>> print(targets_with_memory("meta-llama/Llama-3.1-8B", r=16))   # doctest: +SKIP
+        >>> print(targets_with_memory("my-model", r=16))  # doctest: +ELLIPSIS
+        my-model: 46,816 parameters; LoRA at r=16
+        role               modules  LoRA params  % of model
+        -----------------  -------  -----------  ----------
+        attention                8        7,168  15.311%
+        ...
     """
     from ..recipe.schema import TrainSection
 
@@ -267,7 +279,7 @@ def model_and_report(model: Any, r: int, trust_remote_code: bool) -> tuple:
     """(the model, or its meta-device build for a name/folder/config; its discovery report named as given).
 
     Example:
-        >>> meta, report = model_and_report("./my-model", 16, False)   # doctest: +SKIP
+        >>> meta, report = model_and_report("./my-model", 16, False)
     """
     from .discovery import discover, meta_model
 

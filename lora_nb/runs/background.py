@@ -61,7 +61,9 @@ class Background:
         Safe to call from another thread (a notebook's Stop button).
 
         Example:
-            >>> run.stop()   # doctest: +SKIP
+            >>> run = lora_nb.Run.load("runs/20261128-101500")
+            >>> run.stop(); run.stop_requested
+            True
         """
         self._stop.set()
 
@@ -74,8 +76,10 @@ class Background:
         """Block until the background work ends (or ``timeout`` seconds pass); re-raise its error if it failed.
 
         Example:
-            >>> run = train(model, tok, data, steps=500, background=True)   # doctest: +SKIP
-            >>> run.stop(); run.wait().status                               # doctest: +SKIP
+            >>> peft_model = lora_nb.inject(lora_nb.load("my-model")[0], r=4, targets="attention", verbose=False)
+            >>> run = lora_nb.train(peft_model, tok, "train.jsonl", steps=500, background=True)
+            >>> run.stop(); run.wait().status  # doctest: +ELLIPSIS
+            stopped at step ..., adapter saved in runs/...-r4-attention-lr2e-4/adapter...
             'stopped'
         """
         if self._thread is not None:
@@ -88,7 +92,8 @@ class Background:
         """Call ``fn(self)`` once the work has ended and everything it made is saved.
 
         Example:
-            >>> run.on_done(lambda r: print(r.status))   # doctest: +SKIP
+            >>> run = lora_nb.Run.load("runs/20261128-101500")
+            >>> run.on_done(lambda r: print(r.status))
         """
         self._on_done.append(fn)
 

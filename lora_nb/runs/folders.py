@@ -32,7 +32,7 @@ def new_run_dir(output_dir: Optional[str], *, overwrite: bool = False, resume: O
     :func:`lora_nb.runs.labels.run_label`), numbered when two runs start in the same second.
 
     Example:
-        >>> new_run_dir(None, label="r16-attention-lr2e-4").parent.name   # doctest: +SKIP
+        >>> new_run_dir(None, label="r16-attention-lr2e-4").parent.name
         'runs'
     """
     if resume:
@@ -85,7 +85,7 @@ def never_trained(folder: Union[str, Path]) -> bool:
     what train() writes before training. A new run may take it, as if it were empty.
 
     Example:
-        >>> never_trained("runs/20261128-101500")   # doctest: +SKIP
+        >>> never_trained("runs/20261128-101500")
         False
     """
     folder = Path(folder)
@@ -105,7 +105,7 @@ def prune_checkpoints(run_dir: Union[str, Path]) -> None:
     adapter five times (two checkpoints, each with its optimizer state, and the adapter).
 
     Example:
-        >>> prune_checkpoints("runs/20261128-101500")   # doctest: +SKIP
+        >>> prune_checkpoints("runs/20261128-101500")
     """
     import filecmp
 

@@ -13,7 +13,7 @@ def memory_mb() -> float:
     """Memory in use: the GPU's peak allocation when there is one, else this process's resident size.
 
     Example:
-        >>> memory_mb() > 0   # doctest: +SKIP
+        >>> memory_mb() > 0
         True
     """
     import torch
@@ -29,8 +29,8 @@ def read_jsonl(path: Path) -> list[dict]:
     """The rows of a JSON-lines file; a line torn by a kill in the middle of a write is skipped.
 
     Example:
-        >>> read_jsonl(Path("runs/20261128-101500/metrics.jsonl"))[-1]["loss"]   # doctest: +SKIP
-        0.412
+        >>> read_jsonl(Path("runs/20261128-101500/metrics.jsonl"))[-1]["loss"] > 0
+        True
     """
     import json
 

@@ -13,7 +13,11 @@ class RunTable:
     loss curves overlaid.
 
     Example:
-        >>> RunTable(find_runs("runs", limit=10))   # doctest: +SKIP
+        >>> from lora_nb.runs.find import find_runs
+        >>> print(RunTable(find_runs("runs", limit=10)))  # doctest: +ELLIPSIS
+        run              started           label                status    steps  quant  targets    r  alpha  variant ...
+        ...
+        20261128-101500  ...  r4-attention-lr2e-4  finished      1         attention  4     32  lora     0.0002 ...
     """
 
     HEADERS = ["run", "started", "label", "status", "steps", "quant", "targets", "r", "alpha", "variant", "lr", "batch",

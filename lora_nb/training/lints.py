@@ -79,8 +79,8 @@ def adapted_shapes(model: Any) -> dict[str, tuple[int, int]]:
     """{name: (in_features, out_features)} of the layers an adapter wraps (PEFT's LoRA layers).
 
     Example:
-        >>> adapted_shapes(inject(model, targets="attention"))       # doctest: +SKIP
-        {'model.layers.0.self_attn.q_proj': (64, 64), ...}
+        >>> adapted_shapes(lora_nb.inject(lora_nb.load("my-model")[0], targets="attention", verbose=False))
+        {'model.layers.0.self_attn.q_proj': (32, 32), ...}
     """
     from peft.tuners.lora import LoraLayer
 

@@ -98,8 +98,11 @@ def train(
     in the result line (:mod:`lora_nb.core.quiet`).
 
     Example:
-        >>> run = train(model, tok, "alpaca.jsonl", steps=200, lr=2e-4, eval=0.1)   # doctest: +SKIP
-        >>> print(run)                                                              # doctest: +SKIP
+        >>> peft_model = lora_nb.inject(lora_nb.load("my-model")[0], r=4, targets="attention", verbose=False)
+        >>> run = train(peft_model, tok, "train.jsonl", steps=2, lr=2e-4, eval=0.25)  # doctest: +ELLIPSIS
+        finished 2 steps, final loss ..., adapter saved in runs/...-r4-attention-lr2e-4/adapter...
+        >>> run.status, run.last("step")
+        ('finished', 2)
     """
     with captured(Capture(), progress=False) as log:
         return _train(model, tokenizer, data, log, dict(

@@ -13,7 +13,7 @@ def load_base(recipe: Recipe) -> tuple:
     """Load ``recipe.model`` once, for every point: ``(model, tokenizer)``.
 
     Example:
-        >>> model, tok = load_base(recipe)   # doctest: +SKIP
+        >>> model, tok = load_base(recipe)
     """
     from ...model.loading import load
     from ...recipe.schema import model_kwargs
@@ -26,7 +26,8 @@ def check_points(points: Sequence[Point], model: Any) -> None:
     point's adapter would get, and its extra SFTConfig settings.
 
     Example:
-        >>> check_points(sweep.points, model)   # doctest: +SKIP
+        >>> from lora_nb.experiments.sweeps.sweep import Sweep
+        >>> check_points(Sweep(recipe, r=[4, 8]).points, model)
     """
     from ...model.injection import lora_config_kwargs
     from ...recipe.schema import lora_kwargs

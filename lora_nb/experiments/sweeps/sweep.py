@@ -38,8 +38,8 @@ class Sweep(Background):
     :attr:`running`) of :class:`lora_nb.runs.background.Background`.
 
     Example:
-        >>> s = Sweep(recipe, r=[4, 8], lr=[1e-4, 2e-4], seeds=2)   # doctest: +SKIP
-        >>> [p.label for p in s.points][:2]                         # doctest: +SKIP
+        >>> s = Sweep(recipe, r=[4, 8], lr=[1e-4, 2e-4], seeds=2)
+        >>> [p.label for p in s.points][:2]
         ['r4-lr1e-4-s0', 'r4-lr2e-4-s0']
     """
 
@@ -68,7 +68,7 @@ class Sweep(Background):
         """Train every point in turn (see :func:`sweep` for the arguments). Returns the sweep.
 
         Example:
-            >>> Sweep(recipe, r=[4, 8]).run(eval_data="test.jsonl")   # doctest: +SKIP
+            >>> Sweep(recipe, r=[4, 8]).run(eval_data="test.jsonl")  # doctest: +SKIP
         """
         if self.status != "pending":
             raise ConfigError("sweep", str(self.dir), problem=f"has run already ({self.status}): start a new one")
@@ -106,7 +106,10 @@ class Sweep(Background):
         there; finished points are kept. Safe to call from another thread (a Stop button).
 
         Example:
-            >>> s = lora_nb.sweep(recipe, r=[4, 8], background=True); s.stop(); s.wait().status   # doctest: +SKIP
+            >>> s = lora_nb.sweep(recipe, r=[4, 8], background=True); s.stop(); s.wait().status  # doctest: +ELLIPSIS
+            sweep point 1/2: r4-s0
+            stopped at step ..., adapter saved in runs/sweep-.../r4-s0/adapter...
+            sweep stopped: 0/2 points finished in runs/sweep-...
             'stopped'
         """
         with self.runner.lock:
@@ -117,7 +120,8 @@ class Sweep(Background):
         """Call ``fn(sweep, point)`` after each point, once its result is in ``sweep.json``.
 
         Example:
-            >>> s.on_point(lambda s, point: print(point.label, point.status))   # doctest: +SKIP
+            >>> s = Sweep(recipe, r=[4, 8])
+            >>> s.on_point(lambda s, point: print(point.label, point.status))
         """
         self.runner.after_point.append(fn)
 
@@ -135,7 +139,7 @@ class Sweep(Background):
         lowest final loss, among finished rows). Columns no row has a value for are left out.
 
         Example:
-            >>> lora_nb.sweep(recipe, r=[4, 8]).table()[0]   # doctest: +SKIP
+            >>> lora_nb.sweep(recipe, r=[4, 8]).table()[0]  # doctest: +SKIP
             {'best': '★', 'r': 4, 'status': 'finished', 'final loss': 0.41, ...}
         """
         return ranking.results(self.points, self.grid, self.seeds)
@@ -155,7 +159,7 @@ class Sweep(Background):
         run once per point with that point's settings, into ``<folder>-script/<label>``.
 
         Example:
-            >>> open("sweep_lora.py", "w").write(Sweep(recipe, r=[4, 8]).to_script())   # doctest: +SKIP
+            >>> _ = Path("sweep_lora.py").write_text(Sweep(recipe, r=[4, 8]).to_script())
         """
         from ...export.script import render_sweep_script
 
@@ -168,7 +172,7 @@ class Sweep(Background):
         A point whose process died while it trained shows as ``killed`` (see :meth:`Run.load`).
 
         Example:
-            >>> print(Sweep.load("runs/sweep-20261128-101500"))   # doctest: +SKIP
+            >>> print(Sweep.load("runs/sweep-20261128-101500"))  # doctest: +SKIP
         """
         folder = user_path(folder)
         info = read_record(folder)
@@ -213,9 +217,18 @@ def sweep(recipe: Recipe, *, base: Any = None, seeds: int = 1, eval_data: Any = 
     ``background=True`` trains in a thread and returns at once; :meth:`Sweep.wait` joins it.
 
     Example:
-        >>> s = lora_nb.sweep(recipe, r=[4, 8, 16], targets=["attention", "all-linear"], seeds=2)   # doctest: +SKIP
-        >>> print(s)                                                                                # doctest: +SKIP
-        >>> s.best.run.adapter_dir                                                                  # doctest: +SKIP
+        >>> s = lora_nb.sweep(recipe, r=[4, 8], targets=["attention"])  # doctest: +ELLIPSIS
+        sweep point 1/2: r4-s0
+        finished 2 steps, final loss ..., adapter saved in runs/sweep-.../r4-s0/adapter...
+        sweep point 2/2: r8-s0
+        ...
+        sweep finished: 2/2 points finished in runs/sweep-...; best ...
+        >>> print(s)  # doctest: +ELLIPSIS
+        sweep runs/sweep-... (finished, 2/2 points finished)
+        best  r  status    final loss  tokens/s  trainable params  peak MiB
+        ...
+        >>> s.best.run.adapter_dir  # doctest: +ELLIPSIS
+        PosixPath('runs/sweep-.../r...-s0/adapter')
     """
     return Sweep(recipe, seeds=seeds, output_dir=output_dir, **grid).run(
         base, eval_data=eval_data, metric=metric, callbacks=callbacks, progress=progress, background=background)
