@@ -24,7 +24,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["LORA_NB_BASE"] = "embedded"  # examples show the embedded model, whatever pretrained one is cached here
 
 import pytest  # noqa: E402
-from _pytest.doctest import DoctestItem  # noqa: E402
 
 RECIPE = """\
 model: {name: my-model, dtype: fp32}
@@ -64,7 +63,7 @@ def doctest_world(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _doctest_folder(request, tmp_path, monkeypatch):
     """Only for doctests: run from a fresh folder holding the files examples name."""
-    if not isinstance(request.node, DoctestItem):
+    if type(request.node).__name__ != "DoctestItem":  # a doctest of lora_nb (pytest names its class so)
         yield
         return
     import shutil
