@@ -1,6 +1,6 @@
 """The Recipe: one typed, validated description of a whole experiment.
 
-A recipe has five sections — ``model`` (with quantisation), ``lora``, ``data``, ``train`` — plus
+A recipe has four sections — ``model`` (with quantisation), ``lora``, ``data``, ``train`` — plus
 ``output_dir``. Each setting is defined once, in :mod:`lora_nb.recipe.fields`, with its default and
 help text; the API's keyword defaults, the YAML reference, the CLI and the notebook layer all read
 these definitions. Values are checked by :mod:`lora_nb.recipe.values`; the names users know from
