@@ -58,7 +58,11 @@ def load_script(path):
 
 
 def run_main(namespace, monkeypatch, *args):
-    """Call the script's main() in this process with ``args`` on its command line."""
+    """Call the script's main() in this process with ``args`` on its command line — in a process that
+    has imported ipykernel too, as ``%run train_lora.py --resume …`` in a notebook does."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or types.ModuleType("ipykernel"))
     monkeypatch.setattr(sys, "argv", ["train_lora.py", *map(str, args)])
     namespace["main"]()
 

@@ -127,8 +127,9 @@ def output_folder() -> tuple[str, str | None]:
     cli.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files")
     cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
                      "last complete checkpoint (default: RESUME; '' starts a new run)")
-    # run as a notebook cell (%lora export --cell) the command line is the kernel's own, not this script's
-    opts = cli.parse_args([] if "ipykernel" in sys.modules else None)
+    # pasted into a notebook cell (%lora export --cell) there is no __file__, and the command line is the
+    # kernel's own; run as a file (python, %run, accelerate launch) the command line is this script's
+    opts = cli.parse_args(None if "__file__" in globals() else [])
     if opts.resume:
         if opts.output_dir:
             cli.error("--resume continues the run in its own folder: leave out --output-dir")
