@@ -147,13 +147,17 @@ def test_the_cell_export_puts_in_runs_in_the_kernel(llama, parity, tmp_path, ker
                               env={**os.environ, "LORA_NB_CACHE": os.environ["LORA_NB_CACHE"]})
     try:
         def run(code, timeout=300):
-            kc.execute(code)
-            return kc.get_shell_msg(timeout=timeout)["content"]
+            msg_id = kc.execute(code)
+            while True:  # older jupyter_clients leave start_new_kernel's kernel_info reply on the channel
+                reply = kc.get_shell_msg(timeout=timeout)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return reply["content"]
 
         for line in ("%load_ext lora_nb", f"%lora load {llama}", "%lora inject r=4",
                      f"%lora train data={data} steps=2 batch_size=4 max_length=64 output_dir={tmp_path / 'run'}"):
             assert run(line)["status"] == "ok", line
         reply = run("%lora export --cell")
+        assert reply["status"] == "ok", reply.get("evalue")
         cell = next(p["text"] for p in reply["payload"] if p["source"] == "set_next_input")
         assert cell.index("\ndef main(") < cell.index("\ndef output_folder(")  # settings, then main(), first
         done = run(cell)
