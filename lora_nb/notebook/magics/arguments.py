@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 from ...core.errors import ConfigError
 from ...recipe.names import to_settings
 from ...recipe.schema import parse_yaml
-from ..values import read_value
+from ..typed import read_value
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,7 +67,7 @@ def split_line(line: str) -> list[str]:
 
 def read_settings(items: list[str], allowed: Mapping[str, Any], names: Optional[Mapping[str, Any]] = None) -> dict:
     """``key=value`` items as a dict; keys checked against ``allowed`` (the verb's settings), each
-    value read by :func:`~lora_nb.notebook.values.read_value` (``names``: the notebook's variables).
+    value read by :func:`~lora_nb.notebook.typed.read_value` (``names``: the notebook's variables).
 
     Example:
         >>> read_settings(["r=8", "lr=2e-4"], {"r": None, "lr": None})

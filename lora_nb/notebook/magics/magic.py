@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from ...core.errors import ConfigError, strict_flags
 from ...core.quiet import captured
 from ..session import Session
-from ..values import read_value
+from ..typed import read_value
 from .arguments import read_settings, split_line
 from .registry import find_verb, parser_for, verb_help
 

@@ -12,7 +12,7 @@ from ...core.errors import ConfigError
 from ...core.files import check_free, expand_user
 from ...recipe.names import to_settings
 from ...recipe.schema import DataSection, Recipe, TrainSection
-from ..values import comma_values
+from ..typed import comma_values
 from .arguments import cell_yaml, fields_of, overwrite_flag
 from .magic import LoraMagics
 from .model import LORA_KEYS

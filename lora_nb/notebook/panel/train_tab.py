@@ -15,7 +15,7 @@ from ...core.errors import ConfigError
 from ...experiments.sweeps.grid import setting_key
 from ...experiments.sweeps.sweep import Sweep
 from ...recipe.schema import SECTIONS, TrainSection, train_kwargs
-from ..values import comma_values
+from ..typed import comma_values
 from .view import WidgetView
 from .widgets import TOOLTIP, field_tooltip, fitted
 
