@@ -212,17 +212,25 @@ def test_train_before_inject_names_the_fix(llama, parity, tmp_path):
 
 # --- crash-safe runs and resume ---------------------------------------------------------------
 
-def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_tmp):
+def recording_saves(steps):
+    """A TrainerCallback appending to ``steps`` the step of each checkpoint saved."""
     from transformers import TrainerCallback
 
-    saves = []
-
-    class Saves(TrainerCallback):
+    class Recorded(TrainerCallback):
         def on_save(self, args, state, control, **kw):
-            saves.append(state.global_step)
+            steps.append(state.global_step)
 
+    return Recorded()
+
+
+def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_tmp, monkeypatch):
+    import lora_nb.training.callbacks
+
+    monkeypatch.setattr(lora_nb.training.callbacks, "SAVE_GAP_S", 0.0)  # a slow run: every step is "later"
+    saves = []
     model, tok = lora_llama
-    run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, callbacks=[Saves()], progress=False)
+    run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, callbacks=[recording_saves(saves)],
+                        progress=False)
     assert saves == list(range(2, 21, 2))
     kept = sorted(p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
     assert kept == ["checkpoint-20"]  # what resuming needs, no more
@@ -230,6 +238,25 @@ def test_checkpoints_every_tenth_of_the_run_and_bounded(lora_llama, parity, in_t
     # the last checkpoint's adapter is the run's adapter file, stored once
     assert (run.dir / "checkpoints/checkpoint-20/adapter_model.safetensors").samefile(
         run.adapter_dir / "adapter_model.safetensors")
+
+
+def test_a_short_run_saves_at_its_end_not_every_tenth(lora_llama, parity, in_tmp):
+    saves = []
+    model, tok = lora_llama
+    started = time.time()
+    run = lora_nb.train(model, tok, parity[0], steps=20, batch_size=4, callbacks=[recording_saves(saves)],
+                        progress=False)
+    if time.time() - started > 25:  # a machine this slow reaches the 30 s gap, and saves in between
+        pytest.skip("the run took longer than the gap between saves")
+    assert saves == [20] and run.saved_step == 20
+
+
+def test_a_chosen_save_cadence_is_kept_however_short_the_run(lora_llama, parity, in_tmp):
+    saves = []
+    model, tok = lora_llama
+    lora_nb.train(model, tok, parity[0], steps=6, batch_size=4, save_steps=2, callbacks=[recording_saves(saves)],
+                  progress=False)
+    assert saves == [2, 4, 6]
 
 
 def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
@@ -266,7 +293,8 @@ def losses_by_step(history):
 def test_a_killed_run_reports_its_last_save_and_resumes_with_the_same_losses(llama, parity, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
-    settings = dict(steps=40, batch_size=4, max_length=64, lr=1e-3, progress=False)
+    # a checkpoint every 4 steps, however fast the run (lora_nb's own cadence spaces them 30 s apart)
+    settings = dict(steps=40, batch_size=4, max_length=64, lr=1e-3, save_steps=4, progress=False)
     script = textwrap.dedent(f"""
         import lora_nb
         model, tok = lora_nb.load({llama!r})

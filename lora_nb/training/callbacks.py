@@ -45,19 +45,24 @@ class RunCallback(TrainerCallback):
 # loses at most a couple of minutes of training.
 SAVE_EVERY_S = 120.0
 
+# The 10% cadence saves no more often than this (seconds): on a short run it would save adapter and optimizer
+# state every step or two, for minutes of work a crash could not lose (the last step still saves, as TRL does).
+SAVE_GAP_S = 30.0
+
 
 class Recorder(TrainerCallback):
     """Keeps the :class:`Run` and its folder in step with training.
 
     Fills ``run.history`` (adding tokens/s and memory) and appends ``metrics.jsonl`` as it goes;
     after each checkpoint swaps the adapter in and writes ``run.json`` (status running, last
-    saved step); asks for a checkpoint every :data:`SAVE_EVERY_S` seconds; carries out the run's
-    stop and save-now requests at the end of a step; and stops at the first non-finite loss or
-    gradient, before that gradient reaches the weights.
+    saved step); asks for a checkpoint every :data:`SAVE_EVERY_S` seconds and, where lora_nb sets
+    the cadence (``paced``), skips the 10% cadence's saves that come within :data:`SAVE_GAP_S` of
+    the last one; carries out the run's stop and save-now requests at the end of a step; and stops
+    at the first non-finite loss or gradient, before that gradient reaches the weights.
     """
 
-    def __init__(self, run: Run, model: Any, tokenizer: Any) -> None:
-        self.run, self.model, self.tokenizer = run, model, tokenizer
+    def __init__(self, run: Run, model: Any, tokenizer: Any, paced: bool = False) -> None:
+        self.run, self.model, self.tokenizer, self.paced = run, model, tokenizer, paced
         self.start = self.last_save = time.time()
         self.last_tokens: Optional[tuple[float, float]] = None
         self.file = open(run.dir / "metrics.jsonl", "a")
@@ -79,9 +84,10 @@ class Recorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.run.step = state.global_step
-        if self.run.take_save_request():
-            control.should_save = True
-        if time.time() - self.last_save > SAVE_EVERY_S:
+        since = time.time() - self.last_save
+        if self.paced and since < SAVE_GAP_S and state.global_step < state.max_steps:
+            control.should_save = False  # the cadence's save (TrainerCallbacks run after transformers' own)
+        if self.run.take_save_request() or since > SAVE_EVERY_S:
             control.should_save = True
         if self.run.stop_requested:
             control.should_training_stop = True

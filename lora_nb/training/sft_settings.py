@@ -21,10 +21,10 @@ from ..recipe.schema import TrainSection
 def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
     """``trl.SFTConfig`` keywords for a train section: one function for :func:`train` and the exported script.
 
-    A checkpoint (adapter, optimizer, scheduler, RNG, step: what resuming needs) is saved at
-    least every 10% of the steps; two are kept, so a kill in the middle of a save still leaves a
-    complete one. Mixed precision is left to the run's dtype (``bf16``/``fp16`` are added there,
-    and an explicit ``sft`` value wins).
+    A checkpoint (adapter, optimizer, scheduler, RNG, step: what resuming needs) is saved every
+    10% of the steps (``train()`` spaces these out in time: :class:`lora_nb.training.callbacks.Recorder`);
+    two are kept, so a kill in the middle of a save still leaves a complete one. Mixed precision is
+    left to the run's dtype (``bf16``/``fp16`` are added there, and an explicit ``sft`` value wins).
     """
     total = total_steps(t, rows)
     kwargs = dict(
@@ -54,6 +54,17 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 10))
     kwargs.update(t.sft)
     return kwargs
+
+
+def paced_saves(sft: dict) -> bool:
+    """Whether lora_nb sets the run's checkpoint cadence (so it may space saves out in time): yes unless the
+    extra settings ``sft`` choose ``save_steps`` or ``save_strategy`` themselves.
+
+    Example:
+        >>> paced_saves({}), paced_saves({"save_steps": 1})
+        (True, False)
+    """
+    return not {"save_steps", "save_strategy"} & set(sft)
 
 
 def total_steps(t: TrainSection, rows: int) -> int:

@@ -35,7 +35,7 @@ from ..runs.busy import check_not_training, training
 from ..runs.history import read_jsonl
 from ..runs.labels import run_label
 from ..runs.record import Run
-from .sft_settings import check_sft_overrides, saving_notes, sft_config_kwargs, total_steps
+from .sft_settings import check_sft_overrides, paced_saves, saving_notes, sft_config_kwargs, total_steps
 
 
 @known_names()
@@ -83,8 +83,8 @@ def train(
     ``per_device_train_batch_size``, ``warmup_ratio``...: :mod:`lora_nb.recipe.names`).
 
     Nothing is lost: the run folder is new (an ``output_dir`` holding files is refused unless
-    ``overwrite=True``); a checkpoint is saved at least every 10% of the steps and every 2
-    minutes, and ``run.json`` says how far it got, so a killed kernel loses little and
+    ``overwrite=True``); a checkpoint is saved every 10% of the steps (no closer than 30 s apart),
+    at least every 2 minutes and at the end, and ``run.json`` says how far it got, so a killed kernel loses little and
     ``resume=RUN_DIR`` continues it with the same losses. Training stops cleanly at the next step
     on :meth:`Run.stop` or Ctrl-C, and at the first non-finite loss or gradient (status
     ``diverged``, the last finite adapter kept).
@@ -163,9 +163,10 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         use_cache = getattr(model.config, "use_cache", None)
         shown = (ticking(f"tokenising {len(train_rows):,} rows (TRL)") if len(train_rows) >= LARGE_ROWS
                  else nullcontext())
+        recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft))
         with interruptible(), shown:  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
             trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                                 processing_class=tokenizer, callbacks=[Recorder(run, model, tokenizer), *callbacks])
+                                 processing_class=tokenizer, callbacks=[recorder, *callbacks])
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
         # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
         # each training forward itself.
