@@ -156,6 +156,12 @@ class Meter(TrainerCallback):
         return {"tokens_per_s": (n1 - n0) / (t1 - t0), "step_s": (t1 - t0) / steps,
                 "loss_per_token": self.nll / self.labels if self.labels else float("nan")}
 
+    def whole_call(self, skip: int, seconds: float, cpu_seconds: float) -> Metrics:
+        """:meth:`metrics`, plus the whole call's wall time (``train_s``) and its speed in real tokens
+        per CPU-second of this process (``call_tokens_per_cpu_s``: setup, data preparation and saves count)."""
+        return {**self.metrics(skip), "train_s": seconds, "train_cpu_s": cpu_seconds,
+                "call_tokens_per_cpu_s": self.tokens / cpu_seconds if cpu_seconds else float("nan")}
+
 
 # lora_nb's default adapter (its seed defaults to train.seed), for the sides that build it with PEFT directly.
 LORA = dict(r=LoraSection.r, alpha=LoraSection.alpha, dropout=LoraSection.dropout, targets=LoraSection.targets,
@@ -171,9 +177,9 @@ def train_with_lora_nb(folder: Path, rows: list, out: Path, skip: int, quant: Op
     model, tok = lora_nb.load(str(folder), quant=quant)
     model = lora_nb.inject(model, verbose=False)
     meter = Meter()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     lora_nb.train(model, tok, rows, output_dir=str(out), callbacks=[meter, *callbacks], **train_kwargs)
-    return {**meter.metrics(skip), "train_s": time.perf_counter() - start}, meter.settings
+    return meter.whole_call(skip, time.perf_counter() - start, time.process_time() - cpu), meter.settings
 
 
 def train_with_trl(folder: Path, rows: list, out: Path, skip: int, config: dict) -> tuple[Metrics, dict]:
@@ -194,9 +200,9 @@ def train_with_trl(folder: Path, rows: list, out: Path, skip: int, config: dict)
     model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                              target_modules=LORA["targets"], task_type="CAUSAL_LM"))
     meter = Meter()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer = SFTTrainer(model=model, args=SFTConfig(output_dir=str(out), **config),
                          train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[meter])
     trainer.train()
     trainer.save_model()
-    return {**meter.metrics(skip), "train_s": time.perf_counter() - start}, meter.settings
+    return meter.whole_call(skip, time.perf_counter() - start, time.process_time() - cpu), meter.settings
