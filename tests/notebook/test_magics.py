@@ -53,6 +53,25 @@ def test_load_ext_is_cheap_and_unload_removes_the_magics():
     assert out[1] == "False False"
 
 
+def test_help_runs_and_stop_answer_without_importing_the_libraries():
+    code = (
+        "import sys\n"
+        "from IPython.testing.globalipapp import get_ipython\n"
+        "ip = get_ipython()\n"
+        "ip.run_line_magic('load_ext', 'lora_nb')\n"
+        "for line in ('help', 'help train', 'runs', 'stop'):\n"
+        "    try:\n"
+        "        ip.run_line_magic('lora', line)\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__)\n"
+        "heavy = ('torch', 'transformers', 'datasets', 'peft', 'trl')\n"
+        "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    stdout = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "%lora VERB" in stdout and "lora train" in stdout  # the answers came
+    assert stdout.split("IMPORTED ", 1)[1].split("\n", 1)[0] == "[]"
+
+
 def test_help_lists_every_verb_with_an_example(ip, capsys):
     ip.run_line_magic("lora", "help")
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@ library noise captured, and turn a ConfigError into IPython's traceback-free Usa
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Mapping, Optional
 
 from IPython.core.error import UsageError
@@ -38,12 +39,14 @@ class LoraMagics(Magics):
             print(verb_help(name))
             return None
         args = parser_for(name).parse_intermixed_args(tokens[1:])  # flags before, between or after key=value
+        # library noise logged and counted; each API call hides its own bars
+        quiet = captured(progress=True) if spec.libraries else nullcontext()
         try:
-            with captured(progress=True) as log:  # library noise logged and counted; each API call hides its own bars
+            with quiet as log:
                 result = spec.fn(self, args, cell)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        if log.count:
+        if log is not None and log.count:
             print(f"({log.summary()})")
         return result
 

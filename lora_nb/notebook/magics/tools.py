@@ -24,7 +24,7 @@ def _runs_flags(p: argparse.ArgumentParser) -> None:
 
 
 @verb("runs", "past runs, newest first: this kernel's and every run folder on disk (other kernels, the CLI)",
-      '%lora runs --filter "r=16 status=finished" --limit 5', _runs_flags)
+      '%lora runs --filter "r=16 status=finished" --limit 5', _runs_flags, libraries=False)
 def _runs(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
     from ...runs.table import RunTable
 
@@ -54,6 +54,6 @@ def _help_flags(p: argparse.ArgumentParser) -> None:
 
 
 @verb("help", "the verbs, with an example each; %lora help VERB: its flags and settings", "%lora help train",
-      _help_flags)
+      _help_flags, libraries=False)
 def _help(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> None:
     print(verb_help(args.verb) if args.verb else help_text())

@@ -108,7 +108,7 @@ def _wait(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
     return m.session.wait()
 
 
-@verb("stop", "stop the background run after its current step (adapter kept)", "%lora stop")
+@verb("stop", "stop the background run after its current step (adapter kept)", "%lora stop", libraries=False)
 def _stop(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> None:
     m.session.stop()
     print("stopping after the current step…")
