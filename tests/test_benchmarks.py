@@ -92,4 +92,4 @@ def test_an_unknown_case_is_refused_with_the_nearest_and_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         main(["--cases", "overhead,startpu"])
     err = capsys.readouterr().err
-    assert "unknown case 'startpu' (did you mean startup?); cases: overhead, defaults, qlora_vs_lora," in err
+    assert "unknown case 'startpu' (did you mean startup?); cases: overhead, rerun, defaults, qlora_vs_lora," in err
