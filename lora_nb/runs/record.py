@@ -58,6 +58,7 @@ class Run(Background):
         self.saved_step = 0  # the last step whose adapter and checkpoint are safely on disk
         self.message = ""  # why a run failed, diverged or was killed
         self.checkpointing: Optional[bool] = None  # gradient checkpointing, as train() set or decided it
+        self.reused_rows = False  # trained on the tokenised rows of this kernel's previous run (training.prepared)
         self.trainer: Any = None
         self.interrupted = False  # stopped by Ctrl-C / the kernel's interrupt
         self.divergence = ""  # why training diverged, once it has

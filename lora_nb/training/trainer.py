@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -22,7 +22,6 @@ from ..core.errors import ConfigError, strict_flags
 from ..core.files import atomic_write, expand_user, write_error
 from ..core.interrupts import interruptible
 from .lints import adapted_shapes, lints, warn_once
-from ..core.progress import ticking
 from ..model.loading import device_kwargs
 from ..hf.folders import last_checkpoint
 from ..hf.memory_model import choose_checkpointing
@@ -117,10 +116,9 @@ def train(
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
            split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any], report_to: Any,
            recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
-    from trl import SFTTrainer
-
     from .callbacks import Recorder, RunCallback
-    from ..data.prepare import LARGE_ROWS, kept_tokens, prepare
+    from .prepared import build_trainer
+    from ..data.prepare import kept_tokens, prepare
     from ..hf.models import pin_4bit_layout
 
     resume, seed = settings["resume"], settings["seed"]
@@ -161,12 +159,10 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        shown = (ticking(f"tokenising {len(train_rows):,} rows (TRL)") if len(train_rows) >= LARGE_ROWS
-                 else nullcontext())
         recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft))
-        with interruptible(), shown:  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
-            trainer = SFTTrainer(model=model, args=config, train_dataset=train_rows, eval_dataset=eval_rows,
-                                 processing_class=tokenizer, callbacks=[recorder, *callbacks])
+        with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
+            trainer = build_trainer(model, config, train_rows, eval_rows, tokenizer, [recorder, *callbacks])
+        run.reused_rows = trainer.reused_rows
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
         # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
         # each training forward itself.
