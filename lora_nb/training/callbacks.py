@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.errors import strict_flags
 from ..core.progress import progress_bar
 from ..core.quiet import captured
 
@@ -61,6 +62,7 @@ class Recorder(TrainerCallback):
     at the first non-finite loss or gradient, before that gradient reaches the weights.
     """
 
+    @strict_flags
     def __init__(self, run: Run, model: Any, tokenizer: Any, paced: bool = False) -> None:
         self.run, self.model, self.tokenizer, self.paced = run, model, tokenizer, paced
         self.start = self.last_save = time.time()
