@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> int:
-    from .model.memory import targets_with_memory
+    from .model.targets import targets_with_memory
 
     print(targets_with_memory(args.model, r=args.r, trust_remote_code=args.trust_remote_code))
     return 0

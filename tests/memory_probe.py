@@ -1,17 +1,19 @@
 """Peak memory of real training steps, for tests/test_memory.py: run as a fresh process.
 
-    python tests/memory_probe.py MODEL_DIR BATCH LENGTH CHECKPOINTING(0|1) [QUANT]
+    python tests/memory_probe.py MODEL_DIR BATCH LENGTH CHECKPOINTING(0|1) [--quant 4bit] [--dtype fp32]
+                                 [--data ROWS.jsonl] [--steps 2]
 
 Prints one JSON line: the resident memory (RSS) after the imports, and its peak while loading,
-injecting and training two steps of full-length examples (sampled every 5 ms), in bytes.
+injecting and training ``--steps`` steps (sampled every 5 ms), in bytes. Without ``--data`` the
+examples are full length (random words, cut at LENGTH tokens); with it, the rows of that file.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -23,8 +25,14 @@ def rss() -> int:
 
 
 def main() -> None:
-    folder, batch, length, checkpointing = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    quant = sys.argv[5] if len(sys.argv) > 5 else None
+    parser = argparse.ArgumentParser()
+    for name, kind in (("folder", str), ("batch", int), ("length", int), ("checkpointing", int)):
+        parser.add_argument(name, type=kind)
+    parser.add_argument("--quant")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--data")
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
     import importlib
 
     import lora_nb
@@ -43,14 +51,19 @@ def main() -> None:
             time.sleep(0.005)
 
     threading.Thread(target=sample, daemon=True).start()
-    model, tokenizer = lora_nb.load(folder, quant=quant)
+    model, tokenizer = lora_nb.load(args.folder, quant=args.quant, dtype=args.dtype)
     model = lora_nb.inject(model, r=16)
-    random.seed(0)
-    words = ["alpha", "beta", "gamma", "delta", "one", "two", "three", "red", "blue", "the", "a", "of"]
-    rows = [{"text": " ".join(random.choice(words) for _ in range(length * 2))} for _ in range(batch * 2)]
+    if args.data:
+        rows = args.data
+    else:
+        random.seed(0)
+        words = ["alpha", "beta", "gamma", "delta", "one", "two", "three", "red", "blue", "the", "a", "of"]
+        rows = [{"text": " ".join(random.choice(words) for _ in range(args.length * 2))}
+                for _ in range(args.batch * args.steps)]
     with tempfile.TemporaryDirectory() as out:
-        lora_nb.train(model, tokenizer, rows, steps=2, batch_size=batch, max_length=length, warmup=0,
-                      gradient_checkpointing=checkpointing, output_dir=os.path.join(out, "run"), progress=False)
+        lora_nb.train(model, tokenizer, rows, steps=args.steps, batch_size=args.batch, max_length=args.length,
+                      warmup=0, gradient_checkpointing=bool(args.checkpointing), output_dir=os.path.join(out, "run"),
+                      progress=False)
     done.set()
     print(json.dumps({"base": base, "peak": peak[0]}))
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import lora_nb
-from lora_nb.model.memory import targets_with_memory
+from lora_nb.model.targets import targets_with_memory
 from lora_nb.recipe.schema import Recipe
 
 REPO = Path(__file__).resolve().parents[1]

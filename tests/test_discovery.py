@@ -34,6 +34,24 @@ def test_all_linear_total_equals_peft_count(tiny, family):
     assert report.lora_params("all-linear") == peft_lora_count(model, r=8)
 
 
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["self_attn.q_proj", "v_proj"], "q_proj",
+                                     ["attention", "down_proj"]])
+def test_short_module_names_count_what_peft_adapts(tiny, targets):
+    model = load_plain(tiny("llama"))
+    report = discover(model, r=8)
+    names = [t for t in ([targets] if isinstance(targets, str) else targets) if t not in report.roles]
+    peft_targets = names + [n.rsplit(".", 1)[-1] for t in targets if t in report.roles for n in report.names(t)]
+
+    assert report.lora_params(targets) == peft_lora_count(model, targets=sorted(set(peft_targets)), r=8) > 0
+
+
+def test_a_module_name_that_matches_nothing_is_refused_not_counted_as_zero(llama):
+    from lora_nb.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"targets: matches no linear module \(got 'q_prj'\).*Did you mean 'q_proj'"):
+        discover(llama).lora_params(["q_prj", "v_proj"])
+
+
 def test_moe_all_linear_total_equals_peft_count_on_the_same_modules(tiny):
     model = load_plain(tiny("qwen3_moe"))
     report = discover(model, r=8)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..core.errors import check_positive, strict_flags
+from ..core.errors import ConfigError, check_positive, strict_flags
 from ..runs.provenance import unwrap
 from ..core.quiet import quietly
 from ..core.render import html_table, text_table
@@ -96,14 +96,34 @@ class Discovery:
         return [m.name for m in self.modules if m.role == role and m.is_linear]
 
     def lora_params(self, targets: str | list[str] = "all-linear", r: Optional[int] = None) -> int:
-        """LoRA parameters for a role (or "all-linear", or a list of names) at rank ``r``.
+        """LoRA parameters for a role (or "all-linear", or a list of roles and module names) at rank ``r``.
 
         Example:
-            >>> discover(model).lora_params("attention", r=8)
-            3584
+            >>> discover(model).lora_params("attention", r=8), discover(model).lora_params(["q_proj", "v_proj"], r=8)
+            (3584, 1792)
         """
-        names = set(self.names(targets) if isinstance(targets, str) else targets)
-        return sum(m.lora_params(r or self.r) for m in self.modules if m.name in names)
+        return sum(m.lora_params(r or self.r) for m in self.picked(targets))
+
+    def picked(self, targets: str | list[str]) -> list[Module]:
+        """The modules ``targets`` adapts: a role or "all-linear", or a list of roles and names, each name
+        a full module name or its last dotted parts, as PEFT matches ``target_modules`` ("q_proj" is every
+        layer's ``self_attn.q_proj``). A name that matches no linear module is refused, as PEFT refuses it.
+
+        Example:
+            >>> [m.name for m in discover(model).picked(["layers.0.self_attn.q_proj"])]
+            ['model.layers.0.self_attn.q_proj']
+        """
+        if isinstance(targets, str) and (targets == "all-linear" or targets in self.roles):
+            names = set(self.names(targets))
+            return [m for m in self.modules if m.name in names]
+        names, linear = set(), [m.name for m in self.modules if m.is_linear]
+        for t in [targets] if isinstance(targets, str) else targets:
+            found = self.names(t) if t in self.roles else [n for n in linear if n == t or n.endswith("." + t)]
+            if not found:
+                raise ConfigError("targets", t, problem="matches no linear module",
+                                  allowed=["all-linear", *self.roles, *sorted({n.rsplit(".", 1)[-1] for n in linear})])
+            names.update(found)
+        return [m for m in self.modules if m.name in names]
 
     def summary_rows(self) -> list[list[Any]]:
         rows = []

@@ -58,7 +58,7 @@ class Session:
         return self.model
 
     def targets(self, model: Any = None, r: int = LoraSection.r):
-        from ..model.memory import targets_with_memory
+        from ..model.targets import targets_with_memory
 
         if model is None:
             self.require_model()
