@@ -84,7 +84,7 @@ def test_export_prints_or_writes_a_standalone_script(cli, recipe_file, tmp_path)
     script = printed.stdout
     ast.parse(script)
     assert lora_nb_imports(script) == []
-    assert "from trl import SFTTrainer" in script and "def sft_config(" in script
+    assert "from trl import SFTConfig, SFTTrainer" in script and "def sft_keywords(" in script
     assert f"MODEL = {Recipe.from_yaml(path).model.name!r}" in script
     assert written.returncode == 0, written.stderr
     assert str(target) in written.stdout

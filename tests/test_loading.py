@@ -25,7 +25,7 @@ def test_auto_is_bf16_only_on_a_cpu_that_computes_it(llama, parity, tmp_path, mo
 
     from lora_nb.hf import devices
 
-    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: native_bf16)
+    monkeypatch.setattr(devices, "cpu_bf16_features", lambda: ["AMX"] if native_bf16 else [])
     model, tok = lora_nb.load(llama)
     assert model.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     assert lora_nb.estimate(model, device="cpu").dtype == ("bf16" if native_bf16 else "fp32")

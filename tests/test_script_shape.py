@@ -16,21 +16,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_export import constants
+from transformers import AutoConfig
 
 import lora_nb
 from lora_nb.export import assemble
 from lora_nb.export.assemble import prune
 from lora_nb.export.script import render_sweep_script, script_settings, template
+from lora_nb.hf.memory_model import activation_bytes, model_dims, step_bytes
 
 EXPORT = Path(lora_nb.__file__).parent / "export"
 TEMPLATES = [EXPORT / "script_main.py", EXPORT / "sweep_main.py"]
 
 # Lines of a script at most, for alpaca data export can read (771 for either before scripts were cut to
-# their recipe's path, 538 and 604 before the format was decided at export; issue 19's targets were 250
-# and 350). Beyond its template (about 150 lines) a plain LoRA script holds the memory model
-# (checkpointing decided from the memory free), the alpaca conversion, the SFTConfig version branches,
-# dtype and device choices and the checkpoint to resume, each with its docstring's first paragraph.
-PLAIN_LINES, QLORA_LINES = 450, 515
+# their recipe's path, 538 and 604 before the format was decided at export, 442 and 514 before the memory
+# model became a table of bytes per token computed at export; issue 19's targets were 250 and 350). Beyond
+# its template (about 145 lines) a plain LoRA script holds the checkpointing decision (STEP_BYTES against
+# the memory free), the alpaca conversion, the SFTConfig version branch, dtype and device choices and the
+# checkpoint to resume, each with its docstring's first paragraph.
+PLAIN_LINES, QLORA_LINES = 318, 369
 
 
 def recipe(llama, quant=None, path="train.jsonl", **sections):
@@ -106,8 +110,6 @@ def test_a_plain_lora_script_reads_top_down_and_holds_no_quantisation_code(llama
     (tmp_path / "train_lora.py").write_text(script)
     assert lint(tmp_path / "train_lora.py", rules="F,E9,I") == ""  # no unused import, no undefined name, sorted
     assert script.count("import torch\n") == 1  # the helpers' own (lazy) imports of torch give way to the script's
-    activations = lines.index("ACTIVATIONS = {")
-    assert lines[activations - 1] == "# (see lora_nb.hf.memory_model)" and not lines[activations - 3].startswith("#")
 
 
 def test_a_qlora_script_holds_the_quantised_loader_and_not_the_plain_one(llama, in_tmp, tmp_path):
@@ -174,8 +176,25 @@ def test_checkpointing_set_in_the_recipe_leaves_the_memory_model_out(llama):
     unset = set(definitions(lora_nb.to_script(recipe(llama))))
     fixed = set(definitions(lora_nb.to_script(recipe(llama, train={"gradient_checkpointing": True}))))
 
-    memory = {"auto_checkpointing", "needs_checkpointing", "activation_bytes", "ACTIVATIONS", "free_memory"}
+    memory = {"needs_checkpointing", "free_memory"}
     assert memory <= unset and not memory & fixed
+    # the model's sizes become a table of bytes per token at export: the script carries no memory model
+    assert not {"model_dims", "activation_bytes", "ACTIVATIONS", "HEAD_TILE", "step_bytes"} & unset
+    assert constants(lora_nb.to_script(recipe(llama)))["STEP_BYTES"] == step_bytes(AutoConfig.from_pretrained(llama))
+    assert constants(lora_nb.to_script(recipe(llama, train={"gradient_checkpointing": True})))["STEP_BYTES"] is None
+
+
+@pytest.mark.parametrize("batch_size, max_length", [(1, 16), (4, 1024), (8, 2048), (3, 700)])
+def test_the_table_a_script_carries_counts_what_the_memory_model_counts(tiny, batch_size, max_length):
+    """STEP_BYTES, per token, gives the bytes activation_bytes counts for any batch a user edits in."""
+    tokens = batch_size * max_length
+    for family in ("llama", "qwen3_moe"):
+        config = AutoConfig.from_pretrained(tiny(family))
+        for key, (per_token, head, tile) in step_bytes(config).items():
+            device, size = key.split("-")
+            layers, whole_head = activation_bytes(model_dims(config), batch_size=batch_size, max_length=max_length,
+                                                  checkpointing=False, dtype_bytes=int(size), gpu=device == "gpu")
+            assert tokens * per_token + min(tokens * head, tile) == layers + whole_head, (family, key)
 
 
 def test_a_sweep_keeps_every_branch_a_varying_setting_decides(llama, tmp_path):

@@ -128,7 +128,6 @@ def hf_definitions() -> dict[str, Definition]:
     found = {}
     for module in HF:
         for node, text in _top_level(_hf_source(module)):
-            text = _short_comment(text, module)
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 defaults = [*node.args.defaults, *node.args.kw_defaults] if isinstance(node, ast.FunctionDef) else []
                 early = {n for part in [*node.decorator_list, *filter(None, defaults)] for n in _uses(part)}
@@ -175,18 +174,6 @@ def _uses(node: ast.AST) -> list[str]:
 
 def _names(code: str) -> set[str]:
     return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-
-
-def _short_comment(text: str, module: str) -> str:
-    """A definition's text with the comment block above it cut to its first line and a pointer to
-    ``module``, where the rest stays (as :func:`_without_examples` does for docstrings)."""
-    lines = text.splitlines(keepends=True)
-    comments = next(i for i, line in enumerate(lines) if not line.startswith("#"))
-    if comments < 2:
-        return text
-    first, see = lines[0].rstrip("\n"), f"(see lora_nb.hf.{module})"
-    kept = [f"{first} {see}\n"] if len(first) + len(see) < 120 else [first + "\n", f"# {see}\n"]
-    return "".join(kept + lines[comments:])
 
 
 def _without_examples(text: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from ..core.version import __version__
 from ..core.errors import ConfigError
 from ..hf.formats import load_rows
+from ..hf.memory_model import step_bytes
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs
 from .assemble import Template, assemble, read_template
 
@@ -112,6 +113,8 @@ def script_settings(recipe: Recipe) -> dict:
         LORA_CONFIG=lora_config_kwargs(meta, **lora_kwargs(recipe.lora)),
         DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format or _data_format(recipe), EVAL=d.eval, SEED=t.seed,
         ADAPTER_SEED=adapter_seed(recipe.lora, t), SFT_CONFIG=sft_config,
+        # what a step holds per token, where checkpointing is left to the script to decide as it runs
+        STEP_BYTES=step_bytes(meta.config) if t.gradient_checkpointing is None else None,
         # a folder of its own: running the script must not overwrite the API run's adapter and checkpoints
         OUTPUT_DIR=f"{recipe.output_dir or 'lora-run'}-script", RESUME=t.resume,
     )

@@ -8,18 +8,13 @@
 # tests/test_portable.py checks that a rendered script defines every name it uses.
 """LoRA fine-tuning exported by lora_nb {version}: the recipe's settings are the constants below.
 
-Standalone: needs torch, transformers, peft, trl and datasets (not lora_nb).
+Needs torch, transformers, peft, trl and datasets, not lora_nb; never writes into a folder holding files unless
+--overwrite is given. Launched as N processes, each takes batch_size examples a step and prints one "process i
+of N" line; only the main one writes files.
 
-    python train_lora.py                          # a new run in OUTPUT_DIR
-    python train_lora.py --output-dir NEW         # a new run in NEW
-    python train_lora.py --resume RUN_DIR         # continue RUN_DIR from its last complete checkpoint
-    accelerate launch train_lora.py [...]         # multi-GPU / multi-node, unchanged
-    accelerate launch --config_file accelerate_config.yaml train_lora.py   # as lora-nb export --launcher configures
-
-Under N processes a step takes the recipe's batch_size examples in each process, N times one
-process's batch; each process prints one "process i of N" line, and only the main one writes files.
-
-It never writes into a folder that already holds files unless --overwrite is given.
+    python train_lora.py [--output-dir NEW]   # a new run in OUTPUT_DIR (or NEW)
+    python train_lora.py --resume RUN_DIR     # continue RUN_DIR from its last complete checkpoint
+    accelerate launch [--config_file accelerate_config.yaml] train_lora.py [...]   # multi-GPU / multi-node
 """
 from __future__ import annotations
 
@@ -32,14 +27,14 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 from peft import LoraConfig, get_peft_model
-from trl import SFTTrainer
+from trl import SFTConfig, SFTTrainer
 
-from lora_nb.hf.compat import sft_config
-from lora_nb.hf.devices import compute_dtype, resolve_dtype, shards_weights, trainer_device_kwargs
+from lora_nb.hf.compat import sft_keywords
+from lora_nb.hf.devices import TORCH_DTYPES, auto_dtype, compute_dtype, shards_weights, trainer_device_kwargs
 from lora_nb.hf.folders import last_checkpoint
 from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hold_out, last_turn_batch, load_csv,
                                 load_json, load_parquet, load_rows, masks_assistant_turns, split_eval, to_sft_dataset)
-from lora_nb.hf.memory_model import auto_checkpointing
+from lora_nb.hf.memory_model import needs_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
 
 if TYPE_CHECKING:
@@ -61,6 +56,7 @@ EVAL: float | str | None = None
 SEED = 0
 ADAPTER_SEED = 0
 SFT_CONFIG: dict = {"per_device_train_batch_size": 4, "max_length": 1024, "max_steps": 100}
+STEP_BYTES: dict = {"cpu-4": [2810880, 1277952, 5234491392], "gpu-2": [990720, 98304, 402653184]}
 OUTPUT_DIR = "lora-run-script"
 RESUME: str | None = None
 # --- end of settings ---
@@ -68,7 +64,7 @@ RESUME: str | None = None
 
 def main() -> None:
     output_dir, checkpoint = output_folder()
-    dtype = resolve_dtype(DTYPE)
+    dtype = auto_dtype() if DTYPE == "auto" else getattr(torch, TORCH_DTYPES[DTYPE])
     if QUANTIZATION:
         model = load_quantized_model(MODEL, dtype=dtype, quantization=quantization(dtype), device_map=DEVICE_MAP,
                                      trust_remote_code=TRUST_REMOTE_CODE, model_class=MODEL_CLASS)
@@ -83,24 +79,23 @@ def main() -> None:
     model.print_trainable_parameters()
 
     train_dataset, eval_dataset = load_datasets(tokenizer)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
-        # launched as several processes on a machine without GPUs (accelerate launch --multi_gpu, torchrun): make
-        # them one CPU (gloo) run, as accelerate launch --cpu does; left alone, transformers would train each
-        # process alone, and each would write the adapter
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        # several processes without GPUs (accelerate launch --multi_gpu, torchrun): one CPU (gloo) run, as with
+        # accelerate launch --cpu; left alone, transformers would train each process alone, each writing the adapter
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     if SFT_CONFIG.get("activation_checkpointing") is None:  # unset: on only where a step would not fit without it
-        checkpointing = auto_checkpointing(model, compute_dtype(model) if QUANTIZATION else dtype,
-                                           batch_size=SFT_CONFIG["per_device_train_batch_size"],
-                                           max_length=SFT_CONFIG["max_length"])
+        checkpointing = needs_checkpointing(  # in the dtype the model computes in
+            model, compute_dtype(model) if QUANTIZATION and QUANTIZATION.get("load_in_8bit") else dtype, STEP_BYTES,
+            batch_size=SFT_CONFIG["per_device_train_batch_size"], max_length=SFT_CONFIG["max_length"])
     else:
         checkpointing = SFT_CONFIG["activation_checkpointing"]
-    args = sft_config({
+    args = SFTConfig(**sft_keywords({
         **trainer_device_kwargs(dtype),  # mixed precision as the dtype, pinned memory only on a GPU
         "activation_checkpointing": checkpointing,
         "assistant_only_loss": "messages" in train_dataset.column_names,
         **SFT_CONFIG,  # an explicit bf16/fp16 in the recipe's train.sft wins, as in lora_nb
         "output_dir": os.path.join(output_dir, "checkpoints"),
-    })
+    }))
     # no process writes before all have checked the folder. Only here: SFTConfig sets the processes
     # up; on CPU a PartialState() made before it is a one-process state whose barrier waits for nobody
     PartialState().wait_for_everyone()
@@ -118,17 +113,14 @@ def main() -> None:
 
 
 def output_folder() -> tuple[str, str | None]:
-    """(folder to write, checkpoint to resume from), from the command line.
-
-    Every process checks before anything is written, so no earlier run gets overwritten.
-    """
+    """(folder to write, checkpoint to resume from), from the command line: every process checks, before
+    anything is written, that no earlier run gets overwritten."""
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--output-dir", help="a new folder for the adapter and trainer state (default: OUTPUT_DIR)")
     cli.add_argument("--overwrite", action="store_true", help="write into an output folder that already holds files")
-    cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
-                     "last complete checkpoint (default: RESUME; '' starts a new run)")
-    # pasted into a notebook cell (%lora export --cell) there is no __file__, and the command line is the
-    # kernel's own; run as a file (python, %run, accelerate launch) the command line is this script's
+    cli.add_argument("--resume", default=RESUME, metavar="RUN_DIR",
+                     help="continue RUN_DIR from its last complete checkpoint (default: RESUME; '' starts a new run)")
+    # pasted in a cell (%lora export --cell): no __file__, the kernel's command line; run as a file (%run too): ours
     opts = cli.parse_args(None if "__file__" in globals() else [])
     if opts.resume:
         if opts.output_dir:
@@ -167,8 +159,7 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
 
 
 def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """``rows`` in TRL's format, as lora_nb converts them (lora_nb.hf.formats.to_sft_dataset): the
-    conversion of a DATA_FORMAT the recipe names, else of the format detected (``fmt``)."""
+    """``rows`` in TRL's format, as lora_nb.hf.formats.to_sft_dataset converts DATA_FORMAT, else ``fmt`` (detected)."""
     if DATA_FORMAT == "alpaca":
         chat = bool(getattr(tokenizer, "chat_template", None))
         return rows.map(alpaca_batch, batched=True, remove_columns=rows.column_names, fn_kwargs={"chat": chat})
@@ -182,26 +173,17 @@ def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dat
 
 
 def quantization(dtype: torch.dtype) -> dict:
-    """QUANTIZATION's BitsAndBytesConfig keywords for this launch. Where the launcher shards the
-    weights over the processes (FSDP, DeepSpeed ZeRO-3), 4-bit weights are stored in the compute
-    dtype, so they shard and gather like the rest (bnb_4bit_quant_storage, as PEFT's QLoRA guides set it)."""
+    """QUANTIZATION's BitsAndBytesConfig keywords for this launch: where the launcher shards the weights (FSDP,
+    ZeRO-3), 4-bit weights are stored in the compute dtype to shard like the rest (as PEFT's QLoRA guides do)."""
     if QUANTIZATION.get("load_in_4bit") and shards_weights():
         return {**QUANTIZATION, "bnb_4bit_quant_storage": dtype}
     return QUANTIZATION
 
 
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU (or another accelerator) to put this process on."""
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every kind; older ones, CUDA
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
 def end_processes(trainer: SFTTrainer) -> None:
-    """End a several-process run so that no process hangs or aborts as it exits. Left to the
-    interpreter, torch's gloo group aborts the process; freed while its worker thread still drops
-    the last collective's tensors, it deadlocks on the GIL (pytorch#56297). So: wait for every
-    process (the worker is then idle), end the group, then free the trainer, and with it DDP's
-    hold on the group, here rather than at exit."""
+    """End a several-process run so that no process hangs or aborts as it exits: left to the interpreter, the
+    gloo group aborts the process, or deadlocks on the GIL if freed while its worker drops the last collective's
+    tensors (pytorch#56297). So wait for every process, end the group, then free the trainer's hold on it."""
     trainer.accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
     trainer.accelerator.free_memory()  # accelerate's hold on the DDP-wrapped model

@@ -34,13 +34,9 @@ TESTED = {
     "ipywidgets": ("7.7.1", "8.1.9"),
 }
 
-# TrainingArguments fields that transformers renamed, newest name -> the name older releases take.
-# lora_nb writes the newest; an older transformers gets the one it knows.
-# activation_checkpointing: transformers 5.23 (5.15, Colab's, has gradient_checkpointing only).
-RENAMED_TRAINING_FIELDS = {
-    "activation_checkpointing": "gradient_checkpointing",
-    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
-}
+# TrainingArguments fields transformers 5.23 renamed, newest name -> the one older releases (Colab's 5.15) take.
+RENAMED_TRAINING_FIELDS = {"activation_checkpointing": "gradient_checkpointing",
+                           "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}
 
 
 def sft_config_fields() -> set[str]:
@@ -58,8 +54,8 @@ def sft_config_fields() -> set[str]:
 
 
 def sft_keywords(kwargs: dict[str, Any], fields: Iterable[str] | None = None) -> dict[str, Any]:
-    """``kwargs`` for ``SFTConfig``, written with the newest field names, renamed to the names the
-    installed release takes (``fields``: another release's names, to force a side in a test).
+    """``kwargs`` for ``SFTConfig`` in their newest names, each the installed release lacks renamed to its
+    older name (``fields``: another release's names, to force a side in a test).
 
     Example:
         >>> sft_keywords({"activation_checkpointing": True}, fields={"gradient_checkpointing"})
@@ -68,11 +64,7 @@ def sft_keywords(kwargs: dict[str, Any], fields: Iterable[str] | None = None) ->
         {'activation_checkpointing': True}
     """
     fields = sft_config_fields() if fields is None else fields
-    renamed = {}
-    for key, value in kwargs.items():
-        older = RENAMED_TRAINING_FIELDS.get(key)
-        renamed[older if key not in fields and older in fields else key] = value
-    return renamed
+    return {key if key in fields else RENAMED_TRAINING_FIELDS.get(key, key): value for key, value in kwargs.items()}
 
 
 def sft_config(kwargs: dict[str, Any]) -> SFTConfig:

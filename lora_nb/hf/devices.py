@@ -42,10 +42,7 @@ def quantisation_of(tensor: Any) -> str | None:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """torch dtype for "auto", "bf16", "fp16" or "fp32". auto is bf16 where the hardware computes
-    in it natively: GPUs that support it (fp16 on older ones), and CPUs with AVX512-BF16 or AMX
-    (:func:`cpu_computes_bf16`), where it trains about 1.2x faster than fp32 at half the memory;
-    fp32 on other CPUs, which would only emulate bf16.
+    """torch dtype for "auto" (:func:`auto_dtype`), "bf16", "fp16" or "fp32".
 
     Example:
         >>> resolve_dtype("bf16")
@@ -53,16 +50,31 @@ def resolve_dtype(name: str) -> torch.dtype:
     """
     import torch
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_computes_bf16() else torch.float32
-    return getattr(torch, TORCH_DTYPES[name])
+    return auto_dtype() if name == "auto" else getattr(torch, TORCH_DTYPES[name])
+
+
+def auto_dtype() -> torch.dtype:
+    """bf16 where the hardware computes in it natively, else fp16 on a GPU, fp32 on a CPU.
+
+    Natively: GPUs that support bf16, and CPUs with AVX512-BF16 or AMX (:func:`cpu_bf16_features`),
+    where it trains about 1.2x faster than fp32 at half the memory; other CPUs would only emulate it.
+
+    Example:
+        >>> import torch
+        >>> auto_dtype() in (torch.bfloat16, torch.float16, torch.float32)
+        True
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_bf16_features() else torch.float32
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which torch's CPU
-    kernels use: there bf16 is faster than fp32; elsewhere it is emulated and slower.
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which torch's CPU kernels use.
+
+    There bf16 is faster than fp32; elsewhere it is emulated and slower.
 
     Example:
         >>> cpu_computes_bf16() in (True, False)
@@ -72,8 +84,7 @@ def cpu_computes_bf16() -> bool:
 
 
 def cpu_bf16_features() -> list[str]:
-    """The bf16 matrix instruction sets this CPU has, by name ("AVX512-BF16", "AMX"), from torch's
-    own probes (torch.cpu).
+    """The bf16 matrix instruction sets this CPU has, by name ("AVX512-BF16", "AMX"), from torch's own probes.
 
     Example:
         >>> set(cpu_bf16_features()) <= {"AVX512-BF16", "AMX"}
@@ -81,9 +92,8 @@ def cpu_bf16_features() -> list[str]:
     """
     import torch
 
-    cpu = getattr(torch, "cpu", None)
     probes = (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-    return [name for name, probe in probes if getattr(cpu, probe, lambda: False)()]
+    return [name for name, probe in probes if getattr(torch.cpu, probe, lambda: False)()]
 
 
 def compute_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -105,11 +115,9 @@ def compute_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def trainer_device_kwargs(dtype: torch.dtype) -> dict[str, bool]:
-    """SFTConfig settings that follow the compute ``dtype`` and the machine: bf16/fp16 mixed
-    precision matching it (TRL turns bf16 on by default), bf16 on a machine without a GPU allowed
-    (transformers refuses it there unless told it trains on the CPU on purpose), pinned
-    dataloader memory only where there is a GPU to pin for (on a CPU it only warns), and Liger's
-    fused kernels on a GPU where ``liger-kernel`` is installed (``pip install lora-nb[liger]``).
+    """SFTConfig settings that follow the compute ``dtype`` and the machine: mixed precision as the dtype
+    (TRL would turn bf16 on), use_cpu for bf16 without a GPU (transformers refuses it otherwise), pinned
+    memory (on a CPU it only warns) and Liger's kernels (``pip install lora-nb[liger]``) only on a GPU.
 
     Example:
         >>> import torch
@@ -130,9 +138,8 @@ def trainer_device_kwargs(dtype: torch.dtype) -> dict[str, bool]:
 
 
 def process_device_map(device_map: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """``device_map`` as given; when None, this process's GPU if there is one (so each process of
-    ``accelerate launch`` takes its own), else the CPU (None). Under FSDP / ZeRO-3 it stays None:
-    the launcher places (and shards) the weights itself.
+    """``device_map`` as given; when None, this process's GPU if there is one (each process of ``accelerate
+    launch`` takes its own), else the CPU (None); under FSDP / ZeRO-3 the launcher places the weights (None).
 
     Example:
         >>> process_device_map("auto")
@@ -156,8 +163,5 @@ def shards_weights() -> bool:
     """
     import os
 
-    def on(name: str) -> bool:
-        return os.environ.get(name, "false").lower() == "true"
-
-    zero3 = on("ACCELERATE_USE_DEEPSPEED") and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
-    return on("ACCELERATE_USE_FSDP") or zero3
+    on = {name: os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true" for name in ("FSDP", "DEEPSPEED")}
+    return on["FSDP"] or (on["DEEPSPEED"] and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")

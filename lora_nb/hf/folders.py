@@ -9,9 +9,9 @@ import os
 
 
 def expand_user(location: str | os.PathLike[str]) -> str:
-    """A model, dataset or adapter as a user typed it: a path starting with ``~`` or holding
-    ``$VARS`` expanded, anything else (a Hub name such as ``org/model``, a relative folder)
-    returned unchanged, as text.
+    """A model, dataset or adapter as a user typed it, as text: ``~`` and ``$VARS`` expanded.
+
+    Anything else (a Hub name such as ``org/model``, a relative folder) is returned unchanged.
 
     Example:
         >>> import os
@@ -30,24 +30,23 @@ def last_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
 
     Trainer writes a checkpoint's trainer_state.json last, so a checkpoint counts only once that
     file parses: one torn by a kill in the middle of saving is passed over for the one before.
+    (transformers' ``get_last_checkpoint``, 5.15 to 5.25, takes the newest folder, torn or not.)
 
     Example:
         >>> last_checkpoint("/nonexistent-lora_nb-run") is None
         True
     """
     import json
+    import re
 
     folder = os.path.join(str(run_dir), "checkpoints")
-    steps = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-            steps.append(int(name[len("checkpoint-"):]))
-    for step in sorted(steps, reverse=True):
+    found = [re.fullmatch(r"checkpoint-(\d+)", name) for name in (os.listdir(folder) if os.path.isdir(folder) else ())]
+    for step in sorted((int(match[1]) for match in found if match), reverse=True):
         path = os.path.join(folder, f"checkpoint-{step}")
         try:
             with open(os.path.join(path, "trainer_state.json")) as f:
                 json.load(f)
+            return path
         except (OSError, ValueError):
             continue
-        return path
     return None

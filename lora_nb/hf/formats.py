@@ -58,18 +58,17 @@ def alpaca_user_text(row: dict[str, Any]) -> str:
         >>> alpaca_user_text({"instruction": "Add", "input": "2 2"})
         'Add\\n\\n2 2'
     """
-    extra = alpaca_input(row)
+    extra = alpaca_input(row.get("input"))
     return f"{row['instruction']}\n\n{extra}" if extra else str(row["instruction"])
 
 
-def alpaca_input(row: dict[str, Any]) -> str:
+def alpaca_input(value: Any) -> str:
     """An alpaca row's input as text ("" when absent or null).
 
     Example:
-        >>> alpaca_input({"instruction": "Add", "input": None})
-        ''
+        >>> alpaca_input(None), alpaca_input(" 2 2 ")
+        ('', '2 2')
     """
-    value = row.get("input")
     return "" if value is None else str(value).strip()
 
 
@@ -244,15 +243,13 @@ def alpaca_batch(batch: dict[str, list], chat: bool) -> dict[str, list]:
         >>> alpaca_batch({"instruction": ["2+2?"], "output": ["4"]}, chat=True)
         {'prompt': [[{'role': 'user', 'content': '2+2?'}]], 'completion': [[{'role': 'assistant', 'content': '4'}]]}
     """
-    n = len(batch["instruction"])
-    rows = [{"instruction": i, "input": x, "output": o}
-            for i, x, o in zip(batch["instruction"], batch.get("input", [None] * n), batch["output"])]
+    inputs = batch.get("input", [None] * len(batch["instruction"]))
+    rows = [{"instruction": i, "input": alpaca_input(x)} for i, x in zip(batch["instruction"], inputs)]
     if chat:
         return {"prompt": [[{"role": "user", "content": alpaca_user_text(r)}] for r in rows],
-                "completion": [[{"role": "assistant", "content": r["output"]}] for r in rows]}
-    return {"prompt": [(ALPACA_PROMPT_INPUT if alpaca_input(r) else ALPACA_PROMPT)
-                       .format(instruction=r["instruction"], input=alpaca_input(r)) for r in rows],
-            "completion": [r["output"] for r in rows]}
+                "completion": [[{"role": "assistant", "content": output}] for output in batch["output"]]}
+    return {"prompt": [(ALPACA_PROMPT_INPUT if r["input"] else ALPACA_PROMPT).format(**r) for r in rows],
+            "completion": batch["output"]}
 
 
 def last_turn_batch(batch: dict[str, list]) -> dict[str, list]:

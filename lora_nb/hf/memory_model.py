@@ -95,8 +95,9 @@ def activation_bytes(dims: dict[str, int], *, batch_size: int, max_length: int, 
 
 
 def free_memory(device: torch.device | str | None = None) -> int:
-    """Bytes free for training now: on the GPU the model is on (CUDA's own count), else the
-    memory the OS can still give (MemAvailable).
+    """Bytes free for training now: on the model's GPU (CUDA's own count), else what the OS can still give.
+
+    On a CPU that is /proc/meminfo's MemAvailable.
 
     Example:
         >>> free_memory("cpu") > 0
@@ -111,38 +112,64 @@ def free_memory(device: torch.device | str | None = None) -> int:
     return int(fields["MemAvailable"].split()[0]) * 1024
 
 
-def needs_checkpointing(model: torch.nn.Module, dtype: torch.dtype, *, batch_size: int,
-                        max_length: int) -> tuple[bool, str]:
-    """(whether to turn gradient checkpointing on, why): on only when a step's activations, in the
-    ``dtype`` the model computes in, would not fit in 90% of the memory still free with the model
-    loaded; without it a step runs about 1.3–3× faster (benchmarks/results.md), so it is off when it
-    is not needed.
+def step_bytes(config: PretrainedConfig) -> dict[str, list[int]]:
+    """What a training step without gradient checkpointing holds for a model of ``config``, per device
+    and activation dtype size (``"gpu-2"``: a GPU in bf16 or fp16; ``"cpu-4"``: a CPU in fp32): [bytes per
+    token of the batch, bytes per token of the LM head's tile, bytes of a whole tile], as
+    :func:`activation_bytes` counts them.
+
+    Exported scripts carry this table as a setting: the model's sizes are known at export, and the
+    batch size and length, which a user may edit in the script, are applied as it runs
+    (:func:`needs_checkpointing`).
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> step_bytes(LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        ...                        num_attention_heads=9, num_key_value_heads=3, vocab_size=49152))["cpu-4"]
+        [2810880, 1277952, 5234491392]
+    """
+    dims, table = model_dims(config), {}
+    for device, size in (("cpu", 4), ("cpu", 2), ("gpu", 4), ("gpu", 2)):
+        per_token, head = activation_bytes(dims, batch_size=1, max_length=1, checkpointing=False, dtype_bytes=size,
+                                           gpu=device == "gpu")
+        tile = activation_bytes(dims, batch_size=1, max_length=HEAD_TILE[0], checkpointing=False, dtype_bytes=size,
+                                gpu=device == "gpu")[1]
+        table[f"{device}-{size}"] = [per_token, head, tile]
+    return table
+
+
+def needs_checkpointing(model: torch.nn.Module, dtype: torch.dtype, step: dict[str, list[int]], *, batch_size: int,
+                        max_length: int) -> bool:
+    """Whether to turn gradient checkpointing on: only when a step would not fit in 90% of the memory free (it
+    says so then). ``step`` (:func:`step_bytes`): per device and size of ``dtype``, the one the model computes
+    in, a step's bytes per token of the batch, per token of the LM head's tile, and of a whole tile.
+
+    Without checkpointing a step runs about 1.3–3× faster (benchmarks/results.md), so it is off when it
+    is not needed. The step counts the activations of ``batch_size`` examples of ``max_length`` tokens
+    and the adapter's fp32 weights, gradients and AdamW state.
 
     Example:
         >>> import torch
-        >>> on, why = needs_checkpointing(model, torch.float32, batch_size=4, max_length=1024)
-        >>> on
+        >>> needs_checkpointing(model, torch.float32, step_bytes(model.config), batch_size=4, max_length=1024)
         False
     """
     import torch
 
     device = next(model.parameters()).device
     gpu = device.type == "cuda"
-    dims = model_dims(model.config)
-    layers, head = activation_bytes(dims, batch_size=batch_size, max_length=max_length, checkpointing=False,
-                                    dtype_bytes=torch.finfo(dtype).bits // 8, gpu=gpu)
+    per_token, head, tile = step[f"{'gpu' if gpu else 'cpu'}-{torch.finfo(dtype).bits // 8}"]
+    tokens = batch_size * max_length
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) * 16  # fp32 weight, grad, AdamW's two
-    need, free = layers + head + trainable, free_memory(device if gpu else "cpu")
-    gib = 2 ** 30
-    if need <= 0.9 * free:
-        return False, f"a step needs about {need / gib:.1f} GiB, {free / gib:.1f} GiB is free"
-    return True, (f"gradient checkpointing on: a step without it needs about {need / gib:.1f} GiB of activations and "
-                  f"optimizer state, more than the {free / gib:.1f} GiB free")
+    need, free = tokens * per_token + min(tokens * head, tile) + trainable, free_memory(device if gpu else "cpu")
+    if need > 0.9 * free:
+        print(f"gradient checkpointing on: a step without it needs about {need / 2**30:.1f} GiB of activations and "
+              f"optimizer state, more than the {free / 2**30:.1f} GiB free", flush=True)
+    return need > 0.9 * free
 
 
 def choose_checkpointing(model: torch.nn.Module, setting: bool | None, *, batch_size: int, max_length: int) -> bool:
     """Gradient checkpointing as the recipe sets it (True/False), or, unset (None), as
-    :func:`auto_checkpointing` decides it for the dtype the model computes in (:func:`compute_dtype`).
+    :func:`needs_checkpointing` decides it for the dtype the model computes in (:func:`compute_dtype`).
 
     Example:
         >>> choose_checkpointing(None, False, batch_size=4, max_length=1024)
@@ -150,19 +177,5 @@ def choose_checkpointing(model: torch.nn.Module, setting: bool | None, *, batch_
     """
     if setting is not None:
         return setting
-    return auto_checkpointing(model, compute_dtype(model), batch_size=batch_size, max_length=max_length)
-
-
-def auto_checkpointing(model: torch.nn.Module, dtype: torch.dtype, *, batch_size: int, max_length: int) -> bool:
-    """Gradient checkpointing on only when :func:`needs_checkpointing` says a step would not fit
-    without it; it says so when it turns it on.
-
-    Example:
-        >>> import torch
-        >>> auto_checkpointing(model, torch.float32, batch_size=4, max_length=1024)
-        False
-    """
-    on, why = needs_checkpointing(model, dtype, batch_size=batch_size, max_length=max_length)
-    if on:
-        print(why, flush=True)
-    return on
+    return needs_checkpointing(model, compute_dtype(model), step_bytes(model.config), batch_size=batch_size,
+                               max_length=max_length)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .devices import process_device_map, quantisation_of
+from .devices import QUANTISED_PARAMS, process_device_map
 from .folders import expand_user
 
 if TYPE_CHECKING:
@@ -44,8 +44,9 @@ def load_model_and_tokenizer(
 
 def load_model(name: str, *, dtype: torch.dtype, device_map: str | dict[str, Any] | None = None,
                trust_remote_code: bool = False, model_class: str = "AutoModelForCausalLM") -> PreTrainedModel:
-    """The model in full precision (``dtype``), loaded from safetensors onto this process's device
-    (:func:`process_device_map`); ``model_class`` names the transformers class.
+    """The model in full precision (``dtype``), from safetensors, on this process's device (:func:`process_device_map`).
+
+    ``model_class`` names the transformers class.
 
     Example:
         >>> from lora_nb.hf.devices import resolve_dtype
@@ -63,10 +64,12 @@ def load_model(name: str, *, dtype: torch.dtype, device_map: str | dict[str, Any
 def load_quantized_model(name: str, *, dtype: torch.dtype, quantization: dict[str, Any],
                          device_map: str | dict[str, Any] | None = None, trust_remote_code: bool = False,
                          model_class: str = "AutoModelForCausalLM") -> PreTrainedModel:
-    """The model quantised by bitsandbytes (``quantization``: ``BitsAndBytesConfig`` keywords; 4-bit
-    computes in ``dtype``), ready for LoRA: PEFT's ``prepare_model_for_kbit_training``, every 4-bit
-    layer in the NF4 layout (:func:`pin_4bit_layout`), and its full-precision tensors no longer
-    mapping the checkpoint file (:func:`release_checkpoint_memory`).
+    """The model quantised by bitsandbytes (``quantization``: ``BitsAndBytesConfig`` keywords), ready for LoRA;
+    4-bit layers compute in ``dtype``.
+
+    Ready: PEFT's ``prepare_model_for_kbit_training``, every 4-bit layer in
+    the NF4 layout (:func:`pin_4bit_layout`), and its full-precision tensors no longer mapping the
+    checkpoint file (:func:`release_checkpoint_memory`).
 
     Example:
         >>> from lora_nb.hf.devices import resolve_dtype
@@ -106,9 +109,8 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedT
 
 
 def release_checkpoint_memory(model: torch.nn.Module) -> torch.nn.Module:
-    """Give the full-precision tensors of a quantised ``model`` memory of their own, so the
-    checkpoint file it was loaded from is no longer mapped, and hand freed heap back to the OS.
-    Returns ``model``.
+    """Give the full-precision tensors of a quantised ``model`` memory of their own, so the checkpoint file
+    it was loaded from is no longer mapped, and hand freed heap back to the OS; returns ``model``.
 
     Why: safetensors weights load as views of the memory-mapped file. The quantised layers get new
     memory, but the tensors left in full precision (embeddings, norms, the LM head) stay views of
@@ -128,7 +130,7 @@ def release_checkpoint_memory(model: torch.nn.Module) -> torch.nn.Module:
     import gc
 
     for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.device.type == "cpu" and quantisation_of(tensor) is None:
+        if tensor.device.type == "cpu" and type(tensor).__name__ not in QUANTISED_PARAMS:
             tensor.data = tensor.data.clone()
     gc.collect()
     try:  # glibc keeps the quantiser's freed temporaries; elsewhere (macOS, Windows, musl) there is nothing to call
@@ -157,13 +159,11 @@ def pin_4bit_layout(model: torch.nn.Module) -> torch.nn.Module:
         False
     """
     for module in model.modules():
-        if not hasattr(module, "support_avx512bf16_for_cpu"):
-            continue
-        module.support_avx512bf16_for_cpu = False
-        weight = module.weight
-        state = getattr(weight, "quant_state", None)
-        if getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            weight, state = module.weight, getattr(module.weight, "quant_state", None)
+            if getattr(state, "packing_format_for_cpu", False):
+                from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
-            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+                weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
     return model
