@@ -135,7 +135,8 @@ def test_optimizer_state_is_what_the_optimizer_transformers_builds_keeps(llama, 
     predicted = estimate(llama, r=64, targets="all-linear", optim=optim, adapter_dtype=adapter_dtype, device="cpu")
 
     assert predicted.optimizer == sum(state) and predicted.paged == 0
-    assert predicted.optimizer < (4 if "8bit" in optim else 9) * predicted.lora_params  # 32-bit: 8 bytes
+    # 32-bit state: 8 bytes a parameter; 8-bit: less, though tensors under 4,096 elements keep 32-bit state
+    assert predicted.optimizer < (8 if "8bit" in optim else 9) * predicted.lora_params
     assert predicted.adapter == 2 * sum(p.numel() * p.element_size() for p in params)
     assert estimate(llama, r=64, optim=optim, adapter_dtype=adapter_dtype, device="gpu").paged == 0  # all < 100,000
 
