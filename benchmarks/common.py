@@ -47,7 +47,7 @@ class Row:
     spread: tuple[float, float]
     pairs: int
     higher_is_better: bool
-    goal: str = ""  # "≥ 0.98", "≤ 1.02" or "= 1.00": what the ratio should be
+    goal: str = ""  # "≥ 0.98", "≤ 1.02" or "= 1.00": what the ratio should be; "< 1 s": the subject median
     subject_runs: list[float] = field(default_factory=list)
     baseline_runs: list[float] = field(default_factory=list)
 
@@ -103,17 +103,22 @@ def compare(case: str, measure: str, key: str, runs: tuple[Sequence[Metrics], Se
 
 
 def meets(row: Row) -> Optional[bool]:
-    """Whether ``row``'s ratio meets its goal (``=`` means equal to two decimals); None without a goal.
+    """Whether ``row`` meets its goal (``=`` means equal to two decimals); None without a goal. A goal is
+    on the ratio, or, when a unit follows the number ("< 1 s"), on the subject's median: a budget the
+    operation has whatever its baseline costs.
 
     Example:
         >>> meets(Row("c", "m", "a", "b", "s", 1.0, 1.0, 0.97, (0.9, 1.0), 3, True, goal="≥ 0.98"))
         False
+        >>> meets(Row("c", "m", "a", "b", "s", 0.4, 0.5, 0.8, (0.7, 0.9), 3, False, goal="< 1 s"))
+        True
     """
     if not row.goal:
         return None
-    op, value = row.goal.split()
-    target = float(value)
-    return {"≥": row.ratio >= target, "≤": row.ratio <= target, "=": round(row.ratio, 2) == target}[op]
+    op, value, *unit = row.goal.split()
+    measured, target = (row.subject_median if unit else row.ratio), float(value)
+    return {"≥": measured >= target, "≤": measured <= target, "<": measured < target,
+            "=": round(measured, 2) == target}[op]
 
 
 # ------------------------------------------------------------------------------------------ memory

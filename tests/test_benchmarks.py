@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository, not installed
 
 from benchmarks.__main__ import main
-from benchmarks.common import CaseResult, Fresh, PeakRSS, alternate, compare, machine, write
+from benchmarks.common import CaseResult, Fresh, PeakRSS, alternate, compare, machine, markdown_table, meets, write
 
 
 def busy(n: int) -> dict:
@@ -67,6 +67,17 @@ def test_results_are_written_as_json_and_a_markdown_table(tmp_path):
     assert lines[3].startswith("| broken | failed: RuntimeError: no kernel |")
     md = (tmp_path / "results.md").read_text()
     assert table in md and "- a note" in md and '"steps": 4' in md and "avx512_bf16" in md
+
+
+def test_a_goal_with_a_unit_is_a_budget_for_the_subject_not_the_ratio():
+    runs = ([{"cpu": 0.8}, {"cpu": 0.9}, {"cpu": 0.7}], [{"cpu": 0.4}, {"cpu": 0.4}, {"cpu": 0.4}])
+    within = compare("startup", "CPU time", "cpu", runs, subject="discover", baseline="build", unit="s",
+                     higher_is_better=False, goal="< 1 s")
+    assert within.ratio == 2.0 and meets(within) is True  # twice the baseline, yet inside its budget
+    over = compare("startup", "CPU time", "cpu", (runs[0], [{"cpu": 2.0}] * 3), subject="discover", baseline="build",
+                   unit="s", higher_is_better=False, goal="< 0.75 s")
+    assert over.ratio < 1 and meets(over) is False
+    assert "< 0.75 s ✗" in markdown_table([CaseResult("startup", [over])])
 
 
 def test_peak_memory_sees_an_allocation_and_not_its_absence():

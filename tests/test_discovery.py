@@ -169,9 +169,39 @@ def test_tied_embeddings_are_counted_once(llama, tmp_path):
     assert from_config.summary_rows() == from_model.summary_rows()  # the same "% of model"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_config_and_loaded_model_agree_on_the_total(tiny, family):
-    assert discover(tiny(family)).total_params == discover(load_plain(tiny(family))).total_params
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "qwen3_moe", "bert"])
+def test_config_and_loaded_model_give_the_same_report(tiny, family):
+    """The meta-device build from config.json alone finds what the loaded model has: every module, its
+    role, kind and shape, PEFT's all-linear set and the parameter total."""
+    from_config, from_model = discover(tiny(family)), discover(load_plain(tiny(family)))
+    assert from_config.modules == from_model.modules
+    assert from_config.all_linear == from_model.all_linear
+    assert from_config.total_params == from_model.total_params
+
+
+def test_a_config_is_discovered_without_initialising_weights(tiny, monkeypatch):
+    """Initialising weights on the meta device computes nothing and only costs time (most of a 70B
+    model's build): the config-only build skips transformers' weight initialisation."""
+    import transformers as tf
+
+    initialised = []
+    original = tf.LlamaPreTrainedModel._init_weights
+
+    def counted(self, module):
+        initialised.append(module)
+        return original(self, module)
+
+    monkeypatch.setattr(tf.LlamaPreTrainedModel, "_init_weights", counted)
+    config = tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=64)
+    tf.LlamaForCausalLM(config)  # a real build initialises every module: the count sees it
+    assert len(initialised) > 10
+    initialised.clear()
+
+    report = discover(config)
+    assert initialised == []
+    assert len(report.roles["attention"]) == 2 * 4
+    assert report.total_params == tf.LlamaForCausalLM(config).num_parameters()
 
 
 @pytest.mark.parametrize("source", ["/nope", "empty-folder", "no-such-org/no-such-model"])

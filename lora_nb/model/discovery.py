@@ -8,7 +8,8 @@ Inside a repeated block (a path with a layer index), a projection under an atten
 ``other``. MoE experts stored as 3-D parameters are reported as ``experts``.
 
 Given a name, path or config, the model is built on the meta device: only config.json is read and
-no weight is allocated, so a 70B model's table takes about a second.
+no weight is allocated or initialised, so a 70B model's table takes well under a second once
+transformers has imported the model's code.
 """
 
 from __future__ import annotations
@@ -203,21 +204,28 @@ def discover(model: Any, *, r: int = 16, trust_remote_code: bool = False) -> Dis
 
 @strict_flags
 def meta_model(source: Any, trust_remote_code: bool = False):
-    """Build the model for a name, folder or config on the meta device: no weights, no memory.
+    """Build the model for a name, folder or config on the meta device: no weights, no memory, and
+    no weight initialisation.
+
+    Why ``torch.device("meta")`` rather than accelerate's ``init_empty_weights``: under the latter
+    transformers still runs its weight initialisation over every module (on tensors without data,
+    to no effect), which was most of the build's CPU time (Qwen3-235B-A22B: 0.86 s against 0.07 s;
+    Llama-3-70B: 0.27 s against 0.13 s). transformers skips it when the device in use is meta, and
+    builds ``from_pretrained``'s skeleton the same way. Buffers (rotary frequencies) are on the meta device too.
 
     Example:
         >>> import transformers
         >>> meta_model(transformers.LlamaConfig()).device
         device(type='meta')
     """
-    from accelerate import init_empty_weights
+    import torch
     from transformers import AutoModelForCausalLM
 
     from .loading import model_class, read_config
 
     config = source if not isinstance(source, str) else read_config(source, trust_remote_code)
     cls = model_class(config)
-    with init_empty_weights():
+    with torch.device("meta"):
         if cls is AutoModelForCausalLM:
             model = cls.from_config(config, trust_remote_code=trust_remote_code)
         else:
