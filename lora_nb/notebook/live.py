@@ -1,12 +1,13 @@
 """The live training view: a dashboard image and a status line, updated in place.
 
 Both go through IPython display handles (``update_display``), which every front end honours —
-JupyterLab, VS Code, Colab and nbconvert — so the view works where widgets do not. The status line
-follows once a second; the image is redrawn as often as a 2% budget allows (a redraw costing
-0.1 s waits 5 s), and every redraw is timed (``LiveChart.overhead``). The
-figure is drawn with matplotlib's object API on an Agg canvas: safe from a training thread.
-Stop / Save-now buttons are ipywidgets, shown only for background runs, when the kernel is idle
-and can handle their clicks.
+JupyterLab, VS Code, Colab and nbconvert — so the view works where widgets do not. The image is
+drawn at the first logged step, then at each logged step as soon as a 2% budget allows (a redraw
+costing 0.08 s waits 4 s); the status line comes with each image, and in between at most once a
+second. Every redraw is timed (``LiveChart.overhead``; ``LiveChart.lags``: how far the image was
+behind the status line). The figure is drawn with matplotlib's object API on an Agg canvas: safe
+from a training thread. Stop / Save-now buttons are ipywidgets, shown only for background runs,
+when the kernel is idle and can handle their clicks.
 """
 
 from __future__ import annotations
@@ -68,9 +69,18 @@ class DisplayView:
 
 
 class BudgetedChart(RunCallback):
-    """What the live views share: a status line every ``every`` seconds, a chart image redrawn only
-    as often as ``budget`` allows (a redraw costing 0.1 s waits 5 s), and every redraw timed
-    (:attr:`overhead`). Subclasses draw the image (``_png``) and say how to show it (``redraw``)."""
+    """What the live views share: a chart image drawn at the first logged step, then at each logged
+    step as soon as ``budget`` allows; a status line with each image, and at logged steps in
+    between once ``every`` seconds have passed.
+
+    The budget holds twice: all drawing while training stays within ``budget`` of the training
+    time so far, and each image waits until the last one's drawing time fits it (a redraw that
+    took 0.08 s waits 4 s: no burst of redraws after a quiet spell such as an evaluation). The
+    first image is drawn regardless, as it shows the run has started; the second waits until both
+    fit the budget. The figure is built before training (:meth:`prepare`, ``setup_seconds``), so
+    no image carries matplotlib's start-up cost into the wait. Every redraw while training is
+    timed (``frames``, :attr:`overhead`). Subclasses build the figure (``_build``), draw it
+    (``_png``: None when there is nothing new) and say how to show it (``redraw``)."""
 
     shows_progress = True  # train()'s progress bar gives way to this view (progress=None)
 
@@ -81,19 +91,46 @@ class BudgetedChart(RunCallback):
         self.controls = controls
         self.view = view
         self.render_seconds = 0.0
+        self.setup_seconds = 0.0
         self.frames: list[tuple[float, float]] = []  # (seconds since the start, drawing seconds) per image
         self.last_png = b""
         self._training_seconds = 0.0
-        self._image_cost = 0.0
-        self._last_image = 0.0
+        self._cost = 0.0  # what the last image cost to draw and show
+        self._last_image: Optional[float] = None
         self._last = 0.0
         self._started = 0.0
         self._buttons: Optional[Any] = None
 
-    def _due(self) -> bool:
-        """Whether the image may be drawn again: the last drawing's time fits the budget since then.
-        The status line is cheap and follows every ``every`` seconds."""
-        return time.perf_counter() - self._last_image >= self._image_cost / self.budget
+    def prepare(self) -> None:
+        """Build the figure (importing matplotlib) before training starts, timed in ``setup_seconds``.
+
+        Example:
+            >>> chart = LiveChart()
+            >>> chart.prepare()
+            >>> chart.setup_seconds > 0
+            True
+        """
+        start = time.perf_counter()
+        self._build()
+        self.setup_seconds += time.perf_counter() - start
+
+    def _build(self) -> None:
+        """Build the figure, the first time only."""
+        raise NotImplementedError
+
+    def _image_due(self) -> bool:
+        """Whether the image may be drawn now: the first one at once; then once another like the
+        last keeps all drawing within the budget, and the last one's cost fits it since it began."""
+        if self._last_image is None:
+            return True
+        now = time.perf_counter()
+        return (now - self._last_image >= self._cost / self.budget
+                and self.render_seconds + self._cost <= self.budget * (now - self._started))
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        image = self._image_due()
+        if image or time.perf_counter() - self._last >= self.every:
+            self.redraw(image=image)
 
     def _png(self) -> Optional[bytes]:
         """The chart as PNG bytes, or None while there is nothing to draw."""
@@ -102,16 +139,14 @@ class BudgetedChart(RunCallback):
     def _timed(self, image: bool, count: bool, show) -> None:
         """Draw (``image``), call ``show(png)`` (empty bytes: keep the image shown), and time it all."""
         start = time.perf_counter()
-        if image:
-            png = self._png()
-            if png is not None:
-                self.last_png = png
-                self._image_cost = time.perf_counter() - start
-                self._last_image = start
-                if count:
-                    self.frames.append((start - self._started, self._image_cost))
-        show(self.last_png if image else b"")
+        png = self._png() if image else None
+        show(png or b"")
         self._last = time.perf_counter()
+        if png is not None:
+            self.last_png = png
+            self._last_image, self._cost = start, self._last - start
+            if count:
+                self.frames.append((start - self._started, self._last - start))
         if count:
             self.render_seconds += self._last - start
 
@@ -130,9 +165,11 @@ class BudgetedChart(RunCallback):
 class LiveChart(BudgetedChart):
     """Shows a run as it trains; give it to ``lora_nb.train(callbacks=[...])``.
 
-    ``every``: least seconds between redraws. ``controls``: show Stop / Save-now buttons (only
-    useful when training runs in the background). ``view``: where to draw (default: display
-    handles under the current cell; the panel passes its widgets). After the run the last image
+    ``every``: seconds after which a logged step updates the status line without a new image;
+    ``budget``: the share of the training time the image may take (see :class:`BudgetedChart`).
+    ``controls``: show Stop / Save-now buttons (only useful when training runs in the background).
+    ``view``: where to draw (default: display handles under the current cell; the panel passes its
+    widgets). After the run the last image
     stays in the notebook as a PNG and a copy goes to the run folder (``dashboard.png``).
 
     Example:
@@ -146,6 +183,9 @@ class LiveChart(BudgetedChart):
     def __init__(self, every: float = 1.0, controls: bool = False, view: Any = None, budget: float = 0.02) -> None:
         super().__init__(every, controls, view, budget)
         self._board: Optional[Dashboard] = None
+        self._rows = 0  # history rows in the image shown
+        # per status update while training: how far the image was behind it, in steps and in seconds (0, 0.0: level)
+        self.lags: list[tuple[int, float]] = []
 
     def show(self) -> None:
         """Put the buttons and the view under the current cell. Call it from the cell's own thread
@@ -162,16 +202,13 @@ class LiveChart(BudgetedChart):
 
     def on_ready(self) -> None:
         self.show()  # in the cell's own thread, under the run's notes, and only once nothing can fail a setting
+        self.prepare()
 
     def on_train_begin(self, args, state, control, **kw):
         self._started = time.perf_counter()
         self.run.on_done(lambda run: self.finish())
         self.show()
         self.redraw()
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if time.perf_counter() - self._last >= self.every:
-            self.redraw(image=self._due())
 
     def finish(self) -> None:
         """Final redraw once the run's status is settled (training is over: not counted in
@@ -190,12 +227,20 @@ class LiveChart(BudgetedChart):
         if self.run is None or self.view is None:
             return
         self._timed(image, count, lambda png: self.view.show(png, self._status_html()))
+        shown = self._board.step if self._board is not None else None
+        if count and shown is not None:  # before the first logged step there is nothing to draw
+            steps = max(self.run.step - shown, 0)
+            self.lags.append((steps, self._last - self._last_image if steps else 0.0))
+
+    def _build(self) -> None:
+        if self._board is None:
+            self._board = Dashboard(self.run.name if self.run is not None else "")
 
     def _png(self) -> Optional[bytes]:
-        if not self.run.history:
+        if len(self.run.history) == self._rows:  # nothing logged since the image shown (or at all)
             return None
-        if self._board is None:
-            self._board = Dashboard(self.run.name)
+        self._build()
+        self._rows = len(self.run.history)
         self._board.update(self.run.history)
         return self._board.png()
 

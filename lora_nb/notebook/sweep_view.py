@@ -2,8 +2,9 @@
 and the table of points, updated in place under the cell that started the sweep.
 
 It works as :mod:`lora_nb.notebook.live` does: IPython display handles (``update_display``, which
-every front end honours), the chart redrawn as often as a 2% time budget allows and every redraw
-timed (``SweepChart.overhead``), the figure drawn on an Agg canvas (safe from a training thread).
+every front end honours), the chart drawn at the first logged step and then as often as a 2% time
+budget allows, every redraw timed (``SweepChart.overhead``), the figure drawn on an Agg canvas (safe
+from a training thread).
 A Stop button (ipywidgets) is shown for background sweeps only, when the kernel can handle its click.
 """
 
@@ -46,10 +47,11 @@ class SweepChart(BudgetedChart):
     point in training, and the table of points (the best row marked once there is one). Give it to
     ``lora_nb.sweep(callbacks=[...])``.
 
-    ``every``: least seconds between status updates; the chart waits until its drawing time fits
-    ``budget`` (a redraw costing 0.1 s waits 5 s). ``controls``: a Stop button (for
-    ``background=True`` sweeps). ``view``: where to draw (default: display handles under the
-    current cell).
+    ``every``: seconds after which a logged step updates the status line without a new image; the
+    chart is redrawn at each logged step as soon as its drawing time fits ``budget`` (a redraw
+    costing 0.08 s waits 4 s). ``controls``: a
+    Stop button (for ``background=True`` sweeps). ``view``: where to draw (default: display handles
+    under the current cell).
 
     Example:
         >>> chart = SweepChart()                                                      # doctest: +SKIP
@@ -68,9 +70,10 @@ class SweepChart(BudgetedChart):
     def begin_sweep(self, sweep: Any) -> None:
         """Called by the sweep before its first point, in the calling cell's thread: show the view there."""
         self.sweep = sweep
-        sweep.on_point(lambda s, point: self.redraw(image=self._due(), table=True))
+        sweep.on_point(lambda s, point: self.redraw(image=self._image_due(), table=True))
         sweep.on_done(lambda s: self.finish())
         self.show()
+        self.prepare()
         self.redraw(count=False, table=True)
 
     def show(self) -> None:
@@ -86,11 +89,7 @@ class SweepChart(BudgetedChart):
 
     def on_train_begin(self, args, state, control, **kw):
         self._started = self._started or time.perf_counter()
-        self.redraw(image=self._due())
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if time.perf_counter() - self._last >= self.every:
-            self.redraw(image=self._due())
+        self.redraw(image=self._image_due())
 
     def finish(self) -> None:
         """The final redraw once the sweep has ended (not counted in :attr:`overhead`)."""
@@ -108,12 +107,15 @@ class SweepChart(BudgetedChart):
         self._timed(image, count, lambda png: self.view.show(png, self._status_html(),
                                                              self._table_html() if table else ""))
 
+    def _build(self) -> None:
+        if self._chart is None:
+            self._chart = Overlay(self.sweep.dir.name if self.sweep is not None else "")
+
     def _png(self) -> Optional[bytes]:
         series = self._series()
         if not any(history for _, history in series):
             return None
-        if self._chart is None:
-            self._chart = Overlay(self.sweep.dir.name if self.sweep is not None else "")
+        self._build()
         self._chart.update(series)
         return self._chart.png()
 
