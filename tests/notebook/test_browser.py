@@ -333,7 +333,8 @@ def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
     page.keyboard.insert_text("%lora export --cell")
     page.keyboard.press("Control+Enter")
     expect(cells).to_have_count(n + 2, timeout=60_000)
-    expect(cells.nth(n + 1).locator(".jp-InputArea-editor")).to_contain_text("def main() -> None:")
+    # the editor renders only the lines in view: the settings marker is near the top, main() below it
+    expect(cells.nth(n + 1).locator(".jp-InputArea-editor")).to_contain_text("# --- settings: the recipe's")
     expect(idle).to_be_visible(timeout=60_000)
     lap("%lora export --cell")
 
