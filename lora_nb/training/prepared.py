@@ -32,9 +32,15 @@ def preparation_key(train: Any, eval: Any, tokenizer: Any, config: Any) -> Optio
     datasets fingerprint, or a ``dataset_kwargs`` of the user's own).
 
     Example:
-        >>> a = preparation_key(train_rows, None, tok, config)
-        >>> a == preparation_key(train_rows, None, tok, config)
+        >>> from trl import SFTConfig
+        >>> from lora_nb.data.prepare import prepare
+        >>> rows, where = prepare("train.jsonl", tok)[0], dict(output_dir="out", use_cpu=True)
+        >>> key = preparation_key(rows, None, tok, SFTConfig(max_length=64, **where))
+        >>> again = prepare("train.jsonl", tok)[0]  # the same rows, read again
+        >>> key == preparation_key(again, None, tok, SFTConfig(max_length=64, **where))
         True
+        >>> key == preparation_key(rows, None, tok, SFTConfig(max_length=128, **where))
+        False
     """
     import trl
 
@@ -53,9 +59,13 @@ def build_trainer(model: Any, config: Any, train: Any, eval: Any, tokenizer: Any
     tokenised rows where :func:`preparation_key` is unchanged; its ``reused_rows`` says whether it did.
 
     Example:
-        >>> trainer = build_trainer(model, config, train_rows, None, tok, [])
-        >>> trainer.reused_rows
-        False
+        >>> from trl import SFTConfig
+        >>> from lora_nb.data.prepare import prepare
+        >>> adapted = lora_nb.inject(lora_nb.load("my-model")[0], r=4, verbose=False)
+        >>> rows, config = prepare("train.jsonl", tok)[0], SFTConfig(output_dir="out", max_length=64, use_cpu=True)
+        >>> forget()
+        >>> [build_trainer(adapted, config, rows, None, tok, []).reused_rows for _ in range(2)]
+        [False, True]
     """
     from trl import SFTTrainer
 
