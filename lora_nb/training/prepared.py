@@ -54,9 +54,10 @@ def preparation_key(train: Any, eval: Any, tokenizer: Any, config: Any) -> Optio
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def build_trainer(model: Any, config: Any, train: Any, eval: Any, tokenizer: Any, callbacks: Sequence[Any]) -> Any:
+def build_trainer(model: Any, config: Any, train: Any, eval: Any, tokenizer: Any,
+                  callbacks: Sequence[Any]) -> tuple[Any, bool]:
     """``SFTTrainer(model, config, train, eval, tokenizer, callbacks)``, reusing the previous run's
-    tokenised rows where :func:`preparation_key` is unchanged; its ``reused_rows`` says whether it did.
+    tokenised rows where :func:`preparation_key` is unchanged; returns it and whether it did.
 
     Example:
         >>> from trl import SFTConfig
@@ -64,7 +65,7 @@ def build_trainer(model: Any, config: Any, train: Any, eval: Any, tokenizer: Any
         >>> adapted = lora_nb.inject(lora_nb.load("my-model")[0], r=4, verbose=False)
         >>> rows, config = prepare("train.jsonl", tok)[0], SFTConfig(output_dir="out", max_length=64, use_cpu=True)
         >>> forget()
-        >>> [build_trainer(adapted, config, rows, None, tok, []).reused_rows for _ in range(2)]
+        >>> [build_trainer(adapted, config, rows, None, tok, [])[1] for _ in range(2)]
         [False, True]
     """
     from trl import SFTTrainer
@@ -86,8 +87,7 @@ def build_trainer(model: Any, config: Any, train: Any, eval: Any, tokenizer: Any
     if key is not None:
         _kept.clear()  # one set per kernel: the last run's
         _kept[key] = (trainer.train_dataset, trainer.eval_dataset)
-    trainer.reused_rows = reused
-    return trainer
+    return trainer, reused
 
 
 def forget() -> None:

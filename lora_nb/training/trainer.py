@@ -161,8 +161,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         use_cache = getattr(model.config, "use_cache", None)
         recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft))
         with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
-            trainer = build_trainer(model, config, train_rows, eval_rows, tokenizer, [recorder, *callbacks])
-        run.reused_rows = trainer.reused_rows
+            trainer, run.reused_rows = build_trainer(model, config, train_rows, eval_rows, tokenizer,
+                                                     [recorder, *callbacks])
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
         # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
         # each training forward itself.
