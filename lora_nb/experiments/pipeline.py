@@ -55,8 +55,10 @@ def run(recipe: Recipe, *, base: Any = None, callbacks: Sequence[Any] = (), back
         >>> run.status, run.last("step")
         ('finished', 2)
     """
+    from ..training.trackers import check_installed
     from ..training.trainer import train
 
+    check_installed(recipe.train.report_to)  # before the model loads
     model, tokenizer = build(recipe, base)
     if on_model is not None:
         on_model(model, tokenizer)

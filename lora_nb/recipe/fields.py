@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from ..core.errors import ConfigError, check_flag, check_positive, flag_kind, is_positive
 from ..hf.devices import TORCH_DTYPES
+from ..hf.trackers import TRACKER_PACKAGES, trackers
 from .names import also
 from .values import check_plain
 
@@ -26,6 +27,7 @@ DTYPES = ("auto", *TORCH_DTYPES)
 VARIANTS = ("lora", "rslora", "dora")
 BIASES = ("none", "all", "lora_only")
 FORMATS = ("text", "alpaca", "messages", "prompt_completion")  # or null: detected from the columns
+TRACKERS = tuple(TRACKER_PACKAGES)  # or null / "none": no tracker
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
 
@@ -137,9 +139,15 @@ class TrainSection:
     resume: Optional[str] = setting(
         None, "A run folder to continue from its last checkpoint (adapter, optimizer, scheduler, RNG, step); the run "
         "goes on in that folder.")
+    report_to: Union[str, list, None] = setting(
+        None, "Experiment trackers to log to as well (transformers' report_to): trackio, tensorboard, wandb or "
+        "mlflow, or a list of them (trackio,tensorboard), each installed; null or none: only lora_nb's own run "
+        "folder. tensorboard writes into the run folder's tensorboard/; trackio into its local database "
+        "(TRACKIO_DIR), project: the folder above the run (lora_nb for runs/). 'all' is refused: name them.")
 
     def __post_init__(self) -> None:
         _check_fields(self, "train")
+        self.report_to = _check_trackers(self.report_to)
         for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "steps", "eval_steps"):
             value = getattr(self, key)
             if value is not None:  # only steps and eval_steps may be None
@@ -184,3 +192,20 @@ def _check_pattern(key: str, pattern: dict | None, valid: Any, what: str) -> Non
             raise ConfigError(key, regex, problem=f"key is not a valid regex ({e})") from None
         if not valid(value):
             raise ConfigError(f"{key}.{regex}", value, problem=f"must be {what}")
+
+
+def _check_trackers(report_to: Any) -> Union[str, list, None]:
+    """``train.report_to`` as null, one tracker's name or a list ("trackio,tensorboard" is a list); "all"
+    (transformers: every integration installed, whichever they are) is refused so a recipe says what it logs to."""
+    if report_to is not None and not isinstance(report_to, (str, list)):
+        raise ConfigError("train.report_to", report_to, problem="must be a tracker's name or a list of them",
+                          allowed=TRACKERS)
+    names = trackers(report_to)
+    for name in names:
+        if name == "all":
+            raise ConfigError("train.report_to", "all", problem="reports to whichever integrations are installed; "
+                              "name the trackers instead (report_to=trackio,tensorboard)", allowed=TRACKERS)
+        if name not in TRACKERS:
+            raise ConfigError("train.report_to", name, problem="is not a tracker lora_nb reports to",
+                              allowed=("none", *TRACKERS))
+    return None if not names else names[0] if len(names) == 1 else names

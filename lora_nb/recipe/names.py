@@ -109,7 +109,7 @@ KNOWN: tuple[Known, ...] = (
     Known("activation_checkpointing", "train.gradient_checkpointing", "transformers 5"),
     # SFTConfig names lora_nb also uses: listed so train.sft refuses them (lora_nb sets them from the recipe)
     *(Known(key, f"train.{key}", R) for key in ("max_length", "packing", "group_by_length", "logging_steps", "seed",
-                                                 "eval_steps", "gradient_checkpointing")),
+                                                 "eval_steps", "gradient_checkpointing", "report_to")),
     Known("output_dir", "output_dir", T),
 )
 BY_NAME: dict[str, list[Known]] = {}

@@ -18,7 +18,7 @@ from ..recipe.schema import TrainSection
 
 
 @strict_flags
-def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int, report_to: Any = None) -> dict:
+def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: int) -> dict:
     """``trl.SFTConfig`` keywords for a train section: one function for :func:`train` and the exported script.
 
     A checkpoint (adapter, optimizer, scheduler, RNG, step: what resuming needs) is saved every
@@ -46,7 +46,7 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         save_strategy="steps",
         save_steps=max(1, total // 10),
         save_total_limit=2,
-        report_to=report_to or "none",
+        report_to=t.report_to or "none",
     )
     if t.gradient_checkpointing is not None:  # transformers 5 renamed gradient_checkpointing to this
         kwargs["activation_checkpointing"] = t.gradient_checkpointing

@@ -34,6 +34,7 @@ from ..runs.busy import check_not_training, training
 from ..runs.history import read_jsonl
 from ..runs.labels import run_label
 from ..runs.record import Run
+from .trackers import check_installed, follow_trackers, tracker_keywords
 from .sft_settings import check_sft_overrides, paced_saves, saving_notes, sft_config_kwargs, total_steps
 
 
@@ -65,7 +66,7 @@ def train(
     output_dir: Optional[str] = None,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
-    report_to: Any = None,
+    report_to: Any = TrainSection.report_to,
     recipe: Optional[Recipe] = None,
     progress: Optional[bool] = None,
     background: bool = False,
@@ -108,13 +109,13 @@ def train(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
-            sft=dict(sft_overrides)), eval=eval, format=format, split=split,
-            output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
+            report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format, split=split,
+            output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, recipe=recipe,
             progress=progress, background=background)
 
 
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
-           split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any], report_to: Any,
+           split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any],
            recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
     from .callbacks import Recorder, RunCallback
     from .prepared import build_trainer
@@ -129,6 +130,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                           problem="has no adapter to train: call lora_nb.inject(model, ...) first")
     check_not_training(model)
     check_sft_overrides(section.sft)
+    check_installed(section.report_to)
     folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
                          label=run_label(lora_section(model), section.lr, model_section(model).quant))
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
@@ -140,8 +142,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
         config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
                              "assistant_only_loss": "messages" in train_rows.column_names,
+                             **tracker_keywords(section.report_to, str(folder)),
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
-                                                 len(train_rows), report_to)})
+                                                 len(train_rows))})
     except (TypeError, ValueError) as e:
         raise ConfigError("train.sft",
                           problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
@@ -184,6 +187,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     if progress is None:  # a live view shows progress itself; otherwise one bar
         progress = not any(getattr(c, "shows_progress", False) for c in callbacks)
     _tune_progress(trainer, progress)
+    follow_trackers(trainer, section.report_to, str(run.dir))
     for callback in callbacks:
         if isinstance(callback, RunCallback):
             callback.run = run
