@@ -36,6 +36,7 @@ from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hol
                                 load_json, load_parquet, load_rows, masks_assistant_turns, split_eval, to_sft_dataset)
 from lora_nb.hf.memory_model import needs_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
+from lora_nb.hf.trackers import tensorboard_dir, tracker_keywords
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -55,7 +56,7 @@ DATA_FORMAT: str | None = None
 EVAL: float | str | None = None
 SEED = 0
 ADAPTER_SEED = 0
-SFT_CONFIG: dict = {"per_device_train_batch_size": 4, "max_length": 1024, "max_steps": 100}
+SFT_CONFIG: dict = {"per_device_train_batch_size": 4, "max_length": 1024, "max_steps": 100, "report_to": "none"}
 STEP_BYTES: dict = {"cpu-4": [2810880, 1277952, 5234491392], "gpu-2": [990720, 98304, 402653184]}
 OUTPUT_DIR = "lora-run-script"
 RESUME: str | None = None
@@ -89,13 +90,18 @@ def main() -> None:
             batch_size=SFT_CONFIG["per_device_train_batch_size"], max_length=SFT_CONFIG["max_length"])
     else:
         checkpointing = SFT_CONFIG["activation_checkpointing"]
-    args = SFTConfig(**sft_keywords({
+    settings = {
         **trainer_device_kwargs(dtype),  # mixed precision as the dtype, pinned memory only on a GPU
         "activation_checkpointing": checkpointing,
         "assistant_only_loss": "messages" in train_dataset.column_names,
         **SFT_CONFIG,  # an explicit bf16/fp16 in the recipe's train.sft wins, as in lora_nb
         "output_dir": os.path.join(output_dir, "checkpoints"),
-    }))
+    }
+    if SFT_CONFIG["report_to"] != "none":  # the run named after its folder in the trackers, as lora_nb names it
+        settings = {**tracker_keywords(SFT_CONFIG["report_to"], output_dir), **settings}
+    if "tensorboard" in str(SFT_CONFIG["report_to"]):  # its event files in the run folder, as lora_nb's
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", tensorboard_dir(output_dir))
+    args = SFTConfig(**sft_keywords(settings))
     # no process writes before all have checked the folder. Only here: SFTConfig sets the processes
     # up; on CPU a PartialState() made before it is a one-process state whose barrier waits for nobody
     PartialState().wait_for_everyone()
