@@ -14,6 +14,7 @@ import ipywidgets as w
 
 from ...core.errors import ConfigError, strict_flags
 from ...experiments.sweeps.sweep import Sweep
+from ...hf.trackers import trackers
 from ...recipe.schema import Recipe
 from ..session import Session
 from .result_tabs import ExportTab, RunsTab
@@ -74,6 +75,9 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
         self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
         self.eval_steps.value = train.eval_steps or 0
+        tracker = ",".join(trackers(train.report_to)) or "none"  # a list shows as one choice: trackio,tensorboard
+        self.tracker.options = list(dict.fromkeys([*self.tracker.options, tracker]))
+        self.tracker.value = tracker
 
     @strict_flags
     def recipe(self, fresh: bool = True) -> Recipe:
@@ -84,6 +88,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
                "train": dict(steps=self.steps.value or None, epochs=self.epochs.value or None, lr=self.lr.value,
                              batch_size=self.batch_size.value, max_length=self.max_length.value,
                              eval_steps=self.eval_steps.value or None)}
+        raw["train"]["report_to"] = self.tracker.value
         if fresh:
             raw["lora"] = dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,
                                targets=self.targets(), variant=self.variant.value)

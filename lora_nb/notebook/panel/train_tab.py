@@ -14,6 +14,7 @@ import ipywidgets as w
 from ...core.errors import ConfigError
 from ...experiments.sweeps.grid import setting_key
 from ...experiments.sweeps.sweep import Sweep
+from ...hf.trackers import installed_trackers
 from ...recipe.schema import SECTIONS, TrainSection, train_kwargs
 from ..typed import comma_values
 from .view import WidgetView
@@ -55,6 +56,9 @@ class TrainTab:
                                     **field_tooltip(TrainSection, "max_length"))
         self.eval_steps = w.IntText(value=TrainSection.eval_steps or 0, description="eval every",
                                     **field_tooltip(TrainSection, "eval_steps"))
+        # only the trackers installed here (found, not imported): picking one reports the run there as well
+        self.tracker = w.Dropdown(options=["none", *installed_trackers()], value="none", description="tracker",
+                                  **field_tooltip(TrainSection, "report_to"))
         self.continue_adapter = w.Checkbox(value=False, description="continue from the current adapter", indent=False,
                                            layout=fitted())
         narrow = {"style": {"description_width": "initial"}, "layout": w.Layout(width="auto")}
@@ -78,6 +82,7 @@ class TrainTab:
         b = self.buttons
         return w.VBox([
             w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
+            self.tracker,
             self.continue_adapter,
             w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
                     self.seeds, b["Sweep"]], layout=w.Layout(align_items="center")),
