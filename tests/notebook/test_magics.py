@@ -428,3 +428,21 @@ def test_flags_go_anywhere_among_the_settings(ip, llama, data_file, tmp_path):
     ip.run_line_magic("lora", f"train data={data_file} --background steps=2 output_dir={out}")
     run = ip.run_line_magic("lora", "wait")
     assert run.status == "finished" and run.dir == out and (out / "run.json").is_file()
+
+
+def test_train_reports_to_the_trackers_named_on_the_line(ip, llama, data_file, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4 targets=attention")
+    with pytest.raises(UsageError, match=r"^train.report_to: 'mlflow' is not installed; pip install mlflow.$"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=1 report_to=mlflow output_dir={tmp_path / 'no'}")
+    assert not (tmp_path / "no").exists()
+    if real("tensorboard") is None:
+        pytest.skip("tensorboard is not installed")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 report_to=tensorboard,tensorboard "
+                                    f"output_dir={tmp_path / 'tb'}")
+    assert run.recipe.train.report_to == "tensorboard" and list((run.dir / "tensorboard").glob("events.out.*"))
+    assert f"reporting to tensorboard ({run.dir / 'tensorboard'})" in capsys.readouterr().out

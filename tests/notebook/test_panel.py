@@ -275,3 +275,21 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     # measures the resulting cost side by side on a long run).
     for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):
         assert next_at - at >= cost / chart.budget
+
+
+def test_the_tracker_dropdown_lists_only_installed_trackers(tiny, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("wandb", "trackio") else object() if name == "mlflow"
+                        else real(name, *a))
+    panel = Panel(model=str(tiny("llama", "demo")), data="train.jsonl")
+    installed = ["mlflow"] + (["tensorboard"] if real("tensorboard") or real("tensorboardX") else [])
+    assert sorted(panel.tracker.options) == sorted(["none", *installed]) and panel.tracker.value == "none"
+    panel.buttons["Load"].click()
+    assert panel.recipe().train.report_to is None
+    panel.tracker.value = "mlflow"
+    assert panel.recipe().train.report_to == "mlflow"
+    panel.prefill(lora_nb.Recipe.from_dict({"model": {"name": "m"}, "train": {"report_to": ["trackio", "mlflow"]}}))
+    assert panel.tracker.value == "trackio,mlflow" and panel.recipe().train.report_to == ["trackio", "mlflow"]
