@@ -55,7 +55,7 @@ def suggest(rows: Any) -> Optional[str]:
         >>> print(suggest(Dataset.from_list([{"query": "2+2?", "response": "4"}])))
         set data.columns: {instruction: query, output: response} (%lora train columns=query:instruction,response:output)
     """
-    pairs = _shape(rows)
+    pairs = fitting(rows)
     if not pairs:
         return None
     recipe = ", ".join(f"{ours}: {theirs}" for ours, theirs in pairs.items())
@@ -63,8 +63,14 @@ def suggest(rows: Any) -> Optional[str]:
     return f"set data.columns: {{{recipe}}} (%lora train columns={magic})"
 
 
-def _shape(rows: Any) -> dict[str, str]:
-    """{lora_nb's column: the data's} for the first known shape the columns fit; {} for none."""
+def fitting(rows: Any) -> dict[str, str]:
+    """{lora_nb's column: the data's} for the first known shape the columns of ``rows`` fit; {} for none.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> fitting(Dataset.from_list([{"instruction": "add", "response": "4"}]))
+        {'output': 'response'}
+    """
     names = rows.column_names
     first = rows[0] if len(rows) else {}
     for name in names:  # a conversation: a list of turns, {role, content} or ShareGPT's {from, value}

@@ -28,6 +28,11 @@ ALPACA_PROMPT_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\
 DATA_FILES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+# The columns lora_nb reads of each format.
+FIELDS = {"text": ["text"], "alpaca": ["instruction", "input", "output"], "messages": ["messages"],
+          "prompt_completion": ["prompt", "completion"]}
+
+
 # The columns TRL reads of each format it takes as they are (alpaca rows are converted).
 FORMAT_COLUMNS = {"text": ["text"], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}
 
