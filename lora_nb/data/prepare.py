@@ -11,10 +11,10 @@ import numbers
 import os
 import threading
 from contextlib import contextmanager
-from functools import partial
 from typing import Any, Callable, Iterator, Optional, Union
 
 from .checks import check_columns, check_fraction, check_rows, holds_messages, mixed_row
+from .columns import apply, suggest
 from .reading import load
 from ..core.errors import ConfigError
 from ..core.files import expand_user
@@ -76,7 +76,8 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
 
 @quietly()
 def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: str = "train",
-            eval: Union[float, str, Any, None] = None, seed: int = 42, max_length: Optional[int] = None):
+            eval: Union[float, str, Any, None] = None, seed: int = 42, max_length: Optional[int] = None,
+            columns: Optional[Union[dict, str]] = None):
     """Read ``data``, check every row, convert it for TRL and split off eval rows.
 
     Returns ``(train_dataset, eval_dataset_or_None, format)``. ``max_length``: the tokens TRL keeps
@@ -84,6 +85,7 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     cut before tokenising, to a length that still fills it — a 10 MB row then costs milliseconds,
     not seconds of one uninterruptible tokenizer call. None keeps every text whole. Large data
     gets a progress bar; Ctrl-C stops it within a batch of rows (:func:`lora_nb.core.interrupts.interruptible`).
+    ``columns`` (``data.columns``) renames the data's columns to lora_nb's, train and eval rows alike.
 
     Example:
         >>> train, ev, fmt = prepare("train.jsonl", tok, eval=0.25)
@@ -95,22 +97,23 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
     with interruptible(), _progress() as stages:  # Ctrl-C ends it, also where datasets swallows it
         if isinstance(data, str) and os.path.isfile(data) and os.path.getsize(data) >= LARGE_FILE:
             stages.start(f"reading {os.path.basename(data)}")
-        rows = read(data, split)
+        rows = apply(read(data, split), columns)
         large = len(rows) >= LARGE_ROWS or stages.bar is not None
         if large:
             stages.start(f"checking {len(rows)} rows")
         fmt = format or detect(rows)
         if fmt not in FORMATS:
+            fits = suggest(rows) if format is None else None
             raise ConfigError("data.format", format or f"columns {rows.column_names}",
-                              problem="cannot be read as any format" if format is None else "unknown format",
-                              allowed=FORMATS)
+                              problem=("cannot be read as any format" + (f"; {fits}" if fits else "")
+                                       if format is None else "unknown format"), allowed=FORMATS)
         check_columns(rows.column_names, fmt)
         check_rows(rows, fmt, *_where(data, "data.path"))
         _check_template(rows, fmt, tokenizer)
         if isinstance(eval, numbers.Real):  # 0.1; 0 or 1 are numbers too, refused as fractions (bools as well)
             check_fraction(eval, len(rows))
             eval = float(eval)
-        rows, eval_rows = split_eval(rows, eval, seed, data, read=partial(read, key="data.eval"))
+        rows, eval_rows = split_eval(rows, eval, seed, data, read=lambda *a: apply(read(*a, key="data.eval"), columns))
         if eval_rows is not None and not isinstance(eval, float):
             check_columns(eval_rows.column_names, fmt)
             check_rows(eval_rows, fmt, *(("data.eval", f"split {eval!r}") if is_split(data, eval)

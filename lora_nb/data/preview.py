@@ -6,7 +6,7 @@ length of every example (:func:`token_lengths`, which the memory estimate reads)
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 from ..core.quiet import quietly
 from .prepare import prepare, read
@@ -70,8 +70,9 @@ class Preview:
 
 @quietly()
 def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
-            max_length: int = 1024) -> Preview:
-    """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask.
+            max_length: int = 1024, columns: Optional[Union[dict, str]] = None) -> Preview:
+    """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask
+    (``columns``: ``data.columns``, the data's columns under lora_nb's names).
 
     Example:
         >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))
@@ -83,7 +84,7 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
 
     rows = read(data, split)
     rows = rows.select(range(min(n, len(rows))))
-    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length)
+    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length, columns=columns)
     config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
                              assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
     out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
@@ -120,7 +121,7 @@ def trl_prepare(dataset: Any, tokenizer: Any, config: Any) -> list[tuple[list[in
 
 @quietly()
 def token_lengths(data: Any, tokenizer: Any, *, max_length: int, format: Optional[str] = None,
-                  split: str = "train") -> list[int]:
+                  split: str = "train", columns: Optional[Union[dict, str]] = None) -> list[int]:
     """The tokens of each training example of ``data`` as TRL tokenises it (chat template, EOS),
     cut at ``max_length`` as TRL cuts it: what the collator pads a batch to the longest of.
     Tokenises the whole dataset, as training would (about 30 s for 100,000 rows here).
@@ -131,7 +132,7 @@ def token_lengths(data: Any, tokenizer: Any, *, max_length: int, format: Optiona
     """
     from ..hf.compat import sft_config
 
-    train, _, _ = prepare(data, tokenizer, format=format, split=split, max_length=max_length)
+    train, _, _ = prepare(data, tokenizer, format=format, split=split, max_length=max_length, columns=columns)
     config = sft_config(dict(output_dir="lora_nb-lengths", report_to="none", max_length=max_length, bf16=False,
                              assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
     return [len(ids) for ids in _trainer(train, tokenizer, config).train_dataset["input_ids"]]

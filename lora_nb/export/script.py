@@ -111,7 +111,8 @@ def script_settings(recipe: Recipe) -> dict:
         MODEL=m.name, MODEL_CLASS=_class_name(meta), TRUST_REMOTE_CODE=m.trust_remote_code, DTYPE=m.dtype,
         QUANTIZATION=quant_kwargs(m.quant), DEVICE_MAP=m.device_map,
         LORA_CONFIG=lora_config_kwargs(meta, **lora_kwargs(recipe.lora)),
-        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format or _data_format(recipe), EVAL=d.eval, SEED=t.seed,
+        DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format or _data_format(recipe), COLUMNS=d.columns,
+        EVAL=d.eval, SEED=t.seed,
         ADAPTER_SEED=adapter_seed(recipe.lora, t), SFT_CONFIG=sft_config,
         # what a step holds per token, where checkpointing is left to the script to decide as it runs
         STEP_BYTES=step_bytes(meta.config) if t.gradient_checkpointing is None else None,
@@ -145,13 +146,14 @@ def _data_format(recipe: Recipe) -> str | None:
     """The format lora_nb detects in the recipe's data (:func:`lora_nb.data.prepare.detect`), when that
     is a file or folder on this machine that reads; else None (the script detects it as it runs)."""
     from ..core.files import expand_user
+    from ..data.columns import apply
     from ..data.prepare import detect
 
     path = recipe.data.path
     if not isinstance(path, str) or not os.path.exists(expand_user(path)):
         return None
     try:
-        return detect(load_rows(path, recipe.data.split))
+        return detect(apply(load_rows(path, recipe.data.split), recipe.data.columns))
     except Exception:  # unreadable here: the script reads it, and says why, where it runs
         return None
 

@@ -33,7 +33,8 @@ from lora_nb.hf.compat import sft_keywords
 from lora_nb.hf.devices import TORCH_DTYPES, auto_dtype, compute_dtype, shards_weights, trainer_device_kwargs
 from lora_nb.hf.folders import last_checkpoint
 from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hold_out, last_turn_batch, load_csv,
-                                load_json, load_parquet, load_rows, masks_assistant_turns, split_eval, to_sft_dataset)
+                                load_json, load_parquet, load_rows, map_columns, masks_assistant_turns, split_eval,
+                                to_sft_dataset)
 from lora_nb.hf.memory_model import needs_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
 from lora_nb.hf.trackers import tensorboard_dir, tracker_keywords
@@ -53,6 +54,7 @@ LORA_CONFIG: dict = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear", 
 DATA = "train.jsonl"
 DATA_SPLIT = "train"
 DATA_FORMAT: str | None = None
+COLUMNS: dict | None = None
 EVAL: float | str | None = None
 SEED = 0
 ADAPTER_SEED = 0
@@ -153,6 +155,8 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
         rows = load_parquet(DATA)
     else:
         rows = load_rows(DATA, DATA_SPLIT)  # a folder, or a dataset on the Hub
+    if COLUMNS:  # the data's own column names under lora_nb's (data.columns)
+        rows = map_columns(rows, COLUMNS)
     fmt = DATA_FORMAT or detect_format(rows.column_names)
     if EVAL is None:
         return sft_rows(rows, fmt, tokenizer), None
@@ -160,6 +164,8 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
         rows, eval_rows = hold_out(rows, EVAL, SEED)
     else:
         rows, eval_rows = split_eval(rows, EVAL, SEED, DATA)  # another split of DATA, or eval data of its own
+        if COLUMNS:
+            eval_rows = map_columns(eval_rows, COLUMNS)
     eval_dataset = sft_rows(eval_rows, fmt, tokenizer)
     return sft_rows(rows, fmt, tokenizer), eval_dataset
 

@@ -103,8 +103,13 @@ class DataSection:
     split: str = setting("train", "Split to train on when the source has several.")
     eval: Union[float, str, None] = setting(
         None, "Held-out data: a fraction of the training rows (0.1), a file, or a split name.")
+    columns: Union[dict, str, None] = setting(
+        None, "The data's columns under lora_nb's names (text, instruction, input, output, messages, prompt, "
+        "completion): {instruction: question, output: answer}; either way round, or question:instruction,"
+        "answer:output. ShareGPT turns (from/value) in messages become role/content.")
 
     def __post_init__(self) -> None:
+        self.columns = column_map(self.columns)
         _check_fields(self, "data")
         if isinstance(self.eval, float) and not 0 < self.eval < 1:
             raise ConfigError("data.eval", self.eval, problem="a fraction must be between 0 and 1")
@@ -157,6 +162,24 @@ class TrainSection:
         check_positive("train.lr", self.lr, whole=False)
         if self.warmup < 0:
             raise ConfigError("train.warmup", self.warmup, problem="must be 0 or more")
+
+
+def column_map(value: Union[dict, str, None]) -> Optional[dict]:
+    """``data.columns`` as a dict of column names: as given, or read from ``a:b,c:d`` (a magic's line).
+
+    Example:
+        >>> column_map("question:instruction, answer:output")
+        {'question': 'instruction', 'answer': 'output'}
+    """
+    if isinstance(value, str):
+        pairs = [part.split(":", 1) for part in value.split(",") if part.strip()]
+        if not pairs or any(len(pair) != 2 for pair in pairs):
+            raise ConfigError("data.columns", value, problem="must be a mapping, or pairs like question:instruction,"
+                              "answer:output")
+        value = {a.strip(): b.strip() for a, b in pairs}
+    if isinstance(value, dict) and not all(isinstance(v, str) and v for v in value.values()):
+        raise ConfigError("data.columns", value, problem="maps column names to column names")
+    return value or None
 
 
 SECTIONS = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "train": TrainSection}

@@ -446,3 +446,23 @@ def test_train_reports_to_the_trackers_named_on_the_line(ip, llama, data_file, t
                                     f"output_dir={tmp_path / 'tb'}")
     assert run.recipe.train.report_to == "tensorboard" and list((run.dir / "tensorboard").glob("events.out.*"))
     assert f"reporting to tensorboard ({run.dir / 'tensorboard'})" in capsys.readouterr().out
+
+
+def test_train_maps_the_datas_own_columns(ip, llama, parity, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": r["input"], "answer": r["output"]}) + "\n" for r in parity[0]))
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=2")
+    with pytest.raises(UsageError, match=r"cannot be read as any format; set data.columns: "
+                                         r"\{instruction: question, output: answer\} "
+                                         r"\(%lora train columns=question:instruction,answer:output\)"):
+        ip.run_line_magic("lora", f"train data={data} steps=1")
+    with pytest.raises(UsageError, match="data.columns: 'questoin' is not a column; the data has: question, answer"):
+        ip.run_line_magic("lora", f"train data={data} steps=1 columns=questoin:instruction,answer:output")
+    run = ip.run_line_magic("lora", f"train data={data} columns=question:instruction,answer:output steps=2 "
+                                    f"batch_size=8 output_dir={tmp_path / 'line'}")
+    assert run.status == "finished" and run.recipe.data.columns == {"question": "instruction", "answer": "output"}
+    cell = (f"data: {{path: {data}, columns: {{instruction: question, output: answer}}}}\n"
+            f"train: {{steps: 2, batch_size: 8}}\noutput_dir: {tmp_path / 'cell'}\n")
+    run = ip.run_cell_magic("lora", "train", cell)
+    assert run.status == "finished" and run.recipe.data.columns == {"instruction": "question", "output": "answer"}

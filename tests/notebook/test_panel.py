@@ -293,3 +293,39 @@ def test_the_tracker_dropdown_lists_only_installed_trackers(tiny, monkeypatch):
     assert panel.recipe().train.report_to == "mlflow"
     panel.prefill(lora_nb.Recipe.from_dict({"model": {"name": "m"}, "train": {"report_to": ["trackio", "mlflow"]}}))
     assert panel.tracker.value == "trackio,mlflow" and panel.recipe().train.report_to == ["trackio", "mlflow"]
+
+
+def test_column_pickers_map_the_datas_own_columns(tiny, parity, in_tmp):
+    import json
+
+    data = in_tmp / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": r["input"], "answer": r["output"]}) + "\n" for r in parity[0]))
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    panel = Panel(session, data=str(data))
+    panel.buttons["Preview"].click()  # no format fits: the pickers show the data's columns, the error the setting
+    assert [p.description for p in panel.pickers.children] == ["instruction", "input", "output"]
+    assert all(p.options == (("—", ""), ("question", "question"), ("answer", "answer")) for p in panel.pickers.children)
+    assert "set data.columns: {instruction: question, output: answer}" in html.unescape(panel.status.value)
+    assert panel.sample.value == "" and panel.recipe().data.columns is None  # nothing picked for the user
+    instruction, _, output = panel.pickers.children
+    instruction.value = "question"
+    output.value = "answer"  # each pick shows the preview again
+    assert "format: alpaca" in panel.sample.value and "carry loss" in panel.sample.value
+    recipe = panel.recipe()
+    assert recipe.data.columns == {"instruction": "question", "output": "answer"}
+    panel.steps.value, panel.batch_size.value, panel.max_length.value = 2, 8, 64
+    panel.buttons["Train"].click()
+    run = panel.session.active
+    run.wait()
+    assert run.status == "finished" and run.recipe.data.columns == {"instruction": "question", "output": "answer"}
+    panel.buttons["Export code"].click()
+    assert "COLUMNS = {&#x27;instruction&#x27;: &#x27;question&#x27;, &#x27;output&#x27;: &#x27;answer&#x27;}" \
+        in panel.code.value
+    panel.data.value = "other.jsonl"  # other data: the pickers and the mapping go
+    assert panel.pickers.children == () and panel.recipe().data.columns is None
+    panel.prefill(run.recipe)  # a run's recipe brings its mapping back with its data
+    assert panel.data.value == "other.jsonl" and panel.recipe().data.columns is None
+    panel.data.value = ""
+    panel.prefill(run.recipe)
+    assert panel.recipe().data.columns == {"instruction": "question", "output": "answer"}

@@ -9,7 +9,7 @@ panel's attributes) and returns the page; its methods are the page's actions.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, Optional
 
 import ipywidgets as w
 
@@ -125,11 +125,51 @@ class DataTab:
         self.eval = w.Text(description="eval", placeholder="0.1 (a fraction) or eval.jsonl",
                            **field_tooltip(DataSection, "eval"))
         self.sample = w.HTML()
-        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.eval, self.sample])
+        self.pickers, self.given_columns = w.HBox([]), None  # given_columns: a recipe's, until the pickers show
+        self.data.observe(lambda _: self.show_pickers([]), names="value")
+        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.pickers, self.eval,
+                       self.sample])
 
     def preview(self) -> None:
-        from ...data.preview import preview
+        from ...data.prepare import read
 
         self.session.require_model()
-        self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3,
+        self.show_pickers(read(self.data.value.strip()))
+        self.show_sample()
+
+    def show_sample(self) -> None:
+        from ...data.preview import preview
+
+        self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3, columns=self.columns(),
                                     format=self.format.value or None, max_length=self.max_length.value)._repr_html_()
+
+    def show_pickers(self, rows: Any) -> None:
+        """A column picker per field of the data's format (the one chosen, else the one its columns give
+        with the mapping so far or a known shape's, else alpaca's); picking one updates the preview."""
+        from ...data.columns import fitting
+        from ...hf.formats import FIELDS, column_pairs, detect_format
+
+        names = list(getattr(rows, "column_names", rows))
+        try:
+            pairs = column_pairs(self.columns() or {}, names) if names else {}
+        except ValueError:
+            pairs = {}
+        seen = set(names) - set(pairs.values()) | set(pairs)
+        shape = fitting(rows) if names else {}
+        fmt = self.format.value or detect_format(seen) or detect_format(set(names) - set(shape.values()) | set(shape))
+        self.given_columns = self.given_columns if names else None
+        pickers = []
+        for name in FIELDS.get(fmt or "alpaca", ()) if names else ():
+            picked = pairs.get(name, name)
+            picked = picked if picked in names else ""
+            picker = w.Dropdown(options=[("—", "")] + [(n, n) for n in names], value=picked, description=name,
+                                **field_tooltip(DataSection, "columns"))
+            picker.observe(self._guarded(self.show_sample), names="value")
+            pickers.append(picker)
+        self.pickers.children = pickers
+
+    def columns(self) -> Optional[dict]:
+        """The data's columns picked for lora_nb's (``data.columns``); the recipe's until the pickers show."""
+        if not self.pickers.children:
+            return self.given_columns
+        return {p.description: p.value for p in self.pickers.children if p.value and p.value != p.description} or None
