@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 from ..core.errors import ConfigError, check_flag, check_positive, flag_kind, is_positive
 from ..hf.devices import TORCH_DTYPES
 from .names import also
+from .stopping import early_stopping_setting
 from .values import check_plain
 
 QUANTS = ("8bit", "4bit")  # or null: full precision
@@ -137,9 +138,15 @@ class TrainSection:
     resume: Optional[str] = setting(
         None, "A run folder to continue from its last checkpoint (adapter, optimizer, scheduler, RNG, step); the run "
         "goes on in that folder.")
+    early_stopping: Union[int, dict, None] = setting(
+        None, "Stop once the eval metric has not improved for `patience` evals and keep the best eval's adapter: "
+        "{patience: 3, metric: eval_loss, min_delta: 0.0} (metric: eval_loss or eval_mean_token_accuracy; min_delta: "
+        "the least change that counts as better), or a number (the patience). Needs data.eval; checkpoints then "
+        "follow the evals. null: off.")
 
     def __post_init__(self) -> None:
         _check_fields(self, "train")
+        self.early_stopping = early_stopping_setting(self.early_stopping)
         for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "steps", "eval_steps"):
             value = getattr(self, key)
             if value is not None:  # only steps and eval_steps may be None
