@@ -144,9 +144,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                              "assistant_only_loss": "messages" in train_rows.column_names,
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
                                                  len(train_rows), report_to)})
-    except (TypeError, ValueError) as e:
-        raise ConfigError("train.sft",
-                          problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
+    except (TypeError, ValueError) as e:  # a ConfigError of lora_nb's own (early stopping without eval data) as it is
+        raise e if isinstance(e, ConfigError) else ConfigError(
+            "train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
     before = set(folder.iterdir()) if folder.is_dir() else None
