@@ -13,8 +13,8 @@ from typing import Any
 def early_stopping(settings: dict, checkpoint: str | None = None) -> Any:
     """transformers' ``EarlyStoppingCallback(**settings)``; resuming from ``checkpoint``, with its count of evals
     without improvement as that checkpoint's trainer_state.json saved it. (transformers restores it only under
-    ``restore_callback_states_from_checkpoint``, which also restores the saved step's stop request: a run stopped
-    by hand would stop again as it resumes.)
+    ``restore_callback_states_from_checkpoint``, which restores the trainer's control flags as that step saved
+    them too: a run stopped by hand saved its stop request there.)
 
     Example:
         >>> early_stopping({"early_stopping_patience": 3}).early_stopping_patience_counter

@@ -74,6 +74,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
         self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
         self.eval_steps.value = train.eval_steps or 0
+        self.patience.value = (train.early_stopping or {}).get("patience", 0)
 
     @strict_flags
     def recipe(self, fresh: bool = True) -> Recipe:
@@ -83,7 +84,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
                             eval=self.eval.value.strip() or None),
                "train": dict(steps=self.steps.value or None, epochs=self.epochs.value or None, lr=self.lr.value,
                              batch_size=self.batch_size.value, max_length=self.max_length.value,
-                             eval_steps=self.eval_steps.value or None)}
+                             eval_steps=self.eval_steps.value or None, early_stopping=self.patience.value or None)}
         if fresh:
             raw["lora"] = dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,
                                targets=self.targets(), variant=self.variant.value)

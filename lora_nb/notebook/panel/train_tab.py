@@ -55,6 +55,9 @@ class TrainTab:
                                     **field_tooltip(TrainSection, "max_length"))
         self.eval_steps = w.IntText(value=TrainSection.eval_steps or 0, description="eval every",
                                     **field_tooltip(TrainSection, "eval_steps"))
+        stopping = field_tooltip(TrainSection, "early_stopping")[TOOLTIP]
+        self.patience = w.IntText(value=0, description="early stop", **{
+            TOOLTIP: f"Patience: evals without improvement before training stops (0: off). {stopping}"})
         self.continue_adapter = w.Checkbox(value=False, description="continue from the current adapter", indent=False,
                                            layout=fitted())
         narrow = {"style": {"description_width": "initial"}, "layout": w.Layout(width="auto")}
@@ -78,6 +81,7 @@ class TrainTab:
         b = self.buttons
         return w.VBox([
             w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
+            self.patience,
             self.continue_adapter,
             w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
                     self.seeds, b["Sweep"]], layout=w.Layout(align_items="center")),
