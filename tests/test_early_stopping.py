@@ -168,4 +168,4 @@ def test_a_script_without_early_stopping_carries_none_of_it(llama, parity, tmp_p
     from test_export import recipe_for, write_rows
 
     script = lora_nb.to_script(recipe_for(llama, write_rows(tmp_path / "train.jsonl", parity[0]), "out"))
-    assert "EARLY_STOPPING = None" in script and "early_stopping(" not in script
+    assert "EARLY_STOPPING" not in script and "early_stopping(" not in script

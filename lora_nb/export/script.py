@@ -39,7 +39,8 @@ def render_script(recipe: Recipe) -> str:
     """
     settings = script_settings(recipe)
     run = template("script_main.py")
-    lines = "".join(_assignment(name, value) for name, value in settings.items())
+    lines = "".join(_assignment(name, value) for name, value in settings.items()
+                    if name != "EARLY_STOPPING" or value)  # off, it is read only by the branch that goes
     return assemble(_docstring(run), [run], lines, settings)
 
 
