@@ -468,6 +468,7 @@ KNOWN_NAMES = [
     ("train", "warmup_steps", 5, "warmup", 5.0),
     ("train", "resume_from_checkpoint", "runs/a", "resume", "runs/a"),
     ("train", "activation_checkpointing", True, "gradient_checkpointing", True),
+    ("train", "early_stopping_patience", 4, "early_stopping", {"patience": 4, "metric": "eval_loss", "min_delta": 0.0}),
 ]
 
 

@@ -39,7 +39,8 @@ def render_script(recipe: Recipe) -> str:
     """
     settings = script_settings(recipe)
     run = template("script_main.py")
-    lines = "".join(_assignment(name, value) for name, value in settings.items())
+    lines = "".join(_assignment(name, value) for name, value in settings.items()
+                    if name != "EARLY_STOPPING" or value)  # off, it is read only by the branch that goes
     return assemble(_docstring(run), [run], lines, settings)
 
 
@@ -100,6 +101,7 @@ def script_settings(recipe: Recipe) -> dict:
     from ..model.injection import lora_config_kwargs
     from ..model.loading import quant_kwargs
     from ..training.sft_settings import sft_config_kwargs
+    from ..training.stopping import callback_kwargs
 
     m, d, t = recipe.model, recipe.data, recipe.train
     meta = _meta_model(recipe)
@@ -118,6 +120,7 @@ def script_settings(recipe: Recipe) -> dict:
         STEP_BYTES=step_bytes(meta.config) if t.gradient_checkpointing is None else None,
         # a folder of its own: running the script must not overwrite the API run's adapter and checkpoints
         OUTPUT_DIR=f"{recipe.output_dir or 'lora-run'}-script", RESUME=t.resume,
+        EARLY_STOPPING=callback_kwargs(t.early_stopping),  # transformers' EarlyStoppingCallback keywords, or None
     )
 
 

@@ -37,6 +37,7 @@ from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hol
                                 to_sft_dataset)
 from lora_nb.hf.memory_model import needs_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
+from lora_nb.hf.stopping import early_stopping
 from lora_nb.hf.trackers import tensorboard_dir, tracker_keywords
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ SFT_CONFIG: dict = {"per_device_train_batch_size": 4, "max_length": 1024, "max_s
 STEP_BYTES: dict = {"cpu-4": [2810880, 1277952, 5234491392], "gpu-2": [990720, 98304, 402653184]}
 OUTPUT_DIR = "lora-run-script"
 RESUME: str | None = None
+EARLY_STOPPING: dict | None = None
 # --- end of settings ---
 
 
@@ -111,6 +113,8 @@ def main() -> None:
         print(f"process {args.process_index} of {args.world_size} on {args.device}", flush=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer)
+    if EARLY_STOPPING:  # stop once the eval metric stops improving; SFT_CONFIG loads the best eval's adapter at the end
+        trainer.add_callback(early_stopping(EARLY_STOPPING, checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()
     if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the adapter is gathered whole (PEFT's FSDP guide)

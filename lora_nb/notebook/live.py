@@ -37,7 +37,7 @@ def status_line(run: Any) -> str:
         >>> status_line(run)
         'running · step 5/10 · loss 1.0000 · elapsed 0:10 · ETA 0:10'
     """
-    parts = [run.status, f"step {run.step}/{run.max_steps or '?'}"]
+    parts = [run.stopped_early or run.status, f"step {run.step}/{run.max_steps or '?'}"]
     for key, label, spec in (("loss", "loss", ".4f"), ("eval_loss", "eval loss", ".4f"),
                              ("tokens_per_s", "tokens/s", ",.0f"), ("memory_mb", "MiB", ",.0f")):
         value = run.last(key)
@@ -255,6 +255,7 @@ class LiveChart(BudgetedChart):
         elif self.run.background and self.run.status != "running":
             how = {"interrupted": "stopped at step {} (interrupted)", "failed": "failed at step {}"}.get(
                 self.run.status, self.run.status + " at step {}").format(self.run.step)
+            how = self.run.stopped_early or how  # train.early_stopping: at which step, and why
             done = f"<br><b>{html.escape(how)}, adapter saved in {html.escape(str(self.run.adapter_dir))}</b>"
         return f"<code>{html.escape(status_line(self.run))}</code>{html.escape(hint)}{done}"
 

@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, check_flag, check_positive, flag_kind, is
 from ..hf.devices import TORCH_DTYPES
 from ..hf.trackers import TRACKER_PACKAGES, trackers
 from .names import also
+from .stopping import early_stopping_setting
 from .values import check_plain
 
 QUANTS = ("8bit", "4bit")  # or null: full precision
@@ -149,10 +150,16 @@ class TrainSection:
         "mlflow, or a list of them (trackio,tensorboard), each installed; null or none: only lora_nb's own run "
         "folder. tensorboard writes into the run folder's tensorboard/; trackio into its local database "
         "(TRACKIO_DIR), project: the folder above the run (lora_nb for runs/). 'all' is refused: name them.")
+    early_stopping: Union[int, dict, None] = setting(
+        None, "Stop once the eval metric has not improved for `patience` evals and keep the best eval's adapter: "
+        "{patience: 3, metric: eval_loss, min_delta: 0.0} (metric: eval_loss or eval_mean_token_accuracy; min_delta: "
+        "the least change that counts as better), or a number (the patience). Needs data.eval; checkpoints then "
+        "follow the evals. null: off.")
 
     def __post_init__(self) -> None:
         _check_fields(self, "train")
         self.report_to = _check_trackers(self.report_to)
+        self.early_stopping = early_stopping_setting(self.early_stopping)
         for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "steps", "eval_steps"):
             value = getattr(self, key)
             if value is not None:  # only steps and eval_steps may be None

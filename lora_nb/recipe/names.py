@@ -107,6 +107,8 @@ KNOWN: tuple[Known, ...] = (
     Known("warmup_steps", "train.warmup", T),
     Known("resume_from_checkpoint", "train.resume", T, "a run folder, not a checkpoint"),
     Known("activation_checkpointing", "train.gradient_checkpointing", "transformers 5"),
+    Known("early_stopping_patience", "train.early_stopping", "transformers' EarlyStoppingCallback",
+          "a number: the patience"),
     # SFTConfig names lora_nb also uses: listed so train.sft refuses them (lora_nb sets them from the recipe)
     *(Known(key, f"train.{key}", R) for key in ("max_length", "packing", "group_by_length", "logging_steps", "seed",
                                                  "eval_steps", "gradient_checkpointing", "report_to")),

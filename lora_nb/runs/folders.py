@@ -103,6 +103,7 @@ def prune_checkpoints(run_dir: Union[str, Path]) -> None:
     others go), whose adapter file becomes a hard link to the run's adapter when the two are the
     same bytes. A finished run then holds the adapter once plus its optimizer state, not the
     adapter five times (two checkpoints, each with its optimizer state, and the adapter).
+    Under early stopping the best eval's checkpoint stays too: a resumed run loads it at its end.
 
     Example:
         >>> prune_checkpoints("runs/20261128-101500")
@@ -113,8 +114,9 @@ def prune_checkpoints(run_dir: Union[str, Path]) -> None:
     last = last_checkpoint(folder)
     if last is None:
         return
+    best = json.loads((Path(last) / "trainer_state.json").read_text()).get("best_model_checkpoint")
     for old in (folder / "checkpoints").glob("checkpoint-*"):
-        if old.is_dir() and old != Path(last):
+        if old.is_dir() and old != Path(last) and old.name != Path(best or "").name:
             shutil.rmtree(old, ignore_errors=True)
     ours, theirs = folder / "adapter" / "adapter_model.safetensors", Path(last) / "adapter_model.safetensors"
     if ours.is_file() and theirs.is_file() and not ours.samefile(theirs) and filecmp.cmp(ours, theirs, shallow=False):

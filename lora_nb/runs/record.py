@@ -35,7 +35,9 @@ class Run(Background):
     interrupted (Ctrl-C), diverged (the loss became NaN or infinite), failed (an error; ``message``
     says which), or killed (read back from a folder whose process died mid-run). A run trained with
     ``background=True`` has the background API (:meth:`stop`, :meth:`wait`, :meth:`on_done`,
-    :attr:`running`) of :class:`lora_nb.runs.background.Background`.
+    :attr:`running`) of :class:`lora_nb.runs.background.Background`. A run that early stopping ended
+    (``train.early_stopping``) is finished, ``stopped_early`` says at which step and why, and ``best`` names
+    the eval whose adapter was kept.
 
     Example:
         >>> peft_model = lora_nb.inject(lora_nb.load("my-model")[0], r=4, verbose=False)
@@ -62,6 +64,8 @@ class Run(Background):
         self.trainer: Any = None
         self.interrupted = False  # stopped by Ctrl-C / the kernel's interrupt
         self.divergence = ""  # why training diverged, once it has
+        self.best: dict = {}  # under early stopping: the best eval's metric, value and step (its adapter is kept)
+        self.stopped_early = ""  # "stopped early at step N (eval_loss did not improve for 3 evals)", status finished
         self._save_now = threading.Event()
 
     @property
@@ -115,7 +119,7 @@ class Run(Background):
         """Write ``run.json`` (status, steps, last saved step, why, and which process) atomically."""
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
                 "message": self.message, "summary": self.summary, "started": self.started, **this_process(),
-                "gradient_checkpointing": self.checkpointing}
+                "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
         (self.dir / PREPARING).unlink(missing_ok=True)  # training has begun: the folder is a run now
 
@@ -183,6 +187,7 @@ class Run(Background):
         run.saved_step, run.message = info.get("saved_step", 0), info.get("message", "")
         run.summary, run.checkpointing = info.get("summary", {}), info.get("gradient_checkpointing")
         run.started = info.get("started") or started_time(folder)
+        run.best, run.stopped_early = info.get("best", {}), info.get("stopped_early", "")
         if run.status == "running" and not process_alive(info):
             run.status = "killed"
             run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"
@@ -190,7 +195,10 @@ class Run(Background):
         return run
 
     def _rows(self) -> list[list[Any]]:
-        rows = [["status", self.status], ["step", f"{self.step}/{self.max_steps}"]]
+        rows = [["status", self.stopped_early or self.status], ["step", f"{self.step}/{self.max_steps}"]]
+        if self.best:
+            best = self.best
+            rows.append([f"best {best['metric']} (adapter)", f"{best['value']:.4f} at step {best['step']}"])
         if self.status in ("killed", "failed", "diverged"):
             rows += [["last saved step", self.saved_step], ["why", self.message]]
         rows += [[key, self.last(key)] for key in ("loss", "eval_loss") if self.last(key) is not None]

@@ -15,6 +15,7 @@ from ..hf.compat import RENAMED_TRAINING_FIELDS, sft_config_fields
 from ..core.errors import ConfigError, nearest, strict_flags
 from ..recipe.names import KNOWN, owner
 from ..recipe.schema import TrainSection
+from .stopping import stopping_config
 
 
 @strict_flags
@@ -52,6 +53,7 @@ def sft_config_kwargs(t: TrainSection, output_dir: str, has_eval: bool, rows: in
         kwargs["activation_checkpointing"] = t.gradient_checkpointing
     if has_eval:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 10))
+    kwargs.update(stopping_config(t, kwargs.get("eval_steps")))  # train.early_stopping: saves on the evals
     kwargs.update(t.sft)
     return kwargs
 

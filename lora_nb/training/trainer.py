@@ -34,6 +34,7 @@ from ..runs.busy import check_not_training, training
 from ..runs.history import read_jsonl
 from ..runs.labels import run_label
 from ..runs.record import Run
+from .stopping import record_stop, stop_line, stop_callbacks
 from .trackers import check_installed, follow_trackers, tracker_keywords
 from .sft_settings import check_sft_overrides, paced_saves, saving_notes, sft_config_kwargs, total_steps
 
@@ -61,6 +62,7 @@ def train(
     seed: int = TrainSection.seed,
     resume: Optional[str] = TrainSection.resume,
     gradient_checkpointing: Optional[bool] = TrainSection.gradient_checkpointing,
+    early_stopping: Union[int, dict, None] = TrainSection.early_stopping,
     format: Optional[str] = DataSection.format,
     split: str = DataSection.split,
     columns: Optional[Union[dict, str]] = DataSection.columns,
@@ -111,8 +113,8 @@ def train(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
-            report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format, split=split, columns=columns,
-            output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, recipe=recipe,
+            early_stopping=early_stopping, report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format,
+            split=split, columns=columns, output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, recipe=recipe,
             progress=progress, background=background)
 
 
@@ -148,9 +150,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                              **tracker_keywords(section.report_to, str(folder)),
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
                                                  len(train_rows))})
-    except (TypeError, ValueError) as e:
-        raise ConfigError("train.sft",
-                          problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
+    except (TypeError, ValueError) as e:  # a ConfigError of lora_nb's own (early stopping without eval data) as it is
+        raise e if isinstance(e, ConfigError) else ConfigError(
+            "train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
     before = set(folder.iterdir()) if folder.is_dir() else None
@@ -165,10 +167,10 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        eval=_eval_setting(eval, run), columns=columns),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft))
+        recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft) and not section.early_stopping)
         with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
             trainer, run.reused_rows = build_trainer(model, config, train_rows, eval_rows, tokenizer,
-                                                     [recorder, *callbacks])
+                                                     [recorder, *stop_callbacks(section, resume), *callbacks])
         # Trainer writes args.use_cache (False) into the model's config, where it would outlive the run: generating
         # afterwards, and a merged model's config.json, would go without a KV cache. TRL passes use_cache=False to
         # each training forward itself.
@@ -245,6 +247,7 @@ def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opt
         with _stop_on_interrupt(run):
             trainer.train(resume_from_checkpoint=checkpoint)
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
+        record_stop(run, trainer)  # train.early_stopping: the best eval, and finished where it stopped the run
         if run.interrupted:
             run.status = "interrupted"
         if run.divergence:
@@ -376,8 +379,8 @@ def _report(run: Run, log: Capture) -> None:
         print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")
     else:
         loss = run.last("loss")
-        print(f"finished {run.step} steps, final loss {loss:.4f}, {where}" if loss is not None
-              else f"finished, {where}")
+        print(stop_line(run, where) if run.stopped_early else f"finished {run.step} steps, final loss {loss:.4f}, "
+              f"{where}" if loss is not None else f"finished, {where}")
 
 
 def _data_path(data: Any, run: Run) -> str:

@@ -466,3 +466,19 @@ def test_train_maps_the_datas_own_columns(ip, llama, parity, tmp_path):
             f"train: {{steps: 2, batch_size: 8}}\noutput_dir: {tmp_path / 'cell'}\n")
     run = ip.run_cell_magic("lora", "train", cell)
     assert run.status == "finished" and run.recipe.data.columns == {"instruction": "question", "output": "answer"}
+
+
+def test_train_with_early_stopping_as_a_number_or_a_mapping(ip, llama, data_file, tmp_path, capsys):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    train = (f"train data={data_file} steps=30 lr=1e-2 scheduler=constant batch_size=4 max_length=64 eval=0.25 "
+             "eval_steps=2")
+    run = ip.run_line_magic("lora", f"{train} output_dir={tmp_path / 'one'} "
+                                    "early_stopping='{patience: 2, min_delta: 10}'")
+    assert run.stopped_early == "stopped early at step 6 (eval_loss did not improve for 2 evals)" and run.step == 6
+    assert "stopped early at step 6 (eval_loss did not improve for 2 evals); best eval_loss" in capsys.readouterr().out
+    assert run.recipe.train.early_stopping == {"patience": 2, "metric": "eval_loss", "min_delta": 10.0}
+    with pytest.raises(UsageError, match=r"data.eval: is needed by train.early_stopping"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=2 early_stopping=3 output_dir={tmp_path / 'two'}")
+    with pytest.raises(UsageError, match=r"train.early_stopping.patience: must be a positive whole number"):
+        ip.run_line_magic("lora", f"{train} early_stopping=0 output_dir={tmp_path / 'three'}")

@@ -329,3 +329,23 @@ def test_column_pickers_map_the_datas_own_columns(tiny, parity, in_tmp):
     panel.data.value = ""
     panel.prefill(run.recipe)
     assert panel.recipe().data.columns == {"instruction": "question", "output": "answer"}
+
+
+def test_early_stopping_from_the_train_tab(tiny, demo_data, in_tmp):
+    train_path, test_path = demo_data
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    panel = Panel(session, data=str(train_path))
+    assert panel.patience.value == 0 and panel.recipe().train.early_stopping is None  # off by default
+    panel.steps.value, panel.batch_size.value, panel.max_length.value = 6, 8, 64
+    panel.eval.value, panel.eval_steps.value, panel.patience.value = str(test_path), 2, 2
+    assert panel.recipe().train.early_stopping == {"patience": 2, "metric": "eval_loss", "min_delta": 0.0}
+    panel.buttons["Train"].click()
+    run = panel.session.active
+    run.wait()
+    assert run.recipe.train.early_stopping["patience"] == 2
+    best_step = min(((h["step"], h["eval_loss"]) for h in run.history if "eval_loss" in h), key=lambda e: e[1])[0]
+    assert run.best["step"] == best_step  # the best eval's adapter is the one kept
+    panel.patience.value = 0
+    panel.prefill(run.recipe)
+    assert panel.patience.value == 2

@@ -76,6 +76,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
         self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
         self.eval_steps.value = train.eval_steps or 0
+        self.patience.value = (train.early_stopping or {}).get("patience", 0)
         tracker = ",".join(trackers(train.report_to)) or "none"  # a list shows as one choice: trackio,tensorboard
         self.tracker.options = list(dict.fromkeys([*self.tracker.options, tracker]))
         self.tracker.value = tracker
@@ -88,7 +89,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
                             eval=self.eval.value.strip() or None, columns=self.columns()),
                "train": dict(steps=self.steps.value or None, epochs=self.epochs.value or None, lr=self.lr.value,
                              batch_size=self.batch_size.value, max_length=self.max_length.value,
-                             eval_steps=self.eval_steps.value or None)}
+                             eval_steps=self.eval_steps.value or None, early_stopping=self.patience.value or None)}
         raw["train"]["report_to"] = self.tracker.value
         if fresh:
             raw["lora"] = dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,

@@ -59,6 +59,9 @@ class TrainTab:
         # only the trackers installed here (found, not imported): picking one reports the run there as well
         self.tracker = w.Dropdown(options=["none", *installed_trackers()], value="none", description="tracker",
                                   **field_tooltip(TrainSection, "report_to"))
+        stopping = field_tooltip(TrainSection, "early_stopping")[TOOLTIP]
+        self.patience = w.IntText(value=0, description="early stop", **{
+            TOOLTIP: f"Patience: evals without improvement before training stops (0: off). {stopping}"})
         self.continue_adapter = w.Checkbox(value=False, description="continue from the current adapter", indent=False,
                                            layout=fitted())
         narrow = {"style": {"description_width": "initial"}, "layout": w.Layout(width="auto")}
@@ -83,6 +86,7 @@ class TrainTab:
         return w.VBox([
             w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
             self.tracker,
+            self.patience,
             self.continue_adapter,
             w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
                     self.seeds, b["Sweep"]], layout=w.Layout(align_items="center")),
