@@ -66,7 +66,7 @@ def test_ctrl_c_while_training_stops_at_the_step_and_saves(llama, rows, tmp_path
 
 def test_ctrl_c_during_the_final_save_waits_for_it(llama, rows, tmp_path):
     out = tmp_path / "run"
-    report = probe(llama, rows[1], out, "lora_nb/training/trainer.py", "_finish", tmp_path=tmp_path)
+    report = probe(llama, rows[1], out, "lora_nb/training/execution.py", "_finish", tmp_path=tmp_path)
     assert report["signalled"] and report["outcome"] == "finished" and report["seconds_to_end"] < SECONDS
     run = Run.load(out)
     assert run.status == "finished" and (run.adapter_dir / "adapter_model.safetensors").is_file()

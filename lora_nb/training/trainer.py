@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -29,12 +26,13 @@ from ..runs.provenance import lora_section, model_section
 from ..core.quiet import Capture, captured
 from ..recipe.arguments import known_names
 from ..recipe.schema import DataSection, Recipe, TrainSection, build_section
-from ..runs.folders import never_trained, new_run_dir, prune_checkpoints, remove_new
+from ..runs.folders import never_trained, new_run_dir, remove_new
 from ..runs.busy import check_not_training, training
 from ..runs.history import read_jsonl
 from ..runs.labels import run_label
 from ..runs.record import Run
-from .stopping import record_stop, stop_line, stop_callbacks
+from .execution import execute
+from .stopping import stop_callbacks
 from .trackers import check_installed, follow_trackers, tracker_keywords
 from .sft_settings import check_sft_overrides, paced_saves, saving_notes, sft_config_kwargs, total_steps
 
@@ -114,8 +112,8 @@ def train(
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
             early_stopping=early_stopping, report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format,
-            split=split, columns=columns, output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, recipe=recipe,
-            progress=progress, background=background)
+            split=split, columns=columns, output_dir=output_dir, overwrite=overwrite, callbacks=callbacks,
+            recipe=recipe, progress=progress, background=background)
 
 
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
@@ -202,10 +200,10 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     if background:
         def target() -> None:
             with log.joined():
-                _execute(run, trainer, model, tokenizer, checkpoint, log)
+                execute(run, trainer, model, tokenizer, checkpoint, log)
         run.start(target)
         return run
-    _execute(run, trainer, model, tokenizer, checkpoint, log)
+    execute(run, trainer, model, tokenizer, checkpoint, log)
     if run.error is not None:
         raise run.error
     return run
@@ -239,115 +237,6 @@ def _clear_for(run: Run, *, resume: Optional[str], overwrite: bool) -> None:
         metrics.unlink(missing_ok=True)
 
 
-def _execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str], log: Capture) -> None:
-    """Train, then save adapter, state, status and chart whatever happened (finished, stopped,
-    interrupted, diverged or failed). A failure while saving still leaves run.json and calls on_done."""
-    run.trainer = trainer
-    try:
-        with _stop_on_interrupt(run):
-            trainer.train(resume_from_checkpoint=checkpoint)
-        run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
-        record_stop(run, trainer)  # train.early_stopping: the best eval, and finished where it stopped the run
-        if run.interrupted:
-            run.status = "interrupted"
-        if run.divergence:
-            run.status, run.message = "diverged", run.divergence
-    except KeyboardInterrupt:
-        run.status = "interrupted"
-    except BaseException as e:  # kept on the run; train() re-raises it, a background run's wait() too
-        e = _one_line(e, run)
-        run.status, run.error, run.message = "failed", e, (str(e) if isinstance(e, ConfigError)
-                                                           else f"{type(e).__name__}: {e}")
-    finally:
-        run.step = trainer.state.global_step
-        try:
-            with _defer_interrupt():  # a Ctrl-C from here on waits for the save instead of tearing it
-                _finish(run, trainer, model, tokenizer)
-        finally:
-            training(model, None)
-            run.trainer = None
-    _report(run, log)
-    run.done()
-
-
-def _one_line(error: BaseException, run: Run) -> BaseException:
-    """A file-system error while training or saving (a full disk, a read-only folder) as one line
-    saying what is kept; any other error as it is."""
-    kept = (f"the checkpoint of step {run.saved_step} is kept: make room, then resume=\"{run.dir}\""
-            if run.saved_step else "no checkpoint was complete yet")
-    return write_error(error, getattr(error, "filename", None) or run.dir, "output_dir", left=kept) or error
-
-
-def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
-    """The final save, each part on its own: a full disk in one part does not skip the others, and
-    run.json always says what happened. (Ctrl-C waits: the caller defers it.)"""
-    import torch
-
-    def adapter() -> None:
-        if all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
-            run.save_adapter(model, tokenizer)
-            run.saved_step = run.step
-        else:  # keep the last saved (finite) adapter rather than write a broken one over it
-            run.message += f" The weights are not finite; the adapter from step {run.saved_step} is kept."
-
-    for part in (adapter, trainer.save_state, lambda: run.save_chart() if run.history else None,
-                 lambda: prune_checkpoints(run.dir)):
-        try:
-            part()
-        except BaseException as e:  # noqa: BLE001 - recorded, and the status below still gets written
-            e = _one_line(e, run)
-            run.status = "failed"
-            run.error = run.error or e
-            run.message = (run.message + " " if run.message else "") + (
-                f"final save failed: {e}" if isinstance(e, ConfigError)
-                else f"final save failed: {type(e).__name__}: {e}")
-    try:
-        run.write_status()
-    except BaseException as e:  # noqa: BLE001
-        run.status, run.error = "failed", run.error or e
-
-
-@contextmanager
-def _defer_interrupt():
-    """While the final save runs, a Ctrl-C only says to wait: tearing the save would lose the run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda *a: print("saving the adapter and history — a moment…", flush=True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
-@contextmanager
-def _stop_on_interrupt(run: Run):
-    """Turn Ctrl-C / a kernel interrupt (SIGINT) into a stop at the end of the current step.
-
-    A KeyboardInterrupt raised at an arbitrary point can be swallowed (inside a ``__del__`` or a
-    library's cleanup) or leave a step half done; a flag checked between steps cannot. A second
-    interrupt stops at once. Only the main thread can take signals: background runs use stop().
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        if run.interrupted:
-            raise KeyboardInterrupt
-        run.interrupted = True
-        run.stop()
-        print(f"\nstopping after step {run.step + 1}… (interrupt again to stop at once)", flush=True)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
 def _tune_progress(trainer: Any, progress: bool) -> None:
     """One quiet progress bar: Trainer's (the terminal one, or in a kernel its HTML table with a
     row per log) gives way to a tqdm bar with the loss in it, or to nothing when a live view shows
@@ -360,27 +249,6 @@ def _tune_progress(trainer: Any, progress: bool) -> None:
     had = [trainer.pop_callback(cls) for cls in (ProgressCallback, NotebookProgressCallback)]
     if progress and any(c is not None for c in had):
         trainer.add_callback(LossProgress())
-
-
-def _report(run: Run, log: Capture) -> None:
-    """One line saying how the run ended, where its adapter is, and how much library noise it hid."""
-    hidden = f" ({log.summary()})" if log.count else ""
-    where = f"adapter saved in {run.adapter_dir}{hidden}"
-    kept = (f"adapter from step {run.saved_step} kept in {run.adapter_dir}" if run.saved_step
-            else "no adapter was saved") + hidden
-    if run.status in ("stopped", "interrupted"):
-        how = " (interrupted)" if run.status == "interrupted" else ""
-        print(f"stopped at step {run.step}{how}, {where}")
-    elif run.status == "diverged":
-        print(f"diverged at step {run.step}: {run.message} Stopped before that step changed the weights; "
-              f"the last finite adapter is in {run.adapter_dir}{hidden}" if run.saved_step else
-              f"diverged at step {run.step}: {run.message} Stopped; {kept}")
-    elif run.status == "failed":
-        print(f"failed at step {run.step}: {run.message.rstrip('.')}; {kept}")
-    else:
-        loss = run.last("loss")
-        print(stop_line(run, where) if run.stopped_early else f"finished {run.step} steps, final loss {loss:.4f}, "
-              f"{where}" if loss is not None else f"finished, {where}")
 
 
 def _data_path(data: Any, run: Run) -> str:
