@@ -26,6 +26,7 @@ DTYPES = ("auto", *TORCH_DTYPES)
 VARIANTS = ("lora", "rslora", "dora")
 BIASES = ("none", "all", "lora_only")
 FORMATS = ("text", "alpaca", "messages", "prompt_completion")  # or null: detected from the columns
+TRAIN_ON = ("last_turn", "assistant", "all")  # or null: assistant where the chat template marks it, else last_turn
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
 
@@ -101,6 +102,12 @@ class DataSection:
     split: str = setting("train", "Split to train on when the source has several.")
     eval: Union[float, str, None] = setting(
         None, "Held-out data: a fraction of the training rows (0.1), a file, or a split name.")
+    train_on: Optional[str] = setting(
+        None, "Which tokens carry loss: last_turn (the last assistant turn of a conversation), assistant (every "
+        "assistant turn; masked by rendering each conversation's turns where the chat template has no {% generation "
+        "%} marks), all (every token, prompts included). None: assistant where the template marks assistant turns, "
+        "else last_turn. alpaca/prompt_completion train the completion unless all; text always trains all. See what "
+        "it does with lora_nb.data.check.", TRAIN_ON)
 
     def __post_init__(self) -> None:
         _check_fields(self, "data")

@@ -62,6 +62,7 @@ def train(
     gradient_checkpointing: Optional[bool] = TrainSection.gradient_checkpointing,
     format: Optional[str] = DataSection.format,
     split: str = DataSection.split,
+    train_on: Optional[str] = DataSection.train_on,
     output_dir: Optional[str] = None,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
@@ -75,7 +76,8 @@ def train(
 
     ``data``: a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a
     ``datasets.Dataset``/``DatasetDict`` or a list of dicts, in text, alpaca, messages or
-    prompt/completion format (detected, or named with ``format``). ``eval``: a fraction of the
+    prompt/completion format (detected, or named with ``format``); ``train_on`` says which tokens carry
+    loss (last_turn, assistant, all: data.train_on; :func:`lora_nb.data.check` shows them). ``eval``: a fraction of the
     rows, a file, or a split name. ``callbacks`` are transformers ``TrainerCallback``s; any other
     keyword goes to ``trl.SFTConfig`` (checked first: a typo names the nearest key). transformers' and
     TRL's names of the settings above work too (``learning_rate``, ``max_steps``,
@@ -108,22 +110,23 @@ def train(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
-            sft=dict(sft_overrides)), eval=eval, format=format, split=split,
+            sft=dict(sft_overrides)), eval=eval, format=format, split=split, train_on=train_on,
             output_dir=output_dir, overwrite=overwrite, callbacks=callbacks, report_to=report_to, recipe=recipe,
             progress=progress, background=background)
 
 
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
-           split: str, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any], report_to: Any,
-           recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
+           split: str, train_on: Optional[str], output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any],
+           report_to: Any, recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
     from .callbacks import Recorder, RunCallback
     from .prepared import build_trainer
     from ..data.prepare import kept_tokens, prepare
+    from ..hf.formats import loss_flags
     from ..hf.models import pin_4bit_layout
 
     resume, seed = settings["resume"], settings["seed"]
     section = build_section(TrainSection, settings, "train")
-    build_section(DataSection, dict(format=format, split=split), "data")
+    build_section(DataSection, dict(format=format, split=split, train_on=train_on), "data")
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__,
                           problem="has no adapter to train: call lora_nb.inject(model, ...) first")
@@ -135,11 +138,12 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
                                          max_length=section.max_length)
     train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed,
-                                         max_length=kept_tokens(section))  # a 10 MB row is cut before it is tokenised
+                                         max_length=kept_tokens(section),  # a 10 MB row is cut before it is tokenised
+                                         train_on=train_on)
 
     try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
         config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
-                             "assistant_only_loss": "messages" in train_rows.column_names,
+                             **loss_flags(train_rows.column_names, train_on),
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
                                                  len(train_rows), report_to)})
     except (TypeError, ValueError) as e:
@@ -156,6 +160,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         log.to(run.dir / "log.txt")
         run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
+                                                       train_on=train_on,
                                                        eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
