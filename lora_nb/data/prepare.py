@@ -112,7 +112,7 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
         _check_template(rows, fmt, tokenizer)
         if fmt == "text" and train_on not in (None, "all"):
             raise ConfigError("data.train_on", train_on, problem="text rows have no turns: every token trains",
-                              allowed=(None, "all"))
+                              allowed=("null", "all"))
         if isinstance(eval, numbers.Real):  # 0.1; 0 or 1 are numbers too, refused as fractions (bools as well)
             check_fraction(eval, len(rows))
             eval = float(eval)

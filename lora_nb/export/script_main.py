@@ -52,6 +52,7 @@ LORA_CONFIG: dict = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear", 
 DATA = "train.jsonl"
 DATA_SPLIT = "train"
 DATA_FORMAT: str | None = None
+TRAIN_ON: str | None = None
 EVAL: float | str | None = None
 SEED = 0
 ADAPTER_SEED = 0
@@ -160,6 +161,8 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
 
 def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
     """``rows`` in TRL's format, as lora_nb.hf.formats.to_sft_dataset converts DATA_FORMAT, else ``fmt`` (detected)."""
+    if TRAIN_ON is not None:  # which tokens carry loss, as the recipe's data.train_on says
+        return to_sft_dataset(rows, DATA_FORMAT or fmt, tokenizer, TRAIN_ON)
     if DATA_FORMAT == "alpaca":
         chat = bool(getattr(tokenizer, "chat_template", None))
         return rows.map(alpaca_batch, batched=True, remove_columns=rows.column_names, fn_kwargs={"chat": chat})

@@ -245,10 +245,6 @@ def sft_conversion(fmt: str, tokenizer: PreTrainedTokenizerBase | None,
     return None, {}
 
 
-# data.train_on's values: which tokens of an example carry loss (None: lora_nb decides, see effective_train_on).
-TRAIN_ON = ("last_turn", "assistant", "all")
-
-
 def effective_train_on(fmt: str, tokenizer: PreTrainedTokenizerBase | None, train_on: str | None) -> str:
     """What data.train_on ``train_on`` comes to for ``fmt`` rows: text trains every token ("all");
     alpaca and prompt_completion have one response, so last_turn and assistant both train the
