@@ -33,8 +33,8 @@ TEMPLATES = [EXPORT / "script_main.py", EXPORT / "sweep_main.py"]
 # model became a table of bytes per token computed at export; issue 19's targets were 250 and 350). Beyond
 # its template (about 145 lines) a plain LoRA script holds the checkpointing decision (STEP_BYTES against
 # the memory free), the alpaca conversion, the SFTConfig version branch, dtype and device choices and the
-# checkpoint to resume, each with its docstring's first paragraph.
-PLAIN_LINES, QLORA_LINES = 318, 369
+# checkpoint to resume, each with its docstring's first paragraph. +1 each: the TRAIN_ON setting (issue 21).
+PLAIN_LINES, QLORA_LINES = 319, 370
 
 
 def recipe(llama, quant=None, path="train.jsonl", **sections):

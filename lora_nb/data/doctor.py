@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any, Optional
 
+from ..core.errors import strict_flags
 from ..core.quiet import quietly
 from .preview import preview
 from .prepare import read
@@ -42,6 +43,7 @@ class LossReport:
         ('assistant', 2, 6)
     """
 
+    @strict_flags
     def __init__(self, fmt: str, marks: Optional[bool], requested: Optional[str], train_on: str,
                  says: str, rows: list[dict]) -> None:
         self.format, self.marks, self.requested, self.train_on, self.says, self.rows = (

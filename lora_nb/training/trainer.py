@@ -137,9 +137,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
                                          max_length=section.max_length)
-    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed,
-                                         max_length=kept_tokens(section),  # a 10 MB row is cut before it is tokenised
-                                         train_on=train_on)
+    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, train_on=train_on,
+                                         seed=seed, max_length=kept_tokens(section))  # a 10 MB row: cut, then tokenised
 
     try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
         config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
@@ -160,8 +159,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         log.to(run.dir / "log.txt")
         run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
-                                                       train_on=train_on,
-                                                       eval=_eval_setting(eval, run)),
+                                                       train_on=train_on, eval=_eval_setting(eval, run)),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
         recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft))

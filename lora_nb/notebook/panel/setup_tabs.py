@@ -15,6 +15,7 @@ import ipywidgets as w
 
 from ...model.discovery import smallest_dimension
 from ...core.errors import ConfigError
+from ...recipe.fields import TRAIN_ON
 from ...recipe.schema import FORMATS, VARIANTS, DataSection, LoraSection, ModelSection
 from ...runs.provenance import unwrap
 from .widgets import RANKS, TABS, WARN, field_tooltip, wide
@@ -114,7 +115,8 @@ class AdapterTab:
 
 
 class DataTab:
-    """The Data tab: the training data, its format, the eval split, and Preview."""
+    """The Data tab: the training data, its format, which tokens train, the eval split, and Preview (the loss
+    mask of the first rows, :func:`lora_nb.data.check`)."""
 
     def data_page(self, data: str) -> w.Widget:
         """The tab's controls (``data``: the path to start with) and page."""
@@ -124,12 +126,13 @@ class DataTab:
                                  description="format", **field_tooltip(DataSection, "format"))
         self.eval = w.Text(description="eval", placeholder="0.1 (a fraction) or eval.jsonl",
                            **field_tooltip(DataSection, "eval"))
+        self.train_on = w.Dropdown(options=[("auto (the template decides)", "")] + [(v, v) for v in TRAIN_ON],
+                                   value="", description="train on", **field_tooltip(DataSection, "train_on"))
         self.sample = w.HTML()
-        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.eval, self.sample])
+        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), w.HBox([self.train_on, self.eval]),
+                       self.sample])
 
     def preview(self) -> None:
-        from ...data.preview import preview
-
-        self.session.require_model()
-        self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3,
-                                    format=self.format.value or None, max_length=self.max_length.value)._repr_html_()
+        self.sample.value = self.session.check_data(self.data.value.strip(), rows=3, format=self.format.value or None,
+                                                    train_on=self.train_on.value or None,
+                                                    max_length=self.max_length.value)._repr_html_()
