@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from ..core.errors import strict_flags
 from ..core.quiet import quietly
+from ..recipe.schema import DataSection, build_section
 from .preview import preview
 from .prepare import read
 
@@ -108,6 +109,7 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
     """
     from ..hf.formats import effective_train_on, masks_assistant_turns
 
+    build_section(DataSection, dict(format=format, split=split, train_on=train_on), "data")  # a typo: one line
     shown = preview(data, tokenizer, n=rows, format=format, split=split, max_length=max_length, train_on=train_on)
     fmt = shown.format
     effective = effective_train_on(fmt, tokenizer, train_on)

@@ -275,3 +275,14 @@ def test_live_chart_keeps_to_its_budget(tiny, parity, in_tmp):
     # measures the resulting cost side by side on a long run).
     for (at, cost), (next_at, _) in zip(chart.frames, chart.frames[1:]):
         assert next_at - at >= cost / chart.budget
+
+
+def test_data_tab_checks_the_loss_mask_with_the_train_on_chosen(tiny, demo_data, in_tmp):
+    panel = Panel(model=str(tiny("llama", "demo")), data=str(demo_data[0]))
+    panel.buttons["Load"].click()
+    panel.buttons["Preview"].click()
+    assert "train_on: assistant (default)" in panel.sample.value and "only the completion" in panel.sample.value
+    panel.train_on.value = "all"
+    panel.buttons["Preview"].click()
+    assert "train_on: all (set to all)" in panel.sample.value
+    assert panel.recipe().data.train_on == "all"  # what Train and Export code take
