@@ -69,7 +69,7 @@ class LossReport:
         for n, row in enumerate(self.rows, 1):
             lines.append(f"--- row {n}: {row['trained']} of {row['total']} tokens trained")
             for role, tokens in row["turns"]:
-                lines.append(f"{role}: {_bracketed(tokens)}")
+                lines.append(f"{role}: {_bracketed(tokens).rstrip(chr(10))}")  # a trained newline stays: ]] follows
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -102,10 +102,8 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
         --- row 1: 3 of 8 tokens trained
         user: <|user|>
         hi<|end|>
-        <BLANKLINE>
         assistant: <|assistant|>
         [[yo<|end|>]]
-        <BLANKLINE>
     """
     from ..hf.formats import effective_train_on, masks_assistant_turns
 
