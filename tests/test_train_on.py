@@ -144,12 +144,3 @@ def test_script_with_train_on_gives_the_api_losses(llama, tmp_path):
     assert [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h] == \
            [(h["step"], h["loss"]) for h in run.history if "loss" in h]
 
-
-def test_other_tools_names_for_train_on():
-    def train_on(data):
-        return lora_nb.Recipe.from_dict({"model": {"name": "m"}, "data": {"path": "d.jsonl", **data}}).data.train_on
-
-    assert train_on({"train_on_prompt": True}) == "all"  # LLaMA-Factory
-    assert train_on({"mask_history": True}) == "last_turn"  # LLaMA-Factory
-    assert train_on({"train_on_responses_only": True}) == "assistant"  # Unsloth
-    assert train_on({"train_on_prompt": False}) is None
