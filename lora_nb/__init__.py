@@ -54,9 +54,14 @@ _EXPORTS = {  # public name -> the module that defines it
 __all__ = sorted(_EXPORTS)
 
 
+_PACKAGES = ("data",)  # lora_nb.data.check: a package whose public names are its own
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name in _PACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'lora_nb' has no attribute {name!r}")
 
 

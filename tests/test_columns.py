@@ -13,7 +13,7 @@ import pytest
 import lora_nb
 from lora_nb.core.errors import ConfigError
 from lora_nb.data.prepare import prepare
-from lora_nb.hf.formats import column_pairs
+from lora_nb.hf.columns import column_pairs
 
 
 def chat(user, answer):

@@ -34,7 +34,7 @@ TEMPLATES = [EXPORT / "script_main.py", EXPORT / "sweep_main.py"]
 # its template (about 145 lines) a plain LoRA script holds the checkpointing decision (STEP_BYTES against
 # the memory free), the alpaca conversion, the SFTConfig version branch, dtype and device choices and the
 # checkpoint to resume, each with its docstring's first paragraph.
-PLAIN_LINES, QLORA_LINES = 319, 370  # + data.columns: one settings line (COLUMNS = None)
+PLAIN_LINES, QLORA_LINES = 320, 371  # + data.columns and data.train_on: one settings line each (None)
 
 
 def recipe(llama, quant=None, path="train.jsonl", **sections):

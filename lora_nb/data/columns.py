@@ -1,5 +1,5 @@
 """Data under its own column names: ``data.columns`` applied as the rows are read (the same
-:func:`lora_nb.hf.formats.map_columns` exported scripts run), its mistakes told in one line, and the
+:func:`lora_nb.hf.columns.map_columns` exported scripts run), its mistakes told in one line, and the
 mapping that would fit data whose columns look like a known shape under other names (:func:`suggest`).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..core.errors import ConfigError, nearest
-from ..hf.formats import column_pairs, map_columns
+from ..hf.columns import column_pairs, map_columns
 from ..recipe.fields import column_map
 
 # Column names seen for each side of an example, in the order they are tried.

@@ -19,7 +19,8 @@ from .reading import load
 from ..core.errors import ConfigError
 from ..core.files import expand_user
 from ..core.interrupts import interruptible
-from ..hf.formats import DATA_FILES, FORMAT_COLUMNS, detect_format, is_split, sft_conversion, split_eval
+from ..hf.formats import (DATA_FILES, FORMAT_COLUMNS, UnmaskableTemplate, detect_format, is_split, sft_conversion,
+                          split_eval)
 from ..core.progress import progress_bar
 from ..core.quiet import quietly
 from ..recipe.schema import FORMATS, TrainSection
@@ -77,13 +78,14 @@ def read(data: Any, split: str = "train", *, key: str = "data.path"):
 @quietly()
 def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: str = "train",
             eval: Union[float, str, Any, None] = None, seed: int = 42, max_length: Optional[int] = None,
-            columns: Optional[Union[dict, str]] = None):
+            columns: Optional[Union[dict, str]] = None, train_on: Optional[str] = None):
     """Read ``data``, check every row, convert it for TRL and split off eval rows.
 
     Returns ``(train_dataset, eval_dataset_or_None, format)``. ``max_length``: the tokens TRL keeps
     of each example, from its start (:func:`kept_tokens` of a train section); texts far longer are
     cut before tokenising, to a length that still fills it — a 10 MB row then costs milliseconds,
-    not seconds of one uninterruptible tokenizer call. None keeps every text whole. Large data
+    not seconds of one uninterruptible tokenizer call. None keeps every text whole. ``train_on``: which
+    tokens carry loss (data.train_on; text trains every token, so only all or None). Large data
     gets a progress bar; Ctrl-C stops it within a batch of rows (:func:`lora_nb.core.interrupts.interruptible`).
     ``columns`` (``data.columns``) renames the data's columns to lora_nb's, train and eval rows alike.
 
@@ -110,6 +112,9 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
         check_columns(rows.column_names, fmt)
         check_rows(rows, fmt, *_where(data, "data.path"))
         _check_template(rows, fmt, tokenizer)
+        if fmt == "text" and train_on not in (None, "all"):
+            raise ConfigError("data.train_on", train_on, problem="text rows have no turns: every token trains",
+                              allowed=("null", "all"))
         if isinstance(eval, numbers.Real):  # 0.1; 0 or 1 are numbers too, refused as fractions (bools as well)
             check_fraction(eval, len(rows))
             eval = float(eval)
@@ -121,15 +126,18 @@ def prepare(data: Any, tokenizer: Any, *, format: Optional[str] = None, split: s
             _check_template(eval_rows, fmt, tokenizer)
         if large:
             stages.start("converting rows", total=len(rows) + (len(eval_rows) if eval_rows is not None else 0))
-        train, held = (None if part is None else
-                       to_sft_rows(part, fmt, tokenizer, on_batch=_advance,
-                                   max_chars=_cut_length(part, fmt, tokenizer, max_length))
-                       for part in (rows, eval_rows))
+        try:
+            train, held = (None if part is None else
+                           to_sft_rows(part, fmt, tokenizer, on_batch=_advance, train_on=train_on,
+                                       max_chars=_cut_length(part, fmt, tokenizer, max_length))
+                           for part in (rows, eval_rows))
+        except UnmaskableTemplate as e:
+            raise ConfigError("data.train_on", train_on, problem=str(e)) from None
     return train, held, fmt
 
 
 def to_sft_rows(dataset: Any, fmt: str, tokenizer: Any, max_chars: Optional[int] = None,
-                on_batch: Optional[Callable[[int], Any]] = None) -> Any:
+                on_batch: Optional[Callable[[int], Any]] = None, train_on: Optional[str] = None) -> Any:
     """:func:`lora_nb.hf.formats.to_sft_dataset`'s rows (the same conversion of each format, which
     exported scripts carry), with every text longer than ``max_chars`` cut to that (None keeps them
     whole); ``on_batch(n)`` hears of each batch of ``n`` rows converted (a progress display).
@@ -138,7 +146,7 @@ def to_sft_rows(dataset: Any, fmt: str, tokenizer: Any, max_chars: Optional[int]
         >>> to_sft_rows(read([{"text": "abcdef"}]), "text", None, max_chars=3)[0]
         {'text': 'abc'}
     """
-    convert, kwargs = sft_conversion(fmt, tokenizer)
+    convert, kwargs = sft_conversion(fmt, tokenizer, train_on)
     rows = dataset if convert is not None else dataset.select_columns(FORMAT_COLUMNS[fmt])
     if convert is None and max_chars is None:  # nothing to change
         if on_batch is not None:

@@ -70,9 +70,11 @@ class Preview:
 
 @quietly()
 def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",
-            max_length: int = 1024, columns: Optional[Union[dict, str]] = None) -> Preview:
+            max_length: int = 1024, columns: Optional[Union[dict, str]] = None,
+            train_on: Optional[str] = None) -> Preview:
     """The first ``n`` examples as training will see them: TRL's own tokenisation and loss mask
-    (``columns``: ``data.columns``, the data's columns under lora_nb's names).
+    (``columns``: ``data.columns``, the data's columns under lora_nb's names; ``train_on``: data.train_on;
+    :func:`lora_nb.data.check` explains it turn by turn).
 
     Example:
         >>> print(preview([{"prompt": "2+2=", "completion": "4"}], tok))
@@ -81,12 +83,14 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
         2+2=[[4<|end|>]]
     """
     from ..hf.compat import sft_config
+    from ..hf.formats import loss_flags
 
     rows = read(data, split)
     rows = rows.select(range(min(n, len(rows))))
-    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length, columns=columns)
+    train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length, columns=columns,
+                            train_on=train_on)
     config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
-                             assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
+                             **loss_flags(train.column_names, train_on), dataset_num_proc=None))
     out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
            for ids, labels in trl_prepare(train, tokenizer, config)]
     return Preview(out, fmt)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..core.version import __version__
 from ..core.errors import ConfigError
-from ..hf.formats import load_rows
+from ..hf.formats import load_rows, loss_flags
 from ..hf.memory_model import step_bytes
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs
 from .assemble import Template, assemble, read_template
@@ -109,12 +109,14 @@ def script_settings(recipe: Recipe) -> dict:
     sft_config = sft_config_kwargs(t, "", d.eval is not None, rows)
     sft_config.pop("output_dir")  # the script's --output-dir / --resume decide it
     sft_config.pop("resume", None)  # resuming goes through trainer.train(), SFTConfig has no such argument
+    if d.train_on == "all":  # every token trains: neither mask of TRL's (lora_nb.hf.formats.loss_flags)
+        sft_config.update(loss_flags([], "all"))
     return dict(
         MODEL=m.name, MODEL_CLASS=_class_name(meta), TRUST_REMOTE_CODE=m.trust_remote_code, DTYPE=m.dtype,
         QUANTIZATION=quant_kwargs(m.quant), DEVICE_MAP=m.device_map,
         LORA_CONFIG=lora_config_kwargs(meta, **lora_kwargs(recipe.lora)),
         DATA=d.path, DATA_SPLIT=d.split, DATA_FORMAT=d.format or _data_format(recipe), COLUMNS=d.columns,
-        EVAL=d.eval, SEED=t.seed,
+        TRAIN_ON=d.train_on, EVAL=d.eval, SEED=t.seed,
         ADAPTER_SEED=adapter_seed(recipe.lora, t), SFT_CONFIG=sft_config,
         # what a step holds per token, where checkpointing is left to the script to decide as it runs
         STEP_BYTES=step_bytes(meta.config) if t.gradient_checkpointing is None else None,

@@ -29,11 +29,12 @@ from accelerate import PartialState
 from peft import LoraConfig, get_peft_model
 from trl import SFTConfig, SFTTrainer
 
+from lora_nb.hf.columns import map_columns
 from lora_nb.hf.compat import sft_keywords
 from lora_nb.hf.devices import TORCH_DTYPES, auto_dtype, compute_dtype, shards_weights, trainer_device_kwargs
 from lora_nb.hf.folders import last_checkpoint
 from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hold_out, last_turn_batch, load_csv,
-                                load_json, load_parquet, load_rows, map_columns, masks_assistant_turns, split_eval,
+                                load_json, load_parquet, load_rows, masks_assistant_turns, split_eval,
                                 to_sft_dataset)
 from lora_nb.hf.memory_model import needs_checkpointing
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
@@ -56,6 +57,7 @@ DATA = "train.jsonl"
 DATA_SPLIT = "train"
 DATA_FORMAT: str | None = None
 COLUMNS: dict | None = None
+TRAIN_ON: str | None = None
 EVAL: float | str | None = None
 SEED = 0
 ADAPTER_SEED = 0
@@ -176,6 +178,8 @@ def load_datasets(tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Dataset 
 
 def sft_rows(rows: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase) -> Dataset:
     """``rows`` in TRL's format, as lora_nb.hf.formats.to_sft_dataset converts DATA_FORMAT, else ``fmt`` (detected)."""
+    if TRAIN_ON is not None:  # which tokens carry loss, as the recipe's data.train_on says
+        return to_sft_dataset(rows, DATA_FORMAT or fmt, tokenizer, TRAIN_ON)
     if DATA_FORMAT == "alpaca":
         chat = bool(getattr(tokenizer, "chat_template", None))
         return rows.map(alpaca_batch, batched=True, remove_columns=rows.column_names, fn_kwargs={"chat": chat})

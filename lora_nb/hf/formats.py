@@ -56,70 +56,6 @@ def detect_format(columns: Iterable[str]) -> str | None:
     return None
 
 
-# lora_nb's names of the columns it reads; data.columns maps a dataset's own names onto them.
-COLUMN_NAMES = ("text", "instruction", "input", "output", "messages", "prompt", "completion")
-
-
-# ShareGPT's speakers ("from") as chat roles.
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
-                  "chatgpt": "assistant", "model": "assistant", "system": "system"}
-
-
-def column_pairs(columns: dict[str, str], present: Iterable[str]) -> dict[str, str]:
-    """{lora_nb's column: the data's column} from a mapping written either way round: in each pair
-    the side that is one of :data:`COLUMN_NAMES` is lora_nb's; where both are, the side that is a
-    column of the data (``present``) is the data's.
-
-    Example:
-        >>> column_pairs({"question": "instruction", "output": "answer"}, ["question", "answer"])
-        {'instruction': 'question', 'output': 'answer'}
-    """
-    present, pairs = set(present), {}
-    for a, b in columns.items():
-        if a in COLUMN_NAMES and b in COLUMN_NAMES:  # the recipe's order, unless only the key is the data's
-            ours, theirs = (b, a) if a in present and b not in present else (a, b)
-        elif a in COLUMN_NAMES or b in COLUMN_NAMES:
-            ours, theirs = (a, b) if a in COLUMN_NAMES else (b, a)
-        else:
-            raise ValueError(f"data.columns: {a}: {b} names none of lora_nb's columns ({', '.join(COLUMN_NAMES)})")
-        pairs[ours] = theirs
-    return pairs
-
-
-def map_columns(rows: Dataset, columns: dict[str, str]) -> Dataset:
-    """``rows`` with the data's columns renamed to lora_nb's (:func:`column_pairs`; a lora_nb-named
-    column a pair replaces is dropped), and ShareGPT turns ({from, value}) in ``messages`` made
-    {role, content} (:func:`sharegpt_batch`).
-
-    Example:
-        >>> from datasets import Dataset
-        >>> map_columns(Dataset.from_list([{"q": "2+2?", "a": "4"}]), {"q": "instruction", "a": "output"})[0]
-        {'instruction': '2+2?', 'output': '4'}
-    """
-    pairs = column_pairs(columns, rows.column_names)
-    for theirs in pairs.values():
-        if theirs not in rows.column_names:
-            raise ValueError(f"data.columns: {theirs!r} is not a column; the data has: {', '.join(rows.column_names)}")
-    rows = rows.remove_columns([ours for ours, theirs in pairs.items()
-                                if ours != theirs and ours in rows.column_names and ours not in pairs.values()])
-    rows = rows.rename_columns({theirs: ours for ours, theirs in pairs.items() if ours != theirs})
-    turns = next((t for t in rows[:100]["messages"] if t), None) if "messages" in pairs else None
-    if turns and {"from", "value"} <= set(turns[0]):
-        rows = rows.map(sharegpt_batch, batched=True)
-    return rows
-
-
-def sharegpt_batch(batch: dict[str, list]) -> dict[str, list]:
-    """A batch of ShareGPT conversations ({from: human/gpt/system, value}) as chat messages ({role, content}).
-
-    Example:
-        >>> sharegpt_batch({"messages": [[{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]]})
-        {'messages': [[{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}]]}
-    """
-    return {"messages": [[{"role": SHAREGPT_ROLES.get(t["from"], t["from"]), "content": t["value"]} for t in turns]
-                         for turns in batch["messages"]]}
-
-
 def alpaca_user_text(row: dict[str, Any]) -> str:
     """The user turn of an alpaca row: the instruction, then the input (if any) after a blank line.
 
@@ -269,29 +205,34 @@ def is_split(source: Any, name: Any) -> bool:
     return isinstance(source, str) and not os.path.isfile(source)
 
 
-def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase | None) -> Dataset:
-    """Rows in one of TRL's SFT formats, so the loss falls on the response tokens only.
+def to_sft_dataset(dataset: Dataset, fmt: str, tokenizer: PreTrainedTokenizerBase | None,
+                   train_on: str | None = None) -> Dataset:
+    """Rows in one of TRL's SFT formats, so the loss falls on the tokens ``train_on`` says (see
+    :func:`sft_conversion`; :func:`loss_flags` gives the SFTConfig flags that go with them).
 
     alpaca becomes prompt/completion (chat turns when the tokenizer has a chat template, else the
     alpaca prompt: :func:`alpaca_batch`). messages stay whole when the template can mask assistant
-    turns (TRL's assistant_only_loss); otherwise the last assistant turn becomes the completion
-    (:func:`last_turn_batch`). text and prompt_completion pass through. Rows are converted a
-    thousand at a time: no per-row Python call.
+    turns (TRL's assistant_only_loss) or every token trains; the last assistant turn becomes the
+    completion (:func:`last_turn_batch`) for last_turn, or by default when the template has no marks;
+    every assistant turn without marks becomes token ids with their mask (:func:`assistant_masks_batch`).
+    text and prompt_completion pass through. Rows are converted a thousand at a time.
 
     Example:
         >>> from datasets import Dataset
         >>> to_sft_dataset(Dataset.from_list([{"instruction": "2+2?", "output": "4"}]), "alpaca", None)[0]
         {'prompt': '### Instruction:\\n2+2?\\n\\n### Response:\\n', 'completion': '4'}
     """
-    convert, kwargs = sft_conversion(fmt, tokenizer)
+    convert, kwargs = sft_conversion(fmt, tokenizer, train_on)
     if convert is None:
         return dataset.select_columns(FORMAT_COLUMNS[fmt])
     return dataset.map(convert, batched=True, remove_columns=dataset.column_names, fn_kwargs=kwargs)
 
 
-def sft_conversion(fmt: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple[Callable[..., dict] | None, dict]:
+def sft_conversion(fmt: str, tokenizer: PreTrainedTokenizerBase | None,
+                   train_on: str | None = None) -> tuple[Callable[..., dict] | None, dict]:
     """(the function that turns a batch of ``fmt`` rows into TRL's format, its keywords); the function
-    is None where TRL takes the rows as they are (their :data:`FORMAT_COLUMNS`).
+    is None where TRL takes the rows as they are (their :data:`FORMAT_COLUMNS`). ``train_on`` is
+    data.train_on, resolved by :func:`effective_train_on`.
 
     Example:
         >>> sft_conversion("alpaca", None)[0].__name__, sft_conversion("text", None)
@@ -299,9 +240,45 @@ def sft_conversion(fmt: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple
     """
     if fmt == "alpaca":
         return alpaca_batch, {"chat": bool(getattr(tokenizer, "chat_template", None))}
-    if fmt == "messages" and not masks_assistant_turns(tokenizer):
+    if fmt != "messages":
+        return None, {}
+    train_on = effective_train_on(fmt, tokenizer, train_on)
+    if train_on == "last_turn":
         return last_turn_batch, {}
+    if train_on == "assistant" and not masks_assistant_turns(tokenizer):
+        return assistant_masks_batch, {"tokenizer": tokenizer}
     return None, {}
+
+
+def effective_train_on(fmt: str, tokenizer: PreTrainedTokenizerBase | None, train_on: str | None) -> str:
+    """What data.train_on ``train_on`` comes to for ``fmt`` rows: text trains every token ("all");
+    alpaca and prompt_completion have one response, so last_turn and assistant both train the
+    completion ("assistant"); messages by default train every assistant turn where the chat template
+    marks them, else the last one.
+
+    Example:
+        >>> effective_train_on("alpaca", None, None), effective_train_on("text", None, "all")
+        ('assistant', 'all')
+    """
+    if fmt == "text" or train_on == "all":
+        return "all"
+    if fmt == "messages" and train_on is None:
+        return "assistant" if masks_assistant_turns(tokenizer) else "last_turn"
+    return "assistant" if fmt != "messages" else train_on
+
+
+def loss_flags(columns: Iterable[str], train_on: str | None) -> dict[str, bool]:
+    """The SFTConfig flags that make TRL's loss fall where ``train_on`` says on rows with ``columns``
+    (as :func:`to_sft_dataset` made them): assistant turns of whole conversations, completions only,
+    unless every token trains.
+
+    Example:
+        >>> loss_flags(["messages"], None), loss_flags(["prompt", "completion"], "all")
+        ({'assistant_only_loss': True}, {'assistant_only_loss': False, 'completion_only_loss': False})
+    """
+    if train_on == "all":
+        return {"assistant_only_loss": False, "completion_only_loss": False}
+    return {"assistant_only_loss": "messages" in columns}
 
 
 def alpaca_batch(batch: dict[str, list], chat: bool) -> dict[str, list]:
@@ -351,3 +328,53 @@ def masks_assistant_turns(tokenizer: PreTrainedTokenizerBase | None) -> bool:
         return get_training_chat_template(tokenizer) is not None
     except Exception:  # TRL knows no training variant of this template
         return False
+
+
+def assistant_masks_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list]:
+    """A batch of messages rows as token ids with an ``assistant_masks`` column (1 on every assistant
+    turn's tokens), for a chat template without ``{% generation %}`` marks: TRL builds its labels from
+    that column as it does from its own masks. Each turn is found by rendering the conversation's
+    prefixes (:func:`assistant_spans`); the ids are the template's text tokenised as TRL does.
+
+    Example:
+        >>> row = assistant_masks_batch({"messages": [[{"role": "user", "content": "hi"},
+        ...                                              {"role": "assistant", "content": "yo"}]]}, tok)
+        >>> [tok.decode(i) for i, m in zip(row["input_ids"][0], row["assistant_masks"][0]) if m]
+        ['yo', '<|end|>', '\\n']
+    """
+    ids, masks = [], []
+    for turns in batch["messages"]:
+        text, spans = assistant_spans(tokenizer, turns)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids.append(encoded["input_ids"])
+        masks.append([int(any(a <= start < b for a, b in spans)) for start, _ in encoded["offset_mapping"]])
+    return {"input_ids": ids, "assistant_masks": masks}
+
+
+class UnmaskableTemplate(ValueError):
+    """A chat template whose assistant turns cannot be told apart by rendering a conversation's prefixes."""
+
+
+def assistant_spans(tokenizer: PreTrainedTokenizerBase, turns: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """(the conversation as its chat template renders it, the character span of each assistant turn):
+    a turn is what rendering the turns up to it adds to the turns before it with the generation
+    prompt. Raises :class:`UnmaskableTemplate` where a render is not the start of the next (the template rewrites
+    earlier turns, e.g. drops past reasoning): such a template cannot be masked this way.
+
+    Example:
+        >>> assistant_spans(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+        ('<|user|>\\nhi<|end|>\\n<|assistant|>\\nyo<|end|>\\n', [(33, 43)])
+    """
+    def render(part: list[dict], prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(part, tokenize=False, add_generation_prompt=prompt)
+
+    text, spans = render(turns), []
+    for i, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            continue
+        before, through = render(turns[:i], prompt=True) if i else "", render(turns[:i + 1])
+        if not (through.startswith(before) and text.startswith(through)):
+            raise UnmaskableTemplate("this chat template rewrites earlier turns as a conversation goes on, so its "
+                                     "assistant turns cannot be masked; use train_on last_turn or all")
+        spans.append((len(before), len(through)))
+    return text, spans

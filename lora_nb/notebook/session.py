@@ -111,6 +111,18 @@ class Session:
                     progress=progress, **settings)
         return self._started(run, background)
 
+    def check_data(self, data: Any, **settings: Any):
+        """Which tokens of a few examples of ``data`` carry loss with the loaded tokenizer
+        (:func:`lora_nb.data.check`; ``settings``: rows, format, train_on, max_length, split, columns).
+
+        Example:
+            >>> s.check_data("train.jsonl", train_on="assistant", rows=2)   # doctest: +SKIP
+        """
+        from ..data.doctor import check
+
+        self.require_model()
+        return check(self.tokenizer, data, **settings)
+
     @strict_flags
     def adapter_note(self, fresh: bool = False, resume: Optional[str] = None) -> str:
         """One line saying what training starts from: a fresh adapter, the adapter as the last run

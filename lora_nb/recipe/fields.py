@@ -29,6 +29,7 @@ VARIANTS = ("lora", "rslora", "dora")
 BIASES = ("none", "all", "lora_only")
 FORMATS = ("text", "alpaca", "messages", "prompt_completion")  # or null: detected from the columns
 TRACKERS = tuple(TRACKER_PACKAGES)  # or null / "none": no tracker
+TRAIN_ON = ("last_turn", "assistant", "all")  # or null: assistant where the chat template marks it, else last_turn
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt")
 
@@ -108,6 +109,12 @@ class DataSection:
         None, "The data's columns under lora_nb's names (text, instruction, input, output, messages, prompt, "
         "completion): {instruction: question, output: answer}; either way round, or question:instruction,"
         "answer:output. ShareGPT turns (from/value) in messages become role/content.")
+    train_on: Optional[str] = setting(
+        None, "Which tokens carry loss: last_turn (the last assistant turn of a conversation), assistant (every "
+        "assistant turn; masked by rendering each conversation's turns where the chat template has no {% generation "
+        "%} marks), all (every token, prompts included). None: assistant where the template marks assistant turns, "
+        "else last_turn. alpaca/prompt_completion train the completion unless all; text always trains all. See what "
+        "it does with lora_nb.data.check.", TRAIN_ON)
 
     def __post_init__(self) -> None:
         self.columns = column_map(self.columns)

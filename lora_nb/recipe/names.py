@@ -96,6 +96,10 @@ KNOWN: tuple[Known, ...] = (
     Known("use_rslora", "lora.variant", P, "true is rslora", _when_true("rslora")),
     Known("dataset_name", "data.path", R),
     Known("dataset_train_split", "data.split", R),
+    # LLaMA-Factory's flags and Unsloth's train_on_responses_only(): true is one data.train_on value, false sets nothing
+    Known("train_on_prompt", "data.train_on", "LLaMA-Factory", "true is all", _when_true("all")),
+    Known("mask_history", "data.train_on", "LLaMA-Factory", "true is last_turn", _when_true("last_turn")),
+    Known("train_on_responses_only", "data.train_on", "Unsloth", "true is assistant", _when_true("assistant")),
     Known("max_steps", "train.steps", T, "-1 is null", _steps),
     Known("num_train_epochs", "train.epochs", T),
     Known("learning_rate", "train.lr", T),

@@ -197,7 +197,7 @@ def train_kwargs(recipe: Recipe) -> dict:
     kwargs = dataclasses.asdict(recipe.train)
     kwargs.update(kwargs.pop("sft"))  # extra SFTConfig arguments travel as train()'s **sft_overrides
     kwargs.update(format=recipe.data.format, split=recipe.data.split, eval=recipe.data.eval,
-                  output_dir=recipe.output_dir, columns=recipe.data.columns)
+                  train_on=recipe.data.train_on, output_dir=recipe.output_dir, columns=recipe.data.columns)
     return kwargs
 
 

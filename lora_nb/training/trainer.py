@@ -64,6 +64,7 @@ def train(
     format: Optional[str] = DataSection.format,
     split: str = DataSection.split,
     columns: Optional[Union[dict, str]] = DataSection.columns,
+    train_on: Optional[str] = DataSection.train_on,
     output_dir: Optional[str] = None,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
@@ -78,7 +79,8 @@ def train(
     ``data``: a json/jsonl/csv/parquet file, a saved dataset folder, a Hub dataset name, a
     ``datasets.Dataset``/``DatasetDict`` or a list of dicts, in text, alpaca, messages or
     prompt/completion format (detected, or named with ``format``), its columns renamed by ``columns``
-    (``{instruction: question, output: answer}``). ``eval``: a fraction of the
+    (``{instruction: question, output: answer}``); ``train_on`` says which tokens carry loss (last_turn,
+    assistant, all: data.train_on; :func:`lora_nb.data.check` shows them). ``eval``: a fraction of the
     rows, a file, or a split name. ``callbacks`` are transformers ``TrainerCallback``s; any other
     keyword goes to ``trl.SFTConfig`` (checked first: a typo names the nearest key). transformers' and
     TRL's names of the settings above work too (``learning_rate``, ``max_steps``,
@@ -112,21 +114,23 @@ def train(
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
             early_stopping=early_stopping, report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format,
-            split=split, columns=columns, output_dir=output_dir, overwrite=overwrite, callbacks=callbacks,
-            recipe=recipe, progress=progress, background=background)
+            split=split, columns=columns, train_on=train_on, output_dir=output_dir, overwrite=overwrite,
+            callbacks=callbacks, recipe=recipe, progress=progress, background=background)
 
 
 def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, *, eval: Any, format: Optional[str],
-           split: str, columns: Any, output_dir: Optional[str], overwrite: bool, callbacks: Sequence[Any],
-           recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
+           split: str, columns: Any, train_on: Optional[str], output_dir: Optional[str], overwrite: bool,
+           callbacks: Sequence[Any], recipe: Optional[Recipe], progress: Optional[bool], background: bool) -> Run:
     from .callbacks import Recorder, RunCallback
     from .prepared import build_trainer
     from ..data.prepare import kept_tokens, prepare
+    from ..hf.formats import loss_flags
     from ..hf.models import pin_4bit_layout
 
     resume, seed = settings["resume"], settings["seed"]
     section = build_section(TrainSection, settings, "train")
-    columns = build_section(DataSection, dict(format=format, split=split, columns=columns), "data").columns
+    columns = build_section(DataSection, dict(format=format, split=split, columns=columns, train_on=train_on),
+                            "data").columns
     if not hasattr(model, "peft_config"):
         raise ConfigError("model", type(model).__name__,
                           problem="has no adapter to train: call lora_nb.inject(model, ...) first")
@@ -138,13 +142,13 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
                                          max_length=section.max_length)
-    # max_length: a 10 MB row is cut before it is tokenised
-    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, seed=seed,
-                                         max_length=kept_tokens(section), columns=columns)
+    train_rows, eval_rows, fmt = prepare(data, tokenizer, format=format, split=split, eval=eval, train_on=train_on,
+                                         seed=seed, max_length=kept_tokens(section),  # a 10 MB row: cut, tokenised
+                                         columns=columns)
 
     try:  # built before anything is written: SFTConfig's own checks (a choice, a combination) come first
         config = sft_config({**device_kwargs(model), "activation_checkpointing": checkpointing,
-                             "assistant_only_loss": "messages" in train_rows.column_names,
+                             **loss_flags(train_rows.column_names, train_on),
                              **tracker_keywords(section.report_to, str(folder)),
                              **sft_config_kwargs(section, str(folder / "checkpoints"), eval_rows is not None,
                                                  len(train_rows))})
@@ -162,7 +166,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
         log.to(run.dir / "log.txt")
         run.recipe = recipe or Recipe(model=model_section(model), lora=lora_section(model),
                                       data=DataSection(path=_data_path(data, run), format=fmt, split=split,
-                                                       eval=_eval_setting(eval, run), columns=columns),
+                                                       train_on=train_on, eval=_eval_setting(eval, run),
+                                                       columns=columns),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
         recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft) and not section.early_stopping)

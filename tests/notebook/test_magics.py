@@ -482,3 +482,21 @@ def test_train_with_early_stopping_as_a_number_or_a_mapping(ip, llama, data_file
         ip.run_line_magic("lora", f"train data={data_file} steps=2 early_stopping=3 output_dir={tmp_path / 'two'}")
     with pytest.raises(UsageError, match=r"train.early_stopping.patience: must be a positive whole number"):
         ip.run_line_magic("lora", f"{train} early_stopping=0 output_dir={tmp_path / 'three'}")
+
+
+def test_data_check_shows_the_loss_mask_and_takes_train_on(ip, llama, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                          {"role": "user", "content": "and?"}, {"role": "assistant", "content": "done"}]}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ip.run_line_magic("lora", f"load {llama}")
+    report = ip.run_line_magic("lora", f"data check data={path} train_on=last_turn rows=1")
+    assert report.train_on == "last_turn" and "".join(report.trained_tokens(0)) == "done<|end|>"
+    every = ip.run_line_magic("lora", f"data check data={path} train_on=all")
+    assert every.rows[0]["trained"] == every.rows[0]["total"]
+    with pytest.raises(UsageError, match=r"data.train_on.*Did you mean 'assistant'"):
+        ip.run_line_magic("lora", f"data check data={path} train_on=asistant")
+    with pytest.raises(UsageError, match=r"needs data=PATH"):
+        ip.run_line_magic("lora", "data check")
+    with pytest.raises(UsageError, match=r"invalid choice"):
+        ip.run_line_magic("lora", f"data show data={path}")

@@ -349,3 +349,14 @@ def test_early_stopping_from_the_train_tab(tiny, demo_data, in_tmp):
     panel.patience.value = 0
     panel.prefill(run.recipe)
     assert panel.patience.value == 2
+
+
+def test_data_tab_checks_the_loss_mask_with_the_train_on_chosen(tiny, demo_data, in_tmp):
+    panel = Panel(model=str(tiny("llama", "demo")), data=str(demo_data[0]))
+    panel.buttons["Load"].click()
+    panel.buttons["Preview"].click()
+    assert "train_on: assistant (default)" in panel.sample.value and "only the completion" in panel.sample.value
+    panel.train_on.value = "all"
+    panel.buttons["Preview"].click()
+    assert "train_on: all (set to all)" in panel.sample.value
+    assert panel.recipe().data.train_on == "all"  # what Train and Export code take

@@ -1,4 +1,5 @@
-"""Verbs of the training step: ``%lora train``, ``%lora sweep``, ``%lora wait``, ``%lora stop``."""
+"""Verbs of the training step: ``%lora data check``, ``%lora train``, ``%lora sweep``, ``%lora wait``,
+``%lora stop``."""
 
 from __future__ import annotations
 
@@ -61,6 +62,26 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
     run = m.session.train(data, fresh=args.fresh, background=args.background, live=m.in_kernel(),
                           overwrite=args.overwrite, **settings)
     return m.shown(run, args.background)
+
+
+CHECK_KEYS = {"data": fields_of(DataSection)["path"],
+              "rows": dataclasses.field(default=3, metadata={"help": "the examples shown (the first ones)"}),
+              **{k: fields_of(DataSection)[k] for k in ("format", "train_on", "split", "columns")},
+              "max_length": fields_of(TrainSection)["max_length"]}
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check"], help="check: which tokens of the first rows carry loss, and why")
+
+
+@verb("data", "check: which tokens of the first rows carry loss (chat template marks, data.train_on)",
+      "%lora data check data=train.jsonl train_on=assistant rows=2", _data_flags, "settings", CHECK_KEYS)
+def _data(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
+    settings = m.settings(args.settings, CHECK_KEYS)
+    if "data" not in settings:
+        raise UsageError("%lora data check needs data=PATH (a file, a Hub dataset, or a notebook variable)")
+    data = settings.pop("data")
+    return m.session.check_data(expand_user(data) if isinstance(data, str) else data, **settings)
 
 
 SWEEP_OPTIONS = {

@@ -15,6 +15,7 @@ import ipywidgets as w
 
 from ...model.discovery import smallest_dimension
 from ...core.errors import ConfigError
+from ...recipe.fields import TRAIN_ON
 from ...recipe.schema import FORMATS, VARIANTS, DataSection, LoraSection, ModelSection
 from ...runs.provenance import unwrap
 from .widgets import RANKS, TABS, WARN, field_tooltip, wide
@@ -114,7 +115,8 @@ class AdapterTab:
 
 
 class DataTab:
-    """The Data tab: the training data, its format, the eval split, and Preview."""
+    """The Data tab: the training data, its format, which tokens train, the eval split, and Preview (the loss
+    mask of the first rows, :func:`lora_nb.data.check`)."""
 
     def data_page(self, data: str) -> w.Widget:
         """The tab's controls (``data``: the path to start with) and page."""
@@ -124,11 +126,13 @@ class DataTab:
                                  description="format", **field_tooltip(DataSection, "format"))
         self.eval = w.Text(description="eval", placeholder="0.1 (a fraction) or eval.jsonl",
                            **field_tooltip(DataSection, "eval"))
+        self.train_on = w.Dropdown(options=[("auto (the template decides)", "")] + [(v, v) for v in TRAIN_ON],
+                                   value="", description="train on", **field_tooltip(DataSection, "train_on"))
         self.sample = w.HTML()
         self.pickers, self.given_columns = w.HBox([]), None  # given_columns: a recipe's, until the pickers show
         self.data.observe(lambda _: self.show_pickers([]), names="value")
-        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.pickers, self.eval,
-                       self.sample])
+        return w.VBox([w.HBox([self.data, self.format, self.buttons["Preview"]]), self.pickers,
+                       w.HBox([self.train_on, self.eval]), self.sample])
 
     def preview(self) -> None:
         from ...data.prepare import read
@@ -138,16 +142,17 @@ class DataTab:
         self.show_sample()
 
     def show_sample(self) -> None:
-        from ...data.preview import preview
-
-        self.sample.value = preview(self.data.value.strip(), self.session.tokenizer, n=3, columns=self.columns(),
-                                    format=self.format.value or None, max_length=self.max_length.value)._repr_html_()
+        """The loss mask of the first rows, turn by turn (:func:`lora_nb.data.check`)."""
+        self.sample.value = self.session.check_data(self.data.value.strip(), rows=3, format=self.format.value or None,
+                                                    train_on=self.train_on.value or None, columns=self.columns(),
+                                                    max_length=self.max_length.value)._repr_html_()
 
     def show_pickers(self, rows: Any) -> None:
         """A column picker per field of the data's format (the one chosen, else the one its columns give
         with the mapping so far or a known shape's, else alpaca's); picking one updates the preview."""
         from ...data.columns import fitting
-        from ...hf.formats import FIELDS, column_pairs, detect_format
+        from ...hf.columns import column_pairs
+        from ...hf.formats import FIELDS, detect_format
 
         names = list(getattr(rows, "column_names", rows))
         try:

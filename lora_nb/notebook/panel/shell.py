@@ -72,6 +72,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         self.dropout.value, self.variant.value = lora.dropout, lora.variant
         self.data.value, self.format.value = self.data.value or data.path, data.format or ""
         self.given_columns = data.columns if self.data.value == data.path else None
+        self.train_on.value = data.train_on or ""
         self.eval.value = "" if data.eval is None else str(data.eval)
         self.lr.value, self.batch_size.value, self.max_length.value = train.lr, train.batch_size, train.max_length
         self.steps.value, self.epochs.value = train.steps or self.steps.value, train.epochs or 0
@@ -86,7 +87,8 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         """The controls as a recipe: validated, recorded and exported like any other (0 and empty: the default)."""
         raw = {"model": dataclasses.asdict(self.session.model_section),
                "data": dict(path=self.data.value.strip(), format=self.format.value or None,
-                            eval=self.eval.value.strip() or None, columns=self.columns()),
+                            eval=self.eval.value.strip() or None, columns=self.columns(),
+                            train_on=self.train_on.value or None),
                "train": dict(steps=self.steps.value or None, epochs=self.epochs.value or None, lr=self.lr.value,
                              batch_size=self.batch_size.value, max_length=self.max_length.value,
                              eval_steps=self.eval_steps.value or None, early_stopping=self.patience.value or None)}
