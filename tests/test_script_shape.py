@@ -34,7 +34,7 @@ TEMPLATES = [EXPORT / "script_main.py", EXPORT / "sweep_main.py"]
 # its template (about 145 lines) a plain LoRA script holds the checkpointing decision (STEP_BYTES against
 # the memory free), the alpaca conversion, the SFTConfig version branch, dtype and device choices and the
 # checkpoint to resume, each with its docstring's first paragraph.
-PLAIN_LINES, QLORA_LINES = 320, 371  # + data.columns and data.train_on: one settings line each (None)
+PLAIN_LINES, QLORA_LINES = 313, 365  # settings only left-out branches read are left out too (EVAL, SEED, COLUMNS...)
 
 
 def recipe(llama, quant=None, path="train.jsonl", **sections):
@@ -160,7 +160,7 @@ def test_export_decides_the_format_of_data_it_can_read(llama, in_tmp, rows, fmt)
     assert f"DATA_FORMAT = {fmt!r}" in script.splitlines()
     assert "detect_format" not in names and "to_sft_dataset" not in names
     hub = lora_nb.to_script(recipe(llama, path="org/dataset"))  # not readable at export time: detected as it runs
-    assert "DATA_FORMAT = None" in hub.splitlines() and "detect_format" in definitions(hub)
+    assert constants(hub).get("DATA_FORMAT") is None and "detect_format" in definitions(hub)
 
 
 @pytest.mark.parametrize("eval, helpers", [(None, set()), (0.25, {"hold_out"}),  # split_eval can hold rows out too
@@ -181,7 +181,7 @@ def test_checkpointing_set_in_the_recipe_leaves_the_memory_model_out(llama):
     # the model's sizes become a table of bytes per token at export: the script carries no memory model
     assert not {"model_dims", "activation_bytes", "ACTIVATIONS", "HEAD_TILE", "step_bytes"} & unset
     assert constants(lora_nb.to_script(recipe(llama)))["STEP_BYTES"] == step_bytes(AutoConfig.from_pretrained(llama))
-    assert constants(lora_nb.to_script(recipe(llama, train={"gradient_checkpointing": True})))["STEP_BYTES"] is None
+    assert "STEP_BYTES" not in constants(lora_nb.to_script(recipe(llama, train={"gradient_checkpointing": True})))
 
 
 @pytest.mark.parametrize("batch_size, max_length", [(1, 16), (4, 1024), (8, 2048), (3, 700)])
@@ -259,3 +259,16 @@ def test_pruning_keeps_the_taken_branchs_comments_and_leaves_unknown_tests_alone
     assert prune("if R:\n    x = 1\n", {"R": None}) == "pass\n"  # a block never ends up empty
     kept = "def f():\n    if R:\n        x = 1\n\n        y = '''a\nb'''\n    return x\n"
     assert prune(kept, {"R": 1}) == "def f():\n    x = 1\n\n    y = '''a\nb'''\n    return x\n"
+
+
+@pytest.mark.parametrize("changes", [{}, {"data": {"eval": 0.25, "columns": {"instruction": "instruction"}}},
+                                     {"model": {"quant": "4bit"}, "train": {"gradient_checkpointing": True}}])
+def test_every_setting_a_script_carries_is_read_by_its_code(llama, in_tmp, changes):
+    """A setting only a left-out branch read goes with it: editing it would change nothing."""
+    alpaca_file(in_tmp)
+    script = lora_nb.to_script(recipe(llama, **changes))
+    code = script.split("# --- end of settings ---", 1)[1]
+    read = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+    assert set(constants(script)) <= read, set(constants(script)) - read
+    assert ("EVAL" in constants(script)) == ("eval" in changes.get("data", {}))
+    assert ("COLUMNS" in constants(script)) == ("columns" in changes.get("data", {}))

@@ -25,7 +25,7 @@ from ..core.errors import ConfigError
 from ..hf.formats import load_rows, loss_flags
 from ..hf.memory_model import step_bytes
 from ..recipe.schema import Recipe, adapter_seed, lora_kwargs
-from .assemble import Template, assemble, read_template
+from .assemble import END, Template, assemble, read_template
 
 
 def render_script(recipe: Recipe) -> str:
@@ -39,8 +39,10 @@ def render_script(recipe: Recipe) -> str:
     """
     settings = script_settings(recipe)
     run = template("script_main.py")
-    lines = "".join(_assignment(name, value) for name, value in settings.items()
-                    if name != "EARLY_STOPPING" or value)  # off, it is read only by the branch that goes
+    code = assemble(_docstring(run), [run], "", settings).split(END, 1)[1]
+    read = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+    # a setting only the branches the recipe leaves out read (COLUMNS, TRAIN_ON, EARLY_STOPPING unset) goes too
+    lines = "".join(_assignment(name, value) for name, value in settings.items() if name in read)
     return assemble(_docstring(run), [run], lines, settings)
 
 
