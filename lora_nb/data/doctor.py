@@ -72,6 +72,9 @@ class LossReport:
                 lines.append(f"{role}: {_bracketed(tokens).rstrip(chr(10))}")  # a trained newline stays: ]] follows
         return "\n".join(lines)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))  # a terminal or a console without HTML shows the text form
+
     def _repr_html_(self) -> str:
         head = "<br>".join(html.escape(line) for line in self._header())
         rows = []

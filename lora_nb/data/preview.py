@@ -54,6 +54,9 @@ class Preview:
             lines.append(text + ("]]" if inside else ""))
         return "\n---\n".join(lines)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))  # a terminal or a console without HTML shows the text form
+
     def _repr_html_(self) -> str:
         import html
 

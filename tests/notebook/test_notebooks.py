@@ -59,6 +59,9 @@ def test_notebook_runs_end_to_end(name, executed):
     if name == "python_api":
         score = re.search(r"exact_match (\d\.\d\d) on 100 rows", text)
         assert score and float(score.group(1)) >= 0.9, "the trained adapter answers the held-out rows"
+        # a Hub-shaped dataset (question/answer): the mapping that fits is named, then applied and checked
+        assert "set data.columns: {instruction: question, output: answer}" in text
+        assert re.search(r"row 1: 2 of \d+ tokens trained", text), "the answer and its end token carry loss"
     if name == "quickstart":
         assert (tmp_path / "train_lora.py").exists()
         assert "odd" in text  # the adapter's answer in the compare table
