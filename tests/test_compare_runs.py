@@ -12,7 +12,8 @@ import lora_nb
 from lora_nb.demo.tiny import tiny_model
 
 PROMPTS = ["Even or odd?\n\n42", "Tell me whether the number is even or odd.\n\n9"]
-GEN = dict(max_new_tokens=6, min_new_tokens=6)  # trained tiny runs would stop at once: keep the answers long enough to differ
+# trained tiny runs would stop at once: min_new_tokens keeps the answers long enough to differ
+GEN = dict(max_new_tokens=6, min_new_tokens=6)
 
 
 def train_run(base, tmp_path, name, lr, steps, parity):
