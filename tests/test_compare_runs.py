@@ -106,3 +106,24 @@ def test_multi_line_prompts_and_answers_stay_in_their_row(llama, two_runs):
     long = lora_nb.inference.generation.Comparison([("word " * 60, "a", "b", "c")],
                                                    headers=["prompt", "base", "run-a", "run-b"])
     assert max(len(line) for line in str(long).splitlines()) <= 100
+
+
+def test_the_panel_compares_the_runs_picked(llama, two_runs, in_tmp):
+    from lora_nb.notebook.panel import Panel
+    from lora_nb.notebook.session import Session
+
+    for run in two_runs:
+        shutil.copytree(run.dir, in_tmp / "runs" / run.name)
+    session = Session()
+    session.load(llama)
+    session.inject(r=4)
+    panel = Panel(session)
+    panel.show_runs()
+    assert sorted(label for label, _ in panel.compare_runs.options) == ["run-a", "run-b"]
+    panel.prompt.value = "Even or odd?\n\n12"
+    panel.compare_runs.value = (dict(panel.compare_runs.options)["run-b"],)
+    panel.buttons["Compare"].click()
+    assert "<th>run-b</th>" in panel.result.value and "<th>adapter</th>" not in panel.result.value
+    panel.compare_runs.value = ()
+    panel.buttons["Compare"].click()
+    assert "<th>adapter</th>" in panel.result.value
