@@ -60,3 +60,36 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
     caption = f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>" if title else ""
     return f"<table class='lora-nb'>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def wrapped_table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = 100) -> str:
+    """An aligned plain-text table of text cells that keeps each row's line breaks inside the row
+    and wraps cells so the table fits ``width`` characters (a notebook column); when a row takes
+    several lines, a blank line sets the rows apart.
+
+    Example:
+        >>> print(wrapped_table(["prompt", "answer"], [["Is 7\\neven?", "odd"]]))
+        prompt  answer
+        ------  ------
+        Is 7    odd
+        even?
+    """
+    import textwrap
+
+    room = max(12, (width - 2 * (len(headers) - 1)) // max(1, len(headers)))
+
+    def lines(text: str) -> list[str]:
+        return [part for line in str(text).split("\n") for part in (textwrap.wrap(line, room) or [""])]
+
+    cells = [[lines(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(line) for row in cells for line in row[i]]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    tall = any(len(c) > 1 for row in cells for c in row)
+    for n, row in enumerate(cells):
+        out += [""] if n and tall else []
+        out += [line([c[i] if i < len(c) else "" for c in row]) for i in range(max(len(c) for c in row))]
+    return "\n".join(out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
 
 from ..core.errors import ConfigError, nearest
 from ..core.quiet import quietly
-from ..core.render import html_table, text_table
+from ..core.render import html_table, wrapped_table
 
 MAX_NEW_TOKENS = 128  # the answer length when a caller does not say
 
@@ -104,7 +105,9 @@ NUMBERS = {"max_new_tokens", "min_new_tokens", "max_length", "min_length", "temp
 @dataclass
 class Comparison:
     """Base and adapter answers to the same prompts, side by side, with a note above when the
-    answers need one (the embedded demo model's base answers are noise).
+    answers need one (the embedded demo model's base answers are noise). ``headers``: prompt, base,
+    then one column per adapter (``adapter``, or each run's name). A multi-line prompt or answer
+    keeps its lines inside its row; long cells wrap to fit a notebook column.
 
     Characters a table cannot show (control characters, the U+FFFD of a broken byte sequence)
     are drawn as ``·``; ``rows`` keeps the answers as generated.
@@ -121,23 +124,23 @@ class Comparison:
         Is 7 even?  ··U   odd
     """
 
-    rows: list[tuple[str, str, str]]
+    rows: list[tuple[str, ...]]
     note: str = ""
-
-    _HEADERS = ["prompt", "base", "adapter"]
+    headers: list[str] = field(default_factory=lambda: ["prompt", "base", "adapter"])
 
     def _shown(self) -> list[list[str]]:
         return [[visible(text) for text in row] for row in self.rows]
 
     def __str__(self) -> str:
-        return (f"{self.note}\n" if self.note else "") + text_table(self._HEADERS, self._shown())
+        return (f"{self.note}\n" if self.note else "") + wrapped_table(self.headers, self._shown())
 
     def _repr_html_(self) -> str:
         import html
 
         note = f"<p><i>{html.escape(self.note)}</i></p>" if self.note else ""
-        return note + html_table(self._HEADERS, self._shown()).replace(
-            "<td>", "<td style='white-space:pre-wrap;text-align:left;vertical-align:top'>")
+        return note + html_table(self.headers, self._shown()).replace(
+            "<td>", "<td style='white-space:pre-wrap;overflow-wrap:anywhere;text-align:left;vertical-align:top;"
+            f"max-width:{max(16, 90 // len(self.headers))}ch'>")
 
 
 UNTRAINED = ("The embedded demo model is untrained: its base answers are random tokens. "
@@ -176,20 +179,41 @@ def is_embedded(model: Any) -> bool:
     return bool(folder) and Path(folder).resolve().parent == cache_dir().resolve()
 
 
-def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]], **generation_kwargs: Any) -> Comparison:
+def compare(model: Any, tokenizer: Any, prompts: Union[str, list[str]],
+            runs: Optional[Sequence[Union[Any, str, Path]]] = None, **generation_kwargs: Any) -> Comparison:
     """Answers from the base model (adapter disabled) and with the adapter, from the same model.
+
+    ``runs``: runs to compare instead of the model's own adapter — :class:`~lora_nb.runs.record.Run`
+    objects, run folders or adapter folders, trained on this base. Each run's adapter is loaded
+    onto the same model as a named adapter, one column each (named by its run's folder; a sweep's
+    point: ``sweep-folder/point-label``), and deleted afterwards: the model's own adapter, still
+    active, is untouched. A run trained on another base is refused with one line.
 
     Example:
         >>> peft_model = lora_nb.load_adapter("base-model", "runs/x/adapter")
         >>> cmp = compare(peft_model, tok, ["Is 12 even or odd?", "Even or odd? 7"], max_new_tokens=4)
         >>> print(cmp.note)  # doctest: +ELLIPSIS
         The embedded demo model is untrained: its base answers are random tokens. Load a pretrained model ...
+        >>> compare(peft_model, tok, "Is 7 even or odd?", runs=["runs/a", "runs/b"]).headers  # doctest: +SKIP
+        ['prompt', 'base', 'a', 'b']
     """
     if not hasattr(model, "disable_adapter"):
         raise ConfigError("model", type(model).__name__,
                           problem="has no adapter to compare; call lora_nb.inject or load_adapter first")
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
+    note = UNTRAINED if is_embedded(model) else ""
+    if runs is not None:
+        from .run_adapters import runs_loaded
+
+        check_generation_kwargs(generation_kwargs)  # before any adapter is loaded
+        with runs_loaded(model, runs) as loaded:
+            with model.disable_adapter():
+                columns = [generate(model, tokenizer, batch, **generation_kwargs)]
+            for _, adapter in loaded:
+                model.set_adapter(adapter)
+                columns.append(generate(model, tokenizer, batch, **generation_kwargs))
+        return Comparison(list(zip(batch, *columns)), note, ["prompt", "base"] + [name for name, _ in loaded])
     with model.disable_adapter():
         base = generate(model, tokenizer, batch, **generation_kwargs)
     tuned = generate(model, tokenizer, batch, **generation_kwargs)
-    return Comparison(list(zip(batch, base, tuned)), note=UNTRAINED if is_embedded(model) else "")
+    return Comparison(list(zip(batch, base, tuned)), note=note)

@@ -500,3 +500,24 @@ def test_data_check_shows_the_loss_mask_and_takes_train_on(ip, llama, tmp_path):
         ip.run_line_magic("lora", "data check")
     with pytest.raises(UsageError, match=r"invalid choice"):
         ip.run_line_magic("lora", f"data show data={path}")
+
+
+def test_compare_runs_magic_answers_with_each_runs_adapter(ip, llama, data_file, in_tmp):
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    for name, lr in (("a", 5e-2), ("b", 1e-2)):
+        ip.run_line_magic("lora", f"train data={data_file} steps=2 lr={lr} batch_size=4 max_length=64 "
+                                  f"output_dir=runs/{name} --fresh")
+    active = session(ip).model.active_adapter
+    result = ip.run_line_magic("lora", 'compare --max-new-tokens 4 --runs runs/a b "Even or odd? 7"')
+    assert result.headers == ["prompt", "base", "a", "b"] and result.rows[0][0] == "Even or odd? 7"
+    alone = lora_nb.load_adapter(llama, "runs/b/adapter")
+    assert result.rows[0][3] == lora_nb.generate(alone, session(ip).tokenizer, "Even or odd? 7", max_new_tokens=4)
+    cell = ip.run_cell_magic("lora", "compare --runs a --max-new-tokens 4", "Even or odd?\n\n7")
+    assert cell.headers == ["prompt", "base", "a"] and cell.rows[0][0] == "Even or odd?\n\n7"
+    assert session(ip).model.active_adapter == active and list(session(ip).model.peft_config) == [active]
+    assert ip.run_line_magic("lora", 'compare --max-new-tokens 4 "Even or odd? 7"').headers[-1] == "adapter"
+    with pytest.raises(UsageError, match="name the runs, then the prompt"):
+        ip.run_line_magic("lora", "compare --runs a")
+    with pytest.raises(UsageError, match="runs: nowhere"):
+        ip.run_line_magic("lora", 'compare --runs nowhere "hi"')

@@ -64,6 +64,18 @@ def _eval(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
     return m.session.evaluate(settings.pop("data"), **settings)
 
 
-@verb("compare", "base vs adapter answers side by side", '%lora compare "Is 7 even or odd?"', _gen_flags, "prompt")
+def _compare_flags(p: argparse.ArgumentParser) -> None:
+    _gen_flags(p)
+    p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
+                   help="runs to compare (run folders, names under runs/, or adapter folders), one column each")
+
+
+@verb("compare", "base vs adapter answers side by side (or base vs runs: --runs A B)",
+      '%lora compare --runs runs/a runs/b "Is 7 even or odd?"', _compare_flags, "prompt")
 def _compare(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
-    return m.session.compare([_prompt(args, cell, "compare")], **given(max_new_tokens=args.max_new_tokens))
+    runs = args.runs
+    if runs and cell is None and not args.settings:  # --runs A B "prompt": the prompt is the last word
+        if len(runs) < 2:
+            raise UsageError('%lora compare --runs RUN [RUN ...] "your prompt": name the runs, then the prompt')
+        runs, args.settings = runs[:-1], runs[-1:]
+    return m.session.compare([_prompt(args, cell, "compare")], **given(max_new_tokens=args.max_new_tokens, runs=runs))

@@ -1,6 +1,6 @@
 """The panel's last two tabs: Runs (the runs table over their loss curves; a prompt answered by
-Generate, or by base and adapter side by side with Compare) and Export (the session as a standalone
-script: shown with Copy, or saved to a file).
+Generate, or by base and adapter side by side with Compare, or by base and the runs picked) and
+Export (the session as a standalone script: shown with Copy, or saved to a file).
 
 A widget cannot add a notebook cell in JupyterLab 4 (``set_next_input`` reaches only the cell being
 executed, and outputs' JavaScript cannot reach the notebook without a frontend extension): Export
@@ -28,12 +28,21 @@ class RunsTab:
         """The tab's controls and page."""
         self.runs, self.result = w.HTML(), w.HTML()
         self.prompt = w.Textarea(placeholder="a prompt for Generate / Compare", layout=wide())
+        self.compare_runs = w.SelectMultiple(options=[], rows=3, description="runs", layout=w.Layout(width="20em"),
+                                             tooltip="Compare answers with these runs' adapters (none: this adapter)")
         b = self.buttons
-        return w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]])]), self.result])
+        return w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]]), self.compare_runs]),
+                       self.result])
 
     def show_runs(self) -> None:
         """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
+        from ...inference.run_adapters import run_adapter
+
         table = self.session.run_table()
+        picked = self.compare_runs.value
+        self.compare_runs.options = [(run_adapter(run)[0], str(run.dir)) for run in table.runs
+                                     if (run.adapter_dir / "adapter_config.json").is_file()]
+        self.compare_runs.value = tuple(v for v in picked if v in dict(self.compare_runs.options).values())
         if not table.runs:
             self.runs.value = "<i>no runs yet</i>"
             return
@@ -45,7 +54,8 @@ class RunsTab:
         self.result.value = f"<pre>{html.escape(answer)}</pre>"
 
     def compare(self) -> None:
-        self.result.value = self.session.compare([self.prompt.value])._repr_html_()
+        runs = list(self.compare_runs.value) or None  # none picked: base vs the model's adapter
+        self.result.value = self.session.compare([self.prompt.value], runs=runs)._repr_html_()
 
 
 class ExportTab:
