@@ -120,7 +120,8 @@ class Run(Background):
         """Write ``run.json`` (status, steps, last saved step, why, and which process) atomically."""
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
                 "message": self.message, "summary": self.summary, "started": self.started, **this_process(),
-                "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early, "rows": self.rows}
+                "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early,
+                "rows": self.rows}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
         (self.dir / PREPARING).unlink(missing_ok=True)  # training has begun: the folder is a run now
 
