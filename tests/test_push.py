@@ -13,6 +13,14 @@ import lora_nb
 from lora_nb.inference.publish import NO_TOKEN
 
 
+@pytest.fixture(autouse=True)
+def in_test_tmp(tmp_path, monkeypatch):
+    """Dry runs leave their folder for the caller: here, in the test's own tmp folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def run(llama, parity, tmp_path_factory):
     """A finished run with eval data, eval losses logged and one evaluate() recorded in evals.jsonl."""
@@ -80,7 +88,8 @@ def test_the_pushed_adapter_gives_the_runs_logits(run, llama):
     dtype = ours.get_base_model().dtype  # lora_nb's dtype="auto": bf16 where the CPU has it, as the run trained
     pushed = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama, dtype=dtype), folder).eval()
     assert torch.equal(logits(pushed, tok), logits(ours, tok))
-    assert not torch.equal(logits(pushed, tok), logits(AutoModelForCausalLM.from_pretrained(llama, dtype=dtype).eval(), tok))
+    plain = AutoModelForCausalLM.from_pretrained(llama, dtype=dtype).eval()
+    assert not torch.equal(logits(pushed, tok), logits(plain, tok))
 
 
 def test_merged_dry_run_loads_with_transformers_alone(run, llama):
@@ -108,15 +117,12 @@ def test_a_peft_model_pushes_its_adapter(llama):
 
 
 def test_no_token_is_one_line_before_anything_is_built(run, tmp_path, monkeypatch):
-    import tempfile
-
     import huggingface_hub.constants
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(lora_nb.ConfigError) as e:
         lora_nb.push(run, "me/x")
     assert str(e.value) == f"push: {NO_TOKEN}."
