@@ -39,6 +39,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "save": "runs.adapters",
     "load_adapter": "model.attach",
     "merge": "inference.merging",
+    "push": "inference.publish",
     "Recipe": "recipe.schema",
     "suggest": "model.heuristics",
     "run": "experiments.pipeline",

@@ -70,6 +70,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .inference.publish import push
+
+    print(push(args.run, args.repo, merged=args.merged, private=not args.public, dry_run=args.dry_run))
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> Optional[str]:
     """The engine export's launch options choose (None: DDP), once they are checked to fit together."""
     from .export.launch import ZERO_STAGES
@@ -127,6 +134,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fsdp", action="store_true", help="with --launcher: shard the weights with FSDP (LoRA and QLoRA)")
     e.add_argument("--deepspeed", metavar="zero2|zero3", help="with --launcher: DeepSpeed ZeRO stage 2 or 3")
     e.set_defaults(fn=_export)
+    u = sub.add_parser("push", help="a run's adapter (or merged model) to the Hugging Face Hub with a model card")
+    u.add_argument("run", help="the run folder")
+    u.add_argument("repo", help="the Hub repo id, user/name")
+    u.add_argument("--merged", action="store_true", help="push the merged model instead of the adapter")
+    u.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+    u.add_argument("--dry-run", action="store_true", help="build the folder and model card, upload nothing")
+    u.set_defaults(fn=_push)
     sub.add_parser("doctor", help="versions against the tested matrix, device, dtype, "
                                   "4-bit path, caches").set_defaults(fn=_doctor)
     return p

@@ -244,6 +244,21 @@ class Session:
         self.require_idle()
         return merge(self.model, folder, tokenizer=self.tokenizer, **kwargs)
 
+    def push(self, repo_id: str, run: Any = None, **kwargs: Any):
+        """lora_nb.push of ``run`` (a Run or run folder; default: this session's last run).
+
+        Example:
+            >>> Session().push("me/my-lora", run="runs/x", dry_run=True)  # doctest: +SKIP
+        """
+        from ..inference.publish import push
+
+        if run is None:
+            if not self.runs:
+                raise ConfigError("run", problem="no run in this session yet: train one, or give run=RUN_DIR")
+            run = self.runs[-1]
+        self.require_idle()
+        return push(run, repo_id, **kwargs)
+
     @strict_flags
     def run_recipe(self, recipe: Recipe, live: bool = True, *, on_loaded_base: bool = False, background: bool = False,
                    callbacks: Any = (), progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = print):

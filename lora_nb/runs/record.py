@@ -66,6 +66,7 @@ class Run(Background):
         self.divergence = ""  # why training diverged, once it has
         self.best: dict = {}  # under early stopping: the best eval's metric, value and step (its adapter is kept)
         self.stopped_early = ""  # "stopped early at step N (eval_loss did not improve for 3 evals)", status finished
+        self.rows: dict = {}  # the rows trained and evaluated on, {"train": n, "eval": m} (a model card states them)
         self._save_now = threading.Event()
 
     @property
@@ -119,7 +120,8 @@ class Run(Background):
         """Write ``run.json`` (status, steps, last saved step, why, and which process) atomically."""
         info = {"status": self.status, "step": self.step, "max_steps": self.max_steps, "saved_step": self.saved_step,
                 "message": self.message, "summary": self.summary, "started": self.started, **this_process(),
-                "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early}
+                "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early,
+                "rows": self.rows}
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
         (self.dir / PREPARING).unlink(missing_ok=True)  # training has begun: the folder is a run now
 
@@ -188,6 +190,7 @@ class Run(Background):
         run.summary, run.checkpointing = info.get("summary", {}), info.get("gradient_checkpointing")
         run.started = info.get("started") or started_time(folder)
         run.best, run.stopped_early = info.get("best", {}), info.get("stopped_early", "")
+        run.rows = info.get("rows", {})
         if run.status == "running" and not process_alive(info):
             run.status = "killed"
             run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"

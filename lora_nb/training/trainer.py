@@ -157,6 +157,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
             "train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
+    run.rows = {"train": len(train_rows), "eval": len(eval_rows) if eval_rows is not None else 0}
     before = set(folder.iterdir()) if folder.is_dir() else None
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -521,3 +521,20 @@ def test_compare_runs_magic_answers_with_each_runs_adapter(ip, llama, data_file,
         ip.run_line_magic("lora", "compare --runs a")
     with pytest.raises(UsageError, match="runs: nowhere"):
         ip.run_line_magic("lora", 'compare --runs nowhere "hi"')
+
+
+def test_push_dry_run_of_the_last_run_or_a_named_one(ip, llama, data_file, tmp_path, capsys):
+    with pytest.raises(UsageError, match=r"no run in this session yet"):
+        ip.run_line_magic("lora", "push me/x --dry-run")
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 max_length=64 "
+                                    f"output_dir={tmp_path / 'run'}")
+    capsys.readouterr()
+    ip.run_line_magic("lora", "push me/x --dry-run")
+    out = capsys.readouterr().out
+    assert out.startswith("dry run:") and "files for me/x" in out
+    ip.run_line_magic("lora", f"push me/y --dry-run run={run.dir}")
+    assert "files for me/y" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=r"unrecognized arguments|the following arguments are required"):
+        ip.run_line_magic("lora", "push --dry-run")

@@ -1,4 +1,4 @@
-"""Verbs that write the result: ``%lora save``, ``%lora merge``, ``%lora export``.
+"""Verbs that write the result: ``%lora save``, ``%lora merge``, ``%lora export``, ``%lora push``.
 
 Each refuses a folder that is not empty (an existing file) unless given ``--overwrite``, as the
 API's ``overwrite=True``; ``--force`` is the same flag's old name, still accepted.
@@ -7,6 +7,7 @@ API's ``overwrite=True``; ``--force`` is the same flag's old name, still accepte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, Optional
 
 from ...core.files import check_free
@@ -60,4 +61,25 @@ def _export(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any
         print(f"wrote {path} — run it with: accelerate launch {path}")
     elif not args.cell:
         return Code(script, language="python")
+    return None
+
+
+PUSH_KEYS = {"run": dataclasses.field(default="", metadata={"help": "the run folder to push (default: the "
+                                                                    "session's last run)"})}
+
+
+def _push_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("repo", help="the Hub repo id, user/name")
+    p.add_argument("--merged", action="store_true", help="push the merged model instead of the adapter")
+    p.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+    p.add_argument("--dry-run", action="store_true", help="build the folder and model card, upload nothing")
+
+
+@verb("push", "the last run's adapter (or merged model) to the Hugging Face Hub with a model card",
+      "%lora push me/my-lora --dry-run", _push_flags, free="settings", keys=PUSH_KEYS)
+def _push(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
+    settings = m.settings(args.settings, PUSH_KEYS)
+    result = m.session.push(args.repo, run=settings.get("run") or None, merged=args.merged,
+                            private=not args.public, dry_run=args.dry_run)
+    print(result)
     return None

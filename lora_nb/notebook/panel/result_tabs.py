@@ -1,6 +1,7 @@
 """The panel's last two tabs: Runs (the runs table over their loss curves; a prompt answered by
 Generate, or by base and adapter side by side with Compare, or by base and the runs picked) and
-Export (the session as a standalone script: shown with Copy, or saved to a file).
+Export (the session as a standalone script: shown with Copy, or saved to a file; the last run pushed
+to the Hub with a model card).
 
 A widget cannot add a notebook cell in JupyterLab 4 (``set_next_input`` reaches only the cell being
 executed, and outputs' JavaScript cannot reach the notebook without a frontend extension): Export
@@ -59,14 +60,26 @@ class RunsTab:
 
 
 class ExportTab:
-    """The Export tab: Export code shows the session's script with Copy; Save to file writes it."""
+    """The Export tab: Export code shows the session's script with Copy; Save to file writes it; Push to
+    Hub uploads the last run's adapter with a model card (dry run: builds it and shows the card)."""
 
     def export_page(self) -> w.Widget:
         """The tab's controls and page."""
         self.export_file = w.Text(value="train_lora.py", description="file", layout=w.Layout(width="22em"))
         self.code = w.HTML()
+        self.repo_id = w.Text(placeholder="user/name", description="repo id", layout=w.Layout(width="22em"))
+        self.push_dry = w.Checkbox(value=False, description="dry run (upload nothing)", indent=False)
         b = self.buttons
-        return w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]), self.code])
+        return w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]),
+                       w.HBox([b["Push to Hub"], self.repo_id, self.push_dry]), self.code])
+
+    def push(self) -> None:
+        repo = self.repo_id.value.strip()
+        if not repo:
+            raise ConfigError("repo id", problem="name the Hub repo to push to, e.g. me/my-lora")
+        result = self.session.push(repo, dry_run=self.push_dry.value)
+        self.say(html.escape(str(result)))
+        self.code.value = f"<pre class='lora-nb-code'>{html.escape(result.card)}</pre>"
 
     def export(self) -> None:
         script = self.session.export()

@@ -43,7 +43,8 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
                  self.runs_page(), self.export_page()]
         actions = {"Load": self.load, "Preview": self.preview, "Train": self.train, "Sweep": self.sweep,
                    "Stop": self.stop, "Save now": self.save_now, "Generate": self.generate, "Compare": self.compare,
-                   "Export code": self.export, "Save to file": self.save_script}
+                   "Export code": self.export, "Save to file": self.save_script,
+                   "Push to Hub": self.push}
         for name, fn in actions.items():
             self.buttons[name].on_click(self._guarded(fn))
         self.tabs = w.Tab(children=pages)
