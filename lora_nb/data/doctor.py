@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 from ..core.errors import strict_flags
 from ..core.quiet import quietly
 from ..recipe.schema import DataSection, build_section
-from .preview import preview
+from .preview import bracketed, preview
 from .prepare import read
 
 FOLD_CHARS = 600  # a row whose text is longer starts folded in a notebook
@@ -69,7 +69,7 @@ class LossReport:
         for n, row in enumerate(self.rows, 1):
             lines.append(f"--- row {n}: {row['trained']} of {row['total']} tokens trained")
             for role, tokens in row["turns"]:
-                lines.append(f"{role}: {_bracketed(tokens).rstrip(chr(10))}")  # a trained newline stays: ]] follows
+                lines.append(f"{role}: {bracketed(tokens).rstrip(chr(10))}")  # a trained newline stays: ]] follows
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -103,7 +103,7 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
         format: messages · chat template: marks assistant tokens · train_on: assistant (default)
         every assistant turn is trained (TRL's assistant_only_loss, ...
         [[…]] carries loss
-        --- row 1: 3 of 8 tokens trained
+        --- row 1: 3 of ... tokens trained
         user: <|user|>
         hi<|end|>
         assistant: <|assistant|>
@@ -151,16 +151,6 @@ def _turns(tokenizer: Any, messages: list[dict], tokens: list[tuple[str, bool]])
         turns[k][1].append(token)
         at += len(token[0])
     return [turn for turn in turns if turn[1]]
-
-
-def _bracketed(tokens: list[tuple[str, bool]]) -> str:
-    text, inside = "", False
-    for token, loss in tokens:
-        if loss != inside:
-            text += "[[" if loss else "]]"
-            inside = loss
-        text += token
-    return text + ("]]" if inside else "")
 
 
 def _spans(tokens: list[tuple[str, bool]]) -> str:

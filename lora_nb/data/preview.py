@@ -43,16 +43,7 @@ class Preview:
         return "".join(t for t, loss in self.rows[i] if loss)
 
     def __str__(self) -> str:
-        lines = [f"format: {self.format}; [[…]] carries loss"]
-        for row in self.rows:
-            text, inside = "", False
-            for token, loss in row:
-                if loss != inside:
-                    text += "[[" if loss else "]]"
-                    inside = loss
-                text += token
-            lines.append(text + ("]]" if inside else ""))
-        return "\n---\n".join(lines)
+        return "\n---\n".join([f"format: {self.format}; [[…]] carries loss", *map(bracketed, self.rows)])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))  # a terminal or a console without HTML shows the text form
@@ -70,6 +61,22 @@ class Preview:
         return (f"<div><b>format: {html.escape(self.format)}</b> — <span style='background:#c8f7c5'>highlighted</span> "
                 f"tokens carry loss{blocks}</div>")
 
+
+
+def bracketed(tokens: list[tuple[str, bool]]) -> str:
+    """The tokens' text with each run of tokens that carry loss in ``[[…]]``.
+
+    Example:
+        >>> bracketed([("2+2=", False), ("4", True), ("</s>", True)])
+        '2+2=[[4</s>]]'
+    """
+    text, inside = "", False
+    for token, loss in tokens:
+        if loss != inside:
+            text += "[[" if loss else "]]"
+            inside = loss
+        text += token
+    return text + ("]]" if inside else "")
 
 @quietly()
 def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = None, split: str = "train",

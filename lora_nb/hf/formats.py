@@ -340,7 +340,7 @@ def assistant_masks_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizer
         >>> row = assistant_masks_batch({"messages": [[{"role": "user", "content": "hi"},
         ...                                              {"role": "assistant", "content": "yo"}]]}, tok)
         >>> [tok.decode(i) for i, m in zip(row["input_ids"][0], row["assistant_masks"][0]) if m]
-        ['yo', '<|end|>', '\\n']
+        ['y', 'o', '<|end|>']
     """
     ids, masks = [], []
     for turns in batch["messages"]:
@@ -363,7 +363,7 @@ def assistant_spans(tokenizer: PreTrainedTokenizerBase, turns: list[dict]) -> tu
 
     Example:
         >>> assistant_spans(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
-        ('<|user|>\\nhi<|end|>\\n<|assistant|>\\nyo<|end|>\\n', [(33, 43)])
+        ('<|user|>\\nhi<|end|>\\n<|assistant|>\\nyo<|end|>', [(33, 42)])
     """
     def render(part: list[dict], prompt: bool = False) -> str:
         return tokenizer.apply_chat_template(part, tokenize=False, add_generation_prompt=prompt)
