@@ -150,6 +150,16 @@ def test_preview_shows_the_mapped_rows(llama):
     assert "".join(t for t, loss in shown.rows[0] if loss).startswith("4")
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_loss_mask_check_reads_the_mapped_rows(llama, shape):
+    tok = lora_nb.load(llama)[1]
+    renamed, own, columns = SHAPES[shape]
+    pairs = [("2+2?", "4"), ("3+3?", "6")]
+    mapped = lora_nb.data.check(tok, [own(q, a) for q, a in pairs], rows=2, columns=columns)
+    by_hand = lora_nb.data.check(tok, [renamed(q, a) for q, a in pairs], rows=2)
+    assert str(mapped) == str(by_hand) and mapped.rows[0]["trained"] > 0
+
+
 def test_the_exported_script_maps_the_columns_as_lora_nb_does(llama, parity, tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in examples(parity, 24)))

@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 from ..core.errors import strict_flags
 from ..core.quiet import quietly
 from ..recipe.schema import DataSection, build_section
+from .columns import apply
 from .preview import bracketed, preview
 from .prepare import read
 
@@ -125,7 +126,7 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
         how = "default" if train_on is None else "set"
     elif kind == "messages" and effective == "assistant":
         how = "marks" if marks else "rendered"
-    raw = read(data, split).select(range(len(shown.rows))) if fmt == "messages" else None
+    raw = apply(read(data, split).select(range(len(shown.rows))), columns) if fmt == "messages" else None
     reports = []
     for i, tokens in enumerate(shown.rows):
         turns = _turns(tokenizer, raw[i]["messages"], tokens) if raw is not None else [(fmt, tokens)]
