@@ -284,6 +284,31 @@ class Session:
                       progress=not live if progress is None else progress, on_model=keep)
         return self._started(started, background)
 
+    @strict_flags
+    def resume(self, run: Optional[str] = None, *, mirror: Optional[str] = None, runs: str = "runs", live: bool = True,
+               background: bool = False, say: Optional[Callable[[str], None]] = print):
+        """Continue the newest killed, interrupted or stopped run (or ``run``) with :func:`lora_nb.resume`:
+        its base reloaded as recorded becomes the session's model. None when nothing is left to resume.
+
+        Example:
+            >>> Session().resume(runs="/nonexistent-lora_nb-runs", mirror="/nonexistent-lora_nb-mirror")
+            nothing to resume: no killed, interrupted or stopped run with a checkpoint in /nonexistent-lora_nb-runs, \
+/nonexistent-lora_nb-mirror
+        """
+        from ..experiments.resume import resume
+
+        self.require_idle()
+
+        def keep(model: Any, tokenizer: Any) -> None:
+            self.model, self.tokenizer = model, tokenizer
+
+        started = resume(run, mirror=mirror, runs=runs, callbacks=_live((), live, background), background=background,
+                         progress=not live, on_model=keep, say=say)
+        if started is None:
+            return None
+        self.model_section, self.lora_section = started.recipe.model, started.recipe.lora
+        return self._started(started, background)
+
     def recipe(self) -> Recipe:
         """The experiment so far: the last run's recipe. Before any run there is no data to put in a
         recipe, so it raises a ConfigError saying what to run first (and, with no model, to load one).
