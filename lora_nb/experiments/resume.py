@@ -42,10 +42,10 @@ def resumable(run: Optional[PathLike] = None, *, mirror: Optional[PathLike] = No
     looked = [root, *mirrors]
     if run is not None:
         return (*_named(run, root, mirrors), looked)
-    found = [(r, None) for r in find_runs(root) if _can_resume(r)]
+    found = [(r, None) for r in find_runs(root) if can_resume(r)]
     for place in mirrors:
         found += [(r, place) for r in find_runs(place)
-                  if _can_resume(r) and not (root / r.dir.relative_to(place)).exists()]
+                  if can_resume(r) and not (root / r.dir.relative_to(place)).exists()]
     if not found:
         return None, None, looked
     chosen, place = max(found, key=lambda pair: (pair[0].started, pair[1] is None))
@@ -101,7 +101,13 @@ def resume(run: Optional[PathLike] = None, *, mirror: Optional[PathLike] = None,
     return run_recipe(recipe, callbacks=callbacks, background=background, progress=progress, on_model=on_model)
 
 
-def _can_resume(run: Run) -> bool:
+def can_resume(run: Run) -> bool:
+    """Whether ``run`` was left unfinished (killed, interrupted, stopped) with a complete checkpoint to go on from.
+
+    Example:
+        >>> can_resume(Run("/nonexistent-lora_nb-run"))
+        False
+    """
     return run.status in RESUMABLE and last_checkpoint(run.dir) is not None
 
 
