@@ -43,6 +43,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "Recipe": "recipe.schema",
     "suggest": "model.heuristics",
     "run": "experiments.pipeline",
+    "resume": "experiments.resume",
     "sweep": "experiments.sweeps.sweep",
     "Sweep": "experiments.sweeps.sweep",
     "to_script": "experiments.pipeline",

@@ -284,6 +284,49 @@ class Session:
                       progress=not live if progress is None else progress, on_model=keep)
         return self._started(started, background)
 
+    @strict_flags
+    def resume(self, run: Optional[str] = None, *, mirror: Optional[str] = None, runs: str = "runs", live: bool = True,
+               background: bool = False, callbacks: Any = (), say: Optional[Callable[[str], None]] = print):
+        """:func:`lora_nb.resume` (the newest unfinished run, or ``run``): the base it reloads becomes the session's.
+
+        Example:
+            >>> Session().resume(runs="/nonexistent-lora_nb-runs", mirror="/nonexistent-lora_nb-mirror")
+            nothing to resume: no killed, interrupted or stopped run with a checkpoint in /nonexistent-lora_nb-runs, \
+/nonexistent-lora_nb-mirror
+        """
+        from ..experiments.resume import resume
+
+        self.require_idle()
+
+        def keep(model: Any, tokenizer: Any) -> None:
+            self.model, self.tokenizer = model, tokenizer
+
+        started = resume(run, mirror=mirror, runs=runs, callbacks=_live(callbacks, live, background),
+                         background=background, progress=not live, on_model=keep, say=say)
+        if started is not None:
+            self.model_section, self.lora_section = started.recipe.model, started.recipe.lora
+            self._started(started, background)
+        return started
+
+    def load_adapter(self, folder: str):
+        """The adapter of the run in ``folder`` on the loaded base (replacing its adapter; none loaded: the run's).
+
+        Example:
+            >>> s.load_adapter("runs/20261128-101500-r4-attention-lr2e-4")   # doctest: +SKIP
+        """
+        from ..model.attach import load_adapter
+        from ..runs.record import Run
+
+        self.require_idle()
+        run = Run.load(expand_user(folder))
+        if self.model is None and run.recipe is not None:
+            self.load(**dataclasses.asdict(run.recipe.model))
+        self.require_model()
+        base = self.model.unload() if hasattr(self.model, "peft_config") else self.model
+        self.model = load_adapter(base, run.adapter_dir, trainable=True)
+        self.lora_section, self.trained_by = (run.recipe.lora if run.recipe else None), run
+        return run
+
     def recipe(self) -> Recipe:
         """The experiment so far: the last run's recipe. Before any run there is no data to put in a
         recipe, so it raises a ConfigError saying what to run first (and, with no model, to load one).

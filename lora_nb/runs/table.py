@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any, Optional, Sequence
 
-from ..core.render import html_table, text_table
+from ..core.render import fmt, html_table, text_table
 from .record import Run
 
 
@@ -40,6 +42,27 @@ class RunTable:
                         _duration(run.summary.get("train_runtime"))])
         return out
 
+    COMPACT_HEADERS = ["run", "label", "status", "step", "loss", "eval loss", "score", "time"]
+
+    def compact_html(self, width: int = 24) -> str:
+        """The table narrow enough for a notebook column (the panel's Runs tab): a run's name as its
+        compact start time (a sweep's point under its sweep's), its label, status and results; no
+        cell longer than ``width`` characters, the full folder in the run cell's tooltip.
+
+        Example:
+            >>> RunTable([Run("runs/20261128-101500-r4-attention-lr2e-4")]).compact_html().count("<tr>")
+            2
+        """
+        rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in self.COMPACT_HEADERS) + "</tr>"]
+        for run in self.runs:
+            cells = [short_name(run), run.label, run.status, f"{run.step}/{run.max_steps}", run.last("loss"),
+                     run.last("eval_loss"), run.eval_score, _duration(run.summary.get("train_runtime"))]
+            text = [_clip(fmt(c), width) for c in cells]
+            tips = [str(run.dir), run.label] + [""] * (len(cells) - 2)
+            rows.append("<tr>" + "".join(f"<td title='{html.escape(tip)}'>{html.escape(t)}</td>" if tip else
+                                         f"<td>{html.escape(t)}</td>" for t, tip in zip(text, tips)) + "</tr>")
+        return f"<table class='lora-nb' style='white-space:nowrap'>{''.join(rows)}</table>"
+
     def figure(self):
         from ..core.charts import loss_figure
 
@@ -54,6 +77,32 @@ class RunTable:
         if not self.runs:
             return "<p>no runs yet</p>"
         return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
+
+
+def short_name(run: Run) -> str:
+    """A run's name in a few characters: its start time as ``MM-DD HH:MM`` for a timestamped folder
+    (the label is a column of its own), under its sweep's (``sweep 11-28 10:15/r4-s0``) for a sweep's point.
+
+    Example:
+        >>> short_name(Run("runs/20261128-101500-r4-attention-lr2e-4")), short_name(Run("runs/mine"))
+        ('11-28 10:15', 'mine')
+        >>> short_name(Run("runs/sweep-20261128-101500/r4-s0"))
+        'sweep 11-28 10:15/r4-s0'
+    """
+    parent = run.dir.parent.name
+    if parent.startswith("sweep-"):
+        return f"sweep {_stamp(parent.removeprefix('sweep-'))}/{run.name}"
+    return _stamp(run.name)
+
+
+def _stamp(name: str) -> str:
+    """``20261128-101500-…`` as ``11-28 10:15``; any other name as it is."""
+    found = re.match(r"\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)\d\d(?:-|$)", name)
+    return f"{found[1]}-{found[2]} {found[3]}:{found[4]}" if found else name
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _when(started: float) -> Optional[str]:

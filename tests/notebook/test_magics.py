@@ -538,3 +538,30 @@ def test_push_dry_run_of_the_last_run_or_a_named_one(ip, llama, data_file, tmp_p
     assert "files for me/y" in capsys.readouterr().out
     with pytest.raises(UsageError, match=r"unrecognized arguments|the following arguments are required"):
         ip.run_line_magic("lora", "push --dry-run")
+
+
+def test_resume_magic_continues_a_stopped_run_and_the_session_takes_its_model(ip, llama, data_file, in_tmp, capsys):
+    from transformers import TrainerCallback
+
+    class StopAtTwo(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # as Stop does: stop after a save
+                control.should_training_stop = control.should_save = True
+
+    ip.run_line_magic("lora", "resume")
+    assert capsys.readouterr().out == ("nothing to resume: no killed, interrupted or stopped run with a checkpoint "
+                                       "in runs\n")
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "lora": {"r": 4}, "data": {"path": str(data_file)},
+                                       "train": {"steps": 4, "batch_size": 8, "max_length": 64}})
+    stopped = lora_nb.run(recipe, callbacks=[StopAtTwo()], progress=False)
+    assert lora_nb.Run.load(stopped.dir).status == "stopped" and session(ip).model is None
+    capsys.readouterr()
+    run = ip.run_line_magic("lora", "resume")
+    assert capsys.readouterr().out.startswith(f"resuming runs/{stopped.name} (stopped at step 2 of 4, from its "
+                                              "checkpoint of step 2)\n")
+    assert run.dir == stopped.dir and run.status == "finished" and run.step == 4
+    assert [h["step"] for h in lora_nb.Run.load(run.dir).history if "loss" in h] == [1, 2, 3, 4]
+    assert session(ip).runs[-1] is run and hasattr(session(ip).model, "peft_config")
+    assert session(ip).lora_section.r == 4
+    with pytest.raises(UsageError, match="one run at most"):
+        ip.run_line_magic("lora", "resume a b")

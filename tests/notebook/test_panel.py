@@ -360,3 +360,68 @@ def test_data_tab_checks_the_loss_mask_with_the_train_on_chosen(tiny, demo_data,
     panel.buttons["Preview"].click()
     assert "train_on: all (set to all)" in panel.sample.value
     assert panel.recipe().data.train_on == "all"  # what Train and Export code take
+
+
+class StopsAtTwo(TrainerCallback):
+    """Stops the run after a save at step 2, as the Stop button does."""
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 2:
+            control.should_training_stop = control.should_save = True
+
+
+def test_runs_tab_resumes_a_stopped_run_and_loads_a_finished_runs_adapter(tiny, demo_data, in_tmp):
+    import re
+
+    from safetensors.torch import load_file
+
+    from lora_nb.runs.record import Run
+
+    base = str(tiny("llama", "demo"))
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": base}, "lora": {"r": 4}, "data": {"path": str(demo_data[0])},
+                                       "train": {"steps": 4, "batch_size": 8, "max_length": 64}})
+    stopped = lora_nb.run(recipe, callbacks=[StopsAtTwo()], progress=False)
+    assert Run.load(stopped.dir).status == "stopped"
+    panel = Panel()
+    panel.tabs.selected_index = 4
+    assert panel.run_pick.value == str(stopped.dir) and "(stopped)" in panel.run_pick.label
+    assert not panel.buttons["Resume"].disabled and not panel.buttons["Load adapter"].disabled
+    panel.buttons["Resume"].click()
+    run = panel.session.active
+    assert run is not None and run.dir == stopped.dir, panel.status.value
+    run.wait()
+    assert run.status == "finished" and run.step == 4
+    assert [h["step"] for h in Run.load(run.dir).history if "loss" in h] == [1, 2, 3, 4]
+    wait_for(lambda: "(finished)" in panel.run_pick.label)
+    assert panel.buttons["Resume"].disabled, "a finished run has nothing to resume"
+    assert panel.session.model is not None and panel.session.runs[-1] is run
+
+    # a second run's adapter, then the first one's loaded back onto the loaded base
+    recipe.train.lr = 1e-2
+    other = panel.session.run_recipe(recipe, live=False, on_loaded_base=True, say=None)
+    panel.show_runs()
+    panel.run_pick.value = str(run.dir)
+    panel.buttons["Load adapter"].click()
+    assert f"loaded the adapter of {run.name}" in panel.status.value, panel.status.value
+    saved = load_file(run.adapter_dir / "adapter_model.safetensors")
+    weights = {k: v for k, v in panel.session.model.state_dict().items() if "lora_A" in k}
+    assert weights and other.dir != run.dir
+    key = next(k for k in saved if "lora_A" in k)
+    loaded = next(v for k, v in weights.items() if k.replace(".default", "").endswith(key.split("base_model.", 1)[1]))
+    assert (loaded == saved[key]).all()
+
+    # the table fits a notebook column: no cell wider than 24 characters, the full folder in the tooltip
+    cells = re.findall(r"<t[dh][^>]*>([^<]*)</t[dh]>", panel.runs.value)
+    assert cells and max(len(html.unescape(c)) for c in cells) <= 24, max(cells, key=len)
+    assert f"title='{run.dir}'" in panel.runs.value
+
+
+def test_sweep_points_carry_their_sweeps_name_in_the_runs_table(tmp_path):
+    from lora_nb.runs.table import RunTable, short_name
+    from lora_nb.runs.record import Run
+
+    point = Run(tmp_path / "sweep-20261128-101500-r4-attention" / "r4-s0")
+    assert short_name(point) == "sweep 11-28 10:15/r4-s0"
+    assert short_name(Run(tmp_path / "20261128-101500-r16-all-linear-dora-lr1.5e-4-q4")) == "11-28 10:15"
+    table = RunTable([point]).compact_html()
+    assert ">sweep 11-28 10:15/r4-s0</td>" in table

@@ -1,5 +1,5 @@
-"""Verbs of the training step: ``%lora data check``, ``%lora train``, ``%lora sweep``, ``%lora wait``,
-``%lora stop``."""
+"""Verbs of the training step: ``%lora data check``, ``%lora train``, ``%lora resume``, ``%lora sweep``,
+``%lora wait``, ``%lora stop``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,30 @@ def _train(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
     run = m.session.train(data, fresh=args.fresh, background=args.background, live=m.in_kernel(),
                           overwrite=args.overwrite, **settings)
     return m.shown(run, args.background)
+
+
+RESUME_KEYS = {
+    "mirror": dataclasses.field(default=None, metadata={
+        "help": "a mirror folder to look in too (default: $LORA_NB_MIRROR and the mirrors local runs recorded)"}),
+    "runs": dataclasses.field(default="runs", metadata={"help": "the folder of local run folders"}),
+}
+
+
+def _resume_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background", action="store_true", help="train in a thread: the kernel stays free, Stop works")
+
+
+@verb("resume", "continue the newest killed / interrupted / stopped run (or RUN) from runs/ or a mirror, "
+      "its base reloaded", "%lora resume mirror=/content/drive/MyDrive/runs", _resume_flags, "settings", RESUME_KEYS)
+def _resume(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
+    named = [item for item in args.settings if "=" not in item]
+    if len(named) > 1:
+        raise UsageError(f"%lora resume takes one run at most, got {' '.join(named)}")
+    settings = m.settings([item for item in args.settings if "=" in item], RESUME_KEYS)
+    paths = {k: expand_user(v) for k, v in settings.items() if isinstance(v, str)}
+    run = m.session.resume(expand_user(named[0]) if named else None, **paths, background=args.background,
+                           live=m.in_kernel())
+    return None if run is None else m.shown(run, args.background)
 
 
 CHECK_KEYS = {"data": fields_of(DataSection)["path"],

@@ -18,7 +18,7 @@ import ipywidgets as w
 from ...core.charts import png_img
 from ...core.errors import ConfigError
 from ...core.files import atomic_write, check_free
-from ...core.render import html_table
+from ...runs.table import short_name
 from .widgets import COPY_JS, wide
 
 
@@ -32,8 +32,42 @@ class RunsTab:
         self.compare_runs = w.SelectMultiple(options=[], rows=3, description="runs", layout=w.Layout(width="20em"),
                                              tooltip="Compare answers with these runs' adapters (none: this adapter)")
         b = self.buttons
-        return w.VBox([self.runs, w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]]), self.compare_runs]),
-                       self.result])
+        # a killed / interrupted / stopped run: Resume; a run with an adapter: Load adapter (onto the loaded base)
+        self.run_pick = w.Dropdown(options=[], description="run", layout=w.Layout(width="26em"))
+        self.run_pick.observe(lambda _: self.pick_run(), "value")
+        return w.VBox([self.runs, w.HBox([self.run_pick, b["Resume"], b["Load adapter"]]),
+                       w.HBox([self.prompt, w.VBox([b["Generate"], b["Compare"]]), self.compare_runs]), self.result])
+
+    def pick_run(self) -> None:
+        """Offer what the picked run allows: Resume (unfinished, with a checkpoint), Load adapter (one saved)."""
+        from ...experiments.resume import can_resume
+        from ...runs.record import Run
+
+        folder = self.run_pick.value
+        run = Run.load(folder) if folder else None
+        self.buttons["Resume"].disabled = run is None or not can_resume(run)
+        self.buttons["Load adapter"].disabled = run is None or not (run.adapter_dir / "adapter_config.json").is_file()
+
+    def resume(self) -> None:
+        """Continue the picked run in the background from its last checkpoint, its base reloaded as recorded."""
+        from ..live import LiveChart
+        from .view import WidgetView
+
+        self.session.require_idle()
+        view = WidgetView(self)
+
+        def say(line: str) -> None:
+            view.note = html.escape(line)
+
+        run = self.session.resume(self.run_pick.value, live=False, background=True, callbacks=[LiveChart(view=view)],
+                                  say=say)
+        run.on_done(lambda _: self.show_runs())
+        view.announce(f"resuming {html.escape(run.name)}…")
+
+    def load_run_adapter(self) -> None:
+        """Put the picked run's adapter on the loaded base (loading the run's base first if none is)."""
+        run = self.session.load_adapter(self.run_pick.value)
+        self.say(f"loaded the adapter of {html.escape(run.name)} (step {run.saved_step or run.step})")
 
     def show_runs(self) -> None:
         """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
@@ -44,10 +78,15 @@ class RunsTab:
         self.compare_runs.options = [(run_adapter(run)[0], str(run.dir)) for run in table.runs
                                      if (run.adapter_dir / "adapter_config.json").is_file()]
         self.compare_runs.value = tuple(v for v in picked if v in dict(self.compare_runs.options).values())
+        picked_run = self.run_pick.value
+        self.run_pick.options = [(f"{short_name(run)} {run.label} ({run.status})", str(run.dir)) for run in table.runs]
+        self.run_pick.value = picked_run if picked_run in dict(self.run_pick.options).values() else (
+            str(table.runs[0].dir) if table.runs else None)
+        self.pick_run()
         if not table.runs:
             self.runs.value = "<i>no runs yet</i>"
             return
-        self.runs.value = (f"<div class='lora-nb-scroll'>{html_table(table.HEADERS, table.rows())}</div>"
+        self.runs.value = (f"<div class='lora-nb-scroll'>{table.compact_html()}</div>"
                            + png_img(table.figure(), style="width:560px"))
 
     def generate(self) -> None:

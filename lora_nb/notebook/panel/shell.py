@@ -44,7 +44,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         actions = {"Load": self.load, "Preview": self.preview, "Train": self.train, "Sweep": self.sweep,
                    "Stop": self.stop, "Save now": self.save_now, "Generate": self.generate, "Compare": self.compare,
                    "Export code": self.export, "Save to file": self.save_script,
-                   "Push to Hub": self.push}
+                   "Push to Hub": self.push, "Resume": self.resume, "Load adapter": self.load_run_adapter}
         for name, fn in actions.items():
             self.buttons[name].on_click(self._guarded(fn))
         self.tabs = w.Tab(children=pages)

@@ -10,7 +10,7 @@ import ipywidgets as w
 from ...hf.compat import tooltip_keyword
 
 BUTTONS = ("Load", "Preview", "Train", "Sweep", "Stop", "Save now", "Generate", "Compare", "Export code",
-           "Save to file", "Push to Hub")
+           "Save to file", "Push to Hub", "Resume", "Load adapter")
 TABS = ("Model", "Adapter", "Data", "Train", "Runs", "Export")
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
 WARN = "#9a5b00"  # amber: readable on white, distinct from errors' red

@@ -1,0 +1,105 @@
+"""lora_nb.resume(): the newest run a kill left, found locally or in a mirror, continued with the same losses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import lora_nb
+from lora_nb.runs.record import Run
+
+STEPS = 40
+
+
+def losses_by_step(history):
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+@pytest.fixture(scope="module")
+def killed(llama, parity, tmp_path_factory):
+    """(a run folder killed -9 after its checkpoint of step 8 or later, the losses of the same recipe run straight)."""
+    home = tmp_path_factory.mktemp("killed")
+    data = home / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    recipe = lora_nb.Recipe.from_dict({
+        "model": {"name": llama}, "lora": {"r": 4, "targets": "all-linear"}, "data": {"path": str(data)},
+        # a checkpoint every 4 steps, however fast the run (lora_nb's own cadence spaces them 30 s apart)
+        "train": {"steps": STEPS, "batch_size": 4, "max_length": 64, "lr": 1e-3, "sft": {"save_steps": 4}}})
+    script = textwrap.dedent(f"""
+        import lora_nb
+        lora_nb.run(lora_nb.Recipe.from_yaml({recipe.to_yaml()!r}), progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=home, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    folder = None
+    while time.time() < deadline and proc.poll() is None:
+        folder = next((home / "runs").glob("*/run.json"), None) if (home / "runs").exists() else None
+        info = json.loads(folder.read_text()) if folder else {}
+        if info.get("saved_step", 0) >= 8:
+            break
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler, no final save
+    proc.wait()
+    run = Run.load(folder.parent)
+    assert run.status == "killed" and 8 <= run.saved_step < STEPS, (run.status, run.saved_step)
+    recipe.output_dir = str(home / "straight")
+    straight = lora_nb.run(recipe, progress=False)
+    return run.dir, losses_by_step(straight.history)
+
+
+def assert_continued(folder, killed_step, expected):
+    got = losses_by_step(Run.load(folder).history)
+    assert Run.load(folder).status == "finished"
+    assert sorted(got) == list(range(1, STEPS + 1))  # no step lost or doubled in metrics.jsonl
+    after = [s for s in expected if s > killed_step]
+    assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-5)
+
+
+def test_resume_with_no_argument_continues_the_killed_run_in_a_fresh_process(killed, tmp_path):
+    folder, expected = killed
+    shutil.copytree(folder, tmp_path / "runs" / folder.name)
+    saved = Run.load(folder).saved_step
+    script = "import lora_nb\nrun = lora_nb.resume(progress=False)\nprint('STATUS', run.status, run.step)\n"
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    assert f"resuming runs/{folder.name} (killed at step " in out and f"from its checkpoint of step {saved})" in out
+    assert f"STATUS finished {STEPS}" in out
+    assert_continued(tmp_path / "runs" / folder.name, saved, expected)
+
+
+def test_a_run_only_in_the_mirror_is_copied_back_and_continued(killed, tmp_path, monkeypatch):
+    folder, expected = killed
+    monkeypatch.chdir(tmp_path)
+    mirror = tmp_path / "B"
+    shutil.copytree(folder, mirror / folder.name)  # the local runs/ went with the runtime
+    (mirror / folder.name / "checkpoints" / ".checkpoint-99.partial").mkdir()  # a copy torn by a disconnect
+    saved = Run.load(folder).saved_step
+    lines = []
+    run = lora_nb.resume(mirror=str(mirror), progress=False, say=lines.append)
+    assert lines == [f"resuming runs/{folder.name} (killed at step {Run.load(folder).step} of {STEPS}, from its "
+                     f"checkpoint of step {saved}; from the mirror {mirror})"]
+    assert run.dir == lora_nb.Run(f"runs/{folder.name}").dir and run.status == "finished"
+    assert not list((tmp_path / "runs").glob(".*")), "the copy back leaves no temporary folder"
+    assert_continued(tmp_path / "runs" / folder.name, saved, expected)
+    # the mirror's copy is left as it was; finished locally, nothing is left to resume
+    assert Run.load(mirror / folder.name).status == "killed"
+    again = []
+    assert lora_nb.resume(mirror=str(mirror), say=again.append) is None
+    assert again == [f"nothing to resume: no killed, interrupted or stopped run with a checkpoint in runs, {mirror}"]
+
+
+def test_nothing_to_resume_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LORA_NB_MIRROR", str(tmp_path / "drive"))
+    assert lora_nb.resume() is None
+    assert capsys.readouterr().out == ("nothing to resume: no killed, interrupted or stopped run with a checkpoint "
+                                       f"in runs, {tmp_path / 'drive'}\n")
+    with pytest.raises(lora_nb.ConfigError, match="is no run folder, nor a run's name in runs"):
+        lora_nb.resume("no-such-run")
