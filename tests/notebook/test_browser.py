@@ -298,9 +298,10 @@ def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
 
     # --- the Runs tab: the runs table, padded like notebook output --------------------------------
     panel.get_by_role("tab", name="Runs", exact=True).click()
-    cell_of_run = panel.locator("table.lora-nb td", has_text=run_dir.name)
+    cell_of_run = panel.locator(f"table.lora-nb td[title*='{run_dir.name}']")  # its start time; the folder on hover
     expect(cell_of_run).to_be_visible(timeout=60_000)  # the table is redrawn once the run has saved
-    expect(panel.locator("table.lora-nb td", has_text=re.compile(r"^r8-s0$"))).to_be_visible()  # the sweep's points too
+    # the sweep's points too, under their sweep's name
+    expect(panel.locator("table.lora-nb td", has_text=re.compile(r"^sweep .*/r8-s0$"))).to_be_visible()
     padding = cell_of_run.evaluate("td => parseFloat(getComputedStyle(td).paddingLeft)")
     assert padding >= 4, f"runs table cells are padded {padding} px"
 
