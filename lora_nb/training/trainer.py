@@ -115,8 +115,8 @@ def train(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
-            early_stopping=early_stopping, report_to=report_to, mirror=mirror, sft=dict(sft_overrides)), eval=eval, format=format,
-            split=split, columns=columns, train_on=train_on, output_dir=output_dir, overwrite=overwrite,
+            early_stopping=early_stopping, report_to=report_to, mirror=mirror, sft=dict(sft_overrides)), eval=eval,
+            format=format, split=split, columns=columns, train_on=train_on, output_dir=output_dir, overwrite=overwrite,
             callbacks=callbacks, recipe=recipe, progress=progress, background=background)
 
 

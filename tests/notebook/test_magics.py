@@ -538,3 +538,17 @@ def test_push_dry_run_of_the_last_run_or_a_named_one(ip, llama, data_file, tmp_p
     assert "files for me/y" in capsys.readouterr().out
     with pytest.raises(UsageError, match=r"unrecognized arguments|the following arguments are required"):
         ip.run_line_magic("lora", "push --dry-run")
+
+
+def test_train_mirrors_the_run_folder(ip, llama, data_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_NB_MIRROR", str(tmp_path / "drive"))
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 max_length=64 "
+                                    f"output_dir={tmp_path / 'run'} mirror=$LORA_NB_MIRROR")
+    copy = tmp_path / "drive" / "run"
+    assert run.mirror == str(tmp_path / "drive") and run.recipe.train.mirror == str(tmp_path / "drive")
+    assert (copy / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (run.dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(UsageError, match=r"^train.mirror: .*not a folder"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=1 mirror={data_file} output_dir={tmp_path / 'no'}")
