@@ -360,3 +360,21 @@ def test_data_tab_checks_the_loss_mask_with_the_train_on_chosen(tiny, demo_data,
     panel.buttons["Preview"].click()
     assert "train_on: all (set to all)" in panel.sample.value
     assert panel.recipe().data.train_on == "all"  # what Train and Export code take
+
+
+def test_the_mirror_field_copies_the_run_folder(tiny, demo_data, in_tmp):
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    panel = Panel(session, data=str(demo_data[0]))
+    assert panel.mirror.value == "" and panel.recipe().train.mirror is None  # off by default
+    panel.steps.value, panel.batch_size.value, panel.max_length.value = 2, 8, 64
+    panel.mirror.value = f" {in_tmp / 'drive'} "
+    panel.buttons["Train"].click()
+    run = panel.session.active
+    run.wait()
+    assert run.status == "finished" and run.mirror == str(in_tmp / "drive")
+    assert (in_tmp / "drive" / run.name / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (run.adapter_dir / "adapter_model.safetensors").read_bytes()
+    panel.mirror.value = ""
+    panel.prefill(run.recipe)
+    assert panel.mirror.value == str(in_tmp / "drive")
