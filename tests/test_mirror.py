@@ -131,3 +131,33 @@ def test_a_killed_run_leaves_a_complete_checkpoint_in_the_mirror_that_resumes(ll
     assert sorted(got) == list(range(1, 41))
     after = [s for s in expected if s > start]
     assert [got[s] for s in after] == pytest.approx([expected[s] for s in after], rel=1e-5)
+
+
+def test_the_exported_script_mirrors_its_run_folder(llama, parity, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in parity[0]))
+    recipe = lora_nb.Recipe.from_dict({"model": {"name": llama}, "lora": {"r": 4, "targets": "attention"},
+                                       "data": {"path": str(data)},
+                                       "train": {"steps": 4, "batch_size": 4, "max_length": 64,
+                                                 "sft": {"save_steps": 2}},
+                                       "output_dir": str(tmp_path / "run")})
+    assert "mirror" not in lora_nb.to_script(recipe).lower()  # a script without a mirror carries none of it
+    recipe.train.mirror = str(tmp_path / "B")
+    script = tmp_path / "train_lora.py"
+    script.write_text(lora_nb.to_script(recipe))
+    shim = ("import runpy, sys; sys.modules['lora_nb'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", shim, str(script)], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    local, copy = tmp_path / "run-script", tmp_path / "B" / "run-script"
+    assert files(copy) == files(local) and last_checkpoint(copy) == str(copy / "checkpoints" / "checkpoint-4")
+    assert filecmp.cmp(local / "adapter" / "adapter_model.safetensors", copy / "adapter" / "adapter_model.safetensors",
+                       shallow=False)
+    (tmp_path / "afile").write_text("not a folder")
+    recipe.train.mirror = str(tmp_path / "afile")
+    script.write_text(lora_nb.to_script(recipe))
+    done = subprocess.run([sys.executable, "-c", shim, str(script), "--output-dir", str(tmp_path / "no")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("MIRROR ")
