@@ -56,7 +56,7 @@ class Mirror:
         >>> mirror.file("run.json"); mirror.checkpoint("checkpoint-10"); mirror.sync()  # doctest: +SKIP
     """
 
-    def __init__(self, source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    def __init__(self: Mirror, source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
         self.source, self.target = Path(source), Path(target)
         self.behind = ""  # why the mirror is behind the run folder, once a copy failed
         self.tasks: queue.Queue = queue.Queue()
@@ -65,7 +65,7 @@ class Mirror:
         self.thread = threading.Thread(target=self._work, name="lora_nb-mirror", daemon=True)
         self.thread.start()
 
-    def file(self, name: str) -> None:
+    def file(self: Mirror, name: str) -> None:
         """Copy ``source/name`` (a file) whole, soon; asked again before it is copied, it is copied once."""
         with self.lock:
             if name in self.pending:
@@ -73,21 +73,21 @@ class Mirror:
             self.pending.add(name)
         self.tasks.put((name, lambda: self._copy_file(name)))
 
-    def checkpoint(self, name: str) -> None:
+    def checkpoint(self: Mirror, name: str) -> None:
         """Copy ``checkpoints/name`` complete, then drop the mirror's checkpoints the run folder no longer has."""
         self.tasks.put((None, lambda: (self._copy_checkpoint(name), self._prune())))
 
-    def sync(self) -> None:
+    def sync(self: Mirror) -> None:
         """Copy everything not yet copied (files, the adapter and other folders, checkpoints), prune
         old checkpoints, copy ``run.json`` last, and wait until done."""
         self.tasks.put((None, self._copy_all))
         self.tasks.join()
 
-    def wait(self) -> None:
+    def wait(self: Mirror) -> None:
         """Wait until every copy asked so far is done."""
         self.tasks.join()
 
-    def _work(self) -> None:
+    def _work(self: Mirror) -> None:
         while True:
             name, task = self.tasks.get()
             if name is not None:
@@ -100,18 +100,18 @@ class Mirror:
             finally:
                 self.tasks.task_done()
 
-    def _failed(self, error: OSError) -> None:
+    def _failed(self: Mirror, error: OSError) -> None:
         first = not self.behind
         self.behind = f"a copy to {self.target} failed ({type(error).__name__}: {error.strerror or error})"
         if first:  # one line: training goes on, run.json says the mirror is behind
             print(f"mirror: {self.behind}; training goes on, the mirror is behind", file=sys.stderr, flush=True)
 
-    def _copy_file(self, name: str) -> None:
+    def _copy_file(self: Mirror, name: str) -> None:
         source = self.source / name
         if source.is_file():
             copy_whole(source, self.target / name)
 
-    def _copy_checkpoint(self, name: str) -> None:
+    def _copy_checkpoint(self: Mirror, name: str) -> None:
         source, done = self.source / "checkpoints" / name, self.target / "checkpoints" / name
         if done.is_dir() or not source.is_dir():
             return
@@ -123,7 +123,7 @@ class Mirror:
             # the run folder pruned it while it was copied (a slow mirror): a newer one is on its way
             shutil.rmtree(done.with_name(f".{name}.partial"), ignore_errors=True)
 
-    def _prune(self) -> None:
+    def _prune(self: Mirror) -> None:
         """The mirror's checkpoints the run folder pruned go too, once a newer one is complete in the mirror."""
         here, there = self.source / "checkpoints", self.target / "checkpoints"
         if not there.is_dir():
@@ -136,7 +136,7 @@ class Mirror:
             if old.name not in kept and (CHECKPOINT.fullmatch(old.name) or old.name.endswith(".partial")):
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _copy_all(self) -> None:
+    def _copy_all(self: Mirror) -> None:
         self.target.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.source.iterdir()):
             if path.name == "run.json" or path.name.startswith("."):
