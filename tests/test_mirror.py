@@ -1,6 +1,7 @@
 """train.mirror: the run folder copied as it is written, every file whole, a checkpoint only complete."""
 
 import filecmp
+import threading
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ def test_a_mirrored_run_has_the_same_files_in_the_mirror(lora_llama, parity, in_
     info = json.loads((copy / "run.json").read_text())
     assert info["mirror"] == str(in_tmp / "B") and info["mirror_behind"] == "" and info["status"] == "finished"
     assert Run.load(copy).mirror == str(in_tmp / "B")
+    assert not any(t.name == "lora_nb-mirror" for t in threading.enumerate())  # its thread ended
     # pruned as the run folder is: its last complete checkpoint only, nothing partial
     assert sorted(p.name for p in (copy / "checkpoints").iterdir() if p.is_dir()) == ["checkpoint-6"]
     assert last_checkpoint(copy) == str(copy / "checkpoints" / "checkpoint-6")

@@ -136,6 +136,7 @@ def main() -> None:
     trainer.save_model(os.path.join(output_dir, "adapter"))
     if MIRROR and mirror is not None:  # the adapter and the rest, complete before the script ends
         mirror.sync()
+        mirror.close()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         end_processes(trainer)
 

@@ -87,9 +87,17 @@ class Mirror:
         """Wait until every copy asked so far is done."""
         self.tasks.join()
 
+    def close(self: Mirror) -> None:
+        """Copy what is asked so far, then end the copying thread (a later ask is not copied)."""
+        self.tasks.put((None, None))
+        self.thread.join()
+
     def _work(self: Mirror) -> None:
         while True:
             name, task = self.tasks.get()
+            if task is None:
+                self.tasks.task_done()
+                return
             if name is not None:
                 with self.lock:
                     self.pending.discard(name)

@@ -52,7 +52,7 @@ def execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opti
     _report(run, log)
     if mirror is not None:  # the log's last lines too, before train() returns
         mirror.file("log.txt")
-        mirror.wait()
+        mirror.close()
     run.done()
 
 

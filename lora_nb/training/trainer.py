@@ -163,6 +163,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     run.mirror = None if mirrored is None else str(mirrored.parent)
     run.rows = {"train": len(train_rows), "eval": len(eval_rows) if eval_rows is not None else 0}
     before = set(folder.iterdir()) if folder.is_dir() else None
+    mirror = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _clear_for(run, resume=resume, overwrite=overwrite)
@@ -191,6 +192,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                               "learn from (every response was cut off); raise max_length")
     except BaseException as e:  # a failure or Ctrl-C before training: nothing this call wrote is left behind
         log.to(None)
+        if mirror is not None:
+            mirror.close()
         remove_new(folder, before)
         failure = write_error(e, getattr(e, "filename", None) or folder, "output_dir")
         if failure is not None:
