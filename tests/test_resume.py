@@ -35,12 +35,20 @@ def killed(llama, parity, tmp_path_factory):
         import lora_nb
         lora_nb.run(lora_nb.Recipe.from_yaml({recipe.to_yaml()!r}), progress=False)
     """)
+    run = kill_at_step_8(script, home, home / "runs")
+    recipe.output_dir = str(home / "straight")
+    straight = lora_nb.run(recipe, progress=False)
+    return run.dir, losses_by_step(straight.history), recipe
+
+
+def kill_at_step_8(script, home, watched):
+    """The run ``script`` starts in ``home``, killed -9 once a run.json under ``watched`` says step 8 is saved."""
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=home, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     folder = None
     while time.time() < deadline and proc.poll() is None:
-        folder = next((home / "runs").glob("*/run.json"), None) if (home / "runs").exists() else None
+        folder = next(watched.glob("*/run.json"), None) if watched.exists() else None
         info = json.loads(folder.read_text()) if folder else {}
         if info.get("saved_step", 0) >= 8:
             break
@@ -49,9 +57,7 @@ def killed(llama, parity, tmp_path_factory):
     proc.wait()
     run = Run.load(folder.parent)
     assert run.status == "killed" and 8 <= run.saved_step < STEPS, (run.status, run.saved_step)
-    recipe.output_dir = str(home / "straight")
-    straight = lora_nb.run(recipe, progress=False)
-    return run.dir, losses_by_step(straight.history)
+    return run
 
 
 def assert_continued(folder, killed_step, expected):
@@ -63,7 +69,7 @@ def assert_continued(folder, killed_step, expected):
 
 
 def test_resume_with_no_argument_continues_the_killed_run_in_a_fresh_process(killed, tmp_path):
-    folder, expected = killed
+    folder, expected, _ = killed
     shutil.copytree(folder, tmp_path / "runs" / folder.name)
     saved = Run.load(folder).saved_step
     script = "import lora_nb\nrun = lora_nb.resume(progress=False)\nprint('STATUS', run.status, run.step)\n"
@@ -75,7 +81,7 @@ def test_resume_with_no_argument_continues_the_killed_run_in_a_fresh_process(kil
 
 
 def test_a_run_only_in_the_mirror_is_copied_back_and_continued(killed, tmp_path, monkeypatch):
-    folder, expected = killed
+    folder, expected, _ = killed
     monkeypatch.chdir(tmp_path)
     mirror = tmp_path / "B"
     shutil.copytree(folder, mirror / folder.name)  # the local runs/ went with the runtime
@@ -88,8 +94,8 @@ def test_a_run_only_in_the_mirror_is_copied_back_and_continued(killed, tmp_path,
     assert run.dir == lora_nb.Run(f"runs/{folder.name}").dir and run.status == "finished"
     assert not list((tmp_path / "runs").glob(".*")), "the copy back leaves no temporary folder"
     assert_continued(tmp_path / "runs" / folder.name, saved, expected)
-    # the mirror's copy is left as it was; finished locally, nothing is left to resume
-    assert Run.load(mirror / folder.name).status == "killed"
+    # the resumed run mirrors to the same folder again: the mirror's copy is finished too; nothing is left to resume
+    assert Run.load(mirror / folder.name).status == "finished"
     again = []
     assert lora_nb.resume(mirror=str(mirror), say=again.append) is None
     assert again == [f"nothing to resume: no killed, interrupted or stopped run with a checkpoint in runs, {mirror}"]
@@ -103,3 +109,21 @@ def test_nothing_to_resume_says_where_it_looked(tmp_path, monkeypatch, capsys):
                                        f"in runs, {tmp_path / 'drive'}\n")
     with pytest.raises(lora_nb.ConfigError, match="is no run folder, nor a run's name in runs"):
         lora_nb.resume("no-such-run")
+
+
+def test_a_run_killed_while_mirroring_resumes_from_the_mirror_in_a_fresh_kernel(killed, tmp_path):
+    """The issue's reset: kill -9 a run mirroring to B, lose the local runs/, %lora resume in a new IPython."""
+    _, expected, recipe = killed
+    recipe = lora_nb.Recipe.from_dict({**recipe.to_dict(), "output_dir": None})
+    recipe.train.mirror = str(tmp_path / "B")
+    script = f"import lora_nb\nlora_nb.run(lora_nb.Recipe.from_yaml({recipe.to_yaml()!r}), progress=False)\n"
+    mirrored = kill_at_step_8(script, tmp_path, tmp_path / "B")  # the mirror's run.json: its checkpoint is there
+    shutil.rmtree(tmp_path / "runs")  # the runtime reset took the local disk
+    cell = ("%load_ext lora_nb\nrun = get_ipython().run_line_magic('lora', 'resume mirror=B')\n"
+            "print('STATUS', run.status, run.step)\n")
+    out = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "-c", cell],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300).stdout
+    assert f"resuming runs/{mirrored.dir.name} (killed at step " in out and "; from the mirror " in out, out
+    assert f"STATUS finished {STEPS}" in out, out
+    assert_continued(tmp_path / "runs" / mirrored.dir.name, mirrored.saved_step, expected)
+    assert Run.load(tmp_path / "B" / mirrored.dir.name).status == "finished"  # and it mirrored again to the end

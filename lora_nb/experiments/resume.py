@@ -96,7 +96,7 @@ def resume(run: Optional[PathLike] = None, *, mirror: Optional[PathLike] = None,
     recipe.data.path = _moved(recipe.data.path, folder)
     recipe.data.eval = _moved(recipe.data.eval, folder)
     mirrored = _recorded_mirror(folder) or (str(place) if place is not None else None)
-    if mirrored and hasattr(recipe.train, "mirror") and not recipe.train.mirror:  # HOOK(mirror): train.mirror
+    if mirrored and not recipe.train.mirror:  # keep mirroring where the run mirrored to
         recipe.train.mirror = mirrored
     return run_recipe(recipe, callbacks=callbacks, background=background, progress=progress, on_model=on_model)
 

@@ -25,7 +25,8 @@ START = "# --- settings: the recipe's, as lora_nb export wrote them ---"
 END = "# --- end of settings ---"
 
 # The modules of lora_nb.hf a script takes helpers from.
-HF = ("devices", "memory_model", "models", "formats", "columns", "folders", "compat", "trackers", "stopping")
+HF = ("devices", "memory_model", "models", "formats", "columns", "folders", "compat", "trackers", "stopping",
+      "mirror")
 
 # Imports a script never carries: its helpers' code replaces lora_nb's; the future import comes first.
 SKIPPED = ("lora_nb", "__future__")

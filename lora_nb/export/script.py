@@ -125,6 +125,7 @@ def script_settings(recipe: Recipe) -> dict:
         # a folder of its own: running the script must not overwrite the API run's adapter and checkpoints
         OUTPUT_DIR=f"{recipe.output_dir or 'lora-run'}-script", RESUME=t.resume,
         EARLY_STOPPING=callback_kwargs(t.early_stopping),  # transformers' EarlyStoppingCallback keywords, or None
+        MIRROR=t.mirror,  # the run folder copied to MIRROR/<its name> as it is written
     )
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import PartialState
 from peft import LoraConfig, get_peft_model
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from lora_nb.hf.columns import map_columns
@@ -37,6 +38,7 @@ from lora_nb.hf.formats import (FORMAT_COLUMNS, alpaca_batch, detect_format, hol
                                 load_json, load_parquet, load_rows, masks_assistant_turns, split_eval,
                                 to_sft_dataset)
 from lora_nb.hf.memory_model import needs_checkpointing
+from lora_nb.hf.mirror import Mirror, check_mirror
 from lora_nb.hf.models import load_model, load_quantized_model, load_tokenizer
 from lora_nb.hf.stopping import early_stopping
 from lora_nb.hf.trackers import tensorboard_dir, tracker_keywords
@@ -66,11 +68,17 @@ STEP_BYTES: dict = {"cpu-4": [2810880, 1277952, 5234491392], "gpu-2": [990720, 9
 OUTPUT_DIR = "lora-run-script"
 RESUME: str | None = None
 EARLY_STOPPING: dict | None = None
+MIRROR: str | None = None
 # --- end of settings ---
 
 
 def main() -> None:
     output_dir, checkpoint = output_folder()
+    if MIRROR:  # checked before anything loads: a mirror that cannot be written is one line
+        try:
+            mirror_dir = check_mirror(MIRROR, output_dir)
+        except (OSError, ValueError) as e:
+            sys.exit(f"MIRROR {MIRROR}: cannot be written ({e})")
     dtype = auto_dtype() if DTYPE == "auto" else getattr(torch, TORCH_DTYPES[DTYPE])
     if QUANTIZATION:
         model = load_quantized_model(MODEL, dtype=dtype, quantization=quantization(dtype), device_map=DEVICE_MAP,
@@ -117,13 +125,30 @@ def main() -> None:
                          processing_class=tokenizer)
     if EARLY_STOPPING:  # stop once the eval metric stops improving; SFT_CONFIG loads the best eval's adapter at the end
         trainer.add_callback(early_stopping(EARLY_STOPPING, checkpoint))
+    if MIRROR:  # the run folder copied to MIRROR/<its name> as it is written: each checkpoint when saved, by rank 0
+        mirror = Mirror(output_dir, mirror_dir) if args.process_index == 0 else None
+        if mirror is not None:
+            trainer.add_callback(MirrorCheckpoints(mirror))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_state()
     if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the adapter is gathered whole (PEFT's FSDP guide)
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(os.path.join(output_dir, "adapter"))
+    if MIRROR and mirror is not None:  # the adapter and the rest, complete before the script ends
+        mirror.sync()
+        mirror.close()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         end_processes(trainer)
+
+
+class MirrorCheckpoints(TrainerCallback):
+    """Each checkpoint copied into the mirror when it is saved (whole: it appears there only complete)."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+
+    def on_save(self, args, state, control, **kwargs):
+        self.mirror.checkpoint(f"checkpoint-{state.global_step}")
 
 
 def output_folder() -> tuple[str, str | None]:

@@ -152,6 +152,11 @@ class TrainSection:
     resume: Optional[str] = setting(
         None, "A run folder to continue from its last checkpoint (adapter, optimizer, scheduler, RNG, step); the run "
         "goes on in that folder.")
+    mirror: Optional[str] = setting(
+        None, "A folder to keep a copy of the run folder in as it is written (a mounted Drive: "
+        "/content/drive/MyDrive/lora_runs): MIRROR/<run name> gets each checkpoint when it is saved, run.json and "
+        "metrics.jsonl as they change, the adapter, log and chart at the end; every file whole, a checkpoint only "
+        "complete. null: no copy.")
     report_to: Union[str, list, None] = setting(
         None, "Experiment trackers to log to as well (transformers' report_to): trackio, tensorboard, wandb or "
         "mlflow, or a list of them (trackio,tensorboard), each installed; null or none: only lora_nb's own run "

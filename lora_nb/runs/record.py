@@ -67,6 +67,8 @@ class Run(Background):
         self.best: dict = {}  # under early stopping: the best eval's metric, value and step (its adapter is kept)
         self.stopped_early = ""  # "stopped early at step N (eval_loss did not improve for 3 evals)", status finished
         self.rows: dict = {}  # the rows trained and evaluated on, {"train": n, "eval": m} (a model card states them)
+        self.mirror: Optional[str] = None  # the folder the run folder is copied into as it is written (train.mirror)
+        self.mirror_behind = ""  # why the mirror lacks some of the run's latest files, once a copy failed
         self._save_now = threading.Event()
 
     @property
@@ -122,6 +124,8 @@ class Run(Background):
                 "message": self.message, "summary": self.summary, "started": self.started, **this_process(),
                 "gradient_checkpointing": self.checkpointing, "best": self.best, "stopped_early": self.stopped_early,
                 "rows": self.rows}
+        if self.mirror:
+            info.update(mirror=self.mirror, mirror_behind=self.mirror_behind)
         atomic_write(self.dir / "run.json", json.dumps(info, indent=1))
         (self.dir / PREPARING).unlink(missing_ok=True)  # training has begun: the folder is a run now
 
@@ -191,6 +195,7 @@ class Run(Background):
         run.started = info.get("started") or started_time(folder)
         run.best, run.stopped_early = info.get("best", {}), info.get("stopped_early", "")
         run.rows = info.get("rows", {})
+        run.mirror, run.mirror_behind = info.get("mirror"), info.get("mirror_behind", "")
         if run.status == "running" and not process_alive(info):
             run.status = "killed"
             run.message = (f"the process training it ended without a word; the last save is step {run.saved_step}"

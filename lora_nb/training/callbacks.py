@@ -63,8 +63,9 @@ class Recorder(TrainerCallback):
     """
 
     @strict_flags
-    def __init__(self, run: Run, model: Any, tokenizer: Any, paced: bool = False) -> None:
+    def __init__(self, run: Run, model: Any, tokenizer: Any, paced: bool = False, mirror: Any = None) -> None:
         self.run, self.model, self.tokenizer, self.paced = run, model, tokenizer, paced
+        self.mirror = mirror  # a lora_nb.hf.mirror.Mirror (train.mirror): each checkpoint and status copied there
         self.start = self.last_save = time.time()
         self.last_tokens: Optional[tuple[float, float]] = None
         self.file = open(run.dir / "metrics.jsonl", "a")
@@ -72,7 +73,9 @@ class Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self.run.max_steps = state.max_steps
         self.start = self.last_save = time.time()
-        self.run.write_status()
+        self._write_status()
+        if self.mirror is not None:
+            self.mirror.file("recipe.yaml")
 
     def on_pre_optimizer_step(self, args, state, control, **kw):
         if args.fp16:  # a loss-scaled fp16 step has inf gradients by design; the scaler skips it
@@ -100,7 +103,9 @@ class Recorder(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"  # written just before
         self.run.save_adapter(self.model, self.tokenizer, checkpoint=checkpoint)
         self.run.saved_step = state.global_step
-        self.run.write_status()
+        if self.mirror is not None:  # copied before run.json, which then says it is saved
+            self.mirror.checkpoint(checkpoint.name)
+        self._write_status()
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
@@ -121,9 +126,19 @@ class Recorder(TrainerCallback):
         self.run.history.append(row)
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.mirror is not None:
+            self.mirror.file("metrics.jsonl")
 
     def on_train_end(self, args, state, control, **kw):
         self.file.close()
+
+    def _write_status(self) -> None:
+        """run.json, and its copy in the mirror (saying so if the mirror is behind)."""
+        if self.mirror is not None:
+            self.run.mirror_behind = self.mirror.behind
+        self.run.write_status()
+        if self.mirror is not None:
+            self.mirror.file("run.json")
 
     def _diverge(self, step: int, what: str, args, control) -> None:
         self.run.diverge(f"{what} became inf or nan. The learning rate ({args.learning_rate:g}) is the "

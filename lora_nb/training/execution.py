@@ -20,9 +20,11 @@ from ..runs.folders import prune_checkpoints
 from ..runs.record import Run
 
 
-def execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str], log: Capture) -> None:
+def execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Optional[str], log: Capture,
+            mirror: Any = None) -> None:
     """Train, then save adapter, state, status and chart whatever happened (finished, stopped,
-    interrupted, diverged or failed). A failure while saving still leaves run.json and calls on_done."""
+    interrupted, diverged or failed). A failure while saving still leaves run.json and calls on_done.
+    ``mirror`` (a :class:`lora_nb.hf.mirror.Mirror`): the run folder's copy is complete when this returns."""
     run.trainer = trainer
     try:
         with _stop_on_interrupt(run):
@@ -43,11 +45,14 @@ def execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opti
         run.step = trainer.state.global_step
         try:
             with _defer_interrupt():  # a Ctrl-C from here on waits for the save instead of tearing it
-                _finish(run, trainer, model, tokenizer)
+                _finish(run, trainer, model, tokenizer, mirror)
         finally:
             training(model, None)
             run.trainer = None
     _report(run, log)
+    if mirror is not None:  # the log's last lines too, before train() returns
+        mirror.file("log.txt")
+        mirror.close()
     run.done()
 
 
@@ -59,7 +64,7 @@ def _one_line(error: BaseException, run: Run) -> BaseException:
     return write_error(error, getattr(error, "filename", None) or run.dir, "output_dir", left=kept) or error
 
 
-def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
+def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any, mirror: Any = None) -> None:
     """The final save, each part on its own: a full disk in one part does not skip the others, and
     run.json always says what happened. (Ctrl-C waits: the caller defers it.)"""
     import torch
@@ -83,7 +88,13 @@ def _finish(run: Run, trainer: Any, model: Any, tokenizer: Any) -> None:
                 f"final save failed: {e}" if isinstance(e, ConfigError)
                 else f"final save failed: {type(e).__name__}: {e}")
     try:
+        if mirror is not None:  # everything else first; then run.json, saying whether the mirror kept up
+            mirror.sync()
+            run.mirror_behind = mirror.behind
         run.write_status()
+        if mirror is not None:
+            mirror.file("run.json")
+            mirror.wait()
     except BaseException as e:  # noqa: BLE001
         run.status, run.error = "failed", run.error or e
 

@@ -22,6 +22,7 @@ from .lints import adapted_shapes, lints, warn_once
 from ..model.loading import device_kwargs
 from ..hf.folders import last_checkpoint
 from ..hf.memory_model import choose_checkpointing
+from ..hf.mirror import Mirror
 from ..runs.provenance import lora_section, model_section
 from ..core.quiet import Capture, captured
 from ..recipe.arguments import known_names
@@ -59,6 +60,7 @@ def train(
     logging_steps: int = TrainSection.logging_steps,
     seed: int = TrainSection.seed,
     resume: Optional[str] = TrainSection.resume,
+    mirror: Optional[str] = TrainSection.mirror,
     gradient_checkpointing: Optional[bool] = TrainSection.gradient_checkpointing,
     early_stopping: Union[int, dict, None] = TrainSection.early_stopping,
     format: Optional[str] = DataSection.format,
@@ -113,8 +115,8 @@ def train(
             steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             packing=packing, group_by_length=group_by_length, scheduler=scheduler, warmup=warmup, eval_steps=eval_steps,
             logging_steps=logging_steps, seed=seed, resume=resume, gradient_checkpointing=gradient_checkpointing,
-            early_stopping=early_stopping, report_to=report_to, sft=dict(sft_overrides)), eval=eval, format=format,
-            split=split, columns=columns, train_on=train_on, output_dir=output_dir, overwrite=overwrite,
+            early_stopping=early_stopping, report_to=report_to, mirror=mirror, sft=dict(sft_overrides)), eval=eval,
+            format=format, split=split, columns=columns, train_on=train_on, output_dir=output_dir, overwrite=overwrite,
             callbacks=callbacks, recipe=recipe, progress=progress, background=background)
 
 
@@ -139,6 +141,7 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     check_installed(section.report_to)
     folder = new_run_dir(output_dir, overwrite=overwrite, resume=resume,
                          label=run_label(lora_section(model), section.lr, model_section(model).quant))
+    mirrored = _check_mirror(section.mirror, folder)
     pin_4bit_layout(model)  # a repack done by an earlier inference would train garbage (see there)
     checkpointing = choose_checkpointing(model, section.gradient_checkpointing, batch_size=section.batch_size,
                                          max_length=section.max_length)
@@ -157,8 +160,10 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
             "train.sft", problem=f"SFTConfig refuses these settings: {str(e).strip().splitlines()[0]}") from None
     run = Run(folder)
     run.checkpointing = checkpointing
+    run.mirror = None if mirrored is None else str(mirrored.parent)
     run.rows = {"train": len(train_rows), "eval": len(eval_rows) if eval_rows is not None else 0}
     before = set(folder.iterdir()) if folder.is_dir() else None
+    mirror = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _clear_for(run, resume=resume, overwrite=overwrite)
@@ -171,7 +176,9 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                                                        columns=columns),
                                       train=section, output_dir=str(run.dir))
         use_cache = getattr(model.config, "use_cache", None)
-        recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft) and not section.early_stopping)
+        mirror = None if mirrored is None else Mirror(run.dir, mirrored)
+        recorder = Recorder(run, model, tokenizer, paced=paced_saves(section.sft) and not section.early_stopping,
+                            mirror=mirror)
         with interruptible():  # TRL tokenises with Dataset.map, whose fingerprinting can swallow a Ctrl-C
             trainer, run.reused_rows = build_trainer(model, config, train_rows, eval_rows, tokenizer,
                                                      [recorder, *stop_callbacks(section, resume), *callbacks])
@@ -185,6 +192,8 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
                               "learn from (every response was cut off); raise max_length")
     except BaseException as e:  # a failure or Ctrl-C before training: nothing this call wrote is left behind
         log.to(None)
+        if mirror is not None:
+            mirror.close()
         remove_new(folder, before)
         failure = write_error(e, getattr(e, "filename", None) or folder, "output_dir")
         if failure is not None:
@@ -206,13 +215,28 @@ def _train(model: Any, tokenizer: Any, data: Any, log: Capture, settings: dict, 
     if background:
         def target() -> None:
             with log.joined():
-                execute(run, trainer, model, tokenizer, checkpoint, log)
+                execute(run, trainer, model, tokenizer, checkpoint, log, mirror)
         run.start(target)
         return run
-    execute(run, trainer, model, tokenizer, checkpoint, log)
+    execute(run, trainer, model, tokenizer, checkpoint, log, mirror)
     if run.error is not None:
         raise run.error
     return run
+
+
+def _check_mirror(mirror: Optional[str], folder: Path) -> Optional[Path]:
+    """Where train.mirror copies the run folder (``MIRROR/<run name>``), checked writable before training."""
+    from ..hf.mirror import check_mirror
+
+    if not mirror:
+        return None
+    try:
+        return check_mirror(mirror, folder)
+    except OSError as e:
+        raise ConfigError("train.mirror", mirror, problem=f"cannot be written ({e.strerror or e}): name a folder "
+                          "you can write to (a mounted Drive: /content/drive/MyDrive/lora_runs)") from None
+    except ValueError as e:
+        raise ConfigError("train.mirror", mirror, problem=str(e)) from None
 
 
 def _lints(model: Any, section: TrainSection, trainer: Any, rows: int, has_eval: bool) -> list[str]:

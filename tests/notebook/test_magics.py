@@ -565,3 +565,17 @@ def test_resume_magic_continues_a_stopped_run_and_the_session_takes_its_model(ip
     assert session(ip).lora_section.r == 4
     with pytest.raises(UsageError, match="one run at most"):
         ip.run_line_magic("lora", "resume a b")
+
+
+def test_train_mirrors_the_run_folder(ip, llama, data_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_NB_MIRROR", str(tmp_path / "drive"))
+    ip.run_line_magic("lora", f"load {llama}")
+    ip.run_line_magic("lora", "inject r=4")
+    run = ip.run_line_magic("lora", f"train data={data_file} steps=2 batch_size=8 max_length=64 "
+                                    f"output_dir={tmp_path / 'run'} mirror=$LORA_NB_MIRROR")
+    copy = tmp_path / "drive" / "run"
+    assert run.mirror == str(tmp_path / "drive") and run.recipe.train.mirror == str(tmp_path / "drive")
+    assert (copy / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (run.dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(UsageError, match=r"^train.mirror: .*not a folder"):
+        ip.run_line_magic("lora", f"train data={data_file} steps=1 mirror={data_file} output_dir={tmp_path / 'no'}")

@@ -425,3 +425,21 @@ def test_sweep_points_carry_their_sweeps_name_in_the_runs_table(tmp_path):
     assert short_name(Run(tmp_path / "20261128-101500-r16-all-linear-dora-lr1.5e-4-q4")) == "11-28 10:15"
     table = RunTable([point]).compact_html()
     assert ">sweep 11-28 10:15/r4-s0</td>" in table
+
+
+def test_the_mirror_field_copies_the_run_folder(tiny, demo_data, in_tmp):
+    session = Session()
+    session.load(str(tiny("llama", "demo")))
+    panel = Panel(session, data=str(demo_data[0]))
+    assert panel.mirror.value == "" and panel.recipe().train.mirror is None  # off by default
+    panel.steps.value, panel.batch_size.value, panel.max_length.value = 2, 8, 64
+    panel.mirror.value = f" {in_tmp / 'drive'} "
+    panel.buttons["Train"].click()
+    run = panel.session.active
+    run.wait()
+    assert run.status == "finished" and run.mirror == str(in_tmp / "drive")
+    assert (in_tmp / "drive" / run.name / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (run.adapter_dir / "adapter_model.safetensors").read_bytes()
+    panel.mirror.value = ""
+    panel.prefill(run.recipe)
+    assert panel.mirror.value == str(in_tmp / "drive")

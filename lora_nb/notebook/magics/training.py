@@ -22,7 +22,7 @@ from .registry import verb
 TRAIN_KEYS = {**fields_of(TrainSection), "data": fields_of(DataSection)["path"],
               **{k: v for k, v in fields_of(DataSection).items() if k != "path"},
               "output_dir": fields_of(Recipe)["output_dir"]}
-PATH_KEYS = ("data", "eval", "output_dir", "resume")  # expanded here, so the run's recipe holds the real path
+PATH_KEYS = ("data", "eval", "output_dir", "resume", "mirror")  # expanded here, so the run's recipe holds the real path
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:

@@ -82,6 +82,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
         tracker = ",".join(trackers(train.report_to)) or "none"  # a list shows as one choice: trackio,tensorboard
         self.tracker.options = list(dict.fromkeys([*self.tracker.options, tracker]))
         self.tracker.value = tracker
+        self.mirror.value = train.mirror or ""
 
     @strict_flags
     def recipe(self, fresh: bool = True) -> Recipe:
@@ -94,6 +95,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
                              batch_size=self.batch_size.value, max_length=self.max_length.value,
                              eval_steps=self.eval_steps.value or None, early_stopping=self.patience.value or None)}
         raw["train"]["report_to"] = self.tracker.value
+        raw["train"]["mirror"] = self.mirror.value.strip() or None
         if fresh:
             raw["lora"] = dict(r=self.r.value, alpha=self.alpha.value, dropout=self.dropout.value,
                                targets=self.targets(), variant=self.variant.value)

@@ -59,6 +59,8 @@ class TrainTab:
         # only the trackers installed here (found, not imported): picking one reports the run there as well
         self.tracker = w.Dropdown(options=["none", *installed_trackers()], value="none", description="tracker",
                                   **field_tooltip(TrainSection, "report_to"))
+        self.mirror = w.Text(value="", description="mirror", placeholder="/content/drive/MyDrive/lora_runs",
+                             **field_tooltip(TrainSection, "mirror"))
         stopping = field_tooltip(TrainSection, "early_stopping")[TOOLTIP]
         self.patience = w.IntText(value=0, description="early stop", **{
             TOOLTIP: f"Patience: evals without improvement before training stops (0: off). {stopping}"})
@@ -86,6 +88,7 @@ class TrainTab:
         return w.VBox([
             w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
             self.tracker,
+            self.mirror,
             self.patience,
             self.continue_adapter,
             w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
