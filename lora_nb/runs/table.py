@@ -6,6 +6,7 @@ import html
 import re
 from typing import Any, Optional, Sequence
 
+from ..core.errors import strict_flags
 from ..core.render import fmt, html_table, text_table
 from .record import Run
 
@@ -63,10 +64,17 @@ class RunTable:
                                          f"<td>{html.escape(t)}</td>" for t, tip in zip(text, tips)) + "</tr>")
         return f"<table class='lora-nb' style='white-space:nowrap'>{''.join(rows)}</table>"
 
-    def figure(self):
+    @strict_flags
+    def figure(self, compact: bool = False):
+        """The runs' loss curves in one chart; ``compact``: each named as in :meth:`compact_html`.
+
+        Example:
+            >>> RunTable([Run("runs/20261128-101500-r4-attention-lr2e-4")]).figure(compact=True)  # doctest: +SKIP
+        """
         from ..core.charts import loss_figure
 
-        return loss_figure([(run.name, run.history) for run in self.runs], title="loss by run")
+        names = [_clip(f"{short_name(run)} {run.label}".strip(), 40) if compact else run.name for run in self.runs]
+        return loss_figure(list(zip(names, (run.history for run in self.runs))), title="loss by run")
 
     def __str__(self) -> str:
         return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"

@@ -305,6 +305,28 @@ def run_in_browser(page, base, token, root, expect, tmp_path) -> None:
     padding = cell_of_run.evaluate("td => parseFloat(getComputedStyle(td).paddingLeft)")
     assert padding >= 4, f"runs table cells are padded {padding} px"
 
+    # --- Resume: the stopped run goes on from its checkpoint (its base reloaded as recorded); Stop again --
+    pick = panel.locator("select").filter(has=page.locator("option", has_text="(stopped)"))
+    pick.select_option(label=pick.locator("option", has_text="(stopped)").first.inner_text())
+    resume = panel.get_by_role("button", name="Resume", exact=True)
+    expect(resume).to_be_enabled(timeout=10_000)
+    resume.click()
+    stopped_at = info["step"]
+    deadline = time.time() + TRAINING_S
+    while not ("running" in status.inner_text() and current_step(status.inner_text()) >= stopped_at + 2):
+        assert time.time() < deadline, f"the resumed run did not go past step {stopped_at + 1}: {status.inner_text()}"
+        page.wait_for_timeout(250)
+    panel.get_by_role("button", name="Stop", exact=True).click()
+    expect(status).to_contain_text("adapter saved in", timeout=STOP_S * 1000)
+    resumed = json.loads((run_dir / "run.json").read_text())
+    assert resumed["status"] == "stopped" and resumed["step"] >= stopped_at + 2, resumed
+    steps_logged = [row["step"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                    if "loss" in row]
+    assert steps_logged == list(range(1, resumed["step"] + 1)), "the resumed run's steps follow on, none twice"
+    expect(idle).to_be_visible(timeout=60_000)
+    panel_screenshot(page, panel, notebook, SCREENSHOT.with_name("runs_tab.png"))
+    lap("Resume")
+
     # --- the Export tab: the script, Copy to the clipboard, Save to file (never over a file) -------
     panel.get_by_role("tab", name="Export", exact=True).click()
     panel.get_by_role("button", name="Export code", exact=True).click()

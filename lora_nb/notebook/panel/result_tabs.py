@@ -87,7 +87,7 @@ class RunsTab:
             self.runs.value = "<i>no runs yet</i>"
             return
         self.runs.value = (f"<div class='lora-nb-scroll'>{table.compact_html()}</div>"
-                           + png_img(table.figure(), style="width:560px"))
+                           + png_img(table.figure(compact=True), style="width:560px"))
 
     def generate(self) -> None:
         answer = self.session.generate(self.prompt.value)

@@ -87,9 +87,7 @@ class TrainTab:
         b = self.buttons
         return w.VBox([
             w.HBox([self.lr, self.steps, self.epochs]), w.HBox([self.batch_size, self.max_length, self.eval_steps]),
-            self.tracker,
-            self.mirror,
-            self.patience,
+            w.HBox([self.tracker, self.patience, self.mirror]),
             self.continue_adapter,
             w.HBox([b["Train"], self.sweep_keys[0], self.sweep_values[0], self.sweep_keys[1], self.sweep_values[1],
                     self.seeds, b["Sweep"]], layout=w.Layout(align_items="center")),
