@@ -123,7 +123,8 @@ def test_a_run_killed_while_mirroring_resumes_from_the_mirror_in_a_fresh_kernel(
             "print('STATUS', run.status, run.step)\n")
     out = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "-c", cell],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300).stdout
-    assert f"resuming runs/{mirrored.dir.name} (killed at step " in out and "; from the mirror " in out, out
+    assert f"resuming runs/{mirrored.dir.name} (killed at step " in out, out
+    assert f"; from the mirror {tmp_path / 'B'})" in out, out  # mirror=B given: said as the folder it is
     assert f"STATUS finished {STEPS}" in out, out
     assert_continued(tmp_path / "runs" / mirrored.dir.name, mirrored.saved_step, expected)
     assert Run.load(tmp_path / "B" / mirrored.dir.name).status == "finished"  # and it mirrored again to the end

@@ -119,7 +119,7 @@ def _mirrors(root: Path, mirror: Optional[PathLike]) -> list[Path]:
         recorded = _recorded_mirror(run.dir)
         if recorded:
             places.append(user_path(recorded))
-    unique = {p.resolve(): p for p in places if p.resolve() != root.resolve()}
+    unique = {p.resolve(): p.absolute() for p in places if p.resolve() != root.resolve()}  # said as absolute paths
     return list(unique.values())
 
 
