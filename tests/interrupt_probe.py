@@ -48,6 +48,9 @@ def send_sigint_on_entry(suffix: str, function: str, sent: dict) -> None:
 
 
 def main() -> None:
+    # Ctrl-C as a notebook kernel or a terminal gets it: a test run started in the background (`cmd &`)
+    # hands its children SIGINT ignored, and the probe would measure nothing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     model_dir, data, out, suffix, function = sys.argv[1:6]
     retry = sys.argv[6] if len(sys.argv) > 6 else None
     model, tok = lora_nb.load(model_dir, dtype="fp32")
