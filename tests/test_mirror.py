@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import lora_nb
+from killing import kill_once_saved
 from lora_nb.hf.folders import last_checkpoint
 from lora_nb.runs.record import Run
 
@@ -104,16 +104,7 @@ def test_a_killed_run_leaves_a_complete_checkpoint_in_the_mirror_that_resumes(ll
         lora_nb.train(model, tok, {str(data)!r}, output_dir={str(tmp_path / 'run')!r}, mirror={str(mirror)!r},
                       **{settings!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = mirror / "run" / "run.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        info = json.loads(status.read_text()) if status.exists() else {}
-        if info.get("saved_step", 0) >= 8:
-            break
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no handler, no final save, the copying thread dies mid-copy
-    proc.wait()
+    kill_once_saved(script, mirror / "run" / "run.json")  # the copying thread dies mid-copy too
 
     shutil.rmtree(tmp_path / "run")  # the runtime reset: the local folder is gone, the mirror's copy comes back
     shutil.copytree(mirror / "run", tmp_path / "runs" / "run")

@@ -7,11 +7,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import lora_nb
+from killing import kill_once_saved
 from lora_nb.runs.record import Run
 
 STEPS = 40
@@ -43,19 +43,11 @@ def killed(llama, parity, tmp_path_factory):
 
 def kill_at_step_8(script, home, watched):
     """The run ``script`` starts in ``home``, killed -9 once a run.json under ``watched`` says step 8 is saved."""
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=home, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    folder = None
-    while time.time() < deadline and proc.poll() is None:
-        folder = next(watched.glob("*/run.json"), None) if watched.exists() else None
-        info = json.loads(folder.read_text()) if folder else {}
-        if info.get("saved_step", 0) >= 8:
-            break
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no handler, no final save
-    proc.wait()
-    run = Run.load(folder.parent)
+    def status():
+        return next(watched.glob("*/run.json"), None) if watched.exists() else None
+
+    kill_once_saved(script, status, cwd=home)
+    run = Run.load(status().parent)
     assert run.status == "killed" and 8 <= run.saved_step < STEPS, (run.status, run.saved_step)
     return run
 

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import lora_nb
+from killing import kill_once_saved
 from lora_nb.runs.record import Run
 
 
@@ -301,16 +302,7 @@ def test_a_killed_run_reports_its_last_save_and_resumes_with_the_same_losses(lla
         model = lora_nb.inject(model, r=4, verbose=False)
         lora_nb.train(model, tok, {str(data)!r}, output_dir={str(tmp_path / 'run')!r}, **{settings!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = tmp_path / "run" / "run.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        info = json.loads(status.read_text()) if status.exists() else {}
-        if info.get("saved_step", 0) >= 8:
-            break
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no handler, no final save
-    proc.wait()
+    kill_once_saved(script, tmp_path / "run" / "run.json")
 
     killed = Run.load(tmp_path / "run")
     assert killed.status == "killed" and 8 <= killed.saved_step < 40, (killed.status, killed.saved_step)
