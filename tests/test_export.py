@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import lora_nb
-from lora_nb.hf import columns, compat, devices, folders, formats, memory_model, models, stopping, trackers
+from lora_nb.hf import columns, compat, devices, folders, formats, memory_model, mirror, models, stopping, trackers
 from lora_nb.core.errors import ConfigError
 from lora_nb.export.script import script_settings
 
@@ -198,8 +198,8 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
         "lora": {"targets": "attention", "rank_pattern": {f"q_proj|{HOSTILE}": 4},
                  "alpha_pattern": {f"q_proj|{HOSTILE}": 8},
                  "modules_to_save": [HOSTILE]},
-        "data": {"path": HOSTILE, "split": HOSTILE, "eval": HOSTILE},
-        "train": {"steps": 1, "resume": HOSTILE, "sft": {"run_name": HOSTILE}},
+        "data": {"path": HOSTILE, "split": HOSTILE, "eval": HOSTILE, "columns": {"instruction": HOSTILE}},
+        "train": {"steps": 1, "resume": HOSTILE, "mirror": HOSTILE, "sft": {"run_name": HOSTILE}},
         "output_dir": HOSTILE,
     })
     script = lora_nb.to_script(recipe)
@@ -209,7 +209,7 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     without_strings = ast.unparse(StripStrings().visit(tree))
     assert "PWNED" not in without_strings and "__import__" not in without_strings
     settings = constants(script)
-    shared = (devices, memory_model, models, formats, columns, folders, compat, trackers, stopping)
+    shared = (devices, memory_model, models, formats, columns, folders, compat, trackers, stopping, mirror)
     fixed = {name: value for module in shared
              for name, value in constants(inspect.getsource(module)).items()}  # their own constants
     expected = script_settings(recipe)  # a setting only a left-out branch reads is left out of the script
@@ -219,6 +219,7 @@ def test_every_setting_reaches_the_script_only_as_a_literal(llama, tmp_path):
     assert (settings["DATA"], settings["DATA_SPLIT"], settings["EVAL"]) == (HOSTILE, HOSTILE, HOSTILE)
     assert (settings["RESUME"], settings["OUTPUT_DIR"]) == (HOSTILE, HOSTILE + "-script")
     assert settings["SFT_CONFIG"]["run_name"] == HOSTILE
+    assert (settings["COLUMNS"], settings["MIRROR"]) == ({"instruction": HOSTILE}, HOSTILE)
     lora = settings["LORA_CONFIG"]
     assert lora["modules_to_save"] == [HOSTILE]
     # a key with repeats or braces reaches PEFT as the module names it matched, escaped (see injection.peft_patterns)

@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-CHECKPOINT = re.compile(r"checkpoint-\d+")
+CHECKPOINT = r"checkpoint-\d+"  # a literal, as every constant a script carries
 
 
 def check_mirror(root: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> Path:
@@ -137,11 +137,11 @@ class Mirror:
         if not there.is_dir():
             return
         kept = {p.name for p in here.iterdir()} if here.is_dir() else set()
-        complete = [p for p in there.iterdir() if CHECKPOINT.fullmatch(p.name) and p.name in kept]
+        complete = [p for p in there.iterdir() if re.fullmatch(CHECKPOINT, p.name) and p.name in kept]
         if not complete:  # never leave the mirror without a complete checkpoint
             return
         for old in there.iterdir():
-            if old.name not in kept and (CHECKPOINT.fullmatch(old.name) or old.name.endswith(".partial")):
+            if old.name not in kept and (re.fullmatch(CHECKPOINT, old.name) or old.name.endswith(".partial")):
                 shutil.rmtree(old, ignore_errors=True)
 
     def _copy_all(self: Mirror) -> None:
@@ -151,7 +151,7 @@ class Mirror:
                 continue
             if path.name == "checkpoints" and path.is_dir():
                 for checkpoint in sorted(path.iterdir()):
-                    if CHECKPOINT.fullmatch(checkpoint.name):
+                    if re.fullmatch(CHECKPOINT, checkpoint.name):
                         self._copy_checkpoint(checkpoint.name)
                     elif checkpoint.is_file() and not checkpoint.name.startswith("."):  # Trainer's README.md
                         copy_whole(checkpoint, self.target / "checkpoints" / checkpoint.name)
