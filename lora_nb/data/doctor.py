@@ -114,8 +114,9 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
 
     build_section(DataSection, dict(format=format, split=split, train_on=train_on, columns=columns),
                   "data")  # a typo: one line
-    shown = preview(data, tokenizer, n=rows, format=format, split=split, max_length=max_length, train_on=train_on,
-                    columns=columns)
+    head = read(data, split)
+    head = apply(head.select(range(min(rows, len(head)))), columns)  # read once: the preview and the turns below
+    shown = preview(head, tokenizer, n=rows, format=format, max_length=max_length, train_on=train_on)
     fmt = shown.format
     effective = effective_train_on(fmt, tokenizer, train_on)
     has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -126,7 +127,7 @@ def check(tokenizer: Any, data: Any, *, rows: int = 3, format: Optional[str] = N
         how = "default" if train_on is None else "set"
     elif kind == "messages" and effective == "assistant":
         how = "marks" if marks else "rendered"
-    raw = apply(read(data, split).select(range(len(shown.rows))), columns) if fmt == "messages" else None
+    raw = head.select(range(len(shown.rows))) if fmt == "messages" else None
     reports = []
     for i, tokens in enumerate(shown.rows):
         turns = _turns(tokenizer, raw[i]["messages"], tokens) if raw is not None else [(fmt, tokens)]
