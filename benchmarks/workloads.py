@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from lora_nb.recipe.schema import LoraSection, TrainSection
 
 from .common import Metrics
+from .flops import model_shape, step_flops
 
 # hidden, intermediate, layers, attention heads, kv heads, vocabulary (None: the tokenizer's), tied embeddings
 SHAPES = {
@@ -115,22 +116,27 @@ class Meter(TrainerCallback):
     """
 
     def __init__(self) -> None:
-        self.tokens = self.labels = 0
+        self.tokens = self.labels = self.squared_lengths = 0
         self.nll = 0.0
         self.marks: list[tuple[float, int]] = []
+        self.cpu_marks: list[tuple[float, int, int]] = []  # (CPU time, tokens, squared lengths) at each mark
+        self.shape: dict = {}
         self.settings: dict = {}
         self._hook: Optional[Any] = None
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self.settings = {**args.to_dict(), "dtype": str(model.dtype).removeprefix("torch.")}
         self._hook = model.register_forward_hook(self._count, with_kwargs=True)
+        self.shape = model_shape(model)
         self.marks = [(time.perf_counter(), 0)]
+        self.cpu_marks = [(time.process_time(), 0, 0)]
 
     def _count(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         if not module.training:
             return
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
         self.tokens += int(mask.sum()) if mask is not None else ids.numel()  # padding-free batches have no mask
+        self.squared_lengths += int((mask.sum(-1) ** 2).sum()) if mask is not None else ids.numel() ** 2
         label_mask, log_probs = getattr(output, "label_mask", None), getattr(output, "log_probs", None)
         if label_mask is not None and log_probs is not None:  # TRL's fused head: per-token log-probs, 0 where ignored
             n, nll = int(label_mask.sum()), float(-log_probs.detach().sum())
@@ -143,17 +149,23 @@ class Meter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.marks.append((time.perf_counter(), self.tokens))
+        self.cpu_marks.append((time.process_time(), self.tokens, self.squared_lengths))
 
     def on_train_end(self, args, state, control, **kw):
         if self._hook is not None:
             self._hook.remove()
 
     def metrics(self, skip: int) -> Metrics:
-        """tokens/s and seconds per step over the steps after the first ``skip``; loss per label token."""
+        """tokens/s (wall and per CPU-second), seconds per step and model FLOPs per CPU-second
+        (:mod:`benchmarks.flops`) over the steps after the first ``skip``; loss per label token."""
         skip = min(skip, len(self.marks) - 2)
         (t0, n0), (t1, n1) = self.marks[skip], self.marks[-1]
         steps = len(self.marks) - 1 - skip
+        (c0, _, q0), (c1, _, q1) = self.cpu_marks[skip], self.cpu_marks[-1]
+        flops_per_cpu_s = step_flops(self.shape, n1 - n0, q1 - q0) / (c1 - c0) if c1 > c0 else float("nan")
         return {"tokens_per_s": (n1 - n0) / (t1 - t0), "step_s": (t1 - t0) / steps,
+                "tokens_per_cpu_s": (n1 - n0) / (c1 - c0) if c1 > c0 else float("nan"),
+                "flops_per_cpu_s": flops_per_cpu_s,
                 "loss_per_token": self.nll / self.labels if self.labels else float("nan")}
 
     def whole_call(self, skip: int, seconds: float, cpu_seconds: float) -> Metrics:

@@ -10,10 +10,11 @@ imports nothing from lora_nb, and its imports sit inside the functions.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from trl import SFTConfig
 
@@ -88,3 +89,65 @@ def tooltip_keyword(ipywidgets_version: str) -> str:
         ('description_tooltip', 'tooltip')
     """
     return "tooltip" if int(ipywidgets_version.split(".")[0]) >= 8 else "description_tooltip"
+
+
+# The line of TRL's add_fused_lm_head that decides which positions its chunked LM head projects (TRL 1.x).
+_COMPACT_DECISION = "compact = _use_triton(hidden_states.device)"
+
+
+def lm_head_switch(utils: Any = None) -> Any:
+    """The module whose ``_use_triton`` decides, in TRL's fused LM head, whether only the labelled
+    positions are projected — ``trl.trainer.utils`` where it does so (TRL 1.x from its fused head on,
+    read from the function's source) — or None: no fused head (TRL 1.9), another layout, another major
+    release. ``utils``: another module to ask (a test forces each side with it).
+
+    Example:
+        >>> import types
+        >>> lm_head_switch(types.SimpleNamespace(_use_triton=bool)) is None   # no fused LM head there
+        True
+    """
+    import inspect
+
+    try:
+        import trl
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return None
+    utils = trl_utils if utils is None else utils
+    head, decide = getattr(utils, "add_fused_lm_head", None), getattr(utils, "_use_triton", None)
+    if not trl.__version__.startswith("1.") or head is None or not callable(decide):
+        return None
+    try:
+        source = inspect.getsource(head)
+    except (OSError, TypeError):
+        return None
+    return utils if _COMPACT_DECISION in source else None
+
+
+@contextmanager
+def labelled_positions_only(utils: Any = None) -> Iterator[bool]:
+    """While it is open, TRL's fused LM head projects only the positions that have a label on a CPU too;
+    yields whether it could (False where :func:`lm_head_switch` finds no such decision: TRL then runs as
+    it is).
+
+    TRL computes the loss through a chunked LM head that projects only the labelled positions on CUDA
+    and XPU, and every position elsewhere (prompt and padding too), so that Neuron's compiler does not
+    see a new shape per batch. A CPU in eager mode compiles nothing: the log-probabilities are the same
+    and a step takes 1.16–1.23× less CPU (SmolLM2-135M shape, mixed-length prompt/completion rows).
+    TRL makes that decision with a private function; this changes it for CPU devices only, and puts the
+    function back on leaving.
+
+    Example:
+        >>> with labelled_positions_only() as applied:   # doctest: +SKIP
+        ...     trainer.train()
+    """
+    utils = lm_head_switch(utils)
+    if utils is None:
+        yield False
+        return
+    original = utils._use_triton
+    utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield True
+    finally:
+        utils._use_triton = original

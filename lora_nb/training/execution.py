@@ -15,6 +15,7 @@ from .stopping import record_stop, stop_line
 from ..core.errors import ConfigError
 from ..core.files import write_error
 from ..core.quiet import Capture
+from ..hf.compat import labelled_positions_only
 from ..runs.busy import training
 from ..runs.folders import prune_checkpoints
 from ..runs.record import Run
@@ -27,7 +28,7 @@ def execute(run: Run, trainer: Any, model: Any, tokenizer: Any, checkpoint: Opti
     ``mirror`` (a :class:`lora_nb.hf.mirror.Mirror`): the run folder's copy is complete when this returns."""
     run.trainer = trainer
     try:
-        with _stop_on_interrupt(run):
+        with _stop_on_interrupt(run), labelled_positions_only():
             trainer.train(resume_from_checkpoint=checkpoint)
         run.status = "stopped" if trainer.state.global_step < trainer.state.max_steps else "finished"
         record_stop(run, trainer)  # train.early_stopping: the best eval, and finished where it stopped the run
