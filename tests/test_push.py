@@ -153,3 +153,21 @@ def test_panel_pushes_the_last_run(run):
     session.runs.append(run)
     panel.buttons["Push to Hub"].click()
     assert "dry run:" in panel.status.value and "## Recipe" in panel.code.value
+
+
+def test_a_run_training_in_the_background_is_not_pushed(llama, parity, tmp_path):
+    """Its adapter would be read (or merged) mid-step: the run, its folder and its model are each refused
+    in one line until it ends; then it pushes."""
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    run = lora_nb.train(model, tok, parity[0], steps=10_000, batch_size=4, background=True, progress=False,
+                        output_dir=str(tmp_path / "bg"))
+    try:
+        for source in (run, str(run.dir), run.dir / "adapter", model):
+            with pytest.raises(lora_nb.ConfigError, match=rf"run_or_model: is training in run {run.name}: stop it"):
+                lora_nb.push(source, "me/x", dry_run=True)
+    finally:
+        run.stop()
+        run.wait(timeout=120)
+    assert run.status == "stopped"
+    assert "adapter_model.safetensors" in lora_nb.push(run, "me/x", dry_run=True).files

@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, first_line, strict_flags
 from ..core.quiet import quietly
 from ..core.version import __version__
 from ..runs.adapters import adapter_meta, save
+from ..runs.busy import check_not_training, check_run_not_training
 from ..runs.history import read_jsonl
 from ..runs.record import Run
 from .merging import merge
@@ -65,6 +66,10 @@ def push(run_or_model: Any, repo_id: str, *, merged: bool = False, private: bool
     """
     if not isinstance(repo_id, str) or not HUB_ID.match(repo_id):
         raise ConfigError("repo_id", repo_id, problem="is not a Hub repo id; give 'user/name'")
+    if hasattr(run_or_model, "peft_config"):  # what is training would be saved, or merged, mid-step
+        check_not_training(run_or_model, "pushing", key="run_or_model")
+    elif isinstance(run_or_model, (Run, str, Path)):
+        check_run_not_training(run_or_model, "pushing", key="run_or_model")
     if not dry_run:
         from huggingface_hub import get_token
 

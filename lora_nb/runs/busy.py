@@ -51,5 +51,24 @@ def check_not_training(model: Any, before: str = "", *, key: str = "model") -> N
     """
     busy = training_run(model)
     if busy is not None:
-        raise ConfigError(key, problem=f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait "
-                          f"for it (run.wait(), %lora wait) {f'before {before}' if before else 'first'}")
+        raise ConfigError(key, problem=_busy_problem(busy, before))
+
+
+def check_run_not_training(run_or_folder: Any, before: str = "", *, key: str = "run") -> None:
+    """Refuse a run — a :class:`~lora_nb.Run`, its folder or its adapter folder — that is training
+    right now in this process, as :func:`check_not_training` refuses its model.
+
+    Example:
+        >>> check_run_not_training("runs/20261128-101500", "pushing")   # nothing trains it: no error
+    """
+    from pathlib import Path
+
+    folder = Path(getattr(run_or_folder, "dir", run_or_folder)).expanduser().resolve()
+    for busy in list(_BUSY.values()):
+        if Path(busy.dir).resolve() in (folder, folder.parent):
+            raise ConfigError(key, problem=_busy_problem(busy, before))
+
+
+def _busy_problem(busy: "Run", before: str) -> str:
+    return (f"is training in run {busy.name}: stop it (run.stop(), %lora stop) or wait for it (run.wait(), "
+            f"%lora wait) {f'before {before}' if before else 'first'}")
