@@ -146,3 +146,17 @@ def test_the_table_gives_a_runs_average_speed_not_its_last_steps(tmp_path):
     table = RunTable([run])
     assert table.rows()[0][table.HEADERS.index("tokens/s")] == 7.0  # the last step said 4.5
     assert ["tokens/s (mean)", 7] in run._rows()
+
+
+def test_a_terminal_shows_the_table_not_the_objects_address(tmp_path):
+    """IPython in a terminal (or any console without HTML) prints the text table for `lora_nb.runs()`."""
+    from IPython.lib.pretty import pretty
+
+    from lora_nb.runs.record import Run
+    from lora_nb.runs.table import RunTable
+
+    run = Run(tmp_path / "20261206-101500-r4-all-linear-lr2e-4")
+    run.history = [{"step": 1, "loss": 2.5}]
+    shown = pretty(RunTable([run]))
+    assert shown == str(RunTable([run])) and shown.startswith("run ") and "20261206-101500" in shown
+    assert pretty(RunTable([])) == "no runs yet"

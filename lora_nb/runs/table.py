@@ -79,6 +79,9 @@ class RunTable:
     def __str__(self) -> str:
         return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))  # a terminal IPython shows the table, not <RunTable at 0x…>
+
     def _repr_html_(self) -> str:
         from ..core.charts import png_img
 
