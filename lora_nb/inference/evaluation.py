@@ -114,11 +114,13 @@ class Evaluation:
 @quietly()
 def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_match", limit: Optional[int] = None,
              max_new_tokens: Optional[int] = None, batch_size: int = 16, run: Optional["Run"] = None,
-             progress: bool = True) -> Evaluation:
+             columns: Optional[Union[dict, str]] = None, progress: bool = True) -> Evaluation:
     """Score ``model`` on the rows of ``data`` against their reference answers.
 
     ``data``: any source :func:`lora_nb.train` reads (a file, a Hub name, a Dataset, a list of
-    dicts) in alpaca, prompt/completion or messages format; ``limit`` keeps the first rows.
+    dicts) in alpaca, prompt/completion or messages format, under its own column names with
+    ``columns`` (as ``data.columns`` in training: ``{"question": "instruction", "answer": "output"}``
+    or ``"question:instruction,answer:output"``); ``limit`` keeps the first rows.
     ``metric``:
 
     - ``"exact_match"``: the greedy answer equals the reference (both stripped);
@@ -153,7 +155,7 @@ def evaluate(model: Any, tokenizer: Any, data: Any, *, metric: Metric = "exact_m
             raise ConfigError(key, value, problem="must be a whole number of at least 1")
     check_not_training(model, "evaluating")
     source = _describe(data)
-    cases = _cases(data, tokenizer, limit, source)
+    cases = _cases(data, tokenizer, limit, source, columns)
     references = [_text(completion) for _, completion in cases]
     with progress_bar(total=len(cases), desc=f"evaluate ({name})", unit="row", disable=not progress) as bar:
         if name == "token_accuracy":
@@ -204,12 +206,13 @@ def _describe(data: Any) -> str:
     return f"a {type(data).__name__}" + (f" of {rows} rows" if isinstance(rows, int) else "")
 
 
-def _cases(data: Any, tokenizer: Any, limit: Optional[int], source: str) -> list[tuple[Any, Any]]:
+def _cases(data: Any, tokenizer: Any, limit: Optional[int], source: str,
+           columns: Optional[Union[dict, str]] = None) -> list[tuple[Any, Any]]:
     """(prompt, completion) per row, as training sees them: text, or chat turns where the tokenizer
     has a chat template. Read and checked by lora_nb.data.prepare (its errors name the file and the row)."""
     from ..data.prepare import prepare
 
-    rows, _, fmt = prepare(source if isinstance(data, (str, os.PathLike)) else data, tokenizer)
+    rows, _, fmt = prepare(source if isinstance(data, (str, os.PathLike)) else data, tokenizer, columns=columns)
     if fmt == "text":
         raise ConfigError("data.format", fmt, problem="has no reference answers to score against; give alpaca "
                           "(instruction/output), prompt/completion or messages rows")

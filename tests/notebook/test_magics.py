@@ -466,6 +466,16 @@ def test_train_maps_the_datas_own_columns(ip, llama, parity, tmp_path):
             f"train: {{steps: 2, batch_size: 8}}\noutput_dir: {tmp_path / 'cell'}\n")
     run = ip.run_cell_magic("lora", "train", cell)
     assert run.status == "finished" and run.recipe.data.columns == {"instruction": "question", "output": "answer"}
+    sweep = ip.run_line_magic("lora", f"sweep r=2,4 data={data} columns=question:instruction,answer:output steps=1 "
+                                      f"batch_size=8 eval_data={data} metric=token_accuracy "
+                                      f"output_dir={tmp_path / 'sweep'}")  # its commas are not grid values
+    assert [p.settings["r"] for p in sweep.points] == [2, 4] and all(p.status == "finished" for p in sweep.points)
+    assert all(p.recipe.data.columns == {"question": "instruction", "answer": "output"} for p in sweep.points)
+    assert all(0 <= p.score <= 1 for p in sweep.points)  # the eval rows were read with the same mapping
+    scored = ip.run_line_magic("lora", f"eval data={data} columns=question:instruction,answer:output "
+                                       "metric=token_accuracy limit=8")
+    assert scored.score == lora_nb.evaluate(sweep.model, session(ip).tokenizer, [
+        {"instruction": r["input"], "output": r["output"]} for r in parity[0][:8]], metric="token_accuracy").score
 
 
 def test_train_with_early_stopping_as_a_number_or_a_mapping(ip, llama, data_file, tmp_path, capsys):

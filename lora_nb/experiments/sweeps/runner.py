@@ -107,7 +107,8 @@ class PointRunner:
         if progress is None:
             progress = not any(getattr(c, "shows_progress", False) for c in callbacks)
         s = self.sweep
-        return evaluate(s.model, s.tokenizer, data, metric=metric, run=point.run, progress=progress).score
+        return evaluate(s.model, s.tokenizer, data, metric=metric, run=point.run,
+                        columns=point.recipe.data.columns, progress=progress).score  # the train rows' names
 
     def settle(self, status: str, message: str) -> None:
         """The point that was training when the sweep ended early takes ``status``."""

@@ -37,6 +37,7 @@ EVAL_HELP = {
     "limit": "score only the first N rows",
     "max_new_tokens": "answer length (default: the longest reference's tokens + 8)",
     "batch_size": "rows answered at once",
+    "columns": "the data's own column names, as in %lora train (question:instruction,answer:output)",
 }
 
 

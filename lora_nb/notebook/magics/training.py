@@ -13,7 +13,7 @@ from ...core.errors import ConfigError
 from ...core.files import check_free, expand_user
 from ...recipe.names import to_settings
 from ...recipe.schema import DataSection, Recipe, TrainSection
-from ..typed import comma_values
+from ..typed import comma_values, read_value
 from .arguments import cell_yaml, fields_of, overwrite_flag
 from .magic import LoraMagics
 from .model import LORA_KEYS
@@ -122,6 +122,10 @@ SWEEP_KEYS = {**{k: f for k, f in LORA_KEYS.items() if k != "seed"},
               **{k: f for k, f in TRAIN_KEYS.items() if k != "resume"}, **SWEEP_OPTIONS}
 
 
+# Settings a sweep gives every point whole: a column mapping (a:b,c:d) and a list of trackers.
+ONE_VALUE = ("columns", "report_to")
+
+
 def _sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", action="store_true", help="sweep in a thread: the kernel stays free, Stop works")
 
@@ -137,6 +141,9 @@ def _sweep(m: LoraMagics, args: argparse.Namespace, cell: Optional[str]) -> Any:
         key, raw = item.split("=", 1)
         if key not in SWEEP_KEYS:
             raise ConfigError(key, problem="unknown setting", allowed=SWEEP_KEYS)
+        if key in ONE_VALUE:  # commas inside it are the value's own, as in %lora train
+            grid[key] = read_value(raw, m.shell.user_ns)
+            continue
         values = comma_values(key, raw, m.shell.user_ns)
         if len(values) == 1:  # one value for every point; a list (targets=[q_proj,v_proj]) is one value too
             values = values[0] if key in SWEEP_OPTIONS or key == "data" or not isinstance(values[0], list) else values
