@@ -85,6 +85,8 @@ def measure(size: dict) -> CaseResult:
                 higher_is_better=False, **kw),
     ], settings={**size, "lora": LORA, "trl": config, "data": lengths(tok, rows)},
         notes=[f"lora_nb trained with {describe(seen['lora_nb'])}.", f"TRL trained with {describe(seen['trl'])}.",
+               "lora_nb's save_steps is its 10% cadence; its callback keeps those saves at least 30 s apart "
+               "(plus the last step).",
                "speed: real (non-padding) tokens per second over the whole epoch, from its first step (both sides "
                "see the same examples, in their own order); loss: summed over every label token of the run, "
                "per token.",
