@@ -160,3 +160,18 @@ def test_a_terminal_shows_the_table_not_the_objects_address(tmp_path):
     shown = pretty(RunTable([run]))
     assert shown == str(RunTable([run])) and shown.startswith("run ") and "20261206-101500" in shown
     assert pretty(RunTable([])) == "no runs yet"
+
+
+def test_runs_started_in_the_same_minute_are_told_apart_to_the_second(tmp_path):
+    """The compact table, its chart legend and the panel's run picker read short_names: a minute two
+    runs share gets its seconds; a minute of its own stays short."""
+    from lora_nb.runs.record import Run
+    from lora_nb.runs.table import RunTable
+
+    runs = [Run(tmp_path / name) for name in ("20261206-101500-r4", "20261206-101542-r4", "20261206-111500-r4")]
+    for run in runs:
+        run.history = [{"step": 1, "loss": 2.0}]
+    html = RunTable(runs).compact_html()
+    assert "12-06 10:15:00" in html and "12-06 10:15:42" in html and ">12-06 11:15<" in html
+    legend = [t.get_text() for t in RunTable(runs).figure(compact=True).axes[0].get_legend().get_texts()]
+    assert len(set(legend)) == 3, legend

@@ -55,8 +55,8 @@ class RunTable:
             2
         """
         rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in self.COMPACT_HEADERS) + "</tr>"]
-        for run in self.runs:
-            cells = [short_name(run), run.label, run.status, f"{run.step}/{run.max_steps}", run.last("loss"),
+        for run, short in zip(self.runs, short_names(self.runs)):
+            cells = [short, run.label, run.status, f"{run.step}/{run.max_steps}", run.last("loss"),
                      run.last("eval_loss"), run.eval_score, _duration(run.summary.get("train_runtime"))]
             text = [_clip(fmt(c), width) for c in cells]
             tips = [str(run.dir), run.label] + [""] * (len(cells) - 2)
@@ -73,7 +73,8 @@ class RunTable:
         """
         from ..core.charts import loss_figure
 
-        names = [_clip(f"{short_name(run)} {run.label}".strip(), 40) if compact else run.name for run in self.runs]
+        names = ([_clip(f"{short} {run.label}".strip(), 40) for run, short in zip(self.runs, short_names(self.runs))]
+                 if compact else [run.name for run in self.runs])
         return loss_figure(list(zip(names, (run.history for run in self.runs))), title="loss by run")
 
     def __str__(self) -> str:
@@ -90,7 +91,7 @@ class RunTable:
         return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
 
 
-def short_name(run: Run) -> str:
+def short_name(run: Run, seconds: bool = False) -> str:
     """A run's name in a few characters: its start time as ``MM-DD HH:MM`` for a timestamped folder
     (the label is a column of its own), under its sweep's (``sweep 11-28 10:15/r4-s0``) for a sweep's point.
 
@@ -102,14 +103,27 @@ def short_name(run: Run) -> str:
     """
     parent = run.dir.parent.name
     if parent.startswith("sweep-"):
-        return f"sweep {_stamp(parent.removeprefix('sweep-'))}/{run.name}"
-    return _stamp(run.name)
+        return f"sweep {_stamp(parent.removeprefix('sweep-'), seconds)}/{run.name}"
+    return _stamp(run.name, seconds)
 
 
-def _stamp(name: str) -> str:
-    """``20261128-101500-…`` as ``11-28 10:15``; any other name as it is."""
-    found = re.match(r"\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)\d\d(?:-|$)", name)
-    return f"{found[1]}-{found[2]} {found[3]}:{found[4]}" if found else name
+def short_names(runs: Sequence[Run]) -> list[str]:
+    """:func:`short_name` of each run, to the second where two of ``runs`` started in the same minute.
+
+    Example:
+        >>> short_names([Run("runs/20261128-101500-r4"), Run("runs/20261128-101542-r8"), Run("runs/20261128-1120-x")])
+        ['11-28 10:15:00', '11-28 10:15:42', '20261128-1120-x']
+    """
+    names = [short_name(run) for run in runs]
+    return [short_name(run, seconds=True) if names.count(name) > 1 else name for run, name in zip(runs, names)]
+
+
+def _stamp(name: str, seconds: bool = False) -> str:
+    """``20261128-101500-…`` as ``11-28 10:15`` (``seconds``: ``11-28 10:15:00``); any other name as it is."""
+    found = re.match(r"\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)(?:-|$)", name)
+    if not found:
+        return name
+    return f"{found[1]}-{found[2]} {found[3]}:{found[4]}" + (f":{found[5]}" if seconds else "")
 
 
 def _clip(text: str, width: int) -> str:

@@ -18,7 +18,7 @@ import ipywidgets as w
 from ...core.charts import png_img
 from ...core.errors import ConfigError
 from ...core.files import atomic_write, check_free
-from ...runs.table import short_name
+from ...runs.table import short_names
 from .widgets import COPY_JS, wide
 
 
@@ -79,7 +79,8 @@ class RunsTab:
                                      if (run.adapter_dir / "adapter_config.json").is_file()]
         self.compare_runs.value = tuple(v for v in picked if v in dict(self.compare_runs.options).values())
         picked_run = self.run_pick.value
-        self.run_pick.options = [(f"{short_name(run)} {run.label} ({run.status})", str(run.dir)) for run in table.runs]
+        self.run_pick.options = [(f"{short} {run.label} ({run.status})", str(run.dir))
+                                 for run, short in zip(table.runs, short_names(table.runs))]
         self.run_pick.value = picked_run if picked_run in dict(self.run_pick.options).values() else (
             str(table.runs[0].dir) if table.runs else None)
         self.pick_run()
