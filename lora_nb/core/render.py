@@ -7,11 +7,12 @@ from typing import Any, Sequence
 
 
 def fmt(value: Any) -> str:
-    """Numbers the way people read them: 1,234,567; 0.0123; 3.2e-05.
+    """Numbers the way people read them: 1,234,567; 0.0123; 3.2e-05; a float from 10,000 up in whole
+    units (a speed of 10,624 tokens/s, not 1.062e+04).
 
     Example:
-        >>> fmt(1234567), fmt(0.012345), fmt(None)
-        ('1,234,567', '0.01235', '')
+        >>> fmt(1234567), fmt(0.012345), fmt(None), fmt(10623.7), fmt(9495.2), fmt(float("inf"))
+        ('1,234,567', '0.01235', '', '10,624', '9495', 'inf')
     """
     if value is None:
         return ""
@@ -20,7 +21,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if 1e4 <= abs(value) < float("inf") else f"{value:.4g}"
     return str(value)
 
 
