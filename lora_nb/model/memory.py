@@ -240,12 +240,15 @@ def count_memory(report: Any, meta: Any, *, quant: Optional[str], dtype: str, r:
         weights = quantized * QUANT_BYTES[quant] + (report.total_params - quantized) * 4
     else:
         weights = report.total_params * act_bytes
-    rows, length = longest_batch(lengths, batch_size, max_length)
+    rows, length = longest_batch(lengths and [n for n, _ in lengths], batch_size, max_length)
+    # TRL's LM head projects only the positions that carry loss (lora_nb.hf.compat.labelled_positions_only on a
+    # CPU): with the data known, those of the longest batch (its longest examples), else every position
+    scored = sum(sorted(min(k, max_length) for _, k in lengths)[-rows:]) if lengths else None
     dims = model_dims(meta.config)
     layers = {}
     for on in (False, True):
         layers[on], head = activation_bytes(dims, batch_size=rows, max_length=length, checkpointing=on,
-                                            dtype_bytes=act_bytes, gpu=device == "gpu")
+                                            dtype_bytes=act_bytes, gpu=device == "gpu", scored=scored)
     tensors = [r * size * max(m.experts, 1) for m in picked for size in (m.in_features, m.out_features)]
     adapter, optimizer, paged = state_bytes(tensors, optim=optim, adapter_dtype=adapter_dtype, gpu=device == "gpu")
     return MemoryEstimate(source=report.source, device=device, quant=quant, dtype=dtype_name, batch_size=batch_size,
@@ -287,10 +290,11 @@ def memory_bytes(memory: Union[int, float, str]) -> int:
     return int(float(found[1]) * UNITS[found[2]])
 
 
-def _lengths(data: Any, tokenizer: Any, max_length: int, trust_remote_code: bool) -> list[int]:
-    """The token count of each training example: given as numbers, or from TRL's tokenisation."""
+def _lengths(data: Any, tokenizer: Any, max_length: int, trust_remote_code: bool) -> list[tuple[int, int]]:
+    """The token count of each training example and how many carry loss: given as numbers (every
+    token then carries loss), or from TRL's tokenisation."""
     if isinstance(data, (list, tuple)) and data and all(isinstance(n, int) and not isinstance(n, bool) for n in data):
-        return list(data)
+        return [(n, n) for n in data]
     from ..data.preview import token_lengths
 
     if isinstance(tokenizer, (str, os.PathLike)):
