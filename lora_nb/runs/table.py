@@ -91,6 +91,7 @@ class RunTable:
         return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
 
 
+@strict_flags
 def short_name(run: Run, seconds: bool = False) -> str:
     """A run's name in a few characters: its start time as ``MM-DD HH:MM`` for a timestamped folder
     (the label is a column of its own), under its sweep's (``sweep 11-28 10:15/r4-s0``) for a sweep's point.
