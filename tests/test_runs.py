@@ -175,3 +175,19 @@ def test_runs_started_in_the_same_minute_are_told_apart_to_the_second(tmp_path):
     assert "12-06 10:15:00" in html and "12-06 10:15:42" in html and ">12-06 11:15<" in html
     legend = [t.get_text() for t in RunTable(runs).figure(compact=True).axes[0].get_legend().get_texts()]
     assert len(set(legend)) == 3, legend
+
+
+def test_on_done_registered_after_the_work_ended_is_still_called(tmp_path):
+    """A run that ends before its caller registers on_done (a panel button's handler) still reports."""
+    from lora_nb.runs.background import Background
+
+    job, seen = Background(), []
+    job.dir = tmp_path / "job"
+    job.start(lambda: job.done())
+    job.wait()
+    job.on_done(lambda j: seen.append(j))
+    assert seen == [job]
+    job.start(lambda: None)  # started again: a later end reports to what is registered then
+    job.wait()
+    job.on_done(lambda j: seen.append("again"))
+    assert seen == [job]

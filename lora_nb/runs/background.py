@@ -35,6 +35,8 @@ class Background:
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._on_done: list[Callable] = []
+        self._ended = False  # done() has run: an on_done registered later is called at once
+        self._done_lock = threading.Lock()
 
     def start(self, target: Callable[[], None]) -> None:
         """Run ``target`` (the training) in a daemon thread named after the folder.
@@ -42,6 +44,7 @@ class Background:
         Example:
             >>> run.start(lambda: trainer.train())   # doctest: +SKIP
         """
+        self._ended = False
         self._thread = threading.Thread(target=target, name=f"lora_nb {Path(self.dir).name}", daemon=True)
         self._thread.start()
 
@@ -89,15 +92,23 @@ class Background:
         return self
 
     def on_done(self, fn: Callable) -> None:
-        """Call ``fn(self)`` once the work has ended and everything it made is saved.
+        """Call ``fn(self)`` once the work has ended and everything it made is saved (at once, in this
+        thread, when it has already ended: a run that ends before its caller registers still reports).
 
         Example:
             >>> run = lora_nb.Run.load("runs/20261128-101500")
             >>> run.on_done(lambda r: print(r.status))
         """
-        self._on_done.append(fn)
+        with self._done_lock:
+            if not self._ended:
+                self._on_done.append(fn)
+                return
+        fn(self)
 
     def done(self) -> None:
         """Call the :meth:`on_done` callbacks: the work has ended and everything is saved."""
-        for fn in self._on_done:
+        with self._done_lock:
+            self._ended = True
+            callbacks = list(self._on_done)
+        for fn in callbacks:
             fn(self)
