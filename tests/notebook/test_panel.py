@@ -78,8 +78,11 @@ def test_train_continue_stop_runs_and_export_from_the_buttons(tiny, demo_data, i
     assert "carry loss" in panel.sample.value and "background:#c8f7c5" in panel.sample.value
     panel.steps.value, panel.lr.value, panel.batch_size.value, panel.max_length.value = 5000, 2e-3, 8, 64
     panel.eval.value, panel.epochs.value = "0.1", 2
+    controls = [panel.buttons["Stop"], panel.buttons["Save now"]]
+    assert all(b.disabled for b in controls)  # nothing trains: greyed out
     panel.buttons["Train"].click()
     run = panel.session.active
+    assert not any(b.disabled for b in controls)  # training in the background: Stop and Save now work
     # the controls became a recipe, run by lora_nb.run on the loaded base: recorded like any other run
     recipe = lora_nb.Recipe.from_yaml(run.dir / "recipe.yaml")
     assert (recipe.model.quant, recipe.lora.r, recipe.lora.targets, recipe.train.steps, recipe.train.lr) == \
@@ -98,6 +101,7 @@ def test_train_continue_stop_runs_and_export_from_the_buttons(tiny, demo_data, i
     assert f"stopped at step {run.step}" in panel.status.value
     assert (run.adapter_dir / "adapter_model.safetensors").exists() and (run.dir / "dashboard.png").exists()
     wait_for(lambda: run.name in panel.runs.value)
+    wait_for(lambda: all(b.disabled for b in controls))  # the run has ended: greyed out again
 
     # continue: the same adapter trains on (r in the controls is ignored), with eval data from a file
     model = panel.session.model

@@ -61,7 +61,8 @@ class RunsTab:
 
         run = self.session.resume(self.run_pick.value, live=False, background=True, callbacks=[LiveChart(view=view)],
                                   say=say)
-        run.on_done(lambda _: self.show_runs())
+        self.running_controls()  # then on_done greys Stop out again (at once if the run has already ended)
+        run.on_done(lambda _: (self.show_runs(), self.running_controls(False)))
         view.announce(f"resuming {html.escape(run.name)}…")
 
     def load_run_adapter(self) -> None:
@@ -71,16 +72,14 @@ class RunsTab:
 
     def show_runs(self) -> None:
         """The runs table (scrolling past a few runs) above their loss curves, drawn smaller than in a cell."""
-        from ...inference.run_adapters import run_adapter
-
         table = self.session.run_table()
-        picked = self.compare_runs.value
-        self.compare_runs.options = [(run_adapter(run)[0], str(run.dir)) for run in table.runs
+        picked, shorts = self.compare_runs.value, short_names(table.runs)
+        self.compare_runs.options = [(f"{short} {run.label}", str(run.dir)) for run, short in zip(table.runs, shorts)
                                      if (run.adapter_dir / "adapter_config.json").is_file()]
         self.compare_runs.value = tuple(v for v in picked if v in dict(self.compare_runs.options).values())
         picked_run = self.run_pick.value
         self.run_pick.options = [(f"{short} {run.label} ({run.status})", str(run.dir))
-                                 for run, short in zip(table.runs, short_names(table.runs))]
+                                 for run, short in zip(table.runs, shorts)]
         self.run_pick.value = picked_run if picked_run in dict(self.run_pick.options).values() else (
             str(table.runs[0].dir) if table.runs else None)
         self.pick_run()

@@ -64,6 +64,7 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
             self.update_params()
         self.tabs.selected_index = TABS.index("Train" if s.model is not None else "Model")
         self.show_runs()
+        self.running_controls()
 
     def prefill(self, recipe: Any) -> None:
         """Start from a run's settings, so the next experiment changes one thing at a time."""
@@ -105,6 +106,16 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
 
     def stop(self) -> None:
         self.session.stop()
+
+    @strict_flags
+    def running_controls(self, running: Optional[bool] = None) -> None:
+        """Stop and Save now are enabled while a run or a sweep trains in the background, greyed out
+        otherwise. ``running``: what the caller knows (a run's on_done callback runs in its still-alive
+        thread); None asks the session."""
+        if running is None:
+            active = self.session.active
+            running = active is not None and active.running
+        self.buttons["Stop"].disabled = self.buttons["Save now"].disabled = not running
 
     def save_now(self) -> None:
         active = self.session.active

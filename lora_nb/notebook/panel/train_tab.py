@@ -117,7 +117,8 @@ class TrainTab:
         else:
             run = s.train(recipe.data.path, live=False, background=True, callbacks=[chart], progress=False, say=say,
                           **train_kwargs(recipe))
-        run.on_done(lambda _: self.show_runs())
+        self.running_controls()  # then on_done greys Stop out again (at once if the run has already ended)
+        run.on_done(lambda _: (self.show_runs(), self.running_controls(False)))
         view.announce(f"training {html.escape(run.name)}…")
 
     def sweep(self) -> None:
@@ -140,10 +141,11 @@ class TrainTab:
         view.note = (f"sweep: {len(sweep.points)} fresh adapters on the loaded base, varying {' × '.join(grid)}"
                      + (f", each scored on {recipe.data.eval}" if scored else "")
                      + "; the model keeps the last one")
-        sweep.on_done(self.sweep_ended)  # before it starts: a sweep that fails at once still reports here
         sweep.run((s.model, s.tokenizer), eval_data=recipe.data.eval if scored else None,
                   callbacks=[SweepChart(view=view)], progress=False, background=True)
         s.active = sweep
+        self.running_controls()
+        sweep.on_done(self.sweep_ended)  # at once if it has already ended (a sweep that fails at once)
 
     def grid(self) -> dict[str, list]:
         """The sweep's settings (one or two) and the values typed for each."""
@@ -172,3 +174,4 @@ class TrainTab:
         points' runs (as ``Session.sweep`` does); the runs table shows them."""
         self.session.adopt(sweep)
         self.show_runs()
+        self.running_controls(False)
