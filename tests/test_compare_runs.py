@@ -119,9 +119,11 @@ def test_the_panel_compares_the_runs_picked(llama, two_runs, in_tmp):
     session.inject(r=4)
     panel = Panel(session)
     panel.show_runs()
-    assert sorted(label for label, _ in panel.compare_runs.options) == ["run-a", "run-b"]
+    picks = {label.split()[0]: (label, folder) for label, folder in panel.compare_runs.options}
+    assert sorted(picks) == ["run-a", "run-b"]  # each named as in the Runs tab: its name, then its label
+    assert picks["run-b"][0] == f"run-b {two_runs[1].label}"
     panel.prompt.value = "Even or odd?\n\n12"
-    panel.compare_runs.value = (dict(panel.compare_runs.options)["run-b"],)
+    panel.compare_runs.value = (picks["run-b"][1],)
     panel.buttons["Compare"].click()
     assert "<th>run-b</th>" in panel.result.value and "<th>adapter</th>" not in panel.result.value
     panel.compare_runs.value = ()
