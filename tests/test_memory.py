@@ -62,19 +62,26 @@ def mixed_rows(tmp_path_factory):
     return str(path)
 
 
-def _measured(folder: str, batch: int, length: int, checkpointing: bool, *options: str) -> int:
-    out = subprocess.run([sys.executable, str(PROBE), folder, str(batch), str(length), str(int(checkpointing)),
-                          *options], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    return figures["peak"] - figures["base"]
+def _measured(folder: str, batch: int, length: int, checkpointing: bool, *options: str, repeats: int = 1) -> int:
+    """The peak's growth over the baseline in a fresh process; with ``repeats``, the median of that many."""
+    peaks = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, str(PROBE), folder, str(batch), str(length), str(int(checkpointing)),
+                              *options], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        peaks.append(figures["peak"] - figures["base"])
+    return sorted(peaks)[len(peaks) // 2]
 
 
 @pytest.mark.parametrize("checkpointing, quant", [(False, None), (True, None), (False, "4bit")])
 def test_estimate_is_within_15_percent_of_the_memory_training_takes(hundred_m, checkpointing, quant):
+    """QLoRA's peak on a CPU moves from run to run of the same steps (1.10-1.29 GiB over 16 runs here, against
+    1.10 GiB estimated; LoRA's within 5%): its median of three is the measurement."""
     predicted = estimate(hundred_m, quant=quant, batch_size=4, max_length=128, device="cpu",
                          gradient_checkpointing=checkpointing).total()
-    measured = _measured(hundred_m, 4, 128, checkpointing, *(["--quant", quant] if quant else []))
+    measured = _measured(hundred_m, 4, 128, checkpointing, *(["--quant", quant] if quant else []),
+                         repeats=3 if quant else 1)
 
     assert abs(predicted - measured) / measured < 0.15, (predicted / 2**20, measured / 2**20)
 
@@ -93,9 +100,11 @@ def test_on_mixed_length_data_the_estimate_counts_the_longest_batch_not_max_leng
 
 
 def test_estimate_is_within_25_percent_on_the_embedded_model(llama):
-    """At 0.2 M parameters the peak is mostly the runtime's own memory, which moves with the stack:
-    against the same 90 MiB estimate, 74 MiB measured on torch 2.6 / Python 3.10, 107 MiB on torch
-    2.11 / Python 3.13 (both CI jobs). The 100M model above holds the 15% promise on every stack."""
+    """At 0.2 M parameters the peak is mostly the runtime's own memory, which moves with the stack: against
+    the same 90 MiB estimate, 89-92 MiB measured on torch 2.13 / Python 3.11 and torch 2.11 / Python 3.13
+    (the CI jobs), 57 MiB on torch 2.6 / Python 3.10. (Measured before the probe imported trackio at its
+    baseline, as TRL's model card does at the first checkpoint: 95-101 and 107-122 MiB.) The 100M model above
+    holds the 15% promise on every stack."""
     predicted = estimate(llama, batch_size=4, max_length=128, device="cpu", gradient_checkpointing=False).total()
     measured = _measured(llama, 4, 128, False)
 
