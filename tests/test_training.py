@@ -267,6 +267,8 @@ def test_a_finished_run_keeps_enough_to_train_on(lora_llama, parity, in_tmp):
 
     assert more.status == "finished" and more.step == 6
     assert [row["step"] for row in more.history if "loss" in row] == [1, 2, 3, 4, 5, 6]
+    elapsed = [row["elapsed"] for row in more.history]  # the clock goes on from the first call's time
+    assert elapsed == sorted(elapsed) and more.summary["train_runtime"] >= elapsed[-1]
     assert sorted(p.name for p in (run.dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-6"]
 
 

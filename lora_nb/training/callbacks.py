@@ -68,13 +68,17 @@ class Recorder(TrainerCallback):
         self.run, self.model, self.tokenizer, self.paced = run, model, tokenizer, paced
         self.mirror = mirror  # a lora_nb.hf.mirror.Mirror (train.mirror): each checkpoint and status copied there
         self.start = self.last_save = time.time()
+        self.earlier = 0.0  # seconds trained before this call (a resumed run's kept rows)
         self.last_tokens: Optional[tuple[float, float]] = None
         self.trainable: Optional[list] = None
         self.file = open(run.dir / "metrics.jsonl", "a")
 
     def on_train_begin(self, args, state, control, **kw):
         self.run.max_steps = state.max_steps
-        self.start = self.last_save = time.time()
+        # a resumed run goes on from the time its kept rows took: elapsed and the run's time count every segment
+        self.earlier = self.run.last("elapsed") or 0.0
+        self.last_save = time.time()
+        self.start = self.last_save - self.earlier
         self._write_status()
         if self.mirror is not None:
             self.mirror.file("recipe.yaml")
@@ -115,7 +119,7 @@ class Recorder(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         if "train_runtime" in logs:
-            self.run.summary = dict(logs)
+            self.run.summary = dict(logs, train_runtime=logs["train_runtime"] + self.earlier)
             return
         now = time.time()
         row = {"step": state.global_step, "epoch": logs.get("epoch"), "elapsed": round(now - self.start, 3)}
