@@ -155,6 +155,36 @@ def test_panel_pushes_the_last_run(run):
     assert "dry run:" in panel.status.value and "## Recipe" in panel.code.value
 
 
+def test_the_panel_uploads_in_a_thread_and_says_how_it_ended(run, monkeypatch):
+    """An upload takes seconds to minutes: the button's callback returns at once (the kernel stays free),
+    the button is greyed out meanwhile, and the outcome (here: no network) replaces "pushing…"."""
+    import threading
+
+    from lora_nb.notebook.panel import Panel
+    from lora_nb.notebook.session import Session
+
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    session = Session()
+    session.runs.append(run)
+    panel = Panel(session)
+    seen = []
+    push = session.push
+
+    def watched(*args, **kwargs):
+        seen.append((threading.current_thread() is threading.main_thread(), panel.buttons["Push to Hub"].disabled,
+                     panel.status.value))
+        return push(*args, **kwargs)
+
+    monkeypatch.setattr(session, "push", watched)
+    panel.repo_id.value = "me/x"
+    panel.buttons["Push to Hub"].click()
+    panel.pushing.join(timeout=60)
+
+    assert seen == [(False, True, seen[0][2])] and "pushing the last run to me/x…" in seen[0][2]
+    assert "push: could not reach the Hugging Face Hub" in panel.status.value
+    assert not panel.buttons["Push to Hub"].disabled
+
+
 def test_a_run_training_in_the_background_is_not_pushed(llama, parity, tmp_path):
     """Its adapter would be read (or merged) mid-step: the run, its folder and its model are each refused
     in one line until it ends; then it pushes."""

@@ -12,6 +12,8 @@ offers Copy and Save to file, and names ``%lora export --cell``. Each tab is a p
 from __future__ import annotations
 
 import html
+import threading
+from typing import Any, Optional
 
 import ipywidgets as w
 
@@ -19,6 +21,7 @@ from ...core.charts import png_img
 from ...core.errors import ConfigError
 from ...core.files import atomic_write, check_free
 from ...runs.table import short_names
+from .routing import OWNERS
 from .widgets import COPY_JS, wide
 
 
@@ -108,15 +111,39 @@ class ExportTab:
         self.code = w.HTML()
         self.repo_id = w.Text(placeholder="user/name", description="repo id", layout=w.Layout(width="22em"))
         self.push_dry = w.Checkbox(value=False, description="dry run (upload nothing)", indent=False)
+        self.pushing: Optional[threading.Thread] = None  # an upload under way
         b = self.buttons
         return w.VBox([w.HBox([b["Export code"], self.export_file, b["Save to file"]]),
                        w.HBox([b["Push to Hub"], self.repo_id, self.push_dry]), self.code])
 
     def push(self) -> None:
+        """Push the last run: a dry run at once; an upload (seconds to minutes) in a thread, so the kernel
+        and the panel stay responsive, with "pushing…" in the status line until it ends, and the button
+        greyed out meanwhile."""
         repo = self.repo_id.value.strip()
         if not repo:
             raise ConfigError("repo id", problem="name the Hub repo to push to, e.g. me/my-lora")
-        result = self.session.push(repo, dry_run=self.push_dry.value)
+        if self.push_dry.value:
+            self.show_pushed(self.session.push(repo, dry_run=True))
+            return
+        button = self.buttons["Push to Hub"]
+
+        def upload() -> None:
+            OWNERS[threading.current_thread()] = self  # its warnings show in this panel
+            try:
+                self.show_pushed(self.session.push(repo))
+            except Exception as e:
+                self.show_error(e)
+            finally:
+                button.disabled = False
+
+        button.disabled = True
+        self.say(f"pushing the last run to {html.escape(repo)}…")
+        self.pushing = threading.Thread(target=upload, name=f"lora_nb push {repo}", daemon=True)
+        self.pushing.start()
+
+    def show_pushed(self, result: Any) -> None:
+        """A push's one line in the status bar and its model card below."""
         self.say(html.escape(str(result)))
         self.code.value = f"<pre class='lora-nb-code'>{html.escape(result.card)}</pre>"
 

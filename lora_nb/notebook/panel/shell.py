@@ -146,6 +146,14 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
     def clear_warnings(self) -> None:
         self.warned, self.warnings.value = [], ""
 
+    def show_error(self, error: Exception) -> None:
+        """An error in the status line: ours as its one line, a library's with its traceback visible."""
+        if isinstance(error, ConfigError):
+            self.say(html.escape(str(error)), error=True)
+        else:
+            self.say(f"{html.escape(type(error).__name__)}: {html.escape(str(error))}"
+                     f"<pre>{html.escape(''.join(traceback.format_exception(error)))}</pre>", error=True)
+
     def _guarded(self, fn: Callable[[], None]) -> Callable[[Any], None]:
         """Widget callbacks' exceptions go to the browser console, unseen: show them in the panel;
         so are the warnings raised while the callback runs."""
@@ -156,11 +164,8 @@ class Panel(ModelTab, AdapterTab, DataTab, TrainTab, RunsTab, ExportTab, w.VBox)
             OWNERS[thread] = self
             try:
                 fn()
-            except ConfigError as e:
-                self.say(html.escape(str(e)), error=True)
-            except Exception as e:  # a library error: keep its traceback visible
-                self.say(f"{html.escape(type(e).__name__)}: {html.escape(str(e))}"
-                         f"<pre>{html.escape(traceback.format_exc())}</pre>", error=True)
+            except Exception as e:
+                self.show_error(e)
             finally:
                 if before is None:
                     del OWNERS[thread]
