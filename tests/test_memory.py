@@ -177,6 +177,20 @@ def test_data_given_as_token_counts_sets_the_longest_batch():
     assert "the data's longest example; max_length 1024" in str(counts)
 
 
+def test_data_under_its_own_column_names_is_counted_through_its_mapping(llama):
+    """As train() reads it: the same token counts as the renamed rows; without the mapping, the error names it."""
+    tok = lora_nb.load(llama)[1]
+    own = [{"question": "what is " + "two plus two " * n, "answer": "four " * n} for n in (1, 9, 3)]
+    renamed = [{"instruction": row["question"], "output": row["answer"]} for row in own]
+    mapped = estimate(llama, data=own, columns="question:instruction,answer:output", tokenizer=tok, device="cpu")
+
+    assert (mapped.length, mapped.examples) == (estimate(llama, data=renamed, tokenizer=tok, device="cpu").length, 3)
+    assert mapped.length > estimate(llama, data=own[:1], columns="question:instruction,answer:output",
+                                    tokenizer=tok, device="cpu").length
+    with pytest.raises(ConfigError, match="set data.columns: {instruction: question, output: answer}"):
+        estimate(llama, data=own, tokenizer=tok, device="cpu")
+
+
 @pytest.mark.parametrize("size, expected", [("24 GB", 24 * 10**9), ("24GiB", 24 * 2**30), ("1.5 gb", 15 * 10**8),
                                             (16 * 10**9, 16 * 10**9)])
 def test_memory_sizes_take_their_unit(size, expected):

@@ -163,6 +163,7 @@ def estimate(
     max_length: int = 1024,
     gradient_checkpointing: Optional[bool] = None,
     data: Any = None,
+    columns: Optional[Union[dict, str]] = None,
     tokenizer: Any = None,
     adapter_dtype: str = "fp32",
     optim: str = "adamw_torch",
@@ -176,8 +177,9 @@ def estimate(
     ``data``: the training data (anything :func:`lora_nb.train` takes) or its examples' token counts;
     the activations are then counted at the longest batch's padded length, the longest example
     (rows are tokenised as TRL does, with ``tokenizer``, by default the model's own when ``model``
-    names a folder or Hub model), not at ``max_length``. ``adapter_dtype``: "fp32" (PEFT's default)
-    or "bf16" (the QLoRA paper's). ``optim``: as transformers names it — "adamw_torch" (and
+    names a folder or Hub model), not at ``max_length``; ``columns`` maps the data's own column names
+    as ``data.columns`` does in training ("question:instruction,answer:output"). ``adapter_dtype``:
+    "fp32" (PEFT's default) or "bf16" (the QLoRA paper's). ``optim``: as transformers names it — "adamw_torch" (and
     "adamw_torch_fused"), "adamw_8bit"/"adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit".
     ``device``: "gpu" or "cpu", or as torch names it ("cuda", "cuda:0"; default: this machine's); it
     sets the activation dtype ("auto": bf16 on a GPU and on a CPU with bf16 instructions, else fp32,
@@ -201,7 +203,7 @@ def estimate(
     check_optimizer(optim, adapter_dtype)
     device = device_kind(device) or this_device()
     loaded = hasattr(model, "named_modules")
-    lengths = None if data is None else _lengths(data, tokenizer or model, max_length, trust_remote_code)
+    lengths = None if data is None else _lengths(data, tokenizer or model, max_length, trust_remote_code, columns)
     meta, report = model_and_report(model, r, trust_remote_code)
     if loaded:
         quant = loaded_quant(model) or quant
@@ -290,7 +292,8 @@ def memory_bytes(memory: Union[int, float, str]) -> int:
     return int(float(found[1]) * UNITS[found[2]])
 
 
-def _lengths(data: Any, tokenizer: Any, max_length: int, trust_remote_code: bool) -> list[tuple[int, int]]:
+def _lengths(data: Any, tokenizer: Any, max_length: int, trust_remote_code: bool,
+             columns: Optional[Union[dict, str]]) -> list[tuple[int, int]]:
     """The token count of each training example and how many carry loss: given as numbers (every
     token then carries loss), or from TRL's tokenisation."""
     if isinstance(data, (list, tuple)) and data and all(isinstance(n, int) and not isinstance(n, bool) for n in data):
@@ -304,7 +307,7 @@ def _lengths(data: Any, tokenizer: Any, max_length: int, trust_remote_code: bool
     if not hasattr(tokenizer, "pad_token_id"):
         raise ConfigError("tokenizer", type(tokenizer).__name__, problem="data given as rows needs the model's "
                           "tokenizer to count their tokens: pass tokenizer=, or data as token counts")
-    return token_lengths(data, tokenizer, max_length=max_length)
+    return token_lengths(data, tokenizer, max_length=max_length, columns=columns)
 
 
 @strict_flags
