@@ -14,7 +14,7 @@ import pytest
 import lora_nb
 from lora_nb.runs.find import find_runs
 from lora_nb.runs.record import Run
-from lora_nb.runs.table import RunTable
+from lora_nb.runs.table import RunTable, short_names
 from lora_nb.runs.folders import new_run_dir
 
 
@@ -121,6 +121,23 @@ def test_killed_torn_and_unreadable_run_folders_are_listed_not_raised(llama, par
     assert found["odd"].status == "unreadable" and "lora.rank" in found["odd"].message
     table = RunTable(list(found.values()))
     assert "killed" in str(table) and "unreadable" in table._repr_html_()
+
+
+def test_a_notebook_shows_results_first_and_only_the_settings_that_differ(two_runs_here):
+    """The cell's table fits a page: compact names (the folder and start time in the tooltip), results
+    before settings, the settings the runs share left to their labels; ``str()`` keeps every column."""
+    older, newer = two_runs_here
+    table = RunTable(find_runs())
+    page = table._repr_html_()
+    headers = re.findall(r"<th>(.*?)</th>", page)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)[1:]]
+
+    assert headers[:3] == ["run", "label", "status"] and headers.index("loss") < headers.index("r")
+    assert {"targets", "r"} <= set(headers) and not {"started", "lr", "batch", "eval loss"} & set(headers)
+    assert [row[0] for row in rows] == short_names([newer, older]) and rows[0][1] == "r8-attention-lr1e-3"
+    assert f"title='{newer.dir} · started 20" in page
+    width = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(headers))
+    assert width <= 100 < len(str(table).splitlines()[0]), (width, headers)
 
 
 def test_new_run_folders_are_unique(in_tmp):

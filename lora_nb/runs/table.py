@@ -7,7 +7,7 @@ import re
 from typing import Any, Optional, Sequence
 
 from ..core.errors import strict_flags
-from ..core.render import fmt, html_table, text_table
+from ..core.render import fmt, text_table
 from .record import Run
 
 
@@ -83,12 +83,31 @@ class RunTable:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))  # a terminal IPython shows the table, not <RunTable at 0x…>
 
+    RESULTS = ["steps", "loss", "eval loss", "eval score", "tokens/s", "time"]
+    SETTINGS = ["quant", "targets", "r", "alpha", "variant", "lr", "batch"]
+
     def _repr_html_(self) -> str:
+        """The table as a notebook shows it, about a page wide: a run named by its compact start time (its
+        folder and start in the tooltip), its label (which sums its settings up: ``r16-all-linear-lr2e-3``),
+        status, the results any run has, then the settings that differ between the runs; scrolls inside the
+        cell if still too wide. The loss curves below, named the same way. ``str()`` has every column."""
         from ..core.charts import png_img
 
         if not self.runs:
             return "<p>no runs yet</p>"
-        return html_table(self.HEADERS, self.rows()) + png_img(self.figure())
+        rows = [dict(zip(self.HEADERS, row)) for row in self.rows()]
+        headers = (["run", "label", "status"] + [h for h in self.RESULTS if any(row[h] is not None for row in rows)]
+                   + [h for h in self.SETTINGS if len({fmt(row[h]) for row in rows}) > 1])
+        body = []
+        for run, short, row in zip(self.runs, short_names(self.runs), rows):
+            tip = html.escape(f"{run.dir}" + (f" · started {row['started']}" if row["started"] else ""), quote=True)
+            cells = [f"<td title='{tip}'>{html.escape(_clip(short, 24))}</td>",
+                     f"<td title='{html.escape(run.label, quote=True)}'>{html.escape(_clip(run.label, 32))}</td>"]
+            cells += [f"<td>{html.escape(fmt(row[h]))}</td>" for h in headers[2:]]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        return (f"<div style='overflow-x:auto'><table class='lora-nb'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(body)}</tbody></table></div>" + png_img(self.figure(compact=True)))
 
 
 @strict_flags
