@@ -607,3 +607,16 @@ def test_preview_masks_are_the_labels_the_trainer_computes_its_loss_on(tok, llam
     trained = sorted([tok.decode([i]) for i, label in zip(ids, labels) if label != -100] for ids, labels in seen)
     previewed = sorted([t for t, loss in row if loss] for row in shown)
     assert trained == previewed and all(previewed)
+
+
+def test_previews_checks_estimates_and_scores_leave_the_working_folder_as_it_was(llama, in_tmp):
+    """Each builds a real SFTTrainer to prepare the rows as TRL does; transformers' Trainer makes its
+    output folder, which used to appear in the notebook's folder (lora_nb-preview, -lengths, -evaluate)."""
+    model, tok = lora_nb.load(llama)
+    rows = [{"prompt": "2+2=", "completion": "4"}]
+    lora_nb.preview(rows, tok)
+    lora_nb.data.check(tok, rows)
+    lora_nb.estimate(llama, data=rows, tokenizer=tok, device="cpu")
+    lora_nb.evaluate(model, tok, rows, metric="token_accuracy")
+
+    assert list(in_tmp.iterdir()) == []

@@ -158,10 +158,15 @@ def token_lengths(data: Any, tokenizer: Any, *, max_length: int, format: Optiona
 
 
 def _trainer(dataset: Any, tokenizer: Any, config: Any) -> Any:
-    """A real ``SFTTrainer`` that has prepared ``dataset`` for a stand-in model, the random state kept."""
+    """A real ``SFTTrainer`` that has prepared ``dataset`` for a stand-in model, the random state kept.
+    It writes nothing, but transformers' Trainer makes its ``output_dir``: a temporary folder, removed
+    at once, so no empty folder is left where the user works."""
+    import tempfile
+
     from trl import SFTTrainer
 
-    with _random_state_kept():
+    with _random_state_kept(), tempfile.TemporaryDirectory(prefix="lora_nb-prepare-") as out:
+        config.output_dir = out
         return SFTTrainer(model=_stand_in(len(tokenizer)), args=config, train_dataset=dataset,
                           processing_class=tokenizer)
 
