@@ -60,8 +60,7 @@ class RunTable:
                      run.last("eval_loss"), run.eval_score, _duration(run.summary.get("train_runtime"))]
             text = [_clip(fmt(c), width) for c in cells]
             tips = [str(run.dir), run.label] + [""] * (len(cells) - 2)
-            rows.append("<tr>" + "".join(f"<td title='{html.escape(tip)}'>{html.escape(t)}</td>" if tip else
-                                         f"<td>{html.escape(t)}</td>" for t, tip in zip(text, tips)) + "</tr>")
+            rows.append("<tr>" + "".join(_td(t, tip) for t, tip in zip(text, tips)) + "</tr>")
         return f"<table class='lora-nb' style='white-space:nowrap'>{''.join(rows)}</table>"
 
     @strict_flags
@@ -100,10 +99,9 @@ class RunTable:
                    + [h for h in self.SETTINGS if len({fmt(row[h]) for row in rows}) > 1])
         body = []
         for run, short, row in zip(self.runs, short_names(self.runs), rows):
-            tip = html.escape(f"{run.dir}" + (f" · started {row['started']}" if row["started"] else ""), quote=True)
-            cells = [f"<td title='{tip}'>{html.escape(_clip(short, 24))}</td>",
-                     f"<td title='{html.escape(run.label, quote=True)}'>{html.escape(_clip(run.label, 32))}</td>"]
-            cells += [f"<td>{html.escape(fmt(row[h]))}</td>" for h in headers[2:]]
+            started = f" · started {row['started']}" if row["started"] else ""
+            cells = [_td(_clip(short, 24), f"{run.dir}{started}"), _td(_clip(run.label, 32), run.label)]
+            cells += [_td(fmt(row[h])) for h in headers[2:]]
             body.append("<tr>" + "".join(cells) + "</tr>")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         return (f"<div style='overflow-x:auto'><table class='lora-nb'><thead><tr>{head}</tr></thead>"
@@ -144,6 +142,12 @@ def _stamp(name: str, seconds: bool = False) -> str:
     if not found:
         return name
     return f"{found[1]}-{found[2]} {found[3]}:{found[4]}" + (f":{found[5]}" if seconds else "")
+
+
+def _td(text: str, tip: str = "") -> str:
+    """A table cell, escaped, with ``tip`` as its tooltip."""
+    title = f" title='{html.escape(tip)}'" if tip else ""
+    return f"<td{title}>{html.escape(text)}</td>"
 
 
 def _clip(text: str, width: int) -> str:
