@@ -47,3 +47,15 @@ def test_a_non_finite_gradient_stops_the_run_before_it_reaches_the_weights(llama
     assert all(torch.isfinite(p).all() for p in poison.params.values())
     for name, p in poison.params.items():  # the poisoned step's update never happened
         assert torch.equal(p.detach(), poison.before[name]), name
+
+
+def test_a_huge_but_finite_gradient_does_not_stop_the_run(llama, parity, in_tmp, capsys):
+    """The fused norm's squares overflow fp32 above ~1.8e19: a gradient of 1e25 is finite and must not read as
+    diverged. Clipping off: with it, transformers scales gradients by max_norm / inf = 0 before the check sees them."""
+    model, tok = lora_nb.load(llama)
+    model = lora_nb.inject(model, r=4, verbose=False)
+    poison = Poison(model, at=3, value=1e25)
+    run = lora_nb.train(model, tok, parity[0], steps=5, batch_size=4, progress=False, callbacks=[poison],
+                        max_grad_norm=0)
+    assert run.status == "finished", capsys.readouterr().out
+    assert all(torch.isfinite(p).all() for p in poison.params.values())

@@ -52,6 +52,21 @@ SAVE_EVERY_S = 120.0
 SAVE_GAP_S = 30.0
 
 
+def all_finite(tensors: list) -> bool:
+    """Whether every element of ``tensors`` is finite: one fused norm and one device sync (7x cheaper
+    than a check per tensor, which cost 1-3% of a small model's step), then, only where that norm is
+    not finite, a check per tensor: a norm's squares overflow fp32 above ~1.8e19, so huge but finite
+    gradients read as non-finite in the norm alone.
+
+    Example:
+        >>> all_finite([torch.tensor([3e19]), torch.ones(2)]), all_finite([torch.tensor([float("nan")])])
+        (True, False)
+    """
+    if torch.isfinite(get_total_norm(tensors)).item():
+        return True
+    return all(torch.isfinite(t).all().item() for t in tensors)
+
+
 class Recorder(TrainerCallback):
     """Keeps the :class:`Run` and its folder in step with training.
 
@@ -89,9 +104,7 @@ class Recorder(TrainerCallback):
         if self.trainable is None:  # what trains is fixed once training starts
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         params = [p for p in self.trainable if p.grad is not None]
-        # one fused norm over every gradient and one device sync per step (a non-finite gradient makes it
-        # non-finite): 7x cheaper than a check per tensor, which cost 1-3% of a small model's step
-        if params and not torch.isfinite(get_total_norm([p.grad for p in params])).item():
+        if params and not all_finite([p.grad for p in params]):
             for p in params:  # the optimizer skips parameters without a gradient: the weights stay finite
                 p.grad = None
             self._diverge(state.global_step + 1, "the gradient", args, control)
