@@ -125,7 +125,8 @@ def test_killed_torn_and_unreadable_run_folders_are_listed_not_raised(llama, par
 
 def test_a_notebook_shows_results_first_and_only_the_settings_that_differ(two_runs_here):
     """The cell's table fits a page: compact names (the folder and start time in the tooltip), results
-    before settings, the settings the runs share left to their labels; ``str()`` keeps every column."""
+    before settings, the settings the runs share left to their labels; a terminal's text the same columns;
+    ``text(every_column=True)`` keeps every column."""
     older, newer = two_runs_here
     table = RunTable(find_runs())
     page = table._repr_html_()
@@ -137,7 +138,11 @@ def test_a_notebook_shows_results_first_and_only_the_settings_that_differ(two_ru
     assert [row[0] for row in rows] == short_names([newer, older]) and rows[0][1] == "r8-attention-lr1e-3"
     assert f"title='{newer.dir} · started 20" in page
     width = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(headers))
-    assert width <= 100 < len(str(table).splitlines()[0]), (width, headers)
+    assert width <= 100 < len(table.text(every_column=True).splitlines()[0]), (width, headers)
+    text = str(table).splitlines()
+    assert text[0].split() == " ".join(headers).split() and len(text[0]) <= 100, text[0]
+    assert [line.split("  ")[0] for line in text[2:]] == short_names([newer, older])
+    assert newer.name in table.text(every_column=True)
 
 
 def test_new_run_folders_are_unique(in_tmp):
@@ -175,7 +180,8 @@ def test_a_terminal_shows_the_table_not_the_objects_address(tmp_path):
     run = Run(tmp_path / "20261206-101500-r4-all-linear-lr2e-4")
     run.history = [{"step": 1, "loss": 2.5}]
     shown = pretty(RunTable([run]))
-    assert shown == str(RunTable([run])) and shown.startswith("run ") and "20261206-101500" in shown
+    assert shown == str(RunTable([run])) and shown.startswith("run ") and "12-06 10:15" in shown
+    assert "20261206-101500" in RunTable([run]).text(every_column=True)
     assert pretty(RunTable([])) == "no runs yet"
 
 

@@ -18,6 +18,10 @@ class RunTable:
     Example:
         >>> from lora_nb.runs.find import find_runs
         >>> print(RunTable(find_runs("runs", limit=10)))  # doctest: +ELLIPSIS
+        run          label                status    steps  ...
+        -----------  -------------------  --------  -----  ...
+        11-28 10:15  r4-attention-lr2e-4  finished      1  ...
+        >>> print(RunTable(find_runs("runs", limit=10)).text(every_column=True))  # doctest: +ELLIPSIS
         run              started           label                status    steps  quant  targets    r  alpha  variant ...
         ...
         20261128-101500  ...  r4-attention-lr2e-4  finished      1         attention  4     32  lora     0.0002 ...
@@ -77,7 +81,23 @@ class RunTable:
         return loss_figure(list(zip(names, (run.history for run in self.runs))), title="loss by run")
 
     def __str__(self) -> str:
-        return text_table(self.HEADERS, self.rows()) if self.runs else "no runs yet"
+        return self.text()
+
+    @strict_flags
+    def text(self, every_column: bool = False) -> str:
+        """The table as text, about a page wide as a notebook shows it (:meth:`page`); ``every_column``: each
+        run's full folder name, start time and every setting, however wide.
+
+        Example:
+            >>> RunTable([]).text()
+            'no runs yet'
+        """
+        if not self.runs:
+            return "no runs yet"
+        if every_column:
+            return text_table(self.HEADERS, self.rows())
+        headers, rows = self.page()
+        return text_table(headers, [[_clip(fmt(c), 32) if i < 2 else c for i, c in enumerate(row)] for row in rows])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))  # a terminal IPython shows the table, not <RunTable at 0x…>
@@ -85,23 +105,35 @@ class RunTable:
     RESULTS = ["steps", "loss", "eval loss", "eval score", "tokens/s", "time"]
     SETTINGS = ["quant", "targets", "r", "alpha", "variant", "lr", "batch"]
 
+    def page(self) -> tuple[list[str], list[list[Any]]]:
+        """The columns that fit a page, and each run's values in them: a run named by its compact start time,
+        its label (which sums its settings up: ``r16-all-linear-lr2e-3``), status, the results any run has,
+        then only the settings that differ between the runs.
+
+        Example:
+            >>> RunTable([Run("runs/20261128-101500-r4-attention-lr2e-4")]).page()[0]
+            ['run', 'label', 'status', 'steps']
+        """
+        rows = [dict(zip(self.HEADERS, row)) for row in self.rows()]
+        headers = (["run", "label", "status"] + [h for h in self.RESULTS if any(row[h] is not None for row in rows)]
+                   + [h for h in self.SETTINGS if len({fmt(row[h]) for row in rows}) > 1])
+        shorts = short_names(self.runs)
+        return headers, [[short] + [row[h] for h in headers[1:]] for short, row in zip(shorts, rows)]
+
     def _repr_html_(self) -> str:
-        """The table as a notebook shows it, about a page wide: a run named by its compact start time (its
-        folder and start in the tooltip), its label (which sums its settings up: ``r16-all-linear-lr2e-3``),
-        status, the results any run has, then the settings that differ between the runs; scrolls inside the
-        cell if still too wide. The loss curves below, named the same way. ``str()`` has every column."""
+        """The table as a notebook shows it, :meth:`page`'s columns (a run's folder and start time in its
+        tooltip); scrolls inside the cell if still too wide. The loss curves below, named the same way.
+        ``text(every_column=True)`` has every column."""
         from ..core.charts import png_img
 
         if not self.runs:
             return "<p>no runs yet</p>"
-        rows = [dict(zip(self.HEADERS, row)) for row in self.rows()]
-        headers = (["run", "label", "status"] + [h for h in self.RESULTS if any(row[h] is not None for row in rows)]
-                   + [h for h in self.SETTINGS if len({fmt(row[h]) for row in rows}) > 1])
+        headers, rows = self.page()
         body = []
-        for run, short, row in zip(self.runs, short_names(self.runs), rows):
-            started = f" · started {row['started']}" if row["started"] else ""
-            cells = [_td(_clip(short, 24), f"{run.dir}{started}"), _td(_clip(run.label, 32), run.label)]
-            cells += [_td(fmt(row[h])) for h in headers[2:]]
+        for run, row in zip(self.runs, rows):
+            started = f" · started {_when(run.started)}" if run.started else ""
+            cells = [_td(_clip(row[0], 24), f"{run.dir}{started}"), _td(_clip(fmt(row[1]), 32), run.label)]
+            cells += [_td(fmt(c)) for c in row[2:]]
             body.append("<tr>" + "".join(cells) + "</tr>")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         return (f"<div style='overflow-x:auto'><table class='lora-nb'><thead><tr>{head}</tr></thead>"
