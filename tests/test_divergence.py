@@ -49,13 +49,20 @@ def test_a_non_finite_gradient_stops_the_run_before_it_reaches_the_weights(llama
         assert torch.equal(p.detach(), poison.before[name]), name
 
 
-def test_a_huge_but_finite_gradient_does_not_stop_the_run(llama, parity, in_tmp, capsys):
+
+def test_a_huge_but_finite_gradient_is_not_a_divergence(llama, parity, in_tmp, capsys):
     """The fused norm's squares overflow fp32 above ~1.8e19: a gradient of 1e25 is finite and must not read as
-    diverged. Clipping off: with it, transformers scales gradients by max_norm / inf = 0 before the check sees them."""
+    diverged. Clipping off: with it, transformers scales every gradient by max_norm / inf = 0 first. Where
+    accelerate is older than 1.16, transformers' grad-norm logging (torch's clip_grad_norm_ with max_norm=inf)
+    turns every gradient nan when the norm overflows: there the run does diverge, and must say so."""
+    import accelerate
+    from packaging.version import Version
+
     model, tok = lora_nb.load(llama)
     model = lora_nb.inject(model, r=4, verbose=False)
     poison = Poison(model, at=3, value=1e25)
     run = lora_nb.train(model, tok, parity[0], steps=5, batch_size=4, progress=False, callbacks=[poison],
                         max_grad_norm=0)
-    assert run.status == "finished", capsys.readouterr().out
+    keeps = Version(accelerate.__version__) >= Version("1.16")  # its clip_grad_norm_ skips clipping at max_norm=inf
+    assert run.status == ("finished" if keeps else "diverged"), capsys.readouterr().out
     assert all(torch.isfinite(p).all() for p in poison.params.values())
