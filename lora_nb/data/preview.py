@@ -12,6 +12,8 @@ from ..core.quiet import quietly
 from .prepare import prepare, read
 
 _STAND_INS: dict = {}
+# The output_dir a stand-in trainer's config names: never made (_trainer puts a temporary folder there).
+STAND_IN = "lora_nb-stand-in"
 
 
 class Preview:
@@ -99,7 +101,7 @@ def preview(data: Any, tokenizer: Any, *, n: int = 3, format: Optional[str] = No
     rows = rows.select(range(min(n, len(rows))))
     train, _, fmt = prepare(rows, tokenizer, format=format, max_length=max_length, columns=columns,
                             train_on=train_on)
-    config = sft_config(dict(output_dir="lora_nb-preview", report_to="none", max_length=max_length, bf16=False,
+    config = sft_config(dict(output_dir=STAND_IN, report_to="none", max_length=max_length, bf16=False,
                              **loss_flags(train.column_names, train_on), dataset_num_proc=None))
     out = [[(tokenizer.decode([i]), label != -100) for i, label in zip(ids, labels)]
            for ids, labels in trl_prepare(train, tokenizer, config)]
@@ -148,7 +150,7 @@ def token_lengths(data: Any, tokenizer: Any, *, max_length: int, format: Optiona
     from ..hf.compat import sft_config
 
     train, _, _ = prepare(data, tokenizer, format=format, split=split, max_length=max_length, columns=columns)
-    config = sft_config(dict(output_dir="lora_nb-lengths", report_to="none", max_length=max_length, bf16=False,
+    config = sft_config(dict(output_dir=STAND_IN, report_to="none", max_length=max_length, bf16=False,
                              assistant_only_loss="messages" in train.column_names, dataset_num_proc=None))
     prepared = _trainer(train, tokenizer, config).train_dataset
     lengths = [len(ids) for ids in prepared["input_ids"]]

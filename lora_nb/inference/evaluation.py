@@ -286,10 +286,10 @@ def _token_accuracy(model: Any, tokenizer: Any, cases: list[tuple[Any, Any]], ba
     from datasets import Dataset
     from torch.nn.utils.rnn import pad_sequence
     from ..hf.compat import sft_config
-    from ..data.preview import trl_prepare
+    from ..data.preview import STAND_IN, trl_prepare
     from ..hf.models import pin_4bit_layout
 
-    config = sft_config(dict(output_dir="lora_nb-evaluate", report_to="none", max_length=None, bf16=False,
+    config = sft_config(dict(output_dir=STAND_IN, report_to="none", max_length=None, bf16=False,
                              completion_only_loss=True, dataset_num_proc=None))
     rows = Dataset.from_list([{"prompt": p, "completion": c} for p, c in cases])
     tokenized = trl_prepare(rows, tokenizer, config)
